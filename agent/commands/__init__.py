@@ -1,0 +1,1 @@
+"""One module per `pachsync` subcommand; each exposes `register(subparsers)` (see agent.cli)."""

@@ -1,0 +1,49 @@
+"""Shared fixtures: a real localpachd on port 0 in a temp dir, and a real python-pachyderm client.
+
+Feature-specific fixtures (git remotes, loaded iris data, …) live in the test files that use them
+or in a `conftest.py` of their own folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def localpachd(tmp_path: Path) -> Iterator[object]:
+    """A real localpachd server in this process, on a free port, storing under tmp_path."""
+    from localpachd.server import start
+
+    server = start(data_dir=tmp_path / "pachd", host="127.0.0.1", port=0)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pach_client(localpachd: object) -> object:
+    """The unmodified python-pachyderm client connected to the `localpachd` fixture."""
+    import python_pachyderm
+
+    return python_pachyderm.Client(host=localpachd.host, port=localpachd.port)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _no_user_pach_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read the developer's ~/.pachyderm config or PACHD_ADDRESS."""
+    monkeypatch.setenv("PACH_CONFIG", str(tmp_path / "no-pach-config.json"))
+    monkeypatch.delenv("PACHD_ADDRESS", raising=False)
+    monkeypatch.delenv("PACH_PYTHON_AUTH_TOKEN", raising=False)
+    os.environ.setdefault("MPLBACKEND", "Agg")
