@@ -21,7 +21,7 @@ demo: $(STAMP)  ## run the whole GitOps demo on a local Pachyderm-compatible ser
 	$(BIN)/pachsync demo
 
 test: $(STAMP)  ## run the whole test suite (fails if no test ran)
-	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+	$(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
