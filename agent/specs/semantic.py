@@ -1,0 +1,254 @@
+"""Checks that need more than one document or more than JSON Schema can say.
+
+Used by `agent.specs` after the schema check: names match files and are unique and valid for
+Pachyderm, every pfs input repo is declared (repos.yaml) or produced (a pipeline), the DAG has no
+cycle, input names are unique within a cross/join/group, images are immutable, and `salt` is set
+only knowingly (a warning). Pure functions over already-loaded documents.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import SpecError
+from agent.specs.images import image_problem
+from agent.specs.schema import dotted, load_schema
+from agent.specs.yamlread import LoadedYaml, Path_
+
+PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+MAX_PIPELINE_NAME = 51  # Pachyderm derives Kubernetes names (<= 63) from it
+
+
+@dataclass(frozen=True)
+class PipelineDoc:
+    """A pipeline file that parsed as YAML: its name (from the document), file and lines."""
+
+    file: str
+    stem: str
+    doc: LoadedYaml
+
+    @property
+    def name(self) -> str:
+        data = self.doc.data if isinstance(self.doc.data, dict) else {}
+        pipeline = data.get("pipeline") if isinstance(data.get("pipeline"), dict) else {}
+        return str(pipeline.get("name", "")) if pipeline else ""
+
+    @property
+    def project(self) -> str:
+        data = self.doc.data if isinstance(self.doc.data, dict) else {}
+        project = (data.get("pipeline") or {}).get("project") or {}
+        return str(project.get("name") or "default") if isinstance(project, dict) else "default"
+
+    def err(self, path: Path_, message: str, hint: str = "") -> SpecError:
+        return SpecError(self.file, self.doc.line_of(path), dotted(path), message, hint)
+
+
+def walk_pfs(node: Any, path: Path_ = ("input",)) -> Iterator[tuple[Path_, dict[str, Any]]]:
+    """Every pfs input under an input node, with its path, in document order."""
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("pfs"), dict):
+        yield path + ("pfs",), node["pfs"]
+    for combo in ("cross", "union", "join", "group"):
+        children = node.get(combo)
+        if isinstance(children, list):
+            for index, child in enumerate(children):
+                yield from walk_pfs(child, path + (combo, index))
+
+
+def input_repos(spec: dict[str, Any]) -> list[tuple[Path_, str, str]]:
+    """(path, project, repo) of every pfs input; project "" means the pipeline's project."""
+    return [
+        (path, str(pfs.get("project") or ""), str(pfs.get("repo")))
+        for path, pfs in walk_pfs(spec.get("input"))
+        if pfs.get("repo")
+    ]
+
+
+def check_pipeline(doc: PipelineDoc) -> list[SpecError]:
+    """Checks of one pipeline on its own: name, file name, images, input names."""
+    errors: list[SpecError] = []
+    name = doc.name
+    name_path: Path_ = ("pipeline", "name")
+    if name and not PIPELINE_NAME.match(name):
+        errors.append(
+            doc.err(
+                name_path,
+                f"invalid pipeline name {name!r}",
+                "use letters, digits, _ and -, starting with a letter or digit",
+            )
+        )
+    if len(name) > MAX_PIPELINE_NAME:
+        errors.append(
+            doc.err(
+                name_path,
+                f"pipeline name is {len(name)} characters, Pachyderm allows {MAX_PIPELINE_NAME}",
+                "shorten the name (and rename the file to match)",
+            )
+        )
+    if name and name != doc.stem:
+        errors.append(
+            doc.err(
+                name_path,
+                f"pipeline name {name!r} differs from the file name {doc.stem!r}",
+                f"rename the file to {name}.yaml or set pipeline.name: {doc.stem}",
+            )
+        )
+    spec = doc.doc.data if isinstance(doc.doc.data, dict) else {}
+    transform = spec.get("transform")
+    image = transform.get("image") if isinstance(transform, dict) else None
+    if isinstance(image, str) and image_schema_ok(image):
+        # Images the schema pattern rejects were already reported, with this same explanation.
+        problem, hint = image_problem(image)
+        if problem:
+            errors.append(doc.err(("transform", "image"), problem, hint))
+    errors.extend(_duplicate_input_names(doc, spec.get("input"), ("input",)))
+    return errors
+
+
+def image_schema_ok(image: str) -> bool:
+    image_schema = load_schema("pipeline")["definitions"]["transform"]["properties"]["image"]
+    return all(re.search(rule["pattern"], image) for rule in image_schema["allOf"])
+
+
+def warnings_for(doc: PipelineDoc) -> list[SpecError]:
+    spec = doc.doc.data if isinstance(doc.doc.data, dict) else {}
+    if "salt" in spec:
+        return [
+            doc.err(
+                ("salt",),
+                "salt is set: Pachyderm replaces it on every reprocess, so it "
+                "never stays as written",
+                "remove `salt:`; pachsync decides reprocessing",
+            )
+        ]
+    return []
+
+
+def _duplicate_input_names(doc: PipelineDoc, node: Any, path: Path_) -> list[SpecError]:
+    if not isinstance(node, dict):
+        return []
+    errors: list[SpecError] = []
+    for combo in ("cross", "union", "join", "group"):
+        children = node.get(combo)
+        if not isinstance(children, list):
+            continue
+        seen: dict[str, int] = {}
+        for index, child in enumerate(children):
+            child_path = path + (combo, index)
+            errors.extend(_duplicate_input_names(doc, child, child_path))
+            name = _input_name(child)
+            if combo == "union" or name is None:
+                continue  # union children may share a name: their datums never meet
+            if name in seen:
+                errors.append(
+                    doc.err(
+                        child_path + ("pfs",),
+                        f"input name {name!r} is used twice in this {combo} "
+                        f"(also {combo}[{seen[name]}])",
+                        "give one of them a distinct `name:`; it becomes /pfs/<name>",
+                    )
+                )
+            seen.setdefault(name, index)
+    return errors
+
+
+def _input_name(node: Any) -> str | None:
+    if not isinstance(node, dict):
+        return None
+    for kind in ("pfs", "cron"):
+        inner = node.get(kind)
+        if isinstance(inner, dict):
+            return str(inner.get("name") or inner.get("repo") or "") or None
+    return None
+
+
+def check_graph(
+    docs: list[PipelineDoc], repos: dict[tuple[str, str], int], repos_file: str
+) -> list[SpecError]:
+    """Cross-document checks: unique names, resolvable inputs, no cycle."""
+    errors: list[SpecError] = []
+    by_key: dict[tuple[str, str], PipelineDoc] = {}
+    for doc in sorted(docs, key=lambda d: d.file):
+        key = (doc.project, doc.name)
+        if not doc.name:
+            continue
+        if key in by_key:
+            errors.append(
+                doc.err(
+                    ("pipeline", "name"),
+                    f"pipeline {doc.name!r} is also defined in {by_key[key].file}",
+                    "keep one spec per pipeline",
+                )
+            )
+            continue
+        by_key[key] = doc
+        if key in repos:
+            errors.append(
+                doc.err(
+                    ("pipeline", "name"),
+                    f"pipeline {doc.name!r} has the name of the "
+                    f"input repo declared in {repos_file}:{repos[key]}",
+                    "a pipeline's output repo takes its name: rename one of them",
+                )
+            )
+    for doc in by_key.values():
+        spec = doc.doc.data if isinstance(doc.doc.data, dict) else {}
+        for path, project, repo in input_repos(spec):
+            key = (project or doc.project, repo)
+            if key not in by_key and key not in repos:
+                errors.append(
+                    doc.err(
+                        path + ("repo",),
+                        f"input repo {repo!r} is neither declared in "
+                        f"{repos_file} nor produced by a pipeline",
+                        f"add it to {repos_file} or fix the name",
+                    )
+                )
+    errors.extend(_cycles(by_key))
+    return errors
+
+
+def _cycles(by_key: dict[tuple[str, str], PipelineDoc]) -> list[SpecError]:
+    edges = {key: _upstream(doc, by_key) for key, doc in by_key.items()}
+    state: dict[tuple[str, str], int] = {}  # 1 = on the stack, 2 = done
+    errors: list[SpecError] = []
+
+    def visit(key: tuple[str, str], stack: list[tuple[str, str]]) -> None:
+        state[key] = 1
+        for up in edges[key]:
+            if state.get(up) == 1:
+                cycle = stack[stack.index(up) :] + [up] if up in stack else [key, up]
+                doc = by_key[key]
+                names = " -> ".join(k[1] for k in reversed(cycle))
+                path = next(
+                    p
+                    for p, proj, repo in input_repos(doc.doc.data)
+                    if (proj or doc.project, repo) == up
+                )
+                errors.append(
+                    doc.err(
+                        path + ("repo",),
+                        f"pipelines form a cycle: {names}",
+                        "a pipeline may not read, directly or not, its own output",
+                    )
+                )
+            elif up not in state:
+                visit(up, stack + [up])
+        state[key] = 2
+
+    for key in sorted(by_key):
+        if key not in state:
+            visit(key, [key])
+    return errors
+
+
+def _upstream(
+    doc: PipelineDoc, by_key: dict[tuple[str, str], PipelineDoc]
+) -> list[tuple[str, str]]:
+    spec = doc.doc.data if isinstance(doc.doc.data, dict) else {}
+    ups = [(proj or doc.project, repo) for _, proj, repo in input_repos(spec)]
+    return [key for key in dict.fromkeys(ups) if key in by_key]
