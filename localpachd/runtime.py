@@ -41,3 +41,27 @@ class Runtime(Protocol):
     def run(self, run: DatumRun) -> DatumOutcome: ...
 
     def close(self) -> None: ...
+
+
+RUNTIME_NAMES = ("auto", "subprocess", "warm")
+
+
+def make_runtime(name: str = "auto", **options: object) -> Runtime:
+    """The runtime called `name`: "subprocess", "warm" (localpachd.runtime_warm, when present),
+    or "auto" = warm when importable, else subprocess. `options` go to the runtime's constructor.
+    """
+    if name not in RUNTIME_NAMES:
+        choices = ", ".join(RUNTIME_NAMES)
+        raise ValueError(f"unknown worker runtime {name!r}: choose one of {choices}")
+    if name in ("auto", "warm"):
+        try:
+            from localpachd import runtime_warm
+        except ImportError as e:
+            if name == "warm":
+                raise ValueError("the warm runtime (localpachd.runtime_warm) is missing") from e
+        else:
+            factory = getattr(runtime_warm, "make", None) or runtime_warm.WarmRuntime
+            return factory(**options)  # type: ignore[no-any-return]
+    from localpachd.runtime_subprocess import SubprocessRuntime
+
+    return SubprocessRuntime()

@@ -1,0 +1,329 @@
+"""PURE datum computation: glob matching, input combination, datum IDs and hashes.
+
+Called by `localpachd.jobs` (to plan a job's datums) and `localpachd.pps` (ListDatum by input).
+No I/O: the caller passes a `lister` that returns the files of one pfs input's commit.
+
+Semantics follow Pachyderm 2.7 (see reference/pachyderm/SEMANTICS.md):
+- a glob matches files *and* directories; directory datums bring their whole subtree;
+  `/` is the whole repo as one datum (path `/`), directory paths end with `/` like FileInfo paths;
+- cross = cartesian product, union = concatenation, join = rows sharing a `join_on` key
+  (inputs with `outer_join` keep their unmatched rows), group = one datum per `group_by` key;
+- datum ID = BLAKE2b-256 over each input's (name, repo, branch, path), each length-suffixed;
+  datum hash = BLAKE2b-256 over (datum ID, each input's content hash, salt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """One file of an input commit."""
+
+    path: str  # "/a/b.txt"
+    hash: str  # content hash (hex)
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """The resolved commit of one pfs input: what the lister returns."""
+
+    commit: str
+    files: tuple[RepoFile, ...]
+
+
+@dataclass(frozen=True)
+class DatumInput:
+    """One input's contribution to a datum (Pachyderm's common.Input + FileInfo)."""
+
+    name: str
+    project: str
+    repo: str
+    branch: str
+    commit: str
+    path: str  # matched path as FileInfo reports it: "/f.txt", "/dir/", or "/"
+    hash: str  # content hash of the matched file or directory
+    files: tuple[RepoFile, ...] = field(default=(), compare=False)  # files laid out for it
+    glob: str = ""
+    join_on: str = ""
+    group_by: str = ""
+    outer_join: bool = False
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class Datum:
+    inputs: tuple[DatumInput, ...]
+
+    @property
+    def id(self) -> str:
+        return datum_id(self.inputs)
+
+    def hash(self, salt: str) -> str:
+        return datum_hash(self.inputs, salt)
+
+
+Lister = Callable[[Mapping[str, Any]], InputSource]
+
+
+class DatumError(ValueError):
+    """An input spec that cannot produce datums (bad glob, unknown input type)."""
+
+
+def _h() -> Any:
+    return hashlib.blake2b(digest_size=32)
+
+
+def _write_len(h: Any, s: str) -> None:
+    b = s.encode()
+    h.update(b)
+    h.update(len(b).to_bytes(8, "big", signed=True))
+
+
+def datum_id(inputs: Sequence[DatumInput]) -> str:
+    h = _h()
+    for inp in inputs:
+        for part in (inp.name, inp.repo, inp.branch, inp.path):
+            _write_len(h, part)
+    return str(h.hexdigest())
+
+
+def datum_hash(inputs: Sequence[DatumInput], salt: str) -> str:
+    h = _h()
+    h.update(datum_id(inputs).encode())
+    for inp in inputs:
+        h.update(inp.hash.encode())
+    h.update(salt.encode())
+    return str(h.hexdigest())
+
+
+def clean_glob(glob: str) -> str:
+    """Pachyderm's glob cleaning: one leading `/`, no trailing `/`, no empty segments."""
+    parts = [p for p in glob.split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts)
+
+
+@lru_cache(maxsize=256)
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """Translate a cleaned glob into a regex; `(...)` stay capture groups for `$1` keys."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            if glob.startswith("**", i):
+                out.append(".*")
+                i += 2
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = glob.find("]", i + 1)
+            if j < 0:
+                raise DatumError(f"glob {glob!r}: unclosed '['")
+            body = glob[i + 1 : j]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body + "]")
+            i = j
+        elif c == "{":
+            j = glob.find("}", i + 1)
+            if j < 0:
+                raise DatumError(f"glob {glob!r}: unclosed '{{'")
+            alts = glob[i + 1 : j].split(",")
+            out.append("(?:" + "|".join(re.escape(a) for a in alts) + ")")
+            i = j
+        elif c in "()":
+            out.append(c)
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out) + r"\Z")
+    except re.error as e:
+        raise DatumError(f"glob {glob!r}: {e}") from e
+
+
+def _dirs_of(files: Sequence[RepoFile]) -> set[str]:
+    dirs: set[str] = set()
+    for f in files:
+        parts = f.path.strip("/").split("/")[:-1]
+        for k in range(1, len(parts) + 1):
+            dirs.add("/" + "/".join(parts[:k]))
+    return dirs
+
+
+def _dir_hash(files: Sequence[RepoFile], base: str) -> str:
+    h = _h()
+    for f in sorted(files, key=lambda f: f.path):
+        _write_len(h, f.path[len(base) :])
+        _write_len(h, f.hash)
+    return str(h.hexdigest())
+
+
+def expand_key(template: str, match: re.Match[str]) -> str:
+    """Expand `$1`, `$2`… of a join_on/group_by template with the glob's capture groups."""
+
+    def sub(m: re.Match[str]) -> str:
+        k = int(m.group(1))
+        if k > (match.re.groups or 0):
+            return ""
+        return match.group(k) or ""
+
+    return re.sub(r"\$(\d+)", sub, template)
+
+
+def glob_matches(pfs: Mapping[str, Any], src: InputSource) -> list[DatumInput]:
+    """Every file or directory of `src` matched by the pfs input's glob, in path order."""
+    glob = clean_glob(str(pfs.get("glob", "")))
+    name = str(pfs.get("name") or pfs.get("repo", ""))
+    base = dict(
+        name=name,
+        project=str(pfs.get("project") or "default"),
+        repo=str(pfs.get("repo", "")),
+        branch=str(pfs.get("branch") or "master"),
+        commit=src.commit,
+        glob=glob,
+        outer_join=bool(pfs.get("outer_join", False)),
+    )
+    files = sorted(src.files, key=lambda f: f.path)
+    if glob == "/":
+        return [DatumInput(path="/", hash=_dir_hash(files, "/"), files=tuple(files), **base)]
+    rx = glob_regex(glob)
+    by_path = {f.path: f for f in files}
+    found: list[DatumInput] = []
+    for cand in sorted(set(by_path) | _dirs_of(files)):
+        m = rx.match(cand)
+        if not m:
+            continue
+        if cand in by_path:
+            path, sub = cand, (by_path[cand],)
+            digest = by_path[cand].hash
+        else:
+            path = cand + "/"
+            sub = tuple(f for f in files if f.path.startswith(path))
+            digest = _dir_hash(sub, path)
+        found.append(
+            DatumInput(
+                path=path,
+                hash=digest,
+                files=sub,
+                join_on=expand_key(str(pfs.get("join_on", "")), m),
+                group_by=expand_key(str(pfs.get("group_by", "")), m),
+                **base,  # type: ignore[arg-type]
+            )
+        )
+    return found
+
+
+def input_kind(inp: Mapping[str, Any]) -> str:
+    kinds = [k for k in ("pfs", "cross", "union", "join", "group", "cron") if inp.get(k)]
+    if len(kinds) != 1:
+        raise DatumError(
+            f"an input must set exactly one of pfs/cross/union/join/group, got {kinds}"
+        )
+    return kinds[0]
+
+
+def compute_datums(inp: Mapping[str, Any] | None, lister: Lister) -> list[Datum]:
+    """All datums of an input tree (snake_case dict as in a pipeline spec)."""
+    if not inp:
+        return []
+    kind = input_kind(inp)
+    if kind == "pfs":
+        return [Datum((d,)) for d in glob_matches(inp["pfs"], lister(inp["pfs"]))]
+    children = list(inp[kind])
+    if kind == "union":
+        return [d for c in children for d in compute_datums(c, lister)]
+    if kind == "cross":
+        parts = [compute_datums(c, lister) for c in children]
+        return [
+            Datum(tuple(i for d in combo for i in d.inputs)) for combo in itertools.product(*parts)
+        ]
+    if kind == "join":
+        return _join(children, lister)
+    if kind == "group":
+        return _group(children, lister)
+    raise DatumError(f"input type {kind!r} is not supported by localpachd")
+
+
+def _keyed(children: Sequence[Mapping[str, Any]], lister: Lister, attr: str) -> list[list[Datum]]:
+    out = []
+    for c in children:
+        ds = compute_datums(c, lister)
+        out.append(ds)
+        for d in ds:
+            if len(d.inputs) != 1:
+                raise DatumError(f"{attr} inputs must be pfs inputs")
+    return out
+
+
+def _join(children: Sequence[Mapping[str, Any]], lister: Lister) -> list[Datum]:
+    per_child = _keyed(children, lister, "join")
+    index: list[dict[str, list[DatumInput]]] = []
+    for ds in per_child:
+        idx: dict[str, list[DatumInput]] = {}
+        for d in ds:
+            idx.setdefault(d.inputs[0].join_on, []).append(d.inputs[0])
+        index.append(idx)
+    keys = sorted({k for idx in index for k in idx})
+    result: list[Datum] = []
+    for key in keys:
+        present = [idx.get(key, []) for idx in index]
+        if all(present):
+            groups = present
+        elif any(rows and rows[0].outer_join for rows in present):
+            groups = [rows for rows in present if rows]
+        else:
+            continue
+        for combo in itertools.product(*groups):
+            result.append(Datum(tuple(combo)))
+    return result
+
+
+def _group(children: Sequence[Mapping[str, Any]], lister: Lister) -> list[Datum]:
+    per_child = _keyed(children, lister, "group")
+    groups: dict[str, list[DatumInput]] = {}
+    for ds in per_child:
+        for d in ds:
+            groups.setdefault(d.inputs[0].group_by, []).append(d.inputs[0])
+    return [Datum(tuple(groups[k])) for k in sorted(groups)]
+
+
+def pfs_inputs(inp: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """Every pfs input of a tree, depth first (used for provenance and env)."""
+    if not inp:
+        return []
+    if inp.get("pfs"):
+        return [inp["pfs"]]
+    out: list[Mapping[str, Any]] = []
+    for k in ("cross", "union", "join", "group"):
+        for c in inp.get(k) or []:
+            out.extend(pfs_inputs(c))
+    return out
+
+
+def check_duplicate_outputs(outputs: Mapping[str, Sequence[str]]) -> str | None:
+    """Pachyderm's validation of a job's output: datum ID -> output paths; message or None."""
+    rows = sorted((path, did) for did, paths in outputs.items() for path in paths)
+    for (p_path, p_did), (c_path, c_did) in zip(rows, rows[1:], strict=False):
+        if c_path == p_path:
+            return (
+                f"duplicate path output by different datums "
+                f"({p_path} from {p_did} and {c_path} from {c_did})"
+            )
+        if c_path.startswith(p_path + "/"):
+            return f"file / directory path collision ({c_path})"
+    return None

@@ -1,0 +1,207 @@
+"""PURE pipeline-spec rules: validation, server-side defaults and normalisation.
+
+Called by `localpachd.pps` on every CreatePipeline before anything is stored, so that
+InspectPipeline returns exactly what real Pachyderm 2.7 would: image `ubuntu:20.04`,
+output_branch `master`, datum_tries 3, reprocess_spec `until_success`, pfs inputs with name,
+branch, repo_type and project filled and their glob cleaned, and composite children sorted by name.
+No I/O: checks that need the store (input repos exist) live in `localpachd.pps`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+from localpachd.datums import clean_glob
+
+DEFAULT_IMAGE = "ubuntu:20.04"
+DEFAULT_DATUM_TRIES = 3
+REPROCESS_UNTIL_SUCCESS = "until_success"
+REPROCESS_EVERY_JOB = "every_job"
+MAX_NAME_LEN = 51
+_NAME_RX = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+_COMPOSITES = ("cross", "union", "join", "group")
+
+# Details fields copied from the CreatePipelineRequest (same names in both messages).
+DETAIL_FIELDS = (
+    "transform", "tf_job", "parallelism_spec", "egress", "output_branch", "resource_requests",
+    "resource_limits", "sidecar_resource_limits", "input", "description", "salt", "service",
+    "spout", "datum_set_spec", "datum_timeout", "job_timeout", "datum_tries", "scheduling_spec",
+    "pod_spec", "pod_patch", "s3_out", "metadata", "reprocess_spec", "autoscaling",
+    "tolerations", "sidecar_resource_requests", "determined",
+)  # fmt: skip
+
+
+class SpecInvalid(ValueError):
+    """The request is not a valid pipeline spec (gRPC INVALID_ARGUMENT)."""
+
+
+def project_of(req: pps_pb2.CreatePipelineRequest) -> str:
+    return req.pipeline.project.name or "default"
+
+
+def input_name(inp: pps_pb2.Input) -> str:
+    """Pachyderm's InputName: the pfs/cron name, or the first child's name for composites."""
+    if inp.HasField("pfs"):
+        return inp.pfs.name or inp.pfs.repo
+    if inp.HasField("cron"):
+        return inp.cron.name
+    for kind in _COMPOSITES:
+        children = getattr(inp, kind)
+        if children:
+            return input_name(children[0])
+    return ""
+
+
+def _kinds(inp: pps_pb2.Input) -> list[str]:
+    kinds = [k for k in ("pfs", "cron") if inp.HasField(k)]
+    return kinds + [k for k in _COMPOSITES if len(getattr(inp, k))]
+
+
+def validate_name(name: str) -> None:
+    if not name:
+        raise SpecInvalid("invalid pipeline spec: request.Pipeline.Name cannot be empty")
+    if len(name) > MAX_NAME_LEN:
+        raise SpecInvalid(
+            f"pipeline name {name!r} is {len(name)} characters long, "
+            f"but must have at most {MAX_NAME_LEN} characters"
+        )
+    if not _NAME_RX.match(name):
+        raise SpecInvalid(
+            f"pipeline name {name!r} must start with an alphanumeric character and contain "
+            "only alphanumeric characters, '_' and '-'"
+        )
+
+
+def _validate_input(inp: pps_pb2.Input, where: str, names: list[str]) -> None:
+    kinds = _kinds(inp)
+    if len(kinds) != 1:
+        raise SpecInvalid(
+            f"{where}: exactly one of pfs, cron, cross, union, join, group must be set "
+            f"(got {kinds or 'none'})"
+        )
+    kind = kinds[0]
+    if kind == "pfs":
+        pfs = inp.pfs
+        if not pfs.repo:
+            raise SpecInvalid(f"{where}.pfs: input must specify a repo")
+        if not pfs.glob:
+            raise SpecInvalid(f"{where}.pfs: input must specify a glob")
+        if pfs.commit:
+            raise SpecInvalid(f"{where}.pfs: input cannot specify a commit")
+        if pfs.outer_join and not pfs.join_on:
+            raise SpecInvalid(f"{where}.pfs: outer joins are only supported on join inputs")
+        names.append(pfs.name or pfs.repo)
+        return
+    if kind == "cron":
+        raise SpecInvalid(f"{where}: cron inputs are not supported by localpachd")
+    children = getattr(inp, kind)
+    for i, child in enumerate(children):
+        sub: list[str] = []
+        _validate_input(child, f"{where}.{kind}[{i}]", sub)
+        if kind == "union":
+            continue  # union children may reuse a name: only one of them is in any datum
+        for n in sub:
+            if n in names:
+                raise SpecInvalid(f"{where}: name {n!r} was used more than once")
+            names.append(n)
+        if kind == "join" and child.HasField("pfs") and not child.pfs.join_on:
+            raise SpecInvalid(f"{where}.join[{i}]: join inputs must set join_on")
+        if kind == "group" and child.HasField("pfs") and not child.pfs.group_by:
+            raise SpecInvalid(f"{where}.group[{i}]: group inputs must set group_by")
+    if kind == "union":
+        names.extend(sorted({n for c in children for n in _names(c)} - set(names)))
+
+
+def _names(inp: pps_pb2.Input) -> list[str]:
+    if inp.HasField("pfs"):
+        return [inp.pfs.name or inp.pfs.repo]
+    return [n for k in _COMPOSITES for c in getattr(inp, k) for n in _names(c)]
+
+
+def validate(req: pps_pb2.CreatePipelineRequest) -> None:
+    """Raise SpecInvalid with Pachyderm's wording for every rule localpachd enforces."""
+    validate_name(req.pipeline.name)
+    if not req.HasField("transform"):
+        raise SpecInvalid("invalid pipeline spec: pipeline must specify a transform")
+    if req.reprocess_spec not in ("", REPROCESS_UNTIL_SUCCESS, REPROCESS_EVERY_JOB):
+        raise SpecInvalid(
+            "invalid pipeline spec: ReprocessSpec must be one of "
+            f"'{REPROCESS_UNTIL_SUCCESS}' or '{REPROCESS_EVERY_JOB}'"
+        )
+    if req.HasField("spout") or req.HasField("service"):
+        raise SpecInvalid("spout and service pipelines are not supported by localpachd")
+    if not req.HasField("input"):
+        raise SpecInvalid("invalid pipeline spec: pipeline must specify an input")
+    _validate_input(req.input, "input", [])
+    if req.datum_tries < 0:
+        raise SpecInvalid("invalid pipeline spec: datum_tries must not be negative")
+
+
+def _default_input(inp: pps_pb2.Input, project: str) -> None:
+    if inp.HasField("pfs"):
+        pfs = inp.pfs
+        pfs.name = pfs.name or pfs.repo
+        pfs.branch = pfs.branch or "master"
+        pfs.repo_type = pfs.repo_type or "user"
+        pfs.project = pfs.project or project
+        pfs.glob = clean_glob(pfs.glob)
+        return
+    for kind in _COMPOSITES:
+        children = getattr(inp, kind)
+        for child in children:
+            _default_input(child, project)
+        if children:
+            ordered = sorted(
+                (pps_pb2.Input.FromString(c.SerializeToString()) for c in children),
+                key=input_name,
+            )
+            del children[:]
+            children.extend(ordered)
+
+
+def with_defaults(req: pps_pb2.CreatePipelineRequest) -> pps_pb2.CreatePipelineRequest:
+    """A copy of the (validated) request with every server-side default filled in."""
+    out = pps_pb2.CreatePipelineRequest()
+    out.CopyFrom(req)
+    project = project_of(req)
+    out.pipeline.project.name = project
+    out.transform.image = out.transform.image or DEFAULT_IMAGE
+    out.output_branch = out.output_branch or "master"
+    out.datum_tries = out.datum_tries or DEFAULT_DATUM_TRIES
+    out.reprocess_spec = out.reprocess_spec or REPROCESS_UNTIL_SUCCESS
+    _default_input(out.input, project)
+    # Request-only switches are not part of the stored spec.
+    for f in ("update", "reprocess", "dry_run"):
+        out.ClearField(f)
+    return out
+
+
+def details_of(spec: pps_pb2.CreatePipelineRequest) -> pps_pb2.PipelineInfo.Details:
+    """PipelineInfo.Details holding the stored (defaulted) spec."""
+    details = pps_pb2.PipelineInfo.Details()
+    for name in DETAIL_FIELDS:
+        fd = spec.DESCRIPTOR.fields_by_name[name]
+        value = getattr(spec, name)
+        if fd.label == fd.LABEL_REPEATED:
+            getattr(details, name).extend(value)
+        elif fd.message_type is not None:
+            if spec.HasField(name):
+                getattr(details, name).CopyFrom(value)
+        else:
+            setattr(details, name, value)
+    return details
+
+
+def input_dict(inp: pps_pb2.Input) -> dict[str, Any]:
+    """The input tree as the snake_case dict `localpachd.datums` works on."""
+    return MessageToDict(inp, preserving_proto_field_name=True)
+
+
+def parallelism(spec: pps_pb2.CreatePipelineRequest, cap: int) -> int:
+    """Concurrent datum workers: parallelism_spec.constant (default 1) capped at `cap`."""
+    wanted = spec.parallelism_spec.constant if spec.HasField("parallelism_spec") else 0
+    return max(1, min(int(wanted or 1), max(1, cap)))

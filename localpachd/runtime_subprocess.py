@@ -1,0 +1,84 @@
+"""The plain subprocess runtime: one OS process per datum attempt.
+
+Chosen by `localpachd.runtime.make_runtime("subprocess")` (and by "auto" when the warm runtime
+is absent). Called from the worker's threads; each call is independent, so it is thread-safe.
+The process runs in its own session so a timeout or a kill reaches its whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+
+from localpachd.runtime import DatumOutcome, DatumRun
+
+
+class SubprocessRuntime:
+    name = "subprocess"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[subprocess.Popen[bytes], str] = {}  # process -> PACH_JOB_ID
+        self._closed = False
+
+    def run(self, run: DatumRun) -> DatumOutcome:
+        with open(run.stdout_path, "ab") as out, open(run.stderr_path, "ab") as err:
+            try:
+                proc = subprocess.Popen(
+                    list(run.argv),
+                    cwd=run.cwd,
+                    env=run.env,
+                    stdin=subprocess.PIPE if run.stdin is not None else subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            except OSError as e:  # command not found, not executable, bad cwd
+                err.write(f"localpachd: cannot start {run.argv[0]!r}: {e}\n".encode())
+                return DatumOutcome(returncode=127)
+            with self._lock:
+                if self._closed:
+                    _kill_group(proc)
+                self._live[proc] = run.env.get("PACH_JOB_ID", "")
+            try:
+                return self._wait(proc, run)
+            finally:
+                with self._lock:
+                    self._live.pop(proc, None)
+
+    def _wait(self, proc: subprocess.Popen[bytes], run: DatumRun) -> DatumOutcome:
+        try:
+            proc.communicate(input=run.stdin, timeout=run.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.wait()
+            return DatumOutcome(returncode=proc.returncode, timed_out=True)
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        return DatumOutcome(returncode=proc.returncode)
+
+    def kill_job(self, job_id: str) -> None:
+        """Kill the running datums of one job (StopJob, pipeline update); optional extension."""
+        with self._lock:
+            live = [p for p, j in self._live.items() if j == job_id]
+        for proc in live:
+            _kill_group(proc)
+
+    def close(self) -> None:
+        """Kill every datum still running (server shutdown, job killed)."""
+        with self._lock:
+            self._closed = True
+            live = list(self._live)
+        for proc in live:
+            _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

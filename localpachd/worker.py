@@ -1,0 +1,196 @@
+"""The worker: runs one datum of a job, as a Pachyderm worker container would.
+
+Called by `localpachd.jobs` from its datum threads. For each datum it lays out a scratch directory
+`<scratch>/pfs/<input name>/<repo path>` plus `<scratch>/pfs/out`, builds the environment
+(`<input>`, `<input>_COMMIT`, `PACH_JOB_ID`, `PACH_DATUM_ID`, `PACH_OUTPUT_COMMIT_ID`,
+`PPS_PIPELINE_NAME`, `PPS_PROJECT_NAME`, `transform.env`), rewrites `/pfs` in cmd, stdin and env
+values to the scratch `pfs` directory (a real `/pfs` cannot exist on every machine), replaces
+`python3`/`python` by the interpreter localpachd runs under, and hands a `DatumRun` to the
+`Runtime`. Attempts are retried up to `datum_tries`; outputs are collected only from a
+successful attempt, so a failed or killed attempt never leaks half-written files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localpachd.datums import Datum, RepoFile
+from localpachd.runtime import DatumRun, Runtime
+
+_PFS_RX = re.compile(r"(?<![\w./-])/pfs(?=/|$|[^\w.-])")
+_PYTHON_RX = re.compile(r"^python(3(\.\d+)?)?$")
+
+Materialize = Callable[[RepoFile, Path], None]  # copy one input file's content to a path
+Ingest = Callable[[Path], tuple[str, int]]  # store an output file: (content hash, size)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every datum of one job shares."""
+
+    project: str
+    pipeline: str
+    job_id: str
+    output_commit: str
+    cmd: tuple[str, ...]
+    stdin: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    accept_return_code: frozenset[int] = frozenset()
+    working_dir: str = ""
+    datum_timeout: float | None = None
+    datum_tries: int = 3
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: str  # "/model_C1_G2.pkl"
+    hash: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DatumResult:
+    ok: bool
+    attempts: int
+    outputs: tuple[OutputFile, ...] = ()
+    reason: str = ""
+    upload_bytes: int = 0
+
+
+def rewrite_pfs(text: str, pfs_root: Path) -> str:
+    """`/pfs` (as a path, not inside another word) -> the scratch pfs directory."""
+    return _PFS_RX.sub(lambda _m: str(pfs_root), text)
+
+
+def python_bin_dir() -> str:
+    return str(Path(sys.executable).parent)
+
+
+def build_argv(cmd: Sequence[str], pfs_root: Path) -> tuple[str, ...]:
+    if not cmd:
+        raise ValueError("transform.cmd is empty: Pachyderm needs a command to run")
+    argv = [rewrite_pfs(a, pfs_root) for a in cmd]
+    if _PYTHON_RX.match(argv[0]):
+        argv[0] = sys.executable
+    return tuple(argv)
+
+
+def build_stdin(stdin: Sequence[str], pfs_root: Path) -> bytes | None:
+    if not stdin:
+        return None
+    return ("\n".join(rewrite_pfs(line, pfs_root) for line in stdin) + "\n").encode()
+
+
+def build_env(
+    ctx: JobContext, datum: Datum, pfs_root: Path, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The complete environment of a datum's process."""
+    env = dict(os.environ if base is None else base)
+    # `python3` inside sh scripts (stdin) must also find localpachd's interpreter.
+    env["PATH"] = python_bin_dir() + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    env.update({k: rewrite_pfs(v, pfs_root) for k, v in ctx.env.items()})
+    for inp in datum.inputs:
+        rel = inp.path.strip("/")
+        env[inp.name] = str(pfs_root / inp.name / rel) if rel else str(pfs_root / inp.name)
+        env[f"{inp.name}_COMMIT"] = inp.commit
+    env.update(
+        PACH_JOB_ID=ctx.job_id,
+        PACH_DATUM_ID=datum.id,
+        PACH_OUTPUT_COMMIT_ID=ctx.output_commit,
+        PPS_PIPELINE_NAME=ctx.pipeline,
+        PPS_PROJECT_NAME=ctx.project,
+    )
+    return env
+
+
+def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
+    """Create `root/pfs/<name>/<path>` for every input file and an empty `root/pfs/out`."""
+    pfs_root = root / "pfs"
+    if root.exists():
+        shutil.rmtree(root)
+    (pfs_root / "out").mkdir(parents=True)
+    for inp in datum.inputs:
+        (pfs_root / inp.name).mkdir(parents=True, exist_ok=True)
+        for f in inp.files:
+            dest = pfs_root / inp.name / f.path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            materialize(f, dest)
+    return pfs_root
+
+
+def collect_outputs(out_dir: Path, ingest: Ingest) -> tuple[OutputFile, ...]:
+    """Every regular file under pfs/out (symlinks followed, as Pachyderm uploads them)."""
+    found: list[OutputFile] = []
+    for dirpath, _dirs, files in os.walk(out_dir, followlinks=True):
+        for name in files:
+            p = Path(dirpath) / name
+            if not p.is_file():
+                continue
+            digest, size = ingest(p)
+            rel = "/" + p.relative_to(out_dir).as_posix()
+            found.append(OutputFile(rel, digest, size))
+    return tuple(sorted(found, key=lambda o: o.path))
+
+
+def _cwd(ctx: JobContext, root: Path, pfs_root: Path) -> Path:
+    if not ctx.working_dir:
+        return root
+    return Path(rewrite_pfs(ctx.working_dir, pfs_root))
+
+
+def run_datum(
+    ctx: JobContext,
+    datum: Datum,
+    root: Path,
+    log_path: Path,
+    runtime: Runtime,
+    materialize: Materialize,
+    ingest: Ingest,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> DatumResult:
+    """Run one datum with up to `datum_tries` attempts; outputs only from a successful one."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    reason = ""
+    tries = max(1, ctx.datum_tries)
+    for attempt in range(1, tries + 1):
+        if cancelled():
+            return DatumResult(False, attempt - 1, reason="job was stopped")
+        pfs_root = layout(datum, root, materialize)
+        run = DatumRun(
+            argv=build_argv(ctx.cmd, pfs_root),
+            env=build_env(ctx, datum, pfs_root),
+            cwd=_cwd(ctx, root, pfs_root),
+            stdin=build_stdin(ctx.stdin, pfs_root),
+            stdout_path=log_path,
+            stderr_path=log_path,
+            timeout=ctx.datum_timeout,
+        )
+        if not run.cwd.is_dir():
+            reason = f"working_dir {ctx.working_dir!r} does not exist on this machine"
+            _log(log_path, reason)
+            break
+        outcome = runtime.run(run)
+        ok = outcome.returncode == 0 or outcome.returncode in ctx.accept_return_code
+        if ok and not outcome.timed_out and not cancelled():
+            outputs = collect_outputs(pfs_root / "out", ingest)
+            shutil.rmtree(root, ignore_errors=True)
+            return DatumResult(True, attempt, outputs, upload_bytes=sum(o.size for o in outputs))
+        reason = (
+            f"datum timed out after {ctx.datum_timeout}s"
+            if outcome.timed_out
+            else f"exit status {outcome.returncode}"
+        )
+        _log(log_path, f"attempt {attempt}/{tries} failed: {reason}")
+    shutil.rmtree(root, ignore_errors=True)
+    return DatumResult(False, attempt, reason=reason)
+
+
+def _log(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"localpachd: {line}\n")
