@@ -1,0 +1,251 @@
+"""bump-image against real git: one commit of only the spec files, push without force, replay on
+a lost race, no-ops, refusals. The remote is a bare repo in tmp_path; "humans" are other clones
+driven by the git CLI. Faults (extra racing pushes) are injected by wrapping our own
+`agent.source.push._push_once`, never git itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.bump import BumpOptions, run_bump
+from agent.cli import main
+from agent.errors import Conflict, Transient, UsageError
+from agent.source import push as push_mod
+from agent.source.push import Author, PushRejected
+
+IMAGE = "acr.example.io/iris-stages"
+SPEC = """\
+# the stage image; CI rewrites the tag
+pipeline:
+  name: {name}
+transform:
+  image: "acr.example.io/iris-stages:0.1.0"   # keep this comment
+  cmd: [sh, -c, "cp /pfs/in/* /pfs/out/"]
+input:
+  pfs: {{repo: in, glob: "/*"}}
+"""
+BOT = Author("ci-bot", "ci-bot@example.invalid")
+
+
+def git(cwd: Path, *args: str) -> str:
+    env_args = ["-c", "user.name=Human", "-c", "user.email=human@example.invalid"]
+    out = subprocess.run(["git", *env_args, *args], cwd=cwd, check=True, capture_output=True,
+                         text=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """A bare remote whose main has two pipeline specs, a README, and a ref-update log."""
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    git(bare, "config", "core.logAllRefUpdates", "always")
+    git(bare, "config", "receive.denyNonFastForwards", "true")
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(bare), str(seed)], check=True, capture_output=True)
+    (seed / "specs" / "pipelines").mkdir(parents=True)
+    for name in ("a", "b"):
+        (seed / "specs" / "pipelines" / f"{name}.yaml").write_text(SPEC.format(name=name))
+    (seed / "README.md").write_text("hello\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "seed")
+    git(seed, "push", "-q", "origin", "HEAD:main")
+    return bare
+
+
+def clone(remote: Path, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(remote), str(dest)], check=True, capture_output=True)
+    return dest
+
+
+def human_commit(remote: Path, workdir: Path, path: str, text: str, message: str) -> str:
+    """Another person pushes a commit to main from their own clone."""
+    if not workdir.exists():
+        clone(remote, workdir)
+    git(workdir, "pull", "-q", "--ff-only", "origin", "main")
+    (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / path).write_text(text)
+    git(workdir, "add", path)
+    git(workdir, "commit", "-q", "-m", message)
+    git(workdir, "push", "-q", "origin", "HEAD:main")
+    return git(workdir, "rev-parse", "HEAD")
+
+
+def log(remote: Path) -> list[str]:
+    return git(remote, "log", "--format=%s", "main").splitlines()
+
+
+def opts(ci: Path, tag: str = "feed123", **kw: object) -> BumpOptions:
+    base: dict[str, object] = dict(specs_dir=ci / "specs", image=IMAGE, tag=tag, commit=True,
+                                   author=BOT, backoff_s=0.0)
+    base.update(kw)
+    return BumpOptions(**base)  # type: ignore[arg-type]
+
+
+def assert_only_fast_forwards(remote: Path) -> None:
+    """Every update of main in the remote's ref log moved it forward: nothing was force-pushed."""
+    for line in git(remote, "reflog", "show", "--format=%H %gs", "main").splitlines()[:-1]:
+        new = line.split()[0]
+        old = git(remote, "rev-parse", f"{new}^")
+        assert git(remote, "merge-base", "--is-ancestor", old, new) == ""
+
+
+def test_commit_makes_one_commit_of_only_the_spec_files(remote: Path, tmp_path: Path) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    (ci / "README.md").write_text("unrelated local edit\n")
+    git(ci, "add", "README.md")  # staged but not part of the bump
+    before = git(ci, "rev-parse", "HEAD")
+    outcome = run_bump(opts(ci))
+    assert outcome.status == "changed" and not outcome.pushed
+    assert git(ci, "rev-list", "--count", f"{before}..HEAD") == "1"
+    assert git(ci, "log", "-1", "--format=%s|%an|%ae") == (
+        f"Bump {IMAGE} to feed123 [skip ci]|ci-bot|ci-bot@example.invalid")
+    files = git(ci, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert files == ["specs/pipelines/a.yaml", "specs/pipelines/b.yaml"]
+    diff = git(ci, "show", "--format=", "-U0", "HEAD")
+    assert diff.count(f'+  image: "{IMAGE}:feed123"   # keep this comment') == 2
+    assert git(ci, "diff", "--cached", "--name-only") == "README.md"
+    again = run_bump(opts(ci))
+    assert again.status == "unchanged" and git(ci, "rev-list", "--count", f"{before}..HEAD") == "1"
+
+
+def test_a_dirty_spec_file_is_refused(remote: Path, tmp_path: Path) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    spec = ci / "specs" / "pipelines" / "a.yaml"
+    spec.write_text(spec.read_text() + "# wip\n")
+    with pytest.raises(UsageError, match="uncommitted changes"):
+        run_bump(opts(ci))
+    assert spec.read_text().endswith("# wip\n") and "0.1.0" in spec.read_text()
+
+
+def test_push_after_a_human_merged_meanwhile_replays_and_keeps_both(
+    remote: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ci = clone(remote, tmp_path / "ci")  # CI checked out the merge, then built for a while...
+    human_commit(remote, tmp_path / "alice", "stages/x.py", "print(1)\n", "Alice: tweak stage")
+    code = main(["bump-image", IMAGE, "feed123", "--specs", str(ci / "specs"), "--push",
+                 "--backoff", "0", "--author-name", "bot", "--author-email", "bot@x.invalid"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "pushed" in out and "2 attempt(s), 1 replay(s)" in out
+    assert log(remote) == [f"Bump {IMAGE} to feed123 [skip ci]", "Alice: tweak stage", "seed"]
+    assert git(remote, "rev-parse", "main") == git(ci, "rev-parse", "HEAD")
+    assert_only_fast_forwards(remote)
+
+
+def test_repeated_races_retry_with_backoff_until_the_push_lands(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    real: Callable[[Path, str, str], tuple[bool, str]] = push_mod._push_once
+    calls: list[int] = []
+
+    def racing_push(root: Path, remote_name: str, branch: str) -> tuple[bool, str]:
+        calls.append(1)
+        if len(calls) <= 3:  # someone lands a commit just before each of our first 3 pushes
+            human_commit(remote, tmp_path / "bob", f"notes/{len(calls)}.txt", "x\n",
+                         f"Bob {len(calls)}")
+        return real(root, remote_name, branch)
+
+    monkeypatch.setattr(push_mod, "_push_once", racing_push)
+    sleeps: list[float] = []
+    monkeypatch.setattr(push_mod, "_sleep", sleeps.append)
+    outcome = run_bump(opts(ci, push=True, branch="main", backoff_s=0.5))
+    assert (outcome.pushed, outcome.attempts, outcome.replays) == (True, 4, 3)
+    assert sleeps == [0.5, 1.0, 2.0]
+    subjects = log(remote)
+    assert subjects.count(f"Bump {IMAGE} to feed123 [skip ci]") == 1
+    assert subjects[0].startswith("Bump") and {"Bob 1", "Bob 2", "Bob 3"} <= set(subjects)
+    assert_only_fast_forwards(remote)
+
+
+def test_retries_exhausted_is_a_transient_error(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    n = iter(range(100))
+    real = push_mod._push_once
+
+    def always_lose(root: Path, remote_name: str, branch: str) -> tuple[bool, str]:
+        human_commit(remote, tmp_path / "bob", "n.txt", f"{next(n)}\n", "Bob")
+        return real(root, remote_name, branch)
+
+    monkeypatch.setattr(push_mod, "_push_once", always_lose)
+    with pytest.raises(Transient, match="failed 3 times"):
+        run_bump(opts(ci, push=True, branch="main", retries=2))
+    assert not any(s.startswith("Bump") for s in log(remote))
+
+
+def test_a_concurrent_identical_bump_means_nothing_left_to_push(
+    remote: Path, tmp_path: Path
+) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    other = clone(remote, tmp_path / "other-ci")
+    rerun = opts(other, push=True, author=Author("rerun", "rerun@example.invalid"))
+    assert run_bump(rerun).pushed  # a rerun of the same build won the race
+    outcome = run_bump(opts(ci, push=True))
+    assert (outcome.status, outcome.pushed, outcome.commit) == ("unchanged", False, None)
+    assert [s for s in log(remote) if s.startswith("Bump")] == [
+        f"Bump {IMAGE} to feed123 [skip ci]"]
+
+
+def test_an_older_build_never_rolls_back_a_newer_bump(remote: Path, tmp_path: Path) -> None:
+    old_sha = human_commit(remote, tmp_path / "alice", "stages/x.py", "v1\n", "stage v1")
+    new_sha = human_commit(remote, tmp_path / "alice", "stages/x.py", "v2\n", "stage v2")
+    ci_old = clone(remote, tmp_path / "ci-old")
+    git(ci_old, "checkout", "-q", "--detach", old_sha)  # Azure checks out the built commit
+    ci_new = clone(remote, tmp_path / "ci-new")
+    assert run_bump(opts(ci_new, tag=new_sha, push=True)).pushed
+    outcome = run_bump(opts(ci_old, tag=old_sha, push=True, branch="main"))
+    assert outcome.status == "superseded" and not outcome.pushed
+    assert new_sha in (tmp_path / "ci-new" / "specs/pipelines/a.yaml").read_text()
+    assert git(remote, "show", "main:specs/pipelines/a.yaml").count(new_sha) == 1
+
+
+def test_local_commits_below_the_bump_are_rebased_not_lost(remote: Path, tmp_path: Path) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    (ci / "docs.txt").write_text("mine\n")
+    git(ci, "add", "docs.txt")
+    git(ci, "commit", "-q", "-m", "my local commit")
+    human_commit(remote, tmp_path / "alice", "other.txt", "hers\n", "Alice")
+    outcome = run_bump(opts(ci, push=True))
+    assert outcome.pushed and outcome.replays == 1
+    assert log(remote)[:3] == [f"Bump {IMAGE} to feed123 [skip ci]", "my local commit", "Alice"]
+
+
+def test_a_conflicting_local_commit_stops_with_conflict(remote: Path, tmp_path: Path) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    (ci / "README.md").write_text("mine\n")
+    git(ci, "commit", "-q", "-am", "my README")
+    human_commit(remote, tmp_path / "alice", "README.md", "hers\n", "Alice README")
+    with pytest.raises(Conflict):
+        run_bump(opts(ci, push=True))
+    assert git(ci, "log", "-1", "--format=%s").startswith("Bump")  # the clone is put back
+    assert log(remote)[0] == "Alice README"
+
+
+def test_a_server_side_refusal_stops_at_once(remote: Path, tmp_path: Path) -> None:
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho x >> \"$GIT_DIR/refusals\"\n"
+                    "echo 'TF402455: Pushes to this branch are not permitted' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    ci = clone(remote, tmp_path / "ci")
+    with pytest.raises(PushRejected, match="refused"):
+        run_bump(opts(ci, push=True))
+    assert (remote / "refusals").read_text().count("x") == 1  # no pointless retries
+
+
+def test_detached_head_needs_a_branch(remote: Path, tmp_path: Path) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    git(ci, "checkout", "-q", "--detach")
+    with pytest.raises(UsageError, match="detached") as info:
+        run_bump(opts(ci, push=True))
+    assert "--branch" in info.value.hint
+    assert git(ci, "status", "--porcelain") == ""  # refused before writing anything
+    outcome = run_bump(opts(ci, push=True, branch="main"))
+    assert outcome.pushed and log(remote)[0].startswith("Bump")
