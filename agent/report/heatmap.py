@@ -1,0 +1,125 @@
+"""Draws the accuracy heatmap (C rows x gamma columns) and the difference heatmap as PNG files.
+
+Called by `agent.report.render`. matplotlib with the Agg backend only (no display needed). Both
+axes are truly log-scaled: cell edges sit at the geometric midpoints between parameter values,
+and the ticks are labelled with the real values (0.031 ... 32768), so the picture reads like the
+search space it came from. The figure has a fixed pixel size (FIGSIZE x DPI) so pages lay out
+predictably and tests can check the files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from agent.report.model import Grid, format_param  # noqa: E402
+
+FIGSIZE = (9.0, 7.0)  # inches
+DPI = 100
+PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))  # (width, height) of every heatmap PNG
+OUTLINE = "#ff2d55"
+
+
+def _edges(values: tuple[float, ...]) -> np.ndarray:
+    """Cell edges on a log axis: geometric midpoints, outer edges mirrored."""
+    if len(values) == 1:
+        return np.array([values[0] / 2, values[0] * 2])
+    logs = np.log10(np.array(values, dtype=float))
+    mids = (logs[:-1] + logs[1:]) / 2
+    first, last = logs[0] - (mids[0] - logs[0]), logs[-1] + (logs[-1] - mids[-1])
+    return np.asarray(10 ** np.concatenate([[first], mids, [last]]))
+
+
+def _matrix(grid: Grid) -> np.ma.MaskedArray:
+    raw = np.array([[np.nan if v is None else v for v in row] for row in grid.values], dtype=float)
+    return np.ma.masked_invalid(raw)
+
+
+def _text_colour(rgba: tuple[float, float, float, float]) -> str:
+    r, g, b, _ = rgba
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+
+
+def _annotate_cells(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray, mesh: object,
+                    diff: bool) -> None:
+    cmap, norm = mesh.cmap, mesh.norm  # type: ignore[attr-defined]
+    for i, row in enumerate(grid.values):
+        for j, v in enumerate(row):
+            x, y = math.sqrt(xe[j] * xe[j + 1]), math.sqrt(ye[i] * ye[i + 1])
+            if v is None:
+                ax.text(x, y, "–", ha="center", va="center", fontsize=8, color="#666")
+                continue
+            label = f"{v:+.3f}" if diff else f"{v:.3f}"
+            ax.text(x, y, label, ha="center", va="center", fontsize=8,
+                    color=_text_colour(cmap(norm(v))))
+
+
+def _outline_selected(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray) -> None:
+    for i, j in sorted(grid.selected):
+        ax.add_patch(Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i],
+                               fill=False, edgecolor=OUTLINE, linewidth=2.5, zorder=3))
+
+
+def _mark_best(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray) -> str:
+    best = grid.best()
+    if best is None:
+        return ""
+    i, j, v = best
+    x, y = math.sqrt(xe[j] * xe[j + 1]), ye[i + 1]
+    ax.annotate(f"best {v:.3f}", xy=(x, math.sqrt(ye[i] * ye[i + 1])),
+                xytext=(x, y), textcoords="data", ha="center", va="bottom", fontsize=9,
+                fontweight="bold", color="black", zorder=4,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": OUTLINE, "alpha": 0.9})
+    return (f"best {v:.3f} at C={format_param(grid.cs[i])}, "
+            f"gamma={format_param(grid.gammas[j])}")
+
+
+def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False) -> Path:
+    """Write one heatmap PNG of exactly PIXELS; `diff` uses a diverging scale centred on 0."""
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    try:
+        xe, ye = _edges(grid.gammas or (1.0,)), _edges(grid.cs or (1.0,))
+        data = _matrix(grid) if grid.values else np.ma.masked_invalid(np.full((1, 1), np.nan))
+        if diff:
+            span = float(np.ma.max(np.ma.abs(data))) if data.count() else 0.0
+            span = span or 0.01
+            mesh = ax.pcolormesh(xe, ye, data, cmap="RdBu", vmin=-span, vmax=span)
+        else:
+            mesh = ax.pcolormesh(xe, ye, data, cmap="viridis")
+        ax.set_facecolor("#e6e6e6")  # cells without a model
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(list(grid.gammas), [format_param(g) for g in grid.gammas])
+        ax.set_yticks(list(grid.cs), [format_param(c) for c in grid.cs])
+        ax.minorticks_off()
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_ylim(ye[0], ye[-1])
+        ax.set_xlabel("gamma (log scale)")
+        ax.set_ylabel("C (log scale)")
+        if grid.values:
+            _annotate_cells(ax, grid, xe, ye, mesh, diff)
+            _outline_selected(ax, grid, xe, ye)
+        subtitle = "" if diff else _mark_best(ax, grid, xe, ye)
+        ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
+        bar = fig.colorbar(mesh, cax=fig.add_axes((0.86, 0.14, 0.025, 0.76)))
+        bar.set_label("accuracy change" if diff else "test accuracy")
+        if grid.selected:
+            handle = Line2D([], [], color=OUTLINE, linewidth=2.5, label="selected by select")
+            ax.legend(handles=[handle], loc="upper left", bbox_to_anchor=(0.0, -0.08),
+                      frameon=False, fontsize=9)
+        fig.subplots_adjust(left=0.1, right=0.84, top=0.9, bottom=0.14)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
+    return path

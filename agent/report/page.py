@@ -1,0 +1,173 @@
+"""Builds the self-contained report.html: images as data URIs, tables, and a JSON data island.
+
+Called by `agent.report.render` with the `ReportData` and the PNG files already drawn. Every
+value from the cluster is HTML-escaped. The page needs no network and no script: it opens from
+a file, a CI artifact or an e-mail attachment alike. The same facts travel as JSON in
+`<script type="application/json" id="pachsync-report">` so scripts and tests can read the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agent.report.model import JobView, ModelResult, PipelineView, ReportData, format_param
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2430;
+background:#f6f7f9}
+header{background:#1f2d3d;color:#fff;padding:18px 32px}
+header h1{margin:0 0 4px;font-size:22px} header p{margin:0;color:#c9d3df;font-size:13px}
+main{padding:16px 32px;max-width:1400px}
+section{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:16px 20px;margin:16px 0}
+h2{margin:0 0 12px;font-size:18px}
+.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 16px;min-width:150px}
+.card b{display:block;font-size:22px} .card span{color:#5b6675;font-size:12px}
+img{max-width:100%;height:auto;border:1px solid #eef0f3}
+.figs{display:flex;gap:12px;flex-wrap:wrap} .figs figure{margin:0;flex:1 1 380px;max-width:900px}
+figcaption{font-size:12px;color:#5b6675}
+table{border-collapse:collapse;font-size:13px;width:100%}
+th,td{border-bottom:1px solid #e6e9ee;padding:4px 8px;text-align:left}
+th{background:#f0f2f5;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.selected td{background:#ffe9ee;font-weight:600}
+.scroll{max-height:520px;overflow:auto}
+.state{padding:1px 6px;border-radius:4px;font-size:12px;background:#eee}
+.SUCCESS,.p-RUNNING{background:#c8ecc9}.FAILURE,.UNRUNNABLE,.p-CRASHING,.p-FAILURE{background:#f7b4b4}
+.p-PAUSED,.p-STANDBY{background:#dfe6f0}
+.KILLED{background:#f0c9a8}.RUNNING,.STARTING,.CREATED,.FINISHING{background:#ffe3a3}
+.warn{background:#fff6d6;border-color:#f0d77b}
+code{font-size:12px}
+"""
+
+
+def data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "—"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _state(state: str, prefix: str = "") -> str:
+    return f'<span class="state {prefix}{_e(state)}">{_e(state or "—")}</span>'
+
+
+def _cards(data: ReportData) -> str:
+    best = data.best
+    chosen = sum(r.selected for r in data.results)
+    cards = [
+        (str(len(data.results)), "models evaluated"),
+        (f"{best.accuracy:.3f}" if best else "—", "best test accuracy"),
+        (str(chosen), "models selected"),
+        (str(len(data.pipelines)), "pipelines"),
+    ]
+    body = "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards)
+    return f'<div class="cards">{body}</div>'
+
+
+def _figure(png: Path, alt: str, caption: str) -> str:
+    return (f'<figure><img src="{data_uri(png)}" alt="{_e(alt)}" data-file="{_e(png.name)}">'
+            f"<figcaption>{_e(caption)} · also saved as <code>{_e(png.name)}</code>"
+            f"</figcaption></figure>")
+
+
+def _leaderboard(results: Iterable[ModelResult]) -> str:
+    rows = []
+    for rank, r in enumerate(results, 1):
+        cls = ' class="selected"' if r.selected else ""
+        rows.append(
+            f'<tr{cls} data-model="{_e(r.name)}"><td class="num">{rank}</td><td>{_e(r.name)}</td>'
+            f'<td class="num">{_e(format_param(r.c))}</td>'
+            f'<td class="num">{_e(format_param(r.gamma))}</td>'
+            f'<td class="num">{r.accuracy:.4f}</td><td>{"yes" if r.selected else ""}</td></tr>'
+        )
+    head = ("<tr><th>#</th><th>model</th><th>C</th><th>gamma</th><th>accuracy</th>"
+            "<th>selected</th></tr>")
+    return (f'<div class="scroll"><table id="leaderboard"><thead>{head}</thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _pipelines(pipelines: Iterable[PipelineView]) -> str:
+    rows = [
+        f'<tr data-pipeline="{_e(p.name)}"><td><b>{_e(p.name)}</b></td>'
+        f'<td>{_state(p.state, "p-")}</td>'
+        f'<td class="num">{p.version}</td><td>{_e(", ".join(p.inputs))}</td>'
+        f"<td><code>{_e(p.image or '—')}</code></td>"
+        f'<td><code title="{_e(p.source_commit)}">{_e(p.source_commit[:12] or "—")}</code></td>'
+        f"<td>{_e(p.managed_by or '—')}</td></tr>"
+        for p in pipelines
+    ]
+    head = ("<tr><th>pipeline</th><th>state</th><th>version</th><th>inputs</th><th>image</th>"
+            "<th>git commit</th><th>managed by</th></tr>")
+    return f'<table id="pipelines"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _job_row(pipeline: str, j: JobView) -> str:
+    return (
+        f'<tr data-pipeline="{_e(pipeline)}" data-job="{_e(j.id)}"><td>{_e(pipeline)}</td>'
+        f'<td><code title="{_e(j.id)}">{_e(j.id[:12])}</code></td><td>{_state(j.state)}</td>'
+        f'<td class="num">{j.processed}</td><td class="num">{j.skipped}</td>'
+        f'<td class="num">{j.failed}</td><td class="num">{j.total}</td>'
+        f"<td>{_e(_when(j.started))}</td><td class=\"num\">{_e(_duration(j.duration_s))}</td></tr>"
+    )
+
+
+def _jobs(pipelines: Iterable[PipelineView]) -> str:
+    rows = [_job_row(p.name, j) for p in pipelines for j in p.jobs]
+    head = ("<tr><th>pipeline</th><th>job</th><th>state</th><th>processed</th><th>skipped</th>"
+            "<th>failed</th><th>total</th><th>started</th><th>duration</th></tr>")
+    body = "".join(rows) or '<tr><td colspan="9">no jobs yet</td></tr>'
+    table = f'<table id="jobs"><thead>{head}</thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll">{table}</div>'
+
+
+def build_page(data: ReportData, images: Mapping[str, Path], summary: Mapping[str, Any]) -> str:
+    """The whole HTML document. `images` maps heatmap/dag/compare/diff to the PNG files."""
+    sel = data.selection
+    rule = f" Selection rule: <code>{_e(sel.rule)}</code>." if sel and sel.rule else ""
+    figs = [_figure(images["heatmap"], "accuracy heatmap", "test accuracy over C x gamma")]
+    if "compare" in images and data.comparison:
+        short = data.comparison.commit[:12]
+        figs.append(
+            _figure(images["compare"], "earlier accuracy heatmap", f"at test commit {short}")
+        )
+        figs.append(_figure(images["diff"], "accuracy difference", f"now minus {short}"))
+    warnings = "".join(f"<li>{_e(w)}</li>" for w in data.warnings)
+    warn = (f'<section class="warn"><h2>Warnings</h2><ul>{warnings}</ul></section>'
+            if warnings else "")
+    dag = _figure(images["dag"], "pipeline graph", "repos and pipelines; arrows are inputs")
+    blob = json.dumps(summary, sort_keys=True).replace("</", "<\\/")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pachsync report — hyperparameter search</title><style>{CSS}</style></head>
+<body><header><h1>pachsync report — iris hyperparameter search</h1>
+<p>generated {_e(_when(data.generated_at))} · pachd {_e(data.pachd or "—")} · test commit
+<code>{_e(data.test_commit or "—")}</code></p></header><main>
+{_cards(data)}{warn}
+<section id="search"><h2>Accuracy over C × gamma</h2>
+<p>Each cell is one model's accuracy on the held-out test set; outlined cells are the models
+<code>select</code> kept.{rule}</p><div class="figs">{"".join(figs)}</div></section>
+<section id="graph"><h2>Pipeline graph</h2>{dag}</section>
+<section><h2>Pipelines</h2>{_pipelines(data.pipelines)}</section>
+<section><h2>Recent jobs</h2>{_jobs(data.pipelines)}</section>
+<section><h2>Leaderboard</h2>{_leaderboard(data.results)}</section>
+</main><script type="application/json" id="pachsync-report">{blob}</script></body></html>
+"""

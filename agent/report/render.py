@@ -1,0 +1,99 @@
+"""Writes a whole report directory from a `ReportData`: the PNGs, then report.html embedding them.
+
+Called by `agent.commands.report` (and the demo through it). Pure apart from writing the files
+it is asked to write: no cluster access, so it renders synthetic data in unit tests as well.
+`summary()` is the machine-readable view used by `--format json` and the page's data island.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.report.dag import render_dag
+from agent.report.graph import Graph, build_graph, layout
+from agent.report.heatmap import render_heatmap
+from agent.report.model import ReportData, build_grid, diff_grid
+from agent.report.page import build_page
+
+HTML_NAME = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    heatmap: Path
+    dag: Path
+    compare: Path | None = None
+    diff: Path | None = None
+
+    def all(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.html, self.heatmap, self.dag, self.compare, self.diff) if p)
+
+
+def summary(data: ReportData, graph: Graph) -> dict[str, Any]:
+    """The report's facts as plain JSON-able values (what the page shows, minus the pictures)."""
+    grid = build_grid(data.results)
+    best = data.best
+    out: dict[str, Any] = {
+        "pachd": data.pachd,
+        "test_commit": data.test_commit,
+        "generated_at": data.generated_at,
+        "models": len(data.results),
+        "cells": grid.cells,
+        "c_values": list(grid.cs),
+        "gamma_values": list(grid.gammas),
+        "best": {"model": best.name, "accuracy": best.accuracy} if best else None,
+        "selected": sorted(r.name for r in data.results if r.selected),
+        "selection_rule": data.selection.rule if data.selection else "",
+        "leaderboard": [
+            {"model": r.name, "C": r.c, "gamma": r.gamma, "accuracy": r.accuracy,
+             "selected": r.selected}
+            for r in data.results
+        ],
+        "graph": {
+            "nodes": [{"name": n.name, "kind": n.kind, "state": n.state, "job_state": n.job_state,
+                       "detail": n.detail} for n in graph.nodes],
+            "edges": [list(e) for e in graph.edges],
+        },
+        "pipelines": [
+            {"name": p.name, "state": p.state, "image": p.image, "source_commit": p.source_commit,
+             "managed_by": p.managed_by, "version": p.version, "inputs": list(p.inputs),
+             "jobs": [{"id": j.id, "state": j.state, "processed": j.processed,
+                       "skipped": j.skipped, "failed": j.failed, "total": j.total,
+                       "duration_s": j.duration_s} for j in p.jobs]}
+            for p in data.pipelines
+        ],
+        "warnings": list(data.warnings),
+    }
+    if data.comparison:
+        old = data.comparison.results
+        diff = diff_grid(data.results, old)
+        changed = [v for row in diff.values for v in row if v is not None and abs(v) > 1e-12]
+        out["compare"] = {"commit": data.comparison.commit, "models": len(old),
+                          "cells_changed": len(changed),
+                          "mean_change": sum(changed) / len(changed) if changed else 0.0}
+    return out
+
+
+def write_report(data: ReportData, out_dir: Path) -> ReportFiles:
+    """Draw every image into out_dir and write report.html there; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images: dict[str, Path] = {}
+    images["heatmap"] = render_heatmap(build_grid(data.results), out_dir / "heatmap.png",
+                                       "Test accuracy by C and gamma")
+    graph = build_graph(data.pipelines, data.repos)
+    images["dag"] = render_dag(graph, layout(graph), out_dir / "dag.png")
+    if data.comparison:
+        short = data.comparison.commit[:12]
+        images["compare"] = render_heatmap(build_grid(data.comparison.results),
+                                           out_dir / "heatmap_compare.png",
+                                           f"Test accuracy at commit {short}")
+        images["diff"] = render_heatmap(diff_grid(data.results, data.comparison.results),
+                                        out_dir / "heatmap_diff.png",
+                                        f"Accuracy change: now minus {short}", diff=True)
+    html_path = out_dir / HTML_NAME
+    html_path.write_text(build_page(data, images, summary(data, graph)), encoding="utf-8")
+    return ReportFiles(html_path, images["heatmap"], images["dag"], images.get("compare"),
+                       images.get("diff"))

@@ -1,0 +1,89 @@
+"""The report's data model: model names -> (C, gamma), results ordering, the C x gamma grid."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.report.model import (
+    ModelResult,
+    build_grid,
+    diff_grid,
+    format_param,
+    model_stem,
+    parse_model_name,
+    results_from_metrics,
+)
+
+C = [0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0]
+G = [0.001, 0.004, 0.016, 0.063, 0.25, 1.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("model_C0.5_G0.016", (0.5, 0.016)),
+        ("model_C32768.0_G4.0.pkl", (32768.0, 4.0)),
+        ("model_C0.031_G0.001_metric.txt", (0.031, 0.001)),
+        ("/model_C2.0_G1.0_metric.txt", (2.0, 1.0)),
+        ("model_C1e-05_G0.25", (1e-05, 0.25)),
+    ],
+)
+def test_parse_model_name_reads_c_and_gamma(name: str, expected: tuple[float, float]) -> None:
+    assert parse_model_name(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["leaderboard.csv", "model_Cx_G1.0", "model_C1.0", "selected.json"]
+)
+def test_names_that_are_not_models_are_rejected(name: str) -> None:
+    assert model_stem(name) is None
+    with pytest.raises(ValueError, match="model"):
+        parse_model_name(name)
+
+
+def test_results_are_best_first_and_carry_the_selection() -> None:
+    metrics = {
+        "model_C2.0_G1.0_metric.txt": 0.9,
+        "model_C0.5_G1.0_metric.txt": 0.95,
+        "model_C8.0_G1.0_metric.txt": 0.95,
+        "leaderboard.csv": 1.0,
+    }
+    results = results_from_metrics(metrics, selected=["model_C0.5_G1.0.pkl", "model_C8.0_G1.0"])
+    assert [r.name for r in results] == ["model_C0.5_G1.0", "model_C8.0_G1.0", "model_C2.0_G1.0"]
+    assert [r.selected for r in results] == [True, True, False]
+    assert results[0] == ModelResult("model_C0.5_G1.0", 0.5, 1.0, 0.95, True)
+
+
+def test_grid_has_77_cells_with_axes_ascending() -> None:
+    metrics = {f"model_C{c}_G{g}_metric.txt": c * g / 1e5 for c in reversed(C) for g in G}
+    grid = build_grid(results_from_metrics(metrics, ["model_C32768.0_G4.0"]))
+    assert grid.cells == 77
+    assert grid.cs == tuple(C) and grid.gammas == tuple(G)
+    assert len(grid.values) == 11 and all(len(row) == 7 for row in grid.values)
+    assert grid.values[3][5] == pytest.approx(2.0 * 1.0 / 1e5)
+    assert grid.selected == frozenset({(10, 6)})
+    assert grid.best() == (10, 6, pytest.approx(32768.0 * 4.0 / 1e5))
+
+
+def test_missing_models_leave_empty_cells() -> None:
+    grid = build_grid([ModelResult("a", 1.0, 1.0, 0.5), ModelResult("b", 2.0, 4.0, 0.7)])
+    assert grid.values == ((0.5, None), (None, 0.7))
+    assert grid.cells == 2
+
+
+def test_diff_grid_is_new_minus_old_on_the_union_of_axes() -> None:
+    new = [ModelResult("a", 1.0, 1.0, 0.9, True), ModelResult("b", 2.0, 1.0, 0.6)]
+    old = [ModelResult("a", 1.0, 1.0, 0.7), ModelResult("c", 4.0, 1.0, 0.5)]
+    grid = diff_grid(new, old)
+    assert grid.cs == (1.0, 2.0, 4.0)
+    assert grid.values[0][0] == pytest.approx(0.2)
+    assert grid.values[1][0] is None and grid.values[2][0] is None
+    assert grid.selected == frozenset({(0, 0)})
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.031, "0.031"), (0.5, "0.5"), (32768.0, "32768"), (2.0, "2"), (1e-05, "0.00001")],
+)
+def test_parameters_are_labelled_with_their_real_values(value: float, text: str) -> None:
+    assert format_param(value) == text

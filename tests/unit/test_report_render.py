@@ -1,0 +1,177 @@
+"""Rendering the report from synthetic data: valid PNGs of the expected size, the page's content."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agent.report.dag import dag_pixels
+from agent.report.graph import build_graph, layout
+from agent.report.heatmap import OUTLINE, PIXELS, render_heatmap
+from agent.report.model import (
+    Comparison,
+    JobView,
+    PipelineView,
+    ReportData,
+    Selection,
+    build_grid,
+    results_from_metrics,
+)
+from agent.report.render import write_report
+
+C = [0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0]
+G = [0.001, 0.004, 0.016, 0.063, 0.25, 1.0, 4.0]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _accuracy(c: float, g: float) -> float:
+    return round(
+        0.33 + 0.64 * math.exp(-((math.log10(c) - 1.5) ** 2 + (math.log10(g) + 1.2) ** 2) / 3), 4
+    )
+
+
+def _metrics(shift: float = 0.0) -> dict[str, float]:
+    return {f"model_C{c}_G{g}_metric.txt": _accuracy(c, g) - shift for c in C for g in G}
+
+
+def synthetic(
+    selected: tuple[str, ...] = ("model_C32.0_G0.063",), compare: bool = False
+) -> ReportData:
+    job = JobView("a" * 32, "SUCCESS", 70, 7, 0, 0, 77, 1000.0, 1012.5)
+    pipes = (
+        PipelineView(
+            "split",
+            "RUNNING",
+            ("raw_data",),
+            "acr.io/iris-stages:abc",
+            "c0ffee" * 7,
+            "src",
+            1,
+            (job,),
+        ),
+        PipelineView(
+            "model",
+            "RUNNING",
+            ("split", "parameters"),
+            "acr.io/iris-stages:abc",
+            "c0ffee" * 7,
+            "src",
+            2,
+            (job,),
+        ),
+        PipelineView("test", "RUNNING", ("split", "model"), "<b>bad</b>:1", "", "", 1, ()),
+        PipelineView(
+            "select", "CRASHING", ("test", "model"), "acr.io/iris-stages:abc", "", "", 1, ()
+        ),
+    )
+    old = Comparison("b" * 32, results_from_metrics(_metrics(0.05))) if compare else None
+    return ReportData(
+        results_from_metrics(_metrics(), selected),
+        Selection(selected, 0.97, "tolerance=0"),
+        pipes,
+        ("raw_data", "parameters"),
+        "localhost:30650",
+        "c" * 32,
+        1000.0,
+        old,
+        ("select: no selected.json yet",),
+    )
+
+
+def _outline_pixels(png: Path) -> int:
+    want = tuple(int(OUTLINE[i : i + 2], 16) for i in (1, 3, 5))
+    with Image.open(png) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=int)
+    return int((np.abs(rgb - np.array(want)).max(axis=2) < 30).sum())
+
+
+def _island(html: str) -> dict:
+    m = re.search(
+        r'<script type="application/json" id="pachsync-report">(.*?)</script>', html, re.S
+    )
+    assert m, "the page has no JSON data island"
+    return json.loads(m.group(1))
+
+
+def test_report_files_are_valid_pngs_of_the_expected_size(tmp_path: Path) -> None:
+    data = synthetic(compare=True)
+    files = write_report(data, tmp_path / "out")
+    assert [p.name for p in files.all()] == [
+        "report.html",
+        "heatmap.png",
+        "dag.png",
+        "heatmap_compare.png",
+        "heatmap_diff.png",
+    ]
+    graph = build_graph(data.pipelines, data.repos)
+    expected = {
+        files.heatmap: PIXELS,
+        files.compare: PIXELS,
+        files.diff: PIXELS,
+        files.dag: dag_pixels(layout(graph)),
+    }
+    for png, size in expected.items():
+        assert png is not None
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(png) as img:
+            img.verify()
+        with Image.open(png) as img:
+            assert img.size == size, png.name
+    assert PIXELS == (900, 700)
+    assert dag_pixels(layout(graph)) == (1790, 350)
+
+
+def test_page_embeds_every_image_and_lists_all_77_models(tmp_path: Path) -> None:
+    files = write_report(synthetic(compare=True), tmp_path)
+    html = files.html.read_text()
+    assert html.count('src="data:image/png;base64,') == 4
+    assert "http://" not in html and "https://" not in html  # self-contained
+    assert len(re.findall(r'<tr(?: class="selected")? data-model=', html)) == 77
+    assert re.findall(r'<tr class="selected" data-model="([^"]+)"', html) == ["model_C32.0_G0.063"]
+    data = _island(html)
+    assert data["cells"] == 77 and data["models"] == 77
+    assert data["selected"] == ["model_C32.0_G0.063"]
+    assert data["best"]["model"] == "model_C32.0_G0.063"
+    assert [row["accuracy"] for row in data["leaderboard"]] == sorted(
+        (row["accuracy"] for row in data["leaderboard"]), reverse=True
+    )
+    assert data["compare"]["cells_changed"] == 77
+    assert data["compare"]["mean_change"] == pytest.approx(0.05)
+    assert len(data["graph"]["edges"]) == 7 and len(data["graph"]["nodes"]) == 6
+
+
+def test_page_shows_jobs_commits_and_images_and_escapes_cluster_text(tmp_path: Path) -> None:
+    html = write_report(synthetic(), tmp_path).html.read_text()
+    assert "<b>bad</b>" not in html and "&lt;b&gt;bad&lt;/b&gt;" in html
+    assert html.count('data-job="' + "a" * 32 + '"') == 2
+    assert "12.5 s" in html and "acr.io/iris-stages:abc" in html
+    assert ("c0ffee" * 7)[:12] in html
+    assert "select: no selected.json yet" in html
+    assert "heatmap_compare.png" not in html  # no --compare, no comparison figures
+
+
+def test_selected_models_are_outlined(tmp_path: Path) -> None:
+    def pixels(selected: tuple[str, ...], name: str) -> int:
+        grid = build_grid(results_from_metrics(_metrics(), selected))
+        return _outline_pixels(render_heatmap(grid, tmp_path / name, "t"))
+
+    none = pixels((), "none.png")
+    one = pixels(("model_C32.0_G0.063",), "one.png")
+    three = pixels(("model_C32.0_G0.063", "model_C0.031_G4.0", "model_C2.0_G1.0"), "three.png")
+    assert none < 50  # only the best-value label's border uses the colour
+    assert one > none + 300
+    assert three > one + 600
+
+
+def test_an_empty_cluster_still_renders_a_page(tmp_path: Path) -> None:
+    files = write_report(ReportData(results=()), tmp_path)
+    data = _island(files.html.read_text())
+    assert (data["models"], data["cells"], data["best"]) == (0, 0, None)
+    with Image.open(files.heatmap) as img:
+        assert img.size == PIXELS
