@@ -1,0 +1,148 @@
+"""Connecting to pachd: a python-pachyderm client whose every RPC is counted, and error mapping.
+
+Called by every command and by `agent.sync` through `connect(target)`. The count
+(`Connection.rpc_count`) backs the no-op efficiency guarantee (a sync that changes nothing makes
+at most 3 RPCs) and `SyncResult.rpc_count`. `rpc_errors()` is the one boundary where
+`grpc.RpcError` becomes an `agent.errors` type: unreachable/overloaded -> Transient, an existing
+thing or a failed precondition -> Conflict, anything else -> PachsyncError with the server text.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import python_pachyderm
+
+from agent.cluster.address import PachdTarget
+from agent.errors import Conflict, PachsyncError, Transient
+
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+              grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+              grpc.StatusCode.CANCELLED}
+_CONFLICT = {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
+
+
+class RpcCounter(  # grpc ships no type stubs, hence the ignores
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Counts RPCs started on every channel it wraps, per method too (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.by_method: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _hit(self, details: Any) -> None:
+        with self._lock:
+            self.count += 1
+            name = str(getattr(details, "method", "?"))
+            self.by_method[name] = self.by_method.get(name, 0) + 1
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
+                              request: Any) -> Any:
+        self._hit(details)
+        return continuation(details, request)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
+                               request: Any) -> Any:
+        self._hit(details)
+        return continuation(details, request)
+
+    def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any,
+                               request_iterator: Any) -> Any:
+        self._hit(details)
+        return continuation(details, request_iterator)
+
+    def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any,
+                                request_iterator: Any) -> Any:
+        self._hit(details)
+        return continuation(details, request_iterator)
+
+
+class CountingClient(python_pachyderm.Client):  # type: ignore[misc]
+    """python_pachyderm.Client whose channels (also those a transaction re-creates) are counted.
+
+    The client builds its stubs from `self._channel` in its constructor and again whenever the
+    transaction id or token changes; intercepting the assignment covers every one of them.
+    """
+
+    def __init__(self, counter: RpcCounter, **kwargs: Any) -> None:
+        self._rpc_counter = counter
+        super().__init__(**kwargs)
+
+    @property
+    def _channel(self) -> grpc.Channel:
+        return self._counted_channel
+
+    @_channel.setter
+    def _channel(self, channel: grpc.Channel) -> None:
+        self._counted_channel = grpc.intercept_channel(channel, self._rpc_counter)
+
+
+@dataclass
+class Connection:
+    """A connected client plus what it cost. Not frozen: the counter moves."""
+
+    client: Any
+    target: PachdTarget
+    counter: RpcCounter = field(default_factory=RpcCounter)
+
+    @property
+    def rpc_count(self) -> int:
+        return self.counter.count
+
+    def close(self) -> None:
+        channel = getattr(self.client, "_counted_channel", None)
+        if channel is not None:
+            channel.close()
+
+
+def connect(target: PachdTarget) -> Connection:
+    """A client for `target`. Makes no RPC: failures surface on the first call (as Transient)."""
+    counter = RpcCounter()
+    client = CountingClient(counter, host=target.host, port=target.port,
+                            auth_token=target.auth_token, root_certs=target.root_certs,
+                            tls=target.tls, use_default_host=False)
+    return Connection(client, target, counter)
+
+
+def _details(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError):
+        return str(exc.details() or exc)
+    return str(exc)
+
+
+def map_error(exc: BaseException, what: str, target: PachdTarget | None = None) -> PachsyncError:
+    """The agent error for a failed call: what we tried, what pachd said, what to do."""
+    where = f" at {target.describe()}" if target else ""
+    if isinstance(exc, ConnectionError):
+        return Transient(f"{what}: cannot reach pachd{where}",
+                         hint="is pachd running? check --pachd / PACHD_ADDRESS")
+    code = exc.code() if isinstance(exc, grpc.RpcError) else None
+    text = f"{what}: {_details(exc)}" + (f" ({code.name})" if code else "")
+    if code in _TRANSIENT:
+        return Transient(text + where, hint="pachd unreachable or busy; retrying later may pass")
+    if code in _CONFLICT:
+        return Conflict(text, hint="the cluster state forbids this change; see the message")
+    if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
+        return PachsyncError(text, hint="set PACH_PYTHON_AUTH_TOKEN or PACHSYNC_AUTH_TOKEN_FILE")
+    return PachsyncError(text)
+
+
+@contextmanager
+def rpc_errors(what: str, target: PachdTarget | None = None) -> Iterator[None]:
+    """Turn grpc/connection failures inside the block into agent.errors types."""
+    try:
+        yield
+    except PachsyncError:
+        raise
+    except (grpc.RpcError, ConnectionError) as exc:
+        raise map_error(exc, what, target) from exc

@@ -1,0 +1,98 @@
+"""Reading live state: repos, pipelines (with their stored specs) and the newest job per pipeline.
+
+Called by `agent.sync` (plan/apply), the `status` and `demo` commands. `observe()` costs exactly
+two streaming RPCs whatever the number of pipelines (ListRepo, ListPipeline with details), which
+keeps a no-op sync within its budget; `newest_jobs()` is called only for pipelines that need
+datum counts (one ListJob each). Protobuf messages become plain dicts here, with the field names
+of CreatePipelineRequest, so the planner never sees a protobuf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from agent.cluster.client import Connection, rpc_errors
+from agent.cluster.model import LiveJob, LivePipeline, LiveRepo, LiveState
+
+_WELL_KNOWN = {"google.protobuf.Duration", "google.protobuf.Timestamp"}
+
+
+def _value(fd: Any, value: Any) -> Any:
+    if fd.message_type is not None:
+        if fd.message_type.full_name in _WELL_KNOWN:
+            return value.ToJsonString()
+        return proto_to_dict(value)
+    if fd.enum_type is not None:
+        enum = fd.enum_type.values_by_number.get(value)
+        return enum.name if enum is not None else value
+    return value
+
+
+def proto_to_dict(msg: Message) -> dict[str, Any]:
+    """Set fields only (proto3 defaults omitted), original field names, ints stay ints."""
+    out: dict[str, Any] = {}
+    for fd, value in msg.ListFields():
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            vfd = fd.message_type.fields_by_name["value"]
+            out[fd.name] = {k: _value(vfd, v) for k, v in value.items()}
+        elif fd.label == fd.LABEL_REPEATED:
+            out[fd.name] = [_value(fd, v) for v in value]
+        else:
+            out[fd.name] = _value(fd, value)
+    return out
+
+
+def _enum_name(msg: Message, field: str) -> str:
+    fd = msg.DESCRIPTOR.fields_by_name[field]
+    enum = fd.enum_type.values_by_number.get(getattr(msg, field))
+    return enum.name if enum is not None else str(getattr(msg, field))
+
+
+def live_pipeline(info: Any) -> LivePipeline:
+    """PipelineInfo -> LivePipeline (details -> spec dict, with `pipeline` set like a request)."""
+    spec = proto_to_dict(info.details)
+    project = info.pipeline.project.name or "default"
+    spec["pipeline"] = {"name": info.pipeline.name, "project": {"name": project}}
+    return LivePipeline(name=info.pipeline.name, project=project, spec=spec,
+                        version=int(info.version), state=_enum_name(info, "state"),
+                        last_job_state=_enum_name(info, "last_job_state"),
+                        stopped=bool(info.stopped))
+
+
+def observe(conn: Connection) -> LiveState:
+    """Repos and pipelines in two RPCs (one ListRepo stream, one ListPipeline stream)."""
+    client = conn.client
+    with rpc_errors("listing repos", conn.target):
+        repos = tuple(LiveRepo(r.repo.name, r.repo.project.name or "default", r.repo.type or "user",
+                               r.description) for r in client.list_repo())
+    with rpc_errors("listing pipelines", conn.target):
+        pipelines = tuple(live_pipeline(i) for i in client.list_pipeline(details=True))
+    return LiveState(repos=repos, pipelines=pipelines)
+
+
+def live_job(info: Any) -> LiveJob:
+    return LiveJob(id=info.job.id, state=_enum_name(info, "state"), total=int(info.data_total),
+                   processed=int(info.data_processed), skipped=int(info.data_skipped),
+                   failed=int(info.data_failed),
+                   pipeline_version=int(info.pipeline_version))
+
+
+def newest_jobs(conn: Connection, names: Iterable[str], project: str = "default"
+                ) -> dict[str, LiveJob]:
+    """The newest job of each named pipeline (one ListJob per pipeline; absent if none)."""
+    out: dict[str, LiveJob] = {}
+    for name in names:
+        with rpc_errors(f"listing jobs of pipeline {name!r}", conn.target):
+            infos = list(conn.client.list_job(pipeline_name=name, project_name=project))
+        if infos:
+            newest = max(infos, key=lambda i: (i.created.seconds, i.created.nanos,
+                                               i.pipeline_version))
+            out[name] = live_job(newest)
+    return out
+
+
+def with_jobs(live: LiveState, jobs: dict[str, LiveJob]) -> LiveState:
+    return LiveState(repos=live.repos, pipelines=live.pipelines, jobs={**live.jobs, **jobs})

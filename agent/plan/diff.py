@@ -1,0 +1,220 @@
+"""PURE planner: `plan(desired, live, policy) -> Plan`. No I/O, no grpc, no git.
+
+Called by `agent.sync` (and so by `plan`/`apply`/the agent loop) with the DesiredState loaded
+from git (`agent.specs`) and the LiveState observed by `agent.cluster.observe`. Both sides are
+normalised with Pachyderm's defaults (`agent.normalize`) so only real differences count.
+
+Decisions, per desired pipeline: create (absent), conflict (the name belongs to an unmanaged
+pipeline, another source, or a plain repo), unchanged (normalised specs equal), drift (the live
+spec no longer matches the `pachsync.io/spec-hash` we recorded: someone changed it by hand) or
+update. Reprocess follows the policy (`auto` = exactly when the normalised transform changed),
+overridden per spec by the annotation `pachsync.io/reprocess`. Live pipelines missing from git
+are deleted only when they carry this source's `managed-by`, `--prune` is on, and the desired
+state is not empty (unless `--allow-empty`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from agent.cluster.model import LivePipeline, LiveState
+from agent.plan.model import (
+    CONFLICT,
+    CREATE,
+    DELETE,
+    DRIFT,
+    ORPHAN,
+    UNCHANGED,
+    UNMANAGED,
+    UPDATE,
+    FieldDiff,
+    PipelineChange,
+    Plan,
+    Policy,
+    RepoChange,
+)
+from agent.plan.normalize import (
+    ANN_MANAGED_BY,
+    ANN_REPROCESS,
+    ANN_SOURCE_COMMIT,
+    ANN_SPEC_HASH,
+    annotations_of,
+    normalize_spec,
+    spec_hash,
+)
+
+if TYPE_CHECKING:
+    from agent.specs import DesiredState, PipelineSpec
+
+REPROCESS_MODES = ("auto", "always", "never")
+
+
+def diff_values(before: Any, after: Any, path: str = "") -> list[FieldDiff]:
+    """Leaf-level differences between two normalised values (dicts recurse, lists by index)."""
+    if before == after:
+        return []
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        out: list[FieldDiff] = []
+        for key in sorted(set(before) | set(after), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            out.extend(diff_values(before.get(key), after.get(key), sub))
+        return out
+    if (isinstance(before, list) and isinstance(after, list) and len(before) == len(after)
+            and all(isinstance(v, Mapping) for v in before + after)):
+        return [d for i, (b, a) in enumerate(zip(before, after, strict=True))
+                for d in diff_values(b, a, f"{path}[{i}]")]
+    return [FieldDiff(path or "(spec)", before, after)]
+
+
+def build_request(ps: PipelineSpec, policy: Policy, digest: str) -> dict[str, Any]:
+    """The spec to send: git's document plus the annotations that record what we applied."""
+    doc = copy.deepcopy(dict(ps.spec))
+    pipeline = dict(doc.get("pipeline") or {})
+    pipeline["name"] = ps.name
+    doc["pipeline"] = pipeline
+    metadata = dict(doc.get("metadata") or {})
+    annotations = dict(metadata.get("annotations") or {})
+    annotations[ANN_MANAGED_BY] = policy.source_id
+    annotations[ANN_SOURCE_COMMIT] = policy.commit
+    annotations[ANN_SPEC_HASH] = digest
+    metadata["annotations"] = annotations
+    doc["metadata"] = metadata
+    return doc
+
+
+def _reprocess(ps: PipelineSpec, policy: Policy, diffs: Sequence[FieldDiff]) -> tuple[bool, str]:
+    mode = annotations_of(ps.spec).get(ANN_REPROCESS) or policy.reprocess
+    origin = f"annotation {ANN_REPROCESS}" if ANN_REPROCESS in annotations_of(ps.spec) else "policy"
+    if mode == "always":
+        return True, f"reprocess=always ({origin})"
+    if mode == "never":
+        return False, f"reprocess=never ({origin})"
+    changed = [d.path for d in diffs if d.path == "transform" or d.path.startswith("transform.")]
+    if changed:
+        return True, "transform changed: " + ", ".join(changed)
+    return False, "transform unchanged: existing outputs stay valid"
+
+
+def _conflict_reason(name: str, lp: LivePipeline | None, policy: Policy) -> str:
+    if lp is None:
+        return (f"a repo named {name!r} already exists and is not a pipeline's output; "
+                "rename the pipeline or delete that repo")
+    owner = annotations_of(lp.spec).get(ANN_MANAGED_BY)
+    if owner is None:
+        return (f"pipeline {name!r} exists but is not managed by pachsync (no {ANN_MANAGED_BY} "
+                "annotation); delete it or rename the spec")
+    return (f"pipeline {name!r} is managed by another source ({owner!r}, we are "
+            f"{policy.source_id!r}); only one source may own a pipeline")
+
+
+def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
+                    pipelines: Mapping[str, LivePipeline]) -> PipelineChange:
+    desired = normalize_spec(ps.spec)
+    digest = spec_hash(desired)
+    base = PipelineChange(name=ps.name, action=CREATE, file=ps.file, inputs=tuple(ps.inputs),
+                          request=build_request(ps, policy, digest))
+    lp = pipelines.get(ps.name)
+    if lp is None:
+        if ps.name in {r.name for r in live.repos}:
+            return replace(base, action=CONFLICT, reason=_conflict_reason(ps.name, None, policy))
+        return replace(base, reason="not in the cluster", will_apply=True,
+                       diffs=tuple(diff_values(None, desired)))
+    ann = annotations_of(lp.spec)
+    base = replace(base, managed_by=ann.get(ANN_MANAGED_BY, ""),
+                   source_commit=ann.get(ANN_SOURCE_COMMIT, ""))
+    if ann.get(ANN_MANAGED_BY) != policy.source_id:
+        return replace(base, action=CONFLICT, reason=_conflict_reason(ps.name, lp, policy))
+    current = normalize_spec(lp.spec, lp.project)
+    live_digest = spec_hash(current)
+    if live_digest == digest:
+        return replace(base, action=UNCHANGED, reason="equal to git")
+    diffs = tuple(diff_values(current, desired))
+    reprocess, why = _reprocess(ps, policy, diffs)
+    job = live.jobs.get(ps.name)
+    change = replace(base, action=UPDATE, reason="git changed", will_apply=True, diffs=diffs,
+                     reprocess=reprocess, reprocess_reason=why,
+                     datums=job.total if (reprocess and job is not None) else None)
+    recorded = ann.get(ANN_SPEC_HASH)
+    if recorded and recorded != live_digest:
+        tail = "; reverting to git" if policy.self_heal else "; self-heal off, reported only"
+        since = base.source_commit[:12] or "?"
+        return replace(change, action=DRIFT, will_apply=policy.self_heal,
+                       reason=f"changed outside git since commit {since}{tail}")
+    return change
+
+
+def _live_only(lp: LivePipeline, policy: Policy, may_delete: bool) -> PipelineChange:
+    ann = annotations_of(lp.spec)
+    owner = ann.get(ANN_MANAGED_BY)
+    base = PipelineChange(name=lp.name, action=UNMANAGED, inputs=tuple(live_inputs(lp.spec)),
+                          managed_by=owner or "", source_commit=ann.get(ANN_SOURCE_COMMIT, ""))
+    if owner != policy.source_id:
+        why = "not managed by pachsync" if owner is None else f"managed by another source {owner!r}"
+        return replace(base, reason=why + "; left alone")
+    if may_delete:
+        return replace(base, action=DELETE, reason="removed from git (--prune)", will_apply=True)
+    return replace(base, action=ORPHAN, reason="removed from git; deleted only with --prune")
+
+
+def live_inputs(spec: Mapping[str, Any]) -> list[str]:
+    """Repos a live (or desired) spec reads, from its input tree."""
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if not isinstance(node, Mapping):
+            return
+        pfs = node.get("pfs")
+        if isinstance(pfs, Mapping) and pfs.get("repo"):
+            out.append(str(pfs["repo"]))
+        for kind in ("cross", "union", "join", "group"):
+            for child in node.get(kind) or ():
+                walk(child)
+
+    walk(spec.get("input"))
+    return sorted(set(out))
+
+
+def downstream_first(names: Iterable[str], inputs: Mapping[str, Sequence[str]]) -> list[str]:
+    """Order pipelines so each comes before the pipelines it reads from (safe deletion order)."""
+    pending = sorted(set(names))
+    readers: dict[str, set[str]] = {n: set() for n in pending}
+    for n in pending:
+        for up in inputs.get(n, ()):
+            if up in readers:
+                readers[up].add(n)
+    order: list[str] = []
+    while pending:
+        ready = [n for n in pending if not (readers[n] - set(order))] or pending[:1]
+        for n in ready:
+            order.append(n)
+            pending.remove(n)
+    return order
+
+
+def plan(desired: DesiredState, live: LiveState, policy: Policy) -> Plan:
+    """Compare git's desired state with the live cluster and decide every action."""
+    if policy.reprocess not in REPROCESS_MODES:
+        raise ValueError(f"reprocess must be one of {REPROCESS_MODES}, not {policy.reprocess!r}")
+    live_names = {r.name for r in live.repos}
+    repos = tuple(RepoChange(r.name, UNCHANGED if r.name in live_names else CREATE,
+                             r.description, r.project) for r in desired.repos)
+    pipelines = {p.name: p for p in live.pipelines}
+    changes = [_desired_change(ps, live, policy, pipelines) for ps in desired.pipelines]
+    wanted = {ps.name for ps in desired.pipelines}
+    empty_guard = not desired.pipelines and not policy.allow_empty
+    may_delete = policy.prune and not empty_guard
+    extra = [_live_only(lp, policy, may_delete) for lp in sorted(live.pipelines,
+             key=lambda p: p.name) if lp.name not in wanted]
+    changes += extra
+    warnings = []
+    if policy.prune and empty_guard and any(c.action == ORPHAN for c in extra):
+        warnings.append("git declares no pipelines: refusing to prune without --allow-empty")
+    inputs = {c.name: c.inputs for c in changes}
+    delete_order = tuple(downstream_first((c.name for c in changes if c.action == DELETE), inputs))
+    edges = tuple((up, c.name) for c in changes for up in c.inputs)
+    conflicts = tuple(f"{c.name}: {c.reason}" for c in changes if c.action == CONFLICT)
+    return Plan(policy=policy, repos=repos, pipelines=tuple(changes), delete_order=delete_order,
+                edges=edges, warnings=tuple(warnings), conflicts=conflicts)

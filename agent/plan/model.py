@@ -1,0 +1,117 @@
+"""PURE data of a plan: what the agent will do to each pipeline and repo, and why.
+
+Built by `agent.plan.diff.plan`, rendered by `agent.plan.render`, executed by
+`agent.cluster.apply` (through `agent.sync`). Frozen values only, so a plan can be shown to a
+reviewer and then applied exactly as shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Per-pipeline actions. "drift" = live was changed outside git (reverted when self-heal is on);
+# "orphan" = managed by this source but gone from git (deleted only with --prune);
+# "unmanaged" = not ours, reported only; "conflict" = git wants a name something else owns.
+CREATE, UPDATE, UNCHANGED, DELETE, DRIFT = "create", "update", "unchanged", "delete", "drift"
+ORPHAN, UNMANAGED, CONFLICT = "orphan", "unmanaged", "conflict"
+CHANGING = frozenset({CREATE, UPDATE, DELETE, DRIFT})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How to plan: who we are, what commit, and the user's switches."""
+
+    source_id: str
+    commit: str = ""
+    prune: bool = False
+    allow_empty: bool = False
+    reprocess: str = "auto"  # auto | always | never (a spec's pachsync.io/reprocess wins)
+    self_heal: bool = True
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    """One leaf that differs: `path` like `transform.image`, before = live, after = git."""
+
+    path: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class PipelineChange:
+    name: str
+    action: str
+    reason: str = ""
+    reprocess: bool = False
+    reprocess_reason: str = ""
+    diffs: tuple[FieldDiff, ...] = ()
+    file: str = ""  # spec file in git ("" for pipelines only live)
+    inputs: tuple[str, ...] = ()
+    request: Mapping[str, Any] | None = None  # spec to send (annotations included), if applying
+    datums: int | None = None  # datums a reprocess re-runs (last job's total), when known
+    managed_by: str = ""
+    source_commit: str = ""
+    will_apply: bool = False  # True if `apply` sends this change to the cluster
+
+    @property
+    def label(self) -> str:
+        """Action as reported in SyncResult.actions (contract C4)."""
+        if self.action == UPDATE and self.reprocess:
+            return "update+reprocess"
+        return self.action
+
+
+@dataclass(frozen=True)
+class RepoChange:
+    name: str
+    action: str  # "create" | "unchanged"
+    description: str = ""
+    project: str = "default"
+
+
+@dataclass(frozen=True)
+class Plan:
+    policy: Policy
+    repos: tuple[RepoChange, ...] = ()
+    pipelines: tuple[PipelineChange, ...] = ()  # desired in DAG order, then live-only ones
+    delete_order: tuple[str, ...] = ()  # pipelines to delete, downstream first
+    edges: tuple[tuple[str, str], ...] = ()  # (upstream, pipeline) for the DAG picture
+    warnings: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def change(self, name: str) -> PipelineChange | None:
+        for c in self.pipelines:
+            if c.name == name:
+                return c
+        return None
+
+    @property
+    def repos_to_create(self) -> tuple[RepoChange, ...]:
+        return tuple(r for r in self.repos if r.action == CREATE)
+
+    @property
+    def to_apply(self) -> tuple[PipelineChange, ...]:
+        """Creates and updates (drift reverts included), in DAG order."""
+        return tuple(c for c in self.pipelines if c.will_apply and c.action != DELETE)
+
+    @property
+    def to_delete(self) -> tuple[PipelineChange, ...]:
+        by_name = {c.name: c for c in self.pipelines if c.action == DELETE and c.will_apply}
+        return tuple(by_name[n] for n in self.delete_order if n in by_name)
+
+    @property
+    def has_changes(self) -> bool:
+        """True if git and the cluster differ in anything `apply` would (or could) fix."""
+        return bool(self.repos_to_create) or any(
+            c.action in CHANGING or c.action == ORPHAN for c in self.pipelines
+        )
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.pipelines:
+            out[c.label] = out.get(c.label, 0) + 1
+        return out

@@ -1,0 +1,161 @@
+"""PURE renderers of a Plan: text for terminals, JSON for scripts, Markdown for PR comments.
+
+Called by the `plan` and `apply` commands and by CI (`pachsync plan --format markdown`). The
+Markdown form has a summary table, the field-level diffs and the pipeline DAG as a Mermaid graph.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.plan.model import (
+    CONFLICT,
+    CREATE,
+    DELETE,
+    DRIFT,
+    ORPHAN,
+    UNCHANGED,
+    UNMANAGED,
+    UPDATE,
+    PipelineChange,
+    Plan,
+)
+
+SYMBOLS = {CREATE: "+", UPDATE: "~", DELETE: "-", DRIFT: "!", UNCHANGED: "=", ORPHAN: "?",
+           UNMANAGED: ".", CONFLICT: "x"}
+_MAX_VALUE = 120
+
+
+def _short(value: Any) -> str:
+    text = "(absent)" if value is None else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
+
+
+def describe(c: PipelineChange) -> str:
+    """One phrase for what happens to a pipeline, e.g. `update with reprocess (77 datums)`."""
+    if c.action in (UPDATE, DRIFT):
+        what = "update" if c.action == UPDATE else "drift"
+        if c.action == DRIFT and not c.will_apply:
+            return "drift (report only)"
+        if c.reprocess:
+            n = "" if c.datums is None else f" ({c.datums} datums)"
+            return f"{what}: revert with reprocess{n}" if c.action == DRIFT else f"{what} with reprocess{n}"  # noqa: E501
+        return f"{what}: revert without reprocess" if c.action == DRIFT else f"{what} without reprocess"  # noqa: E501
+    return c.action
+
+
+def summary(p: Plan) -> str:
+    n = {a: sum(1 for c in p.pipelines if c.action == a) for a in SYMBOLS}
+    reproc = [c for c in p.pipelines if c.will_apply and c.reprocess]
+    datums = sum(c.datums or 0 for c in reproc)
+    parts = [f"{len(p.repos_to_create)} repo(s) to create", f"{n[CREATE]} to create",
+             f"{n[UPDATE]} to update ({len(reproc)} with reprocess, {datums} datums to re-run)",
+             f"{n[DELETE]} to delete", f"{n[DRIFT]} drifted", f"{n[UNCHANGED]} unchanged"]
+    if n[ORPHAN]:
+        parts.append(f"{n[ORPHAN]} orphaned (need --prune)")
+    if n[UNMANAGED]:
+        parts.append(f"{n[UNMANAGED]} unmanaged")
+    if n[CONFLICT]:
+        parts.append(f"{n[CONFLICT]} in conflict")
+    return ", ".join(parts)
+
+
+def render_text(p: Plan, verbose: bool = True) -> str:
+    commit = p.policy.commit[:12] or "(working tree)"
+    lines = [f"Plan for {p.policy.source_id} at {commit}"]
+    for r in p.repos_to_create:
+        lines.append(f"  + repo {r.name}: create (input repo)")
+    width = max((len(c.name) for c in p.pipelines), default=0)
+    for c in p.pipelines:
+        extra = c.reason
+        if c.reprocess_reason and c.action in (UPDATE, DRIFT):
+            extra += f"; {c.reprocess_reason}"
+        lines.append(f"  {SYMBOLS[c.action]} {c.name.ljust(width)}  {describe(c)}"
+                     + (f"  ({extra})" if extra else ""))
+        if verbose and c.action in (UPDATE, DRIFT):
+            for d in c.diffs:
+                lines.append(f"      {d.path}: {_short(d.before)} -> {_short(d.after)}")
+    lines += [f"warning: {w}" for w in p.warnings]
+    lines += [f"conflict: {c}" for c in p.conflicts]
+    lines.append("Summary: " + summary(p))
+    return "\n".join(lines)
+
+
+def to_dict(p: Plan) -> dict[str, Any]:
+    return {
+        "source_id": p.policy.source_id,
+        "commit": p.policy.commit,
+        "in_sync": not p.has_changes,
+        "summary": summary(p),
+        "counts": p.counts(),
+        "repos_to_create": [r.name for r in p.repos_to_create],
+        "pipelines": [
+            {"name": c.name, "action": c.action, "label": c.label, "reason": c.reason,
+             "reprocess": c.reprocess, "reprocess_reason": c.reprocess_reason,
+             "datums": c.datums, "file": c.file, "inputs": list(c.inputs),
+             "will_apply": c.will_apply, "managed_by": c.managed_by,
+             "source_commit": c.source_commit,
+             "diffs": [{"path": d.path, "live": d.before, "git": d.after} for d in c.diffs]
+             if c.action in (UPDATE, DRIFT) else []}
+            for c in p.pipelines
+        ],
+        "delete_order": list(p.delete_order),
+        "warnings": list(p.warnings),
+        "conflicts": list(p.conflicts),
+    }
+
+
+def render_json(p: Plan) -> str:
+    return json.dumps(to_dict(p), indent=2, sort_keys=True, default=str)
+
+
+def _mermaid_id(name: str) -> str:
+    return "n_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def mermaid(p: Plan) -> list[str]:
+    """The DAG: input repos as cylinders, pipelines coloured by action."""
+    lines = ["```mermaid", "graph LR"]
+    pipes = {c.name: c for c in p.pipelines}
+    sources = sorted({up for up, _ in p.edges if up not in pipes} | {r.name for r in p.repos})
+    lines += [f"  {_mermaid_id(r)}[({r})]" for r in sources]
+    for c in p.pipelines:
+        lines.append(f'  {_mermaid_id(c.name)}["{c.name}<br/>{describe(c)}"]:::{c.action}')
+    lines += [f"  {_mermaid_id(a)} --> {_mermaid_id(b)}" for a, b in p.edges]
+    styles = {CREATE: "#d4f7d4", UPDATE: "#fff2b3", DELETE: "#f7d4d4", DRIFT: "#ffd8a8",
+              UNCHANGED: "#eeeeee", ORPHAN: "#e0e0ff", UNMANAGED: "#ffffff", CONFLICT: "#ff9999"}
+    lines += [f"  classDef {a} fill:{col}" for a, col in styles.items()]
+    lines.append("```")
+    return lines
+
+
+def render_markdown(p: Plan) -> str:
+    commit = p.policy.commit[:12] or "working tree"
+    lines = [f"### pachsync plan for `{commit}`", "", f"**{summary(p)}**", ""]
+    lines += ["| pipeline | action | reprocess | datums re-run | why |", "|---|---|---|---|---|"]
+    for c in p.pipelines:
+        rep = "yes" if c.reprocess and c.action in (UPDATE, DRIFT) else ""
+        datums = "" if not rep or c.datums is None else str(c.datums)
+        why = (c.reason + (f"; {c.reprocess_reason}" if rep else "")).replace("|", "\\|")
+        lines.append(f"| `{c.name}` | {SYMBOLS[c.action]} {describe(c)} | {rep} | {datums} | {why} |")  # noqa: E501
+    if p.repos_to_create:
+        lines += ["", "Input repos to create: " + ", ".join(f"`{r.name}`" for r in p.repos_to_create)]  # noqa: E501
+    for c in p.pipelines:
+        if c.action in (UPDATE, DRIFT) and c.diffs:
+            lines += ["", f"<details><summary><code>{c.name}</code>: {len(c.diffs)} field(s) "
+                      f"changed</summary>", "", "```diff"]
+            for d in c.diffs:
+                lines += [f"- {d.path}: {_short(d.before)}", f"+ {d.path}: {_short(d.after)}"]
+            lines += ["```", "</details>"]
+    lines += [""] + [f"> warning: {w}" for w in p.warnings] + [f"> conflict: {c}" for c in p.conflicts]  # noqa: E501
+    lines += ["", "#### Pipeline DAG", ""] + mermaid(p)
+    return "\n".join(lines) + "\n"
+
+
+def render(p: Plan, fmt: str = "text") -> str:
+    if fmt == "json":
+        return render_json(p)
+    if fmt == "markdown":
+        return render_markdown(p)
+    return render_text(p)

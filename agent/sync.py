@@ -1,0 +1,174 @@
+"""One reconciliation: fetch -> load -> validate -> plan -> apply -> record (contract C4).
+
+`sync_once(opts)` is called by the agent loop (`agent.runner`), the delivery and performance
+helpers; `reconcile()` is the part after git, shared with the `plan`/`apply` commands when they
+read a specs folder directly. Expected failures never raise: they come back as a SyncResult with
+`result` ("invalid" for bad specs, "failed" otherwise) and `error_kind` (the agent.errors type),
+so the caller can decide to stall (SpecInvalid), back off (Transient) or report (Conflict).
+Because the plan is always recomputed from live state, a run that failed half-way is completed
+by the next one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.cluster.address import resolve
+from agent.cluster.apply import ApplyReport, PipelineOp, RepoOp, apply_ops
+from agent.cluster.client import Connection, connect
+from agent.cluster.model import LiveState
+from agent.cluster.observe import newest_jobs, observe, with_jobs
+from agent.errors import Conflict, PachsyncError, SpecInvalid
+from agent.plan import Plan, Policy, plan
+from agent.plan.model import CHANGING, CONFLICT, CREATE, DRIFT, ORPHAN, UNMANAGED
+from agent.plan.render import to_dict
+from agent.source.fetch import canonical_source, fetch
+from agent.specs import DesiredState, load_desired
+
+RESULTS = ("applied", "unchanged", "invalid", "failed", "planned")
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    source: str
+    branch: str = "main"
+    specs_path: str = "specs"
+    pachd: str | None = None
+    prune: bool = False
+    allow_empty: bool = False
+    reprocess: str = "auto"
+    self_heal: bool = True
+    dry_run: bool = False
+    cache_dir: Path | None = None
+    source_id: str | None = None
+    verify: Callable[[Path, str], None] | None = None
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    commit: str | None
+    result: str  # applied | unchanged | invalid | failed (| planned: dry run with changes)
+    started_at: float
+    duration_s: float
+    actions: dict[str, str]
+    errors: tuple[str, ...]
+    error_kind: str | None
+    drift_detected: int
+    out_of_sync: int
+    rpc_count: int
+    plan: dict[str, Any] = field(default_factory=dict)  # the plan as JSON data (render.to_dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `reconcile` did: the plan it made and, unless dry run, what it applied."""
+
+    plan: Plan
+    applied: ApplyReport | None
+
+
+def source_id_for(source: str, branch: str, specs_path: str) -> str:
+    """The default `pachsync.io/managed-by` value: where the specs come from, sans credentials."""
+    return f"{canonical_source(source)}#{branch}:{specs_path.strip('/') or '.'}"
+
+
+def make_plan(conn: Connection, desired: DesiredState, policy: Policy) -> tuple[Plan, LiveState]:
+    """Observe (2 RPCs), plan; fetch datum counts only for pipelines a reprocess would re-run."""
+    live = observe(conn)
+    result = plan(desired, live, policy)
+    names = [c.name for c in result.pipelines if c.reprocess and c.will_apply]
+    if names:
+        live = with_jobs(live, newest_jobs(conn, names))
+        result = plan(desired, live, policy)
+    return result, live
+
+
+def reconcile(conn: Connection, desired: DesiredState, policy: Policy, dry_run: bool = False
+              ) -> Outcome:
+    """Plan and (unless dry run) apply. Raises Conflict before touching anything if git wants
+    a name the cluster gives to something else."""
+    result, _ = make_plan(conn, desired, policy)
+    if dry_run:
+        return Outcome(result, None)
+    if result.conflicts:
+        raise Conflict("; ".join(result.conflicts),
+                       hint="nothing was applied; resolve the conflicts and sync again")
+    repos = [RepoOp(r.name, r.description, r.project) for r in result.repos_to_create]
+    upserts = [PipelineOp(c.name, c.request or {}, update=c.action != CREATE,
+                          reprocess=c.reprocess, file=c.file) for c in result.to_apply]
+    deletes = [c.name for c in result.to_delete]
+    return Outcome(result, apply_ops(conn, repos, upserts, deletes))
+
+
+def out_of_sync(p: Plan, applied: bool) -> int:
+    """Pipelines that still differ from git after this run."""
+    pending = [c for c in p.pipelines if c.action in CHANGING | {ORPHAN, CONFLICT}]
+    return len([c for c in pending if not (applied and c.will_apply)])
+
+
+def _actions(p: Plan) -> dict[str, str]:
+    return {c.name: c.label for c in p.pipelines if c.action != UNMANAGED}
+
+
+def _error_kind(exc: PachsyncError) -> str:
+    name = type(exc).__name__
+    return name if name in ("SpecInvalid", "Transient", "Conflict", "SignatureInvalid") else "Error"
+
+
+def _result(outcome: Outcome, dry_run: bool) -> str:
+    if outcome.applied is None:
+        return "planned" if (dry_run and outcome.plan.has_changes) else "unchanged"
+    a = outcome.applied
+    return "applied" if (a.repos_created or a.applied or a.deleted) else "unchanged"
+
+
+def sync_once(opts: SyncOptions) -> SyncResult:
+    """fetch -> load -> validate -> plan -> apply -> record; never raises for expected failures."""
+    started, t0 = time.time(), time.perf_counter()
+    commit: str | None = None
+    conn: Connection | None = None
+    outcome: Outcome | None = None
+    try:
+        checkout = fetch(opts.source, opts.branch, opts.cache_dir)
+        commit = checkout.commit
+        if opts.verify is not None:
+            opts.verify(checkout.path, commit)
+        desired = load_desired(checkout.path / opts.specs_path, root=checkout.path)
+        policy = Policy(source_id=opts.source_id or source_id_for(opts.source, opts.branch,
+                        opts.specs_path), commit=commit, prune=opts.prune,
+                        allow_empty=opts.allow_empty, reprocess=opts.reprocess,
+                        self_heal=opts.self_heal)
+        conn = connect(resolve(opts.pachd))
+        outcome = reconcile(conn, desired, policy, opts.dry_run)
+    except SpecInvalid as exc:
+        return _record(opts, started, t0, commit, conn, None, "invalid",
+                       tuple(e.format() for e in exc.errors), "SpecInvalid")
+    except PachsyncError as exc:
+        text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+        return _record(opts, started, t0, commit, conn, None, "failed", (text,), _error_kind(exc))
+    except Exception as exc:  # noqa: BLE001 - the loop must survive bugs; report them loudly
+        return _record(opts, started, t0, commit, conn, None, "failed",
+                       (f"unexpected error: {type(exc).__name__}: {exc}",), "Error")
+    finally:
+        if conn is not None:
+            conn.close()
+    return _record(opts, started, t0, commit, conn, outcome, _result(outcome, opts.dry_run), (),
+                   None)
+
+
+def _record(opts: SyncOptions, started: float, t0: float, commit: str | None,
+            conn: Connection | None, outcome: Outcome | None, result: str,
+            errors: tuple[str, ...], kind: str | None) -> SyncResult:
+    p = outcome.plan if outcome else None
+    return SyncResult(
+        commit=commit, result=result, started_at=started, duration_s=time.perf_counter() - t0,
+        actions=_actions(p) if p else {}, errors=errors + (p.warnings if p else ()),
+        error_kind=kind,
+        drift_detected=sum(1 for c in p.pipelines if c.action == DRIFT) if p else 0,
+        out_of_sync=out_of_sync(p, outcome.applied is not None) if (p and outcome) else 0,
+        rpc_count=conn.rpc_count if conn else 0, plan=to_dict(p) if p else {},
+    )

@@ -1,0 +1,48 @@
+"""agent.plan.render: text, JSON and Markdown (with a Mermaid DAG) show the same decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.cluster.model import LiveJob, LivePipeline, LiveRepo, LiveState
+from agent.plan import Policy, plan, render
+from agent.plan.normalize import ANN_MANAGED_BY, ANN_SPEC_HASH, normalize_spec, spec_hash
+from agent.specs import load_desired
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = "src"
+
+
+def _applied_then_bumped() -> tuple[object, object]:
+    desired = load_desired(ROOT / "specs")
+    live = []
+    for ps in desired.pipelines:
+        spec = dict(ps.spec)
+        digest = spec_hash(normalize_spec(spec))
+        if ps.name == "model":
+            spec = {**spec, "transform": {**spec["transform"], "image": "old:0"}}
+            digest = spec_hash(normalize_spec(spec))
+        spec["metadata"] = {"annotations": {ANN_MANAGED_BY: SRC, ANN_SPEC_HASH: digest}}
+        live.append(LivePipeline(ps.name, "default", spec))
+    jobs = {"model": LiveJob("j", "JOB_SUCCESS", 77, 77, 0, 0)}
+    state = LiveState((LiveRepo("raw_data"),), tuple(live), jobs)
+    return desired, state
+
+
+def test_text_json_markdown_agree() -> None:
+    desired, live = _applied_then_bumped()
+    p = plan(desired, live, Policy(SRC, commit="c" * 40))  # type: ignore[arg-type]
+    text = render(p, "text")
+    assert "~ model" in text and "update with reprocess (77 datums)" in text
+    assert "transform.image: \"old:0\" -> " in text
+    assert "+ repo parameters" in text
+    data = json.loads(render(p, "json"))
+    by_name = {x["name"]: x for x in data["pipelines"]}
+    assert by_name["model"]["label"] == "update+reprocess" and by_name["model"]["datums"] == 77
+    assert by_name["split"]["action"] == "unchanged"
+    assert data["repos_to_create"] == ["parameters"] and data["in_sync"] is False
+    md = render(p, "markdown")
+    assert "| `model` | ~ update with reprocess (77 datums) | yes | 77 |" in md
+    assert "```mermaid" in md and "n_split --> n_model" in md and "n_raw_data[(raw_data)]" in md
+    assert "- transform.image: \"old:0\"" in md
