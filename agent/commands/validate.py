@@ -1,0 +1,129 @@
+"""`pachsync validate`: checks specs/ (schema + semantics) and lists every problem with its place.
+
+Registered by `agent.cli`; the work is `agent.specs.check_specs`. Exit 0 when the specs are
+valid, 1 when not (malformed YAML included: it is reported like any other error, never as a
+traceback). `--format json` is for scripts, `--format azure` emits Azure Pipelines logging
+commands so CI annotates the pull request at the offending line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from agent.errors import EXIT_CHANGES, EXIT_OK, UsageError
+
+FORMATS = ("text", "json", "azure")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check specs/ against the schema and the DAG rules",
+        description="Validate the GitOps specs: repos.yaml and pipelines/*.yaml against "
+        "schemas/ (pachsync's strict profile of Pachyderm's spec), then file names, unique and "
+        "valid names, declared input repos, an acyclic DAG, unique input names in a cross/join, "
+        "and immutable image tags. Each problem is printed as `file:line: spec.path: message` "
+        "with a hint.",
+        epilog="exit codes: 0 valid, 1 invalid, 2 usage error (e.g. no such folder).",
+    )
+    parser.add_argument(
+        "--specs",
+        type=Path,
+        default=Path("specs"),
+        help="the specs folder holding repos.yaml and pipelines/ (default: specs)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default), json, or azure (Azure Pipelines log commands)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.specs import check_specs
+
+    specs_dir: Path = args.specs
+    if not specs_dir.is_dir():
+        raise UsageError(
+            f"specs folder {str(specs_dir)!r} not found",
+            "pass --specs DIR, the folder holding repos.yaml and pipelines/",
+        )
+    report = check_specs(specs_dir, root=_root_for(specs_dir))
+    render = {"text": _text, "json": _json, "azure": _azure}[args.format]
+    print(render(report, specs_dir))
+    return EXIT_CHANGES if report.errors else EXIT_OK
+
+
+def _root_for(specs_dir: Path) -> Path:
+    """File names relative to the working directory when the specs are under it (clickable in
+    terminals and CI logs), else relative to the specs folder's parent (the repo root)."""
+    cwd = Path.cwd().resolve()
+    resolved = specs_dir.resolve()
+    return cwd if resolved == cwd or cwd in resolved.parents else resolved.parent
+
+
+def _text(report: Any, specs_dir: Path) -> str:
+    lines = [e.format() for e in report.errors]
+    lines += [_warning(w) for w in report.warnings]
+    if report.errors:
+        files = len({e.file for e in report.errors})
+        lines.append(f"{len(report.errors)} error(s) in {files} file(s): {specs_dir} is invalid")
+    else:
+        state = report.state
+        order = " -> ".join(p.name for p in state.pipelines) or "no pipelines"
+        lines.append(
+            f"{specs_dir} is valid: {len(state.repos)} input repo(s), "
+            f"{len(state.pipelines)} pipeline(s) ({order})"
+        )
+    return "\n".join(lines)
+
+
+def _warning(w: Any) -> str:
+    what = f"{w.path}: {w.message}" if w.path else w.message
+    return f"{w.file}:{w.line}: warning: {what}" + (f" (hint: {w.hint})" if w.hint else "")
+
+
+def _json(report: Any, specs_dir: Path) -> str:
+    def item(e: Any) -> dict[str, Any]:
+        return {
+            "file": e.file,
+            "line": e.line,
+            "path": e.path,
+            "message": e.message,
+            "hint": e.hint,
+        }
+
+    state = report.state
+    doc = {
+        "valid": not report.errors,
+        "specs": str(specs_dir),
+        "files": list(report.files),
+        "errors": [item(e) for e in report.errors],
+        "warnings": [item(w) for w in report.warnings],
+        "repos": [r.name for r in state.repos] if state else [],
+        "pipelines": [
+            {"name": p.name, "file": p.file, "inputs": list(p.inputs)} for p in state.pipelines
+        ]
+        if state
+        else [],
+    }
+    return json.dumps(doc, indent=2)
+
+
+def _azure(report: Any, specs_dir: Path) -> str:
+    def issue(kind: str, e: Any) -> str:
+        text = f"{e.path}: {e.message}" if e.path else e.message
+        if e.hint:
+            text += f" (hint: {e.hint})"
+        text = text.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A")
+        return f"##vso[task.logissue type={kind};sourcepath={e.file};linenumber={e.line}]{text}"
+
+    lines = [issue("error", e) for e in report.errors]
+    lines += [issue("warning", w) for w in report.warnings]
+    lines.append(_text(report, specs_dir).splitlines()[-1])
+    return "\n".join(lines)
