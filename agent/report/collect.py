@@ -1,0 +1,192 @@
+"""Fills a `ReportData` from a live cluster: the one part of the report that talks to pachd.
+
+Called by `agent.commands.report` (and so by the demo). All RPCs go through
+`agent.cluster.outputs`; this module decides what to read and turns the cluster's plain values
+into the report's model. Missing pieces (no `select` output yet, a job still writing `test`)
+become warnings on the page rather than failures, so a report can be drawn at any moment.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.cluster import outputs
+from agent.cluster.address import PachdTarget
+from agent.cluster.model import LivePipeline
+from agent.errors import PachsyncError
+from agent.report.model import (
+    Comparison,
+    JobView,
+    PipelineView,
+    ReportData,
+    Selection,
+    results_from_metrics,
+)
+
+ANN_SOURCE_COMMIT = "pachsync.io/source-commit"
+ANN_MANAGED_BY = "pachsync.io/managed-by"
+_COMBINERS = ("cross", "union", "join", "group")
+
+
+@dataclass(frozen=True)
+class Options:
+    test_repo: str = "test"
+    select_repo: str = "select"
+    branch: str = "master"
+    jobs_per_pipeline: int = 5
+    compare: str | None = None  # commit of test_repo to compare with (id or ~N)
+
+
+def input_repos(node: dict[str, Any] | None) -> Iterator[str]:
+    """Repos named by a pipeline's input tree, depth first, in spec order."""
+    if not node:
+        return
+    if "pfs" in node:
+        yield str(node["pfs"].get("repo", ""))
+    for key in _COMBINERS:
+        for child in node.get(key, []) or []:
+            yield from input_repos(child)
+
+
+def pipeline_view(live: LivePipeline, jobs: tuple[outputs.JobRecord, ...]) -> PipelineView:
+    spec = live.spec
+    annotations = (spec.get("metadata") or {}).get("annotations") or {}
+    inputs = tuple(dict.fromkeys(r for r in input_repos(spec.get("input")) if r))
+    return PipelineView(
+        name=live.name,
+        state=live.state.removeprefix("PIPELINE_"),
+        inputs=inputs,
+        image=str((spec.get("transform") or {}).get("image", "")),
+        source_commit=str(annotations.get(ANN_SOURCE_COMMIT, "")),
+        managed_by=str(annotations.get(ANN_MANAGED_BY, "")),
+        version=live.version,
+        jobs=tuple(JobView(j.id, j.state, j.processed, j.skipped, j.failed, j.recovered, j.total,
+                           j.started, j.finished, j.pipeline_version) for j in jobs),
+    )  # fmt: skip
+
+
+def format_rule(rule: Any) -> str:
+    """selected.json's rule ({"kind": "tolerance", "tolerance": 0.0}) as `tolerance=0.0`."""
+    if isinstance(rule, dict):
+        kind = rule.get("kind", "")
+        rest = ", ".join(f"{k}={v}" for k, v in rule.items() if k != "kind")
+        return f"{kind}: {rest}" if kind and rest else str(kind or rest)
+    return "" if rule is None else str(rule)
+
+
+def selection_of(found: outputs.SelectOutputs) -> Selection | None:
+    """From selected.json; else from leaderboard.csv's `selected` column; else None."""
+    if found.selected is not None:
+        names = tuple(str(n) for n in found.selected.get("selected", []))
+        best = found.selected.get("best_accuracy")
+        return Selection(names, float(best) if best is not None else None,
+                         format_rule(found.selected.get("rule")))  # fmt: skip
+    if found.leaderboard_csv:
+        rows = list(csv.DictReader(io.StringIO(found.leaderboard_csv)))
+        names = tuple(r["model"] for r in rows if r.get("selected", "").lower() == "true")
+        return Selection(names, None, "from leaderboard.csv")
+    return None
+
+
+def _finished_commit(client: Any, repo: str, opts: Options, target: PachdTarget | None,
+                     warnings: list[str]) -> str | None:  # fmt: skip
+    head = outputs.head_commit(client, repo, opts.branch, target)
+    if head is None:
+        warnings.append(f"repo {repo!r} has no branch {opts.branch!r} yet: no outputs to show")
+        return None
+    if head.finished:
+        return head.id
+    done = [c for c in outputs.list_commits(client, repo, target=target) if c.finished]
+    if not done:
+        warnings.append(f"{repo}@{opts.branch} is still being written (commit {head.id}); "
+                        "no finished output yet")  # fmt: skip
+        return None
+    warnings.append(f"{repo}@{opts.branch} is still being written (commit {head.id}); "
+                    f"showing the newest finished commit {done[0].id}")  # fmt: skip
+    return done[0].id
+
+
+def _selection(client: Any, commit: str, opts: Options, target: PachdTarget | None,
+               warnings: list[str]) -> Selection | None:  # fmt: skip
+    """select's output of the same commit set as the metrics (same id), else its newest."""
+    try:
+        same = outputs.head_commit(client, opts.select_repo, commit, target)
+    except PachsyncError:
+        same = None
+    if same is not None and same.finished:
+        chosen = same.id
+    else:
+        newest = _finished_commit(client, opts.select_repo, opts, target, warnings)
+        if newest is None:
+            return None
+        chosen = newest
+        warnings.append(f"{opts.select_repo}@{chosen} comes from another commit set than "
+                        f"{opts.test_repo}@{commit}: the outline may lag the heatmap")  # fmt: skip
+    found = outputs.read_select(client, opts.select_repo, chosen, target)
+    sel = selection_of(found)
+    if sel is None:
+        warnings.append(f"{opts.select_repo}@{chosen} has no selected.json or leaderboard.csv")
+    return sel
+
+
+def collect(client: Any, pachd: str = "", opts: Options | None = None,
+            target: PachdTarget | None = None) -> ReportData:  # fmt: skip
+    """Everything the report shows, read from the cluster `client` talks to."""
+    opts = opts or Options()
+    warnings: list[str] = []
+    lives = outputs.live_pipelines(client, target)
+    pipelines = tuple(
+        pipeline_view(p, outputs.recent_jobs(client, p.name, opts.jobs_per_pipeline,
+                                             p.project, target))  # fmt: skip
+        for p in lives
+    )
+    names = {p.name for p in pipelines}
+    repos = tuple(sorted({i for p in pipelines for i in p.inputs} - names))
+    commit = _finished_commit(client, opts.test_repo, opts, target, warnings)
+    results: tuple[Any, ...] = ()
+    selection = None
+    if commit:
+        selection = _selection(client, commit, opts, target, warnings)
+        metrics = outputs.read_metrics(client, opts.test_repo, commit, target)
+        results = results_from_metrics(metrics, selection.names if selection else ())
+        if not results:
+            warnings.append(f"{opts.test_repo}@{commit} holds no *_metric.txt files")
+    comparison = None
+    if opts.compare:
+        old = outputs.resolve_commit(client, opts.test_repo, opts.compare, target)
+        old_metrics = outputs.read_metrics(client, opts.test_repo, old, target)
+        comparison = Comparison(old, results_from_metrics(old_metrics))
+    return ReportData(results, selection, pipelines, repos, pachd, commit or "", time.time(),
+                      comparison, tuple(warnings))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What `generate` wrote and what it showed (the summary is the page's JSON data island)."""
+
+    files: Any  # agent.report.render.ReportFiles
+    data: ReportData
+    summary: dict[str, Any]
+
+
+def generate(pachd: str | None, out_dir: Path, opts: Options | None = None) -> Generated:
+    """Connect (the shared address resolution), collect, render. Used by the command and demo."""
+    from agent.cluster.address import resolve
+    from agent.cluster.client import connect
+    from agent.report.graph import build_graph
+    from agent.report.render import summary, write_report
+
+    target = resolve(pachd)
+    conn = connect(target)
+    try:
+        data = collect(conn.client, f"{target.host}:{target.port}", opts, target)
+    finally:
+        conn.close()
+    files = write_report(data, out_dir)
+    return Generated(files, data, summary(data, build_graph(data.pipelines, data.repos)))
