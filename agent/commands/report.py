@@ -47,6 +47,8 @@ def register(subparsers: Any) -> None:
                         help="earlier commit of the test repo to compare with (id or ~N)")
     parser.add_argument("--jobs", type=int, default=5, metavar="N",
                         help="recent jobs shown per pipeline (default: 5)")
+    parser.add_argument("--screenshot", type=Path, default=None, metavar="PNG",
+                        help="also save a picture of the page (needs headless Chromium)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(func=run)
 
@@ -60,12 +62,18 @@ def run(args: argparse.Namespace) -> int:
     done = generate(args.pachd, args.out, Options(jobs_per_pipeline=args.jobs,
                                                   compare=args.compare))  # fmt: skip
     files = [str(p) for p in done.files.all()]
+    if args.screenshot:
+        from agent.report.browser import screenshot
+
+        files.append(str(screenshot(done.files.html, args.screenshot)))
     if args.format == "json":
         print(json.dumps({"files": files, **_brief(done.summary)}, indent=2, sort_keys=True))
         return 0
     s = done.summary
     best = f"{s['best']['accuracy']:.4f} ({s['best']['model']})" if s["best"] else "-"
     print(f"report written: {done.files.html}")
+    if args.screenshot:
+        print(f"  screenshot: {args.screenshot}")
     print(f"  models: {s['models']}  best: {best}  selected: {len(s['selected'])}  "
           f"pipelines: {len(s['pipelines'])}")  # fmt: skip
     if "compare" in s:
