@@ -40,8 +40,10 @@ def screenshot(html: Path, png: Path, size: tuple[int, int] = (1400, 2000),
     """Render `html` at `size` (width, height in CSS pixels) into `png`."""
     browser = find_chromium()
     if browser is None:
-        raise PachsyncError("no Chromium found for the screenshot",
-                            hint="install Debian's `chromium` package or set PACHSYNC_CHROMIUM")  # fmt: skip
+        raise PachsyncError(
+            "no Chromium found for the screenshot",
+            hint="install Debian's `chromium` package or set PACHSYNC_CHROMIUM",
+        )
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="pachsync-chromium-") as profile:

@@ -31,7 +31,10 @@ def assert_not_blank(png: Path, size: tuple[int, int]) -> None:
     assert grey[:40].mean() < 100 < grey[-200:].mean()
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="no headless Chromium: apt-get install chromium")
+NO_BROWSER = "no headless Chromium on this machine (Debian: apt-get install chromium)"
+
+
+@pytest.mark.skipif(find_chromium() is None, reason=NO_BROWSER)
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     files = write_report(synthetic(compare=True), tmp_path / "out")
     png = screenshot(files.html, tmp_path / "shot.png", size=(1280, 1600))
