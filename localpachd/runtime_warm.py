@@ -1,0 +1,308 @@
+"""The warm Python runtime: datums of `python -m MODULE` / `python SCRIPT.py` forked from zygotes.
+
+Chosen by `localpachd.runtime.make_runtime("warm")` (and "auto"); called by the worker's
+threads, so every method is thread-safe. A process per datum that re-imports scikit-learn
+spends most of its time importing; here a zygote (`localpachd.warm.zygote`, a separate
+single-threaded process — never a fork of the gRPC server) has already imported what the
+module imports, and each datum is a fresh fork of it, so it starts in milliseconds.
+
+Semantics are those of the subprocess runtime (`localpachd.runtime_subprocess`): same argv,
+environment, working directory, stdin, stdout/stderr files (appended), exit status, own session,
+datum_timeout (kills the process group: -9, timed_out) and `kill_job`. Every other argv, and the
+few environments a fork cannot reproduce (`warm.target.warm_blocker`), run on that fallback.
+
+Zygotes are shared by datums with the same startup environment (`warm.target.startup_env`):
+one zygote preloads the imports of every target it has served, so the four iris stages import
+numpy/pandas/scikit-learn once. `shared=False` gives one zygote per target instead. A zygote is
+replaced when a project source file it loaded changes (mtime), so edits are never run stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from localpachd.runtime import DatumOutcome, DatumRun, Runtime
+from localpachd.warm.target import Target, classify, startup_env, warm_blocker
+from localpachd.warm.zygote import BOOT
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+_MAX_FAILURES = 2  # zygote start failures for one key before that key always runs cold
+
+
+class ZygoteUnavailable(Exception):
+    """The zygote could not start the datum; nothing ran, so the fallback may run it."""
+
+
+class _Zygote:
+    """Client side of one zygote process: its control socket and the files it depends on."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BOOT, _ROOT, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.control = mine
+        self.lock = threading.Lock()
+        self.watch: dict[str, int] = {}
+        self.inflight = 0
+        self.retired = False
+
+    def start(self, request: bytes, fds: list[int]) -> socket.socket:
+        """Send one datum; returns the socket its pid and status arrive on."""
+        reply, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with self.lock:
+                socket.send_fds(self.control, [request], [theirs.fileno(), *fds])
+        except OSError as e:
+            reply.close()
+            raise ZygoteUnavailable(str(e)) from e
+        finally:
+            theirs.close()
+        return reply
+
+    def stale(self) -> bool:
+        for path, mtime in list(self.watch.items()):
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    return True
+            except OSError:
+                return True
+        return False
+
+    def close(self) -> None:
+        self.control.close()  # EOF: the zygote kills what is left and exits
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class WarmRuntime:
+    """Runtime protocol (localpachd.runtime.Runtime) with fork-from-zygote Python datums."""
+
+    name = "warm"
+
+    def __init__(self, fallback: Runtime | None = None, shared: bool = True, **_: object) -> None:
+        if fallback is None:
+            from localpachd.runtime_subprocess import SubprocessRuntime
+
+            fallback = SubprocessRuntime()
+        self.fallback = fallback
+        self.shared = shared
+        self._lock = threading.Lock()
+        self._zygotes: dict[tuple[Any, ...], _Zygote] = {}
+        self._failures: dict[tuple[Any, ...], int] = {}
+        self._live: dict[socket.socket, str] = {}  # reply socket -> PACH_JOB_ID
+        self._closed = False
+        self.stats = {"warm": 0, "cold": 0, "zygotes": 0}  # for benchmarks and tests
+
+    def run(self, run: DatumRun) -> DatumOutcome:
+        target = classify(run.argv, str(run.cwd))
+        if target is None or warm_blocker(run.env) or not run.cwd.is_dir():
+            return self._cold(run)
+        key: tuple[Any, ...] = startup_env(run.env)
+        if not self.shared:
+            key += ((target.kind, target.name),)
+        zygote = self._zygote(key, run.env)
+        if zygote is None:
+            return self._cold(run)
+        try:
+            outcome = self._run_warm(zygote, target, run)
+        except ZygoteUnavailable:
+            self._forget(key, zygote, failed=True)
+            return self._cold(run)
+        finally:
+            self._release(zygote)
+        with self._lock:
+            self.stats["warm"] += 1
+        return outcome
+
+    def _cold(self, run: DatumRun) -> DatumOutcome:
+        with self._lock:
+            self.stats["cold"] += 1
+        return self.fallback.run(run)
+
+    def _zygote(self, key: tuple[Any, ...], env: dict[str, str]) -> _Zygote | None:
+        with self._lock:
+            if self._closed or self._failures.get(key, 0) >= _MAX_FAILURES:
+                return None
+            zygote = self._zygotes.get(key)
+            if zygote is not None and zygote.stale():
+                zygote.retired = True
+                del self._zygotes[key]
+                self._close_if_idle(zygote)
+                zygote = None
+            if zygote is None:
+                zygote = self._zygotes[key] = _Zygote(env)
+                self.stats["zygotes"] += 1
+            zygote.inflight += 1
+            return zygote
+
+    def _release(self, zygote: _Zygote) -> None:
+        with self._lock:
+            zygote.inflight -= 1
+            self._close_if_idle(zygote)
+
+    def _close_if_idle(self, zygote: _Zygote) -> None:
+        if zygote.retired and zygote.inflight == 0:
+            threading.Thread(target=zygote.close, daemon=True).start()
+
+    def _forget(self, key: tuple[Any, ...], zygote: _Zygote, failed: bool) -> None:
+        with self._lock:
+            if self._zygotes.get(key) is zygote:
+                del self._zygotes[key]
+                zygote.retired = True
+            if failed:
+                self._failures[key] = self._failures.get(key, 0) + 1
+
+    def _run_warm(self, zygote: _Zygote, target: Target, run: DatumRun) -> DatumOutcome:
+        request = json.dumps(_request(target, run)).encode()
+        stdin_fd, feeder = _stdin_pipe(run.stdin)
+        out = os.open(run.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        err = os.open(run.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        try:
+            reply = zygote.start(request, [stdin_fd, out, err])
+        finally:
+            for fd in (stdin_fd, out, err):
+                os.close(fd)
+        with self._lock:
+            self._live[reply] = run.env.get("PACH_JOB_ID", "")
+        try:
+            return self._wait(zygote, reply, run, feeder)
+        finally:
+            with self._lock:
+                self._live.pop(reply, None)
+            reply.close()
+
+    def _wait(
+        self, zygote: _Zygote, reply: socket.socket, run: DatumRun, feeder: _Feeder | None
+    ) -> DatumOutcome:
+        started = _recv(reply, None)
+        if started is None or "pid" not in started:
+            if feeder is not None:
+                feeder.abort()
+            raise ZygoteUnavailable(str(started))
+        if started.get("watch"):
+            zygote.watch.update(started["watch"])
+        if feeder is not None:
+            feeder.start()
+        timed_out = False
+        done = _recv(reply, run.timeout)
+        if done is TimeoutError:
+            timed_out = True
+            _send_kill(reply)
+            done = _recv(reply, None)
+        if feeder is not None:
+            feeder.join()
+        if not isinstance(done, dict) or "status" not in done:
+            return DatumOutcome(returncode=-9, timed_out=timed_out)  # the zygote itself died
+        return DatumOutcome(os.waitstatus_to_exitcode(done["status"]), timed_out=timed_out)
+
+    def kill_job(self, job_id: str) -> None:
+        """Kill the running datums of one job (StopJob, pipeline update)."""
+        with self._lock:
+            live = [r for r, j in self._live.items() if j == job_id]
+        for reply in live:
+            _send_kill(reply)
+        kill = getattr(self.fallback, "kill_job", None)
+        if kill is not None:
+            kill(job_id)
+
+    def close(self) -> None:
+        """Kill every running datum and stop every zygote (server shutdown)."""
+        with self._lock:
+            self._closed = True
+            zygotes = list(self._zygotes.values())
+            self._zygotes.clear()
+        for zygote in zygotes:
+            zygote.close()
+        self.fallback.close()
+
+
+def _request(target: Target, run: DatumRun) -> dict[str, Any]:
+    cwd = str(run.cwd)
+    if target.kind == "module":
+        path0 = os.path.realpath(cwd)
+    else:
+        script = os.path.join(cwd, target.name)
+        path0 = os.path.dirname(os.path.realpath(script))
+    return {
+        "kind": target.kind,
+        "name": target.name,
+        "argv": list(run.argv),
+        "env": dict(run.env),
+        "cwd": cwd,
+        "path0": path0,
+    }
+
+
+class _Feeder:
+    """Writes a datum's stdin bytes into its pipe without blocking the caller on a slow reader."""
+
+    def __init__(self, fd: int, data: bytes) -> None:
+        self.fd, self.data = fd, data
+        self.thread = threading.Thread(target=self._write, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _write(self) -> None:
+        try:
+            view = memoryview(self.data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError:
+            pass  # the datum closed stdin or exited without reading it all, as with communicate()
+        finally:
+            os.close(self.fd)
+
+    def abort(self) -> None:
+        os.close(self.fd)
+
+    def join(self) -> None:
+        self.thread.join()
+
+
+def _stdin_pipe(data: bytes | None) -> tuple[int, _Feeder | None]:
+    if data is None:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None
+    r, w = os.pipe2(os.O_CLOEXEC)
+    return r, _Feeder(w, data)
+
+
+def _recv(reply: socket.socket, timeout: float | None) -> Any:
+    """One message from the zygote: a dict, None at EOF, or TimeoutError (the class)."""
+    reply.settimeout(timeout)
+    try:
+        msg = reply.recv(1 << 20)
+    except TimeoutError:
+        return TimeoutError
+    except OSError:
+        return None
+    return json.loads(msg) if msg else None
+
+
+def _send_kill(reply: socket.socket) -> None:
+    try:
+        reply.send(b"kill")
+    except OSError:
+        pass
+
+
+def make(**options: object) -> WarmRuntime:
+    """Factory used by `localpachd.runtime.make_runtime`."""
+    return WarmRuntime(**options)  # type: ignore[arg-type]

@@ -1,0 +1,277 @@
+"""The zygote: a single-threaded process that preloads imports and forks one child per datum.
+
+Started by `localpachd.runtime_warm` (never forked from the multi-threaded gRPC server) with
+the startup environment of its datums, through the BOOT line below, and given one end of a
+SOCK_SEQPACKET control socket. Each request on it is a JSON datum description plus four file
+descriptors: a reply socket for that datum and the datum's stdin, stdout and stderr. The zygote
+preloads what the target imports (first time only), forks, and answers on the reply socket
+`{"pid": N}` and, when the child is reaped, `{"status": wait_status}`. A `kill` message on the
+reply socket, or the client closing it, kills the child's process group.
+
+It serves many datums at once (one selector loop; children run in parallel), and exits — killing
+its children — when the control socket reaches EOF, i.e. when the server goes away.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import sysconfig
+from typing import Any
+
+from localpachd.warm import scan
+from localpachd.warm.child import become_datum
+
+# Run as `python -c BOOT ROOT FD`: records what a bare interpreter has loaded and its sys.path
+# before anything else is imported, and finds this package even when it is not installed.
+BOOT = (
+    "import sys;s=frozenset(sys.modules);b=sys.path[0 if sys.flags.safe_path else 1:];"
+    "sys.path.insert(0,sys.argv[1]);from localpachd.warm.zygote import main;"
+    "main(s,list(b),int(sys.argv[2]))"
+)
+_MAX_REQUEST = 1 << 20
+_LIBC = ctypes.CDLL(None)
+
+
+class Zygote:
+    """The loop's state: the control socket, children by pid and their reply sockets."""
+
+    def __init__(self, control: socket.socket, base_path: list[str]) -> None:
+        self.control = control
+        self.base_path = base_path
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.children: dict[int, socket.socket | None] = {}
+        self.preloaded: set[tuple[str, str]] = set()
+        self.library_dirs = _library_dirs()
+
+    def serve(self) -> tuple[dict[str, Any], list[int]] | None:
+        """Serve until the control socket closes (None); in a forked child, its request."""
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w)
+        self.sel.register(self.control, selectors.EVENT_READ, "control")
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        while True:
+            for key, _ in self.sel.select():
+                if key.data == "control":
+                    job = self._on_request()
+                    if job is not None:
+                        return job
+                    if self.control.fileno() < 0:
+                        return None
+                elif key.data == "wake":
+                    self._reap()
+                else:
+                    self._on_reply_socket(key.fileobj, key.data)  # type: ignore[arg-type]
+
+    def _on_request(self) -> tuple[dict[str, Any], list[int]] | None:
+        flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+        msg, fds, _, _ = socket.recv_fds(self.control, _MAX_REQUEST, 4, flags)
+        if not msg:
+            self._shutdown()
+            return None
+        reply = socket.socket(fileno=fds[0])
+        stdio = fds[1:4]
+        req = json.loads(msg)
+        watch = self._preload(req)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            _send(reply, {"error": f"fork failed: {e}"})
+            reply.close()
+            _close_fds(stdio)
+            return None
+        if pid == 0:
+            self._close_in_child(reply)
+            return req, stdio
+        _close_fds(stdio)
+        self.children[pid] = reply
+        self.sel.register(reply, selectors.EVENT_READ, pid)
+        _send(reply, {"pid": pid, "watch": watch})
+        return None
+
+    def _on_reply_socket(self, reply: socket.socket, pid: int) -> None:
+        try:
+            msg = reply.recv(64)
+        except OSError:
+            msg = b""
+        if msg == b"kill" or not msg:
+            _kill(pid)
+        if not msg:  # the client is gone: nobody to report to
+            self.sel.unregister(reply)
+            reply.close()
+            self.children[pid] = None
+
+    def _reap(self) -> None:
+        try:
+            os.read(self.wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            reply = self.children.pop(pid, None)
+            if reply is not None:
+                self.sel.unregister(reply)
+                _send(reply, {"status": status})
+                reply.close()
+
+    def _preload(self, req: dict[str, Any]) -> dict[str, int] | None:
+        """Import what the target imports, once per target; returns the files to watch."""
+        key = (req["kind"], req["name"])
+        if key in self.preloaded:
+            return None
+        self.preloaded.add(key)
+        names = _first_imports(req, self.base_path)
+        saved = sys.path[:]
+        sys.path[:] = self.base_path
+        try:
+            for name in scan.preload_names(names, req.get("path0")):
+                try:
+                    importlib.import_module(name)
+                except BaseException:  # noqa: BLE001 - the child will raise it, exactly as python would
+                    pass
+        finally:
+            sys.path[:] = saved
+        _flush_all()
+        gc.collect()
+        gc.freeze()  # children then share these pages instead of copying them on GC
+        return self._watch(req.get("path0"))
+
+    def _watch(self, path0: str | None) -> dict[str, int]:
+        """mtime of every loaded source file outside the Python installation: project code the
+        runtime checks before each datum, restarting the zygote when one changed."""
+        files: dict[str, int] = {}
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if not path or path.startswith(self.library_dirs):
+                continue
+            if path0 and path.startswith(path0 + os.sep):
+                continue
+            try:
+                files[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                continue
+        return files
+
+    def _close_in_child(self, reply: socket.socket) -> None:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.sel.close()
+        for other in self.children.values():
+            if other is not None:
+                other.close()
+        self.children.clear()
+        reply.close()
+        self.control.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def _shutdown(self) -> None:
+        for pid in list(self.children):
+            _kill(pid)
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.control.close()
+
+
+def _first_imports(req: dict[str, Any], base_path: list[str]) -> list[str]:
+    """The names the target's own source imports (read, not executed)."""
+    path0 = req.get("path0")
+    if req["kind"] == "script":
+        source_file: str | None = os.path.join(req["cwd"], req["name"])
+        package = None
+    else:
+        source_file, package = _module_source(req["name"], path0, base_path)
+    if not source_file:
+        return []
+    try:
+        with open(source_file, "rb") as f:
+            return scan.imports_in_source(f.read(), package)
+    except OSError:
+        return []
+
+
+def _module_source(name: str, path0: str | None, base_path: list[str]) -> tuple[str | None, str]:
+    local = scan.local_file(name, path0)
+    if local is not None:
+        return local or None, name.rpartition(".")[0]
+    saved = sys.path[:]
+    sys.path[:] = base_path
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            name = f"{name}.__main__"
+            spec = importlib.util.find_spec(name)
+    except BaseException:  # noqa: BLE001 - a broken package: the child reports it
+        spec = None
+    finally:
+        sys.path[:] = saved
+    origin = spec.origin if spec is not None else None
+    if not origin or not origin.endswith(".py"):
+        return None, ""
+    return origin, name.rpartition(".")[0]
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(os.path.join(d, "") for d in dirs)
+
+
+def _send(reply: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        reply.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the client went away; the child is killed when its socket closes
+
+
+def _kill(pid: int) -> None:
+    for kill in (os.killpg, os.kill):  # the group, or the child itself before its setsid()
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _flush_all() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001 - the zygote's own stdio is /dev/null or the server's
+            pass
+    _LIBC.fflush(None)
+
+
+def main(startup: frozenset[str], base_path: list[str], control_fd: int) -> None:
+    """Entry point (see BOOT): serve, and in a forked child become the datum."""
+    control = socket.socket(fileno=control_fd)
+    job = Zygote(control, base_path).serve()
+    if job is None:
+        return
+    become_datum(job[0], job[1], base_path, startup)
