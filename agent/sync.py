@@ -26,7 +26,7 @@ from agent.errors import Conflict, PachsyncError, SpecInvalid
 from agent.plan import Plan, Policy, plan
 from agent.plan.model import CHANGING, CONFLICT, CREATE, DRIFT, ORPHAN, UNMANAGED
 from agent.plan.render import to_dict
-from agent.source.fetch import canonical_source, fetch
+from agent.source.fetch import canonical_source, fetch, local_head
 from agent.specs import DesiredState, load_desired
 
 RESULTS = ("applied", "unchanged", "invalid", "failed", "planned")
@@ -126,6 +126,40 @@ def _result(outcome: Outcome, dry_run: bool) -> str:
     return "applied" if (a.repos_created or a.applied or a.deleted) else "unchanged"
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """The validated desired state of one commit and the policy to apply it with."""
+
+    desired: DesiredState
+    policy: Policy
+    commit: str
+
+
+def prepare(opts: SyncOptions) -> Prepared:
+    """fetch -> verify -> load -> validate. Raises Transient, SpecInvalid, PachsyncError."""
+    checkout = fetch(opts.source, opts.branch, opts.cache_dir)
+    try:
+        if opts.verify is not None:
+            opts.verify(checkout.path, checkout.commit)
+        desired = load_desired(checkout.path / opts.specs_path, root=checkout.path)
+    except PachsyncError as exc:
+        exc.commit = checkout.commit  # type: ignore[attr-defined]  # for the SyncResult
+        raise
+    source_id = opts.source_id or source_id_for(opts.source, opts.branch, opts.specs_path)
+    policy = Policy(source_id=source_id, commit=checkout.commit, prune=opts.prune,
+                    allow_empty=opts.allow_empty, reprocess=opts.reprocess,
+                    self_heal=opts.self_heal)
+    return Prepared(desired, policy, checkout.commit)
+
+
+def prepare_local(specs_dir: Path, source_id: str | None, **policy: Any) -> Prepared:
+    """Like `prepare` for a specs folder on disk (no fetch): `plan --specs DIR`, `demo`."""
+    desired = load_desired(specs_dir)
+    commit = local_head(specs_dir) or ""
+    sid = source_id or f"local:{specs_dir.resolve()}"
+    return Prepared(desired, Policy(source_id=sid, commit=commit, **policy), commit)
+
+
 def sync_once(opts: SyncOptions) -> SyncResult:
     """fetch -> load -> validate -> plan -> apply -> record; never raises for expected failures."""
     started, t0 = time.time(), time.perf_counter()
@@ -133,34 +167,28 @@ def sync_once(opts: SyncOptions) -> SyncResult:
     conn: Connection | None = None
     outcome: Outcome | None = None
     try:
-        checkout = fetch(opts.source, opts.branch, opts.cache_dir)
-        commit = checkout.commit
-        if opts.verify is not None:
-            opts.verify(checkout.path, commit)
-        desired = load_desired(checkout.path / opts.specs_path, root=checkout.path)
-        policy = Policy(source_id=opts.source_id or source_id_for(opts.source, opts.branch,
-                        opts.specs_path), commit=commit, prune=opts.prune,
-                        allow_empty=opts.allow_empty, reprocess=opts.reprocess,
-                        self_heal=opts.self_heal)
+        prepared = prepare(opts)
+        commit = prepared.commit
         conn = connect(resolve(opts.pachd))
-        outcome = reconcile(conn, desired, policy, opts.dry_run)
+        outcome = reconcile(conn, prepared.desired, prepared.policy, opts.dry_run)
     except SpecInvalid as exc:
-        return _record(opts, started, t0, commit, conn, None, "invalid",
+        commit = getattr(exc, "commit", commit)
+        return _record(started, t0, commit, conn, None, "invalid",
                        tuple(e.format() for e in exc.errors), "SpecInvalid")
     except PachsyncError as exc:
+        commit = getattr(exc, "commit", commit)
         text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-        return _record(opts, started, t0, commit, conn, None, "failed", (text,), _error_kind(exc))
+        return _record(started, t0, commit, conn, None, "failed", (text,), _error_kind(exc))
     except Exception as exc:  # noqa: BLE001 - the loop must survive bugs; report them loudly
-        return _record(opts, started, t0, commit, conn, None, "failed",
+        return _record(started, t0, commit, conn, None, "failed",
                        (f"unexpected error: {type(exc).__name__}: {exc}",), "Error")
     finally:
         if conn is not None:
             conn.close()
-    return _record(opts, started, t0, commit, conn, outcome, _result(outcome, opts.dry_run), (),
-                   None)
+    return _record(started, t0, commit, conn, outcome, _result(outcome, opts.dry_run), (), None)
 
 
-def _record(opts: SyncOptions, started: float, t0: float, commit: str | None,
+def _record(started: float, t0: float, commit: str | None,
             conn: Connection | None, outcome: Outcome | None, result: str,
             errors: tuple[str, ...], kind: str | None) -> SyncResult:
     p = outcome.plan if outcome else None

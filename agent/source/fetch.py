@@ -114,3 +114,12 @@ def fetch(source: str, branch: str = "main", cache_dir: Path | None = None) -> C
     message = head.message if isinstance(head.message, str) else head.message.decode()
     return Checkout(target, head.hexsha, branch, canonical_source(source),
                     message.splitlines()[0] if message else "")
+
+
+def local_head(path: Path) -> str | None:
+    """The HEAD sha of the git work tree containing `path` (None if not in a repo)."""
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+        return str(repo.head.commit.hexsha)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+        return None

@@ -1,0 +1,67 @@
+"""Options shared by `plan`, `apply` and `demo`: where the specs come from, where pachd is.
+
+Used only by modules of `agent.commands`. `--specs DIR` reads a folder on disk (CI, local work);
+`--source URL_OR_PATH --branch B` fetches a git repo exactly as the agent does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agent.errors import UsageError
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("where the desired state comes from")
+    src.add_argument("--specs", metavar="DIR", type=Path,
+                     help="specs folder on disk (default: ./specs unless --source is given)")
+    src.add_argument("--source", metavar="GIT_URL_OR_PATH",
+                     help="git repo to fetch, as the agent does (mutually exclusive with --specs)")
+    src.add_argument("--branch", default="main", help="branch of --source (default: main)")
+    src.add_argument("--specs-path", default="specs",
+                     help="specs folder inside --source (default: specs)")
+    src.add_argument("--source-id", metavar="ID",
+                     help="value of the pachsync.io/managed-by annotation (default: derived "
+                          "from the source URL, branch and path, or local:<dir> for --specs)")
+    src.add_argument("--cache-dir", type=Path, metavar="DIR",
+                     help="where --source clones are kept (default: ~/.cache/pachsync/sources)")
+    p.add_argument("--pachd", metavar="ADDR",
+                   help="pachd address (host:port, grpc://, grpcs:// for TLS); default: "
+                        "PACHD_ADDRESS, pachctl config, in-cluster env, localhost:30650")
+
+
+def add_policy_args(p: argparse.ArgumentParser) -> None:
+    pol = p.add_argument_group("policy")
+    pol.add_argument("--prune", action="store_true",
+                     help="delete pipelines managed by this source that git no longer declares")
+    pol.add_argument("--allow-empty", action="store_true",
+                     help="allow --prune even when git declares no pipelines at all")
+    pol.add_argument("--reprocess", choices=("auto", "always", "never"), default="auto",
+                     help="auto (default): reprocess exactly when the transform changed; a spec "
+                          "annotation pachsync.io/reprocess overrides it")
+    pol.add_argument("--no-self-heal", dest="self_heal", action="store_false",
+                     help="report pipelines changed by hand (drift) instead of reverting them")
+
+
+def policy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"prune": getattr(args, "prune", False),
+            "allow_empty": getattr(args, "allow_empty", False),
+            "reprocess": getattr(args, "reprocess", "auto"),
+            "self_heal": getattr(args, "self_heal", True)}
+
+
+def prepared_from_args(args: argparse.Namespace) -> Any:
+    """The validated desired state and policy for these options (agent.sync.Prepared)."""
+    from agent.sync import SyncOptions, prepare, prepare_local
+
+    if args.source and args.specs:
+        raise UsageError("--specs and --source are mutually exclusive",
+                         hint="use --specs DIR for a folder, --source URL for a git repo")
+    if args.source:
+        opts = SyncOptions(source=args.source, branch=args.branch, specs_path=args.specs_path,
+                           cache_dir=args.cache_dir, source_id=args.source_id,
+                           **policy_kwargs(args))
+        return prepare(opts)
+    return prepare_local(args.specs or Path("specs"), args.source_id, **policy_kwargs(args))

@@ -1,0 +1,164 @@
+"""`pachsync demo`: the whole GitOps flow on one machine, ending with the selected models.
+
+Starts localpachd as a child process (agent.commands._localserver), creates the input repos,
+loads data/ (iris.csv into raw_data; the C and gamma grids into parameters, one file per line
+as Pachyderm 1.x named them), applies specs/ from this checkout in one transaction, shows
+progress while the 77-model search runs (per pipeline: datums done / total), prints the selected
+models with their accuracy, writes the report when `pachsync report` is available, and stops the
+server unless --keep-running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.errors import EXIT_ERROR, EXIT_OK, PachsyncError
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "demo", help="run the whole demo on a local Pachyderm-compatible server",
+        description="Start localpachd, apply specs/, load data/, run the 77-model hyperparameter "
+        "search with live progress, print the selected models and their accuracy.")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="where localpachd keeps its state (default: a new temp dir)")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the server running at the end (prints its address and PID)")
+    p.add_argument("--specs", type=Path, default=ROOT / "specs", help="specs folder to apply")
+    p.add_argument("--data", type=Path, default=ROOT / "data", help="data folder to load")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the search")
+    p.add_argument("--report-dir", type=Path, metavar="DIR",
+                   help="where to write the report (default: DATA_DIR/report)")
+    p.set_defaults(func=run)
+
+
+def _load_data(conn: Any, prepared: Any, data: Path) -> None:
+    from agent.cluster.apply import RepoOp, apply_ops
+    from agent.cluster.load import load_path
+    from agent.cluster.observe import observe
+
+    have = {r.name for r in observe(conn).repos}
+    missing = [RepoOp(r.name, r.description, r.project) for r in prepared.desired.repos
+               if r.name not in have]
+    apply_ops(conn, missing, [], [])
+    raw = load_path(conn, "raw_data", data / "iris.csv")
+    params = load_path(conn, "parameters", data / "parameters", dest="/", split=True)
+    print(f"loaded {raw.bytes} bytes into raw_data, {len(params.files)} parameter files "
+          "into parameters", flush=True)
+
+
+def _progress_line(jobs: dict[str, Any], order: list[str]) -> str:
+    parts = []
+    for name in order:
+        job = jobs.get(name)
+        if job is None:
+            parts.append(f"{name} -")
+            continue
+        done = job.processed + job.skipped + job.failed
+        mark = {"JOB_SUCCESS": " ok", "JOB_FAILURE": " FAILED"}.get(job.state, "")
+        parts.append(f"{name} {done}/{job.total}{mark}")
+    return " | ".join(parts)
+
+
+def wait_for_jobs(conn: Any, order: list[str], timeout: float) -> dict[str, Any]:
+    """Poll the newest job of each pipeline once a second until all are finished."""
+    from agent.cluster.observe import newest_jobs
+
+    tty = sys.stdout.isatty()
+    deadline, last, stable = time.monotonic() + timeout, "", 0
+    while True:
+        jobs = newest_jobs(conn, order)
+        line = _progress_line(jobs, order)
+        if tty:
+            print("\r" + line.ljust(100), end="", flush=True)
+        elif line != last:
+            print(line, flush=True)
+        last = line
+        finished = len(jobs) == len(order) and all(j.state in TERMINAL for j in jobs.values())
+        stable = stable + 1 if finished else 0
+        if stable >= 2:
+            if tty:
+                print()
+            return jobs
+        if time.monotonic() > deadline:
+            raise PachsyncError(f"the pipelines did not finish within {timeout:.0f}s: {line}")
+        time.sleep(1.0)
+
+
+def _selection(conn: Any) -> str:
+    client = conn.client
+    summary = json.loads(client.get_file(("select", "master"), "/selected.json").read())
+    board = client.get_file(("select", "master"), "/leaderboard.csv").read().decode()
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO(board))}
+    lines = [f"Selected {len(summary['selected'])} of {summary['considered']} models "
+             f"(rule: {summary['rule']}, best accuracy {summary['best_accuracy']}):"]
+    for name in summary["selected"]:
+        r = rows.get(name, {})
+        lines.append(f"  {name}  C={r.get('C', '?')}  gamma={r.get('gamma', '?')}  "
+                     f"accuracy={r.get('accuracy', '?')}")
+    return "\n".join(lines)
+
+
+def _report(address: str, out: Path) -> None:
+    """Run `pachsync report` if that command exists (it is optional for the demo)."""
+    try:
+        module = importlib.import_module("agent.commands.report")
+    except ModuleNotFoundError:
+        return
+    parser = argparse.ArgumentParser(prog="pachsync")
+    module.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "--pachd", address, "--out", str(out)])
+    try:
+        if args.func(args) == EXIT_OK:
+            print(f"report: {out / 'report.html'}")
+    except PachsyncError as exc:
+        print(f"report skipped: {exc.message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.cluster.address import resolve
+    from agent.cluster.client import connect
+    from agent.commands._localserver import start_local
+    from agent.plan import render
+    from agent.sync import prepare_local, reconcile
+
+    started = time.perf_counter()
+    prepared = prepare_local(args.specs, None)  # invalid specs fail before anything starts
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="pachsync-demo-"))
+    server = start_local(data_dir, detach=args.keep_running)
+    print(f"localpachd listening on {server.address} (data in {data_dir}, log {server.log})")
+    conn = connect(resolve(server.address))
+    try:
+        _load_data(conn, prepared, args.data)
+        outcome = reconcile(conn, prepared.desired, prepared.policy)
+        print(render(outcome.plan, "text"), flush=True)
+        order = [ps.name for ps in prepared.desired.pipelines]
+        jobs = wait_for_jobs(conn, order, args.timeout)
+        failed = [n for n, j in jobs.items() if j.state != "JOB_SUCCESS"]
+        if failed:
+            print(f"pipelines failed: {', '.join(failed)}; see {server.log} and "
+                  f"`pachsync status --pachd {server.address}`", file=sys.stderr)
+            return EXIT_ERROR
+        print(_selection(conn))
+        _report(server.address, args.report_dir or data_dir / "report")
+        print(f"demo finished in {time.perf_counter() - started:.1f}s")
+    finally:
+        conn.close()
+        if args.keep_running:
+            print(f"localpachd keeps running at {server.address} (pid {server.process.pid}); "
+                  f"stop it with: kill {server.process.pid}")
+        else:
+            server.stop()
+    return EXIT_OK

@@ -1,0 +1,46 @@
+"""`pachsync plan`: show what `apply` would do, per pipeline, with field-level diffs.
+
+Thin: options -> agent.sync (prepare, make_plan) -> agent.plan.render. Exit codes with
+`--exit-code` follow `argocd app diff`: 0 in sync, 1 changes pending, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from agent.commands._syncargs import add_policy_args, add_source_args, prepared_from_args
+from agent.errors import EXIT_CHANGES, EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "plan", help="show what apply would change (create/update/reprocess/delete/drift)",
+        description="Compare the specs (a folder or a git branch) with the live cluster and "
+        "show, per pipeline, create / update (with or without reprocess, and why, and how many "
+        "datums it re-runs) / unchanged / delete / drift, with field-level diffs.")
+    add_source_args(p)
+    add_policy_args(p)
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="markdown is meant for a pull-request comment (table, diffs, Mermaid DAG)")
+    p.add_argument("--exit-code", action="store_true",
+                   help="exit 0 when in sync, 1 when changes are pending, 2 on error")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.cluster.address import resolve
+    from agent.cluster.client import connect
+    from agent.plan import render
+    from agent.sync import make_plan
+
+    prepared = prepared_from_args(args)
+    conn = connect(resolve(args.pachd))
+    try:
+        result, _ = make_plan(conn, prepared.desired, prepared.policy)
+    finally:
+        conn.close()
+    print(render(result, args.format))
+    if args.exit_code and result.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK

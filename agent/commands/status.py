@@ -1,0 +1,92 @@
+"""`pachsync status`: every pipeline in the cluster, whether pachsync manages it, and its health.
+
+Thin: agent.cluster.observe (repos, pipelines, newest job per pipeline) -> one row per pipeline:
+managed or not, source commit, in sync or drifted (the live spec's normalised hash against the
+`pachsync.io/spec-hash` recorded when it was applied), state, last job and its datum counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from agent.errors import EXIT_OK
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "status", help="per pipeline: managed?, source commit, in sync or drifted, last job",
+        description="Show every pipeline of the cluster: whether pachsync manages it (and from "
+        "which source and commit), whether it still equals what was applied (drift), its state, "
+        "and its newest job with datum counts.")
+    p.add_argument("--pachd", metavar="ADDR", help="pachd address (default: resolution order)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=run)
+
+
+def rows(live: Any) -> list[dict[str, Any]]:
+    """PURE: LiveState (with jobs) -> one status dict per pipeline."""
+    from agent.plan.normalize import (
+        ANN_MANAGED_BY,
+        ANN_SOURCE_COMMIT,
+        ANN_SPEC_HASH,
+        annotations_of,
+        normalize_spec,
+        spec_hash,
+    )
+
+    out = []
+    for lp in live.pipelines:
+        ann = annotations_of(lp.spec)
+        recorded = ann.get(ANN_SPEC_HASH)
+        sync = "unmanaged"
+        if ann.get(ANN_MANAGED_BY):
+            current = spec_hash(normalize_spec(lp.spec, lp.project))
+            sync = "in sync" if current == recorded else "drifted"
+        job = live.jobs.get(lp.name)
+        out.append({
+            "name": lp.name, "managed_by": ann.get(ANN_MANAGED_BY), "sync": sync,
+            "source_commit": ann.get(ANN_SOURCE_COMMIT), "state": lp.state,
+            "version": lp.version, "last_job": None if job is None else {
+                "id": job.id, "state": job.state, "total": job.total,
+                "processed": job.processed, "skipped": job.skipped, "failed": job.failed},
+        })
+    return out
+
+
+def _text(table: list[dict[str, Any]], address: str) -> str:
+    lines = [f"pachd {address}: {len(table)} pipeline(s)"]
+    head = (f"{'PIPELINE':<20} {'SYNC':<10} {'COMMIT':<12} {'STATE':<18} "
+            "LAST JOB (done/total, failed)")
+    lines.append(head)
+    for r in table:
+        job = r["last_job"]
+        jt = "-" if job is None else (
+            f"{job['id'][:12]} {job['state'].replace('JOB_', '').lower()} "
+            f"{job['processed'] + job['skipped'] + job['failed']}/{job['total']}, "
+            f"{job['failed']} failed")
+        lines.append(f"{r['name']:<20} {r['sync']:<10} {(r['source_commit'] or '-')[:12]:<12} "
+                     f"{r['state'].replace('PIPELINE_', '').lower():<18} {jt}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.cluster.address import resolve
+    from agent.cluster.client import connect
+    from agent.cluster.observe import newest_jobs, observe, with_jobs
+
+    target = resolve(args.pachd)
+    conn = connect(target)
+    try:
+        live = observe(conn)
+        live = with_jobs(live, newest_jobs(conn, [p.name for p in live.pipelines]))
+    finally:
+        conn.close()
+    table = rows(live)
+    if args.format == "json":
+        print(json.dumps({"pachd": target.address, "pipelines": table}, indent=2,
+                         sort_keys=True))
+    else:
+        print(_text(table, target.address))
+    return EXIT_OK
