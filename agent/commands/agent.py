@@ -1,0 +1,160 @@
+"""`pachsync agent`: the in-cluster loop that keeps Pachyderm equal to a git branch.
+
+Registered by `agent.cli`. Thin: parses flags, reads credentials (files or env only), sets up
+logging, builds `agent.sync.SyncOptions` and hands them to `agent.runner` (schedule, webhooks,
+HTTP endpoints, backoff). `--once` runs one sync and exits 0 (applied/unchanged), 1 (specs
+invalid or head badly signed) or 2 (failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+credentials (never flags): PACHSYNC_GIT_TOKEN or --git-token-file (sent as an HTTP header to the
+source's host only), PACH_PYTHON_AUTH_TOKEN or --pach-token-file, PACHSYNC_WEBHOOK_SECRET or
+--webhook-secret-file, PACHSYNC_BASIC_AUTH ("user:password") or --basic-auth-file.
+
+endpoints: GET /healthz /readyz /status /metrics; POST /webhook/azure-devops (basic auth,
+Azure DevOps "code pushed" service hook) and /webhook/generic (header
+X-Pachsync-Signature: sha256=<hex HMAC-SHA256 of the body>).
+
+exit codes with --once: 0 applied or unchanged, 1 specs invalid or signature refused, 2 failed.
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "agent", help="run the sync loop: poll git, apply changes, serve webhooks and metrics",
+        description="Keep a Pachyderm cluster equal to the specs on a git branch: sync on an "
+        "interval and on webhook, back off on failures, stall on invalid commits.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, help="git URL or local path of the GitOps repo")
+    p.add_argument("--branch", default="main", help="branch to follow (default: main)")
+    p.add_argument("--specs-path", default="specs", help="specs folder in the repo")
+    p.add_argument("--pachd", help="pachd address (default: PACHD_ADDRESS, config, in-cluster)")
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between syncs")
+    p.add_argument("--jitter", type=float, default=0.1,
+                   help="up to this fraction of the interval is added at random (default 0.1)")
+    p.add_argument("--listen", default="0.0.0.0:8080", help="HTTP address (default 0.0.0.0:8080)")
+    p.add_argument("--prune", action="store_true", help="delete managed pipelines gone from git")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="allow an empty desired state to prune everything")
+    p.add_argument("--report-only-drift", action="store_true",
+                   help="report pipelines changed outside git instead of reverting them")
+    p.add_argument("--reprocess", choices=("auto", "always", "never"), default="auto",
+                   help="reprocess policy for updates (default: auto = when transform changed)")
+    p.add_argument("--verify-signatures", choices=("ssh", "gpg"),
+                   help="apply only commits signed by an allowed key")
+    p.add_argument("--allowed-signers", type=Path, help="ssh allowed-signers file")
+    p.add_argument("--gpg-home", type=Path, help="GnuPG home holding the allowed public keys")
+    p.add_argument("--webhook-secret-file", type=Path, help="HMAC secret of /webhook/generic")
+    p.add_argument("--basic-auth-file", type=Path,
+                   help="'user:password' of /webhook/azure-devops")
+    p.add_argument("--git-token-file", type=Path, help="token for an HTTPS git source")
+    p.add_argument("--pach-token-file", type=Path, help="Pachyderm auth token")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--once", action="store_true", help="run one sync and exit with its code")
+    p.add_argument("--cache-dir", type=Path,
+                   help="where the git clone is kept (default: a temp dir for this process)")
+    p.set_defaults(func=run)
+
+
+def _verifier(args: argparse.Namespace) -> Any:
+    if not args.verify_signatures:
+        return None
+    from agent.source.verify import SignaturePolicy, make_verifier
+
+    return make_verifier(SignaturePolicy(args.verify_signatures, args.allowed_signers,
+                                         args.gpg_home))
+
+
+def _check(args: argparse.Namespace) -> None:
+    from agent.errors import UsageError
+
+    if args.interval <= 0:
+        raise UsageError(f"--interval must be > 0 (got {args.interval})")
+    if not 0 <= args.jitter <= 1:
+        raise UsageError(f"--jitter is a fraction of the interval in [0, 1] (got {args.jitter})")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from agent.runner import logs
+    from agent.runner.credentials import git_auth_env, load_credentials
+
+    _check(args)
+    creds = load_credentials(args.webhook_secret_file, args.basic_auth_file,
+                             args.git_token_file, args.pach_token_file)
+    log = logs.configure(args.log_format, secrets=creds.values())
+    if creds.git_token:
+        os.environ.update(git_auth_env(args.source, creds.git_token, creds.git_username,
+                                       os.environ))
+    if args.pach_token_file:
+        os.environ["PACHSYNC_AUTH_TOKEN_FILE"] = str(args.pach_token_file.resolve())
+    verify = _verifier(args)
+    with tempfile.TemporaryDirectory(prefix="pachsync-agent-") as tmp:
+        options = _options(args, args.cache_dir or Path(tmp))
+        if args.once:
+            return _run_once(args, options, verify, creds.values())
+        return _serve(args, options, verify, creds, log)
+
+
+def _options(args: argparse.Namespace, cache_dir: Path) -> Any:
+    from agent.sync import SyncOptions
+
+    return SyncOptions(
+        source=args.source, branch=args.branch, specs_path=args.specs_path, pachd=args.pachd,
+        prune=args.prune, allow_empty=args.allow_empty, reprocess=args.reprocess,
+        self_heal=not args.report_only_drift, cache_dir=cache_dir)
+
+
+def _runner(args: argparse.Namespace, options: Any, verify: Any, secrets: Any) -> Any:
+    from agent.runner import BackoffPolicy, Runner, RunnerConfig
+    from agent.sync import sync_once
+
+    config = RunnerConfig(interval_s=args.interval, jitter=args.jitter,
+                          backoff=BackoffPolicy(), self_heal=not args.report_only_drift)
+    return Runner(options, sync_once, config=config, verify=verify, secrets=secrets)
+
+
+def _run_once(args: argparse.Namespace, options: Any, verify: Any, secrets: Any) -> int:
+    from agent.runner.status import exit_code
+
+    result = _runner(args, options, verify, secrets).run_once("once")
+    return 2 if result is None else exit_code(result)
+
+
+def _serve(args: argparse.Namespace, options: Any, verify: Any, creds: Any, log: Any) -> int:
+    from agent.runner import AgentServer, WebhookAuth
+
+    runner = _runner(args, options, verify, creds.values())
+    auth = WebhookAuth(hmac_secret=creds.webhook_secret.encode() if creds.webhook_secret else None,
+                       basic_auth=creds.basic_auth)
+    server = AgentServer(runner, args.listen, auth).start()
+    host, port = server.address
+    log.info(f"agent listening on {host}:{port}", extra={"fields": {
+        "event": "start", "listen": f"{host}:{port}", "branch": args.branch,
+        "interval_s": args.interval, "webhooks": _enabled(auth)}})
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runner.start()
+    try:
+        stop.wait()
+    finally:
+        log.info("agent stopping", extra={"fields": {"event": "stop"}})
+        runner.stop(wait=True)
+        server.stop()
+    return 0
+
+
+def _enabled(auth: Any) -> list[str]:
+    return [name for name, on in (("azure-devops", auth.basic_auth), ("generic", auth.hmac_secret))
+            if on]

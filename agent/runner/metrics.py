@@ -1,0 +1,93 @@
+"""Prometheus metrics of the agent, in its own CollectorRegistry (never the global one).
+
+`agent.runner.loop` calls `observe_result` after every run; `agent.runner.server` serves
+`render()` on GET /metrics. Names follow argocd_* / gotk_* style with the `pachsync_` prefix so
+the same dashboards and alerts work: syncs by result, duration histogram, last success time,
+pipelines out of sync, drift, git fetch failures, backoff, stall, webhook calls, build info.
+An own registry keeps tests independent and avoids duplicate-registration errors.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from agent.runner.status import ResultLike
+
+RESULTS = ("applied", "unchanged", "invalid", "failed")
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class AgentMetrics:
+    """All metrics of one agent process."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, source: str, branch: str, version: str = "0.1.0") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sync_total = Counter("pachsync_sync", "Sync runs by result.", ["result"], registry=r)
+        for result in RESULTS:  # export zeros so rate() and alerts work from the first scrape
+            self.sync_total.labels(result=result)
+        self.sync_duration = Histogram(
+            "pachsync_sync_duration_seconds", "Duration of a sync run (fetch to record).",
+            buckets=DURATION_BUCKETS, registry=r)
+        self.last_success = Gauge(
+            "pachsync_last_success_timestamp_seconds",
+            "Unix time of the last run that left the cluster equal to git.", registry=r)
+        self.last_attempt = Gauge(
+            "pachsync_last_attempt_timestamp_seconds", "Unix time of the last run.", registry=r)
+        self.out_of_sync = Gauge(
+            "pachsync_pipelines_out_of_sync",
+            "Managed pipelines not equal to git after the last run.", registry=r)
+        self.drift = Counter(
+            "pachsync_drift_detected", "Pipelines found changed outside git.", registry=r)
+        self.fetch_failures = Counter(
+            "pachsync_git_fetch_failures", "Runs whose git fetch failed.", registry=r)
+        self.errors = Counter(
+            "pachsync_sync_errors", "Failed or invalid runs by error kind.", ["kind"], registry=r)
+        self.consecutive_failures = Gauge(
+            "pachsync_consecutive_failures", "Failed runs in a row (drives backoff).", registry=r)
+        self.backoff = Gauge(
+            "pachsync_backoff_seconds", "Current retry delay after failures (0 = none).",
+            registry=r)
+        self.stalled = Gauge(
+            "pachsync_stalled", "1 while the head commit is known invalid or badly signed.",
+            registry=r)
+        self.webhooks = Counter(
+            "pachsync_webhook_requests", "Webhook calls by endpoint and outcome.",
+            ["endpoint", "outcome"], registry=r)
+        self.info = Info("pachsync", "Agent build and source.", registry=r)
+        self.info.info({"version": version, "source": source, "branch": branch})
+
+    def observe_result(self, result: ResultLike, failures: int, backoff_s: float,
+                       stalled: bool, now: float) -> None:
+        """Record one finished run."""
+        self.sync_total.labels(result=result.result).inc()
+        self.sync_duration.observe(max(result.duration_s, 0.0))
+        self.last_attempt.set(now)
+        if result.result in ("applied", "unchanged"):
+            self.last_success.set(now)
+            self.out_of_sync.set(result.out_of_sync)
+        if result.drift_detected:
+            self.drift.inc(result.drift_detected)
+        if result.result == "failed" and result.commit is None:
+            self.fetch_failures.inc()
+        if result.error_kind:
+            self.errors.labels(kind=result.error_kind).inc()
+        self.observe_state(failures, backoff_s, stalled)
+
+    def observe_state(self, failures: int, backoff_s: float, stalled: bool) -> None:
+        self.consecutive_failures.set(failures)
+        self.backoff.set(backoff_s)
+        self.stalled.set(1 if stalled else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,191 @@
+"""Pure status model of the agent: what `/status` shows and what the loop decides from.
+
+`agent.runner.loop` folds every `SyncResult` (contract C4) into a new frozen `AgentStatus` with
+`record_result`; `agent.runner.server` serves `to_dict(status)` as JSON. No I/O and no clock
+here: the caller passes `now`, so every transition is unit-tested.
+
+Result vocabulary: `applied` / `unchanged` (cluster equals the commit), `invalid` (specs do not
+validate: stalled until the commit changes), `failed` (retried with backoff; a `SignatureInvalid`
+failure stalls like `invalid`, because retrying the same commit cannot help).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from agent.runner.backoff import BackoffPolicy
+
+OK_RESULTS = frozenset({"applied", "unchanged"})
+# Kinds a retry of the same commit cannot fix: stall until a new commit arrives.
+STALL_KINDS = frozenset({"SpecInvalid", "SignatureInvalid"})
+
+
+class ResultLike(Protocol):
+    """The fields of agent.sync.SyncResult (C4) the runner reads."""
+
+    @property
+    def commit(self) -> str | None: ...
+    @property
+    def result(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def actions(self) -> dict[str, str]: ...
+    @property
+    def errors(self) -> tuple[str, ...]: ...
+    @property
+    def error_kind(self) -> str | None: ...
+    @property
+    def drift_detected(self) -> int: ...
+    @property
+    def out_of_sync(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One finished run as recorded in /status."""
+
+    commit: str | None
+    result: str
+    trigger: str
+    started_at: float
+    duration_s: float
+    error_kind: str | None = None
+    errors: tuple[str, ...] = ()
+    actions: tuple[tuple[str, str], ...] = ()
+    drift_detected: int = 0
+    out_of_sync: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineState:
+    """Per-pipeline line of /status: the last action taken and the resulting state."""
+
+    action: str
+    state: str  # Synced | Drifted | OutOfSync | Pruned | Unknown
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """Everything the agent knows about its own progress; replaced, never mutated."""
+
+    source: str
+    branch: str
+    specs_path: str = "specs"
+    ready: bool = False
+    runs: int = 0
+    last_attempt: Attempt | None = None
+    last_applied_commit: str | None = None
+    last_success_at: float | None = None
+    consecutive_failures: int = 0
+    backoff_s: float = 0.0
+    stalled_commit: str | None = None  # a commit known bad: not re-run until the head moves
+    stalled_reason: str | None = None
+    stalled_checks: int = 0  # runs that found the head still at the stalled commit
+    last_checked_at: float | None = None
+    next_run_at: float | None = None
+    pipelines: tuple[tuple[str, PipelineState], ...] = field(default=())
+
+
+def is_stall(result: ResultLike) -> bool:
+    """A result the same commit can never improve on: wait for a new commit."""
+    return result.result == "invalid" or (result.result == "failed"
+                                          and result.error_kind in STALL_KINDS)
+
+
+def is_failure(result: ResultLike) -> bool:
+    """A result worth retrying soon with backoff (cluster or git trouble)."""
+    return result.result == "failed" and not is_stall(result)
+
+
+def exit_code(result: ResultLike) -> int:
+    """`agent --once` exit code: 0 applied/unchanged, 1 invalid or badly signed, 2 failed."""
+    if result.result in OK_RESULTS:
+        return 0
+    return 1 if is_stall(result) else 2
+
+
+def _pipeline_states(prev: tuple[tuple[str, PipelineState], ...], result: ResultLike,
+                     self_heal: bool) -> tuple[tuple[str, PipelineState], ...]:
+    if not result.actions:
+        return prev  # nothing planned (fetch failed, specs invalid): cluster kept its state
+    ok = result.result in OK_RESULTS
+    out = []
+    for name, action in sorted(result.actions.items()):
+        if not ok:
+            state = "Unknown"
+        elif action == "delete":
+            state = "Pruned"
+        elif action == "drift":
+            state = "Synced" if self_heal else "Drifted"
+        else:
+            state = "Synced"
+        out.append((name, PipelineState(action=action, state=state, commit=result.commit)))
+    return tuple(out)
+
+
+def record_result(status: AgentStatus, result: ResultLike, *, trigger: str, now: float,
+                  policy: BackoffPolicy, self_heal: bool = True) -> AgentStatus:
+    """Fold one finished sync into the status: backoff, stall, last applied, pipelines."""
+    attempt = Attempt(
+        commit=result.commit, result=result.result, trigger=trigger,
+        started_at=result.started_at, duration_s=result.duration_s,
+        error_kind=result.error_kind, errors=tuple(result.errors),
+        actions=tuple(sorted(result.actions.items())),
+        drift_detected=result.drift_detected, out_of_sync=result.out_of_sync,
+    )
+    failures = status.consecutive_failures + 1 if is_failure(result) else 0
+    stalled, reason = status.stalled_commit, status.stalled_reason
+    if is_stall(result) and result.commit:
+        stalled, reason = result.commit, "; ".join(result.errors) or result.error_kind
+    elif result.result in OK_RESULTS:
+        stalled, reason = None, None
+    ok = result.result in OK_RESULTS
+    return replace(
+        status, ready=True, runs=status.runs + 1, last_attempt=attempt,
+        last_applied_commit=result.commit if ok else status.last_applied_commit,
+        last_success_at=now if ok else status.last_success_at,
+        consecutive_failures=failures, backoff_s=policy.delay(failures),
+        stalled_commit=stalled, stalled_reason=reason, stalled_checks=0, last_checked_at=now,
+        pipelines=_pipeline_states(status.pipelines, result, self_heal),
+    )
+
+
+def record_stalled_check(status: AgentStatus, now: float) -> AgentStatus:
+    """A run found the head still at the stalled commit: nothing was applied, nothing failed."""
+    return replace(status, ready=True, stalled_checks=status.stalled_checks + 1,
+                   last_checked_at=now, consecutive_failures=0, backoff_s=0.0)
+
+
+def to_dict(status: AgentStatus) -> dict[str, Any]:
+    """The JSON document of GET /status."""
+    last = status.last_attempt
+    return {
+        "source": status.source,
+        "branch": status.branch,
+        "specsPath": status.specs_path,
+        "ready": status.ready,
+        "runs": status.runs,
+        "lastAttempted": None if last is None else {
+            "commit": last.commit, "result": last.result, "trigger": last.trigger,
+            "startedAt": last.started_at, "durationSeconds": round(last.duration_s, 3),
+            "errorKind": last.error_kind, "errors": list(last.errors),
+            "driftDetected": last.drift_detected, "outOfSync": last.out_of_sync,
+        },
+        "lastApplied": {"commit": status.last_applied_commit, "at": status.last_success_at},
+        "stalled": None if status.stalled_commit is None else {
+            "commit": status.stalled_commit, "reason": status.stalled_reason,
+            "checksSince": status.stalled_checks,
+            "hint": "fix the specs (or the signature) and push a new commit",
+        },
+        "backoff": {"consecutiveFailures": status.consecutive_failures,
+                    "delaySeconds": status.backoff_s},
+        "lastCheckedAt": status.last_checked_at,
+        "nextRunAt": status.next_run_at,
+        "pipelines": {name: {"action": p.action, "state": p.state, "commit": p.commit}
+                      for name, p in status.pipelines},
+    }

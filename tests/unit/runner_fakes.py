@@ -1,0 +1,70 @@
+"""A scripted stand-in for agent.sync.sync_once, used by the runner's unit tests.
+
+It honours the contract's `verify` hook exactly like the real sync_once (called after the fetch
+with the head sha; a PachsyncError becomes a failed result named after the error type), so the
+runner's stall gate and signature hook are exercised without git or a cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import PachsyncError, SpecInvalid
+from agent.sync import SyncOptions, SyncResult
+
+
+@dataclass
+class Step:
+    result: str = "unchanged"
+    kind: str | None = None
+    errors: tuple[str, ...] = ()
+    actions: dict[str, str] = field(default_factory=dict)
+    drift: int = 0
+    oos: int = 0
+    commit_none: bool = False
+
+
+class FakeSync:
+    """Call it like sync_once; `head` is the remote's head, `steps` the outcomes in order."""
+
+    def __init__(self, head: str = "c1", steps: list[Step] | None = None) -> None:
+        self.head = head
+        self.steps = list(steps or [])
+        self.calls = 0
+        self.seen: list[str | None] = []
+        self.release = threading.Event()
+        self.release.set()
+        self._lock = threading.Lock()
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    def __call__(self, opts: SyncOptions) -> SyncResult:
+        with self._lock:
+            self.calls += 1
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+            step = self.steps.pop(0) if self.steps else Step()
+        try:
+            self.release.wait(30)
+            return self._result(opts, step)
+        finally:
+            with self._lock:
+                self.concurrent -= 1
+
+    def _result(self, opts: SyncOptions, step: Step) -> SyncResult:
+        started = time.time()
+        commit = None if step.commit_none else self.head
+        self.seen.append(commit)
+        if commit is not None and opts.verify is not None:
+            try:
+                opts.verify(Path("."), commit)
+            except SpecInvalid:
+                raise
+            except PachsyncError as exc:
+                return SyncResult(commit, "failed", started, 0.01, {}, (exc.message,),
+                                  type(exc).__name__, 0, 0, 0)
+        return SyncResult(commit, step.result, started, 0.01, dict(step.actions), step.errors,
+                          step.kind, step.drift, step.oos, 3)

@@ -1,0 +1,100 @@
+"""Pure status model: how each sync result moves last-applied, stall, backoff and pipelines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.runner.backoff import BackoffPolicy
+from agent.runner.status import (
+    AgentStatus,
+    exit_code,
+    record_result,
+    record_stalled_check,
+    to_dict,
+)
+from agent.sync import SyncResult
+
+POLICY = BackoffPolicy(initial_s=5, max_s=300)
+
+
+def res(result: str, commit: str | None = "c1", kind: str | None = None,
+        actions: dict[str, str] | None = None, errors: tuple[str, ...] = (),
+        **kw: Any) -> SyncResult:
+    return SyncResult(commit=commit, result=result, started_at=100.0, duration_s=0.5,
+                      actions=actions or {}, errors=errors, error_kind=kind,
+                      drift_detected=kw.get("drift", 0), out_of_sync=kw.get("oos", 0),
+                      rpc_count=0)
+
+
+def fold(*results: SyncResult) -> AgentStatus:
+    status = AgentStatus(source="src", branch="main")
+    for i, r in enumerate(results):
+        status = record_result(status, r, trigger="interval", now=1000.0 + i, policy=POLICY)
+    return status
+
+
+def test_initial_status_is_not_ready() -> None:
+    doc = to_dict(AgentStatus(source="src", branch="main"))
+    assert doc["ready"] is False and doc["lastAttempted"] is None
+
+
+def test_applied_sets_last_applied_and_pipeline_states() -> None:
+    s = fold(res("applied", actions={"split": "create", "model": "update+reprocess",
+                                     "old": "delete"}))
+    assert s.ready and s.runs == 1 and s.last_applied_commit == "c1"
+    assert s.last_success_at == 1000.0 and s.backoff_s == 0
+    states = {name: p.state for name, p in s.pipelines}
+    assert states == {"split": "Synced", "model": "Synced", "old": "Pruned"}
+
+
+def test_failures_back_off_exponentially_and_reset_on_success() -> None:
+    s = fold(res("applied"), *[res("failed", kind="Transient")] * 3)
+    assert s.consecutive_failures == 3 and s.backoff_s == 20
+    assert s.last_applied_commit == "c1"  # cluster keeps the last good commit
+    s = record_result(s, res("unchanged", commit="c2"), trigger="interval", now=2000,
+                      policy=POLICY)
+    assert s.consecutive_failures == 0 and s.backoff_s == 0 and s.last_applied_commit == "c2"
+
+
+def test_invalid_commit_stalls_with_file_line_until_a_good_commit() -> None:
+    err = "specs/pipelines/model.yaml:7: transform.image: must be a string"
+    s = fold(res("applied", commit="good"), res("invalid", commit="bad", kind="SpecInvalid",
+                                                errors=(err,)))
+    assert s.stalled_commit == "bad" and err in (s.stalled_reason or "")
+    assert s.backoff_s == 0  # invalid specs are not retried faster: they wait for a commit
+    assert s.last_applied_commit == "good"
+    doc = to_dict(s)
+    assert doc["stalled"]["commit"] == "bad" and doc["lastAttempted"]["errors"] == [err]
+    s = record_stalled_check(s, now=3000)
+    assert s.stalled_checks == 1 and s.stalled_commit == "bad"
+    s = record_result(s, res("applied", commit="fixed"), trigger="webhook", now=4000,
+                      policy=POLICY)
+    assert s.stalled_commit is None and s.last_applied_commit == "fixed"
+
+
+def test_signature_failure_stalls_instead_of_backing_off() -> None:
+    s = fold(res("failed", commit="unsigned", kind="SignatureInvalid"))
+    assert s.stalled_commit == "unsigned" and s.consecutive_failures == 0
+
+
+def test_fetch_failure_keeps_stall_and_pipelines() -> None:
+    s = fold(res("applied", actions={"split": "unchanged"}),
+             res("invalid", commit="bad", kind="SpecInvalid"),
+             res("failed", commit=None, kind="Transient"))
+    assert s.stalled_commit == "bad" and s.consecutive_failures == 1
+    assert dict(s.pipelines)["split"].state == "Synced"
+
+
+def test_report_only_drift_shows_drifted() -> None:
+    status = AgentStatus(source="src", branch="main")
+    s = record_result(status, res("unchanged", actions={"model": "drift"}, drift=1),
+                      trigger="interval", now=1.0, policy=POLICY, self_heal=False)
+    assert dict(s.pipelines)["model"].state == "Drifted"
+
+
+def test_exit_codes() -> None:
+    assert [exit_code(res(r)) for r in ("applied", "unchanged")] == [0, 0]
+    assert exit_code(res("invalid", kind="SpecInvalid")) == 1
+    assert exit_code(res("failed", kind="SignatureInvalid")) == 1
+    assert exit_code(res("failed", kind="Transient")) == 2
+    assert exit_code(res("failed", kind="Conflict")) == 2
