@@ -1,0 +1,143 @@
+"""Content-addressed file contents on disk: `<data_dir>/blobs/<aa>/<sha256>`.
+
+Used by the pfs module (ModifyFile writes, GetFile reads) and by the pps/worker modules to ingest a
+datum's output files (`ingest`) and to lay out inputs (`path`). A blob is written to a temp file,
+fsynced, then renamed into place, so a crash never leaves a half-written blob visible; the metadata
+(SQLite) only ever points at complete blobs. Blobs are immutable: never write to `path(h)`.
+Memory stays bounded: everything streams in CHUNK-sized pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 4 * 1024 * 1024
+EMPTY_HASH = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    hash: str  # sha256 hex of the content
+    size: int
+
+
+class BlobWriter:
+    """Streams bytes into a new blob; `commit()` makes it durable and returns its BlobRef."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="up-")
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._tmp = Path(name)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def write_from(self, src: BinaryIO) -> None:
+        while chunk := src.read(CHUNK):
+            self.write(chunk)
+
+    def commit(self) -> BlobRef:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        ref = BlobRef(self._hash.hexdigest(), self.size)
+        self._store.adopt(self._tmp, ref.hash)
+        return ref
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class BlobStore:
+    """The blob directory of one data dir. Thread-safe: writers never share files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp_dir = root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp_dir.iterdir():  # half-written uploads of a crashed process
+            stale.unlink(missing_ok=True)
+        self.put_bytes(b"")
+
+    def path(self, h: str) -> Path:
+        if len(h) != 64 or not all(c in "0123456789abcdef" for c in h):
+            raise ValueError(f"not a blob hash: {h!r}")
+        return self.root / h[:2] / h
+
+    def has(self, h: str) -> bool:
+        return self.path(h).exists()
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self)
+
+    def adopt(self, tmp: Path, h: str) -> None:
+        """Move a complete, fsynced temp file into place (or drop it if the blob exists)."""
+        dest = self.path(h)
+        if dest.exists():
+            tmp.unlink(missing_ok=True)
+            return
+        dest.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        w = self.writer()
+        w.write(data)
+        return w.commit()
+
+    def ingest(self, local: Path) -> BlobRef:
+        """Copy a local file (e.g. a datum's output) into the store, streaming."""
+        w = self.writer()
+        try:
+            with open(local, "rb") as src:
+                w.write_from(src)
+            return w.commit()
+        except BaseException:
+            w.abort()
+            raise
+
+    def open(self, h: str) -> BinaryIO:
+        return open(self.path(h), "rb")
+
+    def read_chunks(self, h: str, offset: int = 0, chunk: int = CHUNK) -> Iterator[bytes]:
+        with self.open(h) as f:
+            if offset:
+                f.seek(offset)
+            while data := f.read(chunk):
+                yield data
+
+    def materialize(self, h: str, dest: Path, link: bool = False) -> None:
+        """Place a blob's content at `dest`: a copy, or with `link` a hard link (faster, but it
+        shares the blob's inode, so only for readers that never write the file: root ignores the
+        read-only mode and would corrupt the store)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if link:
+            try:
+                os.link(self.path(h), dest)
+                return
+            except OSError:
+                pass
+        shutil.copyfile(self.path(h), dest)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,75 @@
+"""`localpachd serve`: run the server in the foreground (contract C2).
+
+Called by the `localpachd` console script and `python -m localpachd`; the agent starts it as a
+subprocess and waits for the line containing `listening on HOST:PORT` (printed and flushed once
+the port is bound). SIGINT/SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="localpachd",
+                                description="A single-machine server speaking Pachyderm's "
+                                            "gRPC API (python-pachyderm works unmodified).")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the server until SIGINT/SIGTERM")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; anything else should use "
+                        "--auth-token)")
+    s.add_argument("--port", type=int, default=30650, help="port (0 = any free port)")
+    s.add_argument("--data-dir", type=Path, default=Path(".localpachd"),
+                   help="where metadata and file contents are kept (default .localpachd)")
+    s.add_argument("--auth-token", default=None,
+                   help="require metadata `authn-token: TOKEN` on every call")
+    s.add_argument("--runtime", default="auto", help="worker runtime name (default auto)")
+    s.add_argument("--max-parallelism", type=int, default=None,
+                   help="cap on concurrent datum workers (default: number of CPU cores)")
+    s.add_argument("--no-fsync", action="store_true",
+                   help="skip fsync (faster; a power loss may lose recent commits)")
+    s.add_argument("--log-level", default="WARNING", help="Python logging level")
+    return p
+
+
+def serve(args: argparse.Namespace) -> int:
+    from localpachd.server import start
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = start(args.data_dir, host=args.host, port=args.port,
+                       auth_token=args.auth_token, runtime=args.runtime,
+                       max_parallelism=args.max_parallelism, fsync=not args.no_fsync)
+    except OSError as exc:
+        print(f"localpachd: {exc}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"localpachd listening on {server.address} (data dir {args.data_dir})", flush=True)
+    while not done.wait(1.0):
+        pass
+    server.stop(grace=2.0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

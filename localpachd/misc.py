@@ -1,0 +1,72 @@
+"""Small services: version, health, admin (InspectCluster) and the auth/identity/license stubs.
+
+Registered by `localpachd.server`. localpachd has no auth service: every auth_v2, identity_v2 and
+license_v2 method fails UNIMPLEMENTED with Pachyderm's "the auth service is not activated" text,
+which python-pachyderm's `delete_all()` expects and skips. (Access control, when wanted, is the
+server's `--auth-token` check, not Pachyderm auth.)
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from python_pachyderm.proto.v2.admin import admin_pb2, admin_pb2_grpc
+from python_pachyderm.proto.v2.version.versionpb import version_pb2, version_pb2_grpc
+
+from localpachd import errors
+
+VERSION = (2, 7, 0)
+ADDITIONAL = "-localpachd"
+
+
+class VersionServicer(version_pb2_grpc.APIServicer):  # type: ignore[misc]
+    def GetVersion(self, request: Any, context: grpc.ServicerContext) -> Any:
+        major, minor, micro = VERSION
+        return version_pb2.Version(
+            major=major, minor=minor, micro=micro, additional=ADDITIONAL,
+            go_version=f"python{sys.version_info.major}.{sys.version_info.minor}",
+            platform=f"{platform.system().lower()}/{platform.machine()}")
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        status = (health_pb2.HealthCheckResponse.NOT_SERVING if self.ctx.stopping.is_set()
+                  else health_pb2.HealthCheckResponse.SERVING)
+        return health_pb2.HealthCheckResponse(status=status)
+
+
+class AdminServicer(admin_pb2_grpc.APIServicer):  # type: ignore[misc]
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def InspectCluster(self, request: Any, context: grpc.ServicerContext) -> Any:
+        cid = self.ctx.store.meta("cluster_id")
+        return admin_pb2.ClusterInfo(id=cid, deployment_id=cid, version_warnings_ok=True)
+
+
+class _AuthNotActivated(grpc.GenericRpcHandler):  # type: ignore[misc]
+    SERVICES = ("/auth_v2.API/", "/identity_v2.API/", "/license_v2.API/",
+                "/enterprise_v2.API/")
+
+    def service(self, details: Any) -> Any:
+        if not details.method.startswith(self.SERVICES):
+            return None
+
+        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+            raise errors.Unimplemented(errors.AUTH_NOT_ACTIVATED)
+
+        return grpc.unary_unary_rpc_method_handler(behaviour)
+
+
+def register(server: grpc.Server, ctx: Any) -> None:
+    version_pb2_grpc.add_APIServicer_to_server(VersionServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(ctx), server)
+    admin_pb2_grpc.add_APIServicer_to_server(AdminServicer(ctx), server)
+    server.add_generic_rpc_handlers((_AuthNotActivated(),))

@@ -1,0 +1,18 @@
+"""PFS for localpachd: the pfs_v2 gRPC service over the store.
+
+`model` (projects, repos, branches, commits, provenance), `files` (file trees, ModifyFile
+sessions), `convert` (protobuf), `servicer` (the gRPC methods), `transfer` (GetFile/TAR streams).
+`register` is called by `localpachd.server`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+
+def register(server: grpc.Server, ctx: Any) -> None:
+    from localpachd.pfs.servicer import register as _register
+
+    _register(server, ctx)

@@ -1,0 +1,108 @@
+"""Protobuf <-> domain conversions for the pfs servicer (pfs_v2 messages of python-pachyderm)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from python_pachyderm.proto.v2.pfs import pfs_pb2
+
+from localpachd.pfs import model
+from localpachd.pfs.files import Entry
+from localpachd.pfs.model import BranchKey, Commit
+from localpachd.store import Tx
+
+ORIGINS = {"USER": pfs_pb2.USER, "AUTO": pfs_pb2.AUTO, "FSCK": pfs_pb2.FSCK}
+ORIGIN_NAMES = {v: k for k, v in ORIGINS.items()}
+
+
+def ts(t: float | None) -> timestamp_pb2.Timestamp | None:
+    if t is None:
+        return None
+    out = timestamp_pb2.Timestamp()
+    out.FromNanoseconds(int(t * 1e9))
+    return out
+
+
+def project_of(p: Any) -> str:
+    return model.project_name(p.name if p is not None else "")
+
+
+def repo_ref(repo: Any) -> tuple[str, str]:
+    return project_of(repo.project), repo.name
+
+
+def repo_pb(project: str, name: str, repo_type: str = "user") -> pfs_pb2.Repo:
+    return pfs_pb2.Repo(name=name, type=repo_type or "user",
+                        project=pfs_pb2.Project(name=project))
+
+
+def branch_key(b: Any) -> BranchKey:
+    project, repo = repo_ref(b.repo)
+    return BranchKey(project, repo, b.name)
+
+
+def branch_pb(b: BranchKey) -> pfs_pb2.Branch:
+    return pfs_pb2.Branch(repo=repo_pb(b.project, b.repo), name=b.name)
+
+
+def commit_ref(c: Any) -> tuple[str, str, str, str]:
+    """(project, repo, branch, id) of a Commit message: the repo lives in `branch.repo` (what the
+    client sends) or, for older callers, in `commit.repo`."""
+    repo_msg = c.branch.repo if c.branch.repo.name else c.repo
+    project, repo = repo_ref(repo_msg)
+    return project, repo, c.branch.name, c.id
+
+
+def resolve(tx: Tx, c: Any) -> Commit:
+    project, repo, branch, cid = commit_ref(c)
+    return model.resolve_commit(tx, project, repo, branch, cid)
+
+
+def commit_pb(c: Commit) -> pfs_pb2.Commit:
+    repo = repo_pb(c.project, c.repo)
+    return pfs_pb2.Commit(repo=repo, id=c.id, branch=pfs_pb2.Branch(repo=repo, name=c.branch or ""))
+
+
+def commit_info(tx: Tx, c: Commit) -> pfs_pb2.CommitInfo:
+    size = c.size if c.is_finished else model.tree_size(tx, c.cid)
+    info = pfs_pb2.CommitInfo(
+        commit=commit_pb(c), origin=pfs_pb2.CommitOrigin(kind=ORIGINS.get(c.origin, 0)),
+        description=c.description, started=ts(c.started), finishing=ts(c.finishing),
+        finished=ts(c.finished), error=c.error, size_bytes_upper_bound=size,
+        details=pfs_pb2.CommitInfo.Details(size_bytes=size))
+    if c.parent_cid is not None:
+        info.parent_commit.CopyFrom(commit_pb(model.get_commit(tx, c.parent_cid)))
+    info.child_commits.extend(commit_pb(k) for k in model.children(tx, c.cid))
+    info.direct_provenance.extend(commit_pb(p) for p in model.commit_provenance(tx, c.cid))
+    return info
+
+
+def branch_info(tx: Tx, b: BranchKey) -> pfs_pb2.BranchInfo:
+    info = pfs_pb2.BranchInfo(branch=branch_pb(b))
+    head = model.branch_head(tx, b)
+    if head is not None:
+        info.head.CopyFrom(commit_pb(head))
+    info.direct_provenance.extend(branch_pb(x) for x in model.direct_provenance(tx, b))
+    info.provenance.extend(branch_pb(x) for x in model.closure(tx, b, up=True))
+    info.subvenance.extend(branch_pb(x) for x in model.closure(tx, b, up=False))
+    return info
+
+
+def repo_info(tx: Tx, row: Any) -> pfs_pb2.RepoInfo:
+    project, name = row["project"], row["name"]
+    size = model.repo_size(tx, project, name)
+    info = pfs_pb2.RepoInfo(repo=repo_pb(project, name, row["type"]), created=ts(row["created"]),
+                            size_bytes_upper_bound=size, description=row["description"],
+                            details=pfs_pb2.RepoInfo.Details(size_bytes=size))
+    for b in tx.q("SELECT name FROM branches WHERE project=? AND repo=? ORDER BY seq DESC",
+                  (project, name)):
+        info.branches.append(branch_pb(BranchKey(project, name, b["name"])))
+    return info
+
+
+def file_info(c: Commit, e: Entry) -> pfs_pb2.FileInfo:
+    return pfs_pb2.FileInfo(
+        file=pfs_pb2.File(commit=commit_pb(c), path=e.display, datum=e.datum),
+        file_type=pfs_pb2.DIR if e.is_dir else pfs_pb2.FILE,
+        committed=ts(c.finished), size_bytes=e.size, hash=bytes.fromhex(e.hash))

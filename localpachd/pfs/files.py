@@ -1,0 +1,193 @@
+"""File trees of commits: lookups, listings, and the ModifyFile write session.
+
+Used by the pfs servicer and by the pps/jobs modules (`replace_tree`, `tree`, `write_entries` to
+fill an output commit). Directories are implicit (a directory exists while a file lies under it),
+as in Pachyderm 2.x; directory paths are reported with a trailing `/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from localpachd.blobs import BlobRef, BlobStore, BlobWriter
+from localpachd.paths import clean_path, is_under
+from localpachd.pfs import model
+from localpachd.store import Tx
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file (`is_dir` False, `hash` = blob sha256) or a directory (hash over its children)."""
+
+    path: str  # cleaned, no trailing slash ("/" for the root)
+    is_dir: bool
+    size: int
+    hash: str
+    datum: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.path if not self.is_dir or self.path == "/" else self.path + "/"
+
+
+def _range(directory: str) -> tuple[str, str]:
+    """Bounds of every path strictly under `directory` in byte order ('/'+1 == '0')."""
+    prefix = "/" if directory == "/" else directory + "/"
+    return prefix, prefix[:-1] + "0"
+
+
+def files_under(tx: Tx, cid: int, directory: str = "/") -> Iterator[Entry]:
+    lo, hi = _range(directory)
+    for r in tx.conn.execute("SELECT path, hash, size, datum FROM files WHERE cid=? AND path>=?"
+                             " AND path<? ORDER BY path", (cid, lo, hi)):
+        yield Entry(r[0], False, r[2], r[1], r[3])
+
+
+def tree(tx: Tx, cid: int) -> list[Entry]:
+    """Every file of a commit, sorted by path (files only)."""
+    return list(files_under(tx, cid, "/"))
+
+
+def _dir_entry(path: str, files: list[Entry]) -> Entry:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.path.encode() + b"\0" + f.hash.encode())
+    return Entry(path, True, sum(f.size for f in files), h.hexdigest())
+
+
+def lookup(tx: Tx, cid: int, path: str) -> Entry | None:
+    row = tx.one("SELECT path, hash, size, datum FROM files WHERE cid=? AND path=?", (cid, path))
+    if row is not None:
+        return Entry(row[0], False, row[2], row[1], row[3])
+    under = list(files_under(tx, cid, path))
+    if under or path == "/":
+        return _dir_entry(path, under)
+    return None
+
+
+def children(tx: Tx, cid: int, directory: str) -> list[Entry]:
+    """Direct children of a directory (files and subdirectories), sorted by path."""
+    groups: dict[str, list[Entry]] = {}
+    base = "" if directory == "/" else directory
+    for f in files_under(tx, cid, directory):
+        name = f.path[len(base) + 1:].split("/", 1)[0]
+        groups.setdefault(base + "/" + name, []).append(f)
+    out = []
+    for path, fs in sorted(groups.items()):
+        out.append(fs[0] if len(fs) == 1 and fs[0].path == path else _dir_entry(path, fs))
+    return out
+
+
+def walk(tx: Tx, cid: int, path: str) -> list[Entry]:
+    """`path` itself then everything below it, pre-order, directories included."""
+    top = lookup(tx, cid, path)
+    if top is None:
+        return []
+    if not top.is_dir:
+        return [top]
+    files = list(files_under(tx, cid, path))
+    dirs: dict[str, list[Entry]] = {}
+    for f in files:
+        segs = f.path.split("/")
+        for i in range(2, len(segs)):
+            d = "/".join(segs[:i])
+            if is_under(d, path) and d != path:
+                dirs.setdefault(d, []).append(f)
+    entries = [_dir_entry(d, fs) for d, fs in dirs.items()] + files
+    entries.sort(key=lambda e: e.path)
+    return [top, *entries]
+
+
+def all_entries(tx: Tx, cid: int) -> list[Entry]:
+    """Every file and directory of a commit (root excluded), sorted by path."""
+    return walk(tx, cid, "/")[1:]
+
+
+def write_entries(tx: Tx, cid: int, puts: Iterable[tuple[str, BlobRef, str]]) -> None:
+    """Add or overwrite files (path, blob, datum tag) in an open commit."""
+    for path, ref, datum in puts:
+        tx.x("INSERT OR REPLACE INTO files VALUES(?,?,?,?,?)",
+             (cid, clean_path(path), ref.hash, ref.size, datum))
+    model.mark_modified(tx, cid)
+
+
+def delete_path(tx: Tx, cid: int, path: str) -> None:
+    """Delete a file, or a directory and everything under it (root: everything)."""
+    lo, hi = _range(path)
+    tx.x("DELETE FROM files WHERE cid=? AND (path=? OR (path>=? AND path<?))", (cid, path, lo, hi))
+    model.mark_modified(tx, cid)
+
+
+def replace_tree(tx: Tx, cid: int, entries: Iterable[tuple[str, BlobRef, str]]) -> None:
+    """Make an open commit's tree exactly `entries` (used to finish pipeline output commits)."""
+    tx.x("DELETE FROM files WHERE cid=?", (cid,))
+    write_entries(tx, cid, entries)
+
+
+class ModifySession:
+    """Collects one ModifyFile stream's operations; `apply` writes them in one transaction.
+
+    Blobs are streamed to disk as chunks arrive (bounded memory). Consecutive `add` calls on the
+    same path extend one file, and an `add` without a preceding delete appends to the existing
+    content (this is how Pachyderm 2.x and the client's 19 MiB chunking work).
+    """
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+        self.ops: list[tuple[str, str, BlobRef | None, str]] = []  # (kind, path, blob, datum)
+        self._writer: BlobWriter | None = None
+        self._wpath = ""
+        self._wdatum = ""
+
+    def add(self, path: str, data: bytes, datum: str, existing: Entry | None) -> None:
+        if self._writer is None or self._wpath != path:
+            self.flush()
+            self._writer = self.blobs.writer()
+            self._wpath, self._wdatum = path, datum
+            if existing is not None and not existing.is_dir:
+                with self.blobs.open(existing.hash) as f:
+                    self._writer.write_from(f)
+        if data:
+            self._writer.write(data)
+
+    def current(self, path: str) -> bool:
+        return self._writer is not None and self._wpath == path
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            ref = self._writer.commit()
+            self.ops.append(("put", self._wpath, ref, self._wdatum))
+            self._writer = None
+
+    def put(self, path: str, ref: BlobRef, datum: str) -> None:
+        self.flush()
+        self.ops.append(("put", path, ref, datum))
+
+    def delete(self, path: str) -> None:
+        self.flush()
+        self.ops.append(("delete", path, None, ""))
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def pending(self, path: str) -> tuple[bool, Entry | None]:
+        """The session's own view of a file: (known, entry) from its ops, newest first."""
+        for kind, p, ref, datum in reversed(self.ops):
+            if kind == "put" and p == path and ref is not None:
+                return True, Entry(path, False, ref.size, ref.hash, datum)
+            if kind == "delete" and is_under(path, p):
+                return True, None
+        return False, None
+
+    def apply(self, tx: Tx, commit: model.Commit) -> None:
+        self.flush()
+        model.require_open(commit)
+        for kind, path, ref, datum in self.ops:
+            if kind == "put" and ref is not None:
+                write_entries(tx, commit.cid, [(path, ref, datum)])
+            else:
+                delete_path(tx, commit.cid, path)

@@ -1,0 +1,124 @@
+"""ModifyFile: apply one client stream of set_commit / add_file / delete_file / copy_file.
+
+Called by the pfs servicer. File contents are streamed to blobs as chunks arrive (bounded memory);
+the metadata changes of the whole stream are applied in ONE store transaction at the end, so a
+stream that breaks (client gone, server killed) leaves no trace. Writing to a branch whose head is
+finished (or that does not exist yet) opens a commit on it and finishes it, as Pachyderm does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from localpachd import errors
+from localpachd.blobs import BlobRef
+from localpachd.paths import clean_path
+from localpachd.pfs import files, model
+from localpachd.pfs.convert import commit_ref, resolve
+from localpachd.pfs.files import Entry, ModifySession
+from localpachd.pfs.model import BranchKey, Commit
+from localpachd.store import Tx
+
+
+class _Target:
+    """One set_commit of the stream and the session of operations aimed at it."""
+
+    def __init__(self, ctx: Any, commit_msg: Any) -> None:
+        self.ctx = ctx
+        self.msg = commit_msg
+        self.session = ModifySession(ctx.store.blobs)
+        with ctx.store.read() as tx:
+            self.base_cid = self._base(tx)
+
+    def _base(self, tx: Tx) -> int | None:
+        """The commit whose tree the writes start from (validated now for early errors)."""
+        project, repo, branch, cid = commit_ref(self.msg)
+        model.require_repo(tx, project, repo)
+        if cid:
+            c = resolve(tx, self.msg)
+            model.require_open(c)
+            return c.cid
+        head = model.branch_head(tx, BranchKey(project, repo, branch))
+        return head.cid if head is not None else None
+
+    def existing(self, path: str) -> Entry | None:
+        known, entry = self.session.pending(path)
+        if known or self.base_cid is None:
+            return entry
+        with self.ctx.store.read() as tx:
+            return files.lookup(tx, self.base_cid, path)
+
+    def commit_for_apply(self, tx: Tx) -> tuple[Commit, bool]:
+        project, repo, branch, cid = commit_ref(self.msg)
+        if cid:
+            c = resolve(tx, self.msg)
+            model.require_open(c)
+            return c, False
+        head = model.branch_head(tx, BranchKey(project, repo, branch))
+        if head is not None and not head.is_finished:
+            return head, False
+        return model.start_commit(tx, project, repo, branch), True
+
+
+def _copy(ctx: Any, target: _Target, req: Any) -> None:
+    dst = clean_path(req.dst)
+    src_path = clean_path(req.src.path)
+    with ctx.store.read() as tx:
+        src = resolve(tx, req.src.commit)
+        entry = files.lookup(tx, src.cid, src_path)
+        if entry is None:
+            raise errors.file_not_found(src.project, src.repo, src.id, src_path)
+        pairs = ([(dst, entry)] if not entry.is_dir else
+                 [(dst.rstrip("/") + f.path[len(src_path.rstrip("/")):], f)
+                  for f in files.files_under(tx, src.cid, src_path)])
+    for path, f in pairs:
+        existing = target.existing(path) if req.append else None
+        if existing is not None and not existing.is_dir:
+            target.session.add(path, b"", req.datum, existing)
+            with ctx.store.blobs.open(f.hash) as fh:
+                while chunk := fh.read(4 * 1024 * 1024):
+                    target.session.add(path, chunk, req.datum, None)
+            target.session.flush()
+        else:
+            target.session.put(path, BlobRef(f.hash, f.size), req.datum or f.datum)
+
+
+def _handle(ctx: Any, target: _Target, req: Any) -> None:
+    which = req.WhichOneof("body")
+    if which == "add_file":
+        af = req.add_file
+        if af.WhichOneof("source") == "url":
+            raise errors.Unimplemented("put file from a URL is not supported by localpachd")
+        path = clean_path(af.path)
+        if path == "/":
+            raise errors.InvalidArgument("cannot write a file at the repo root path /")
+        existing = None if target.session.current(path) else target.existing(path)
+        target.session.add(path, af.raw.value, af.datum, existing)
+    elif which == "delete_file":
+        target.session.delete(clean_path(req.delete_file.path))
+    elif which == "copy_file":
+        _copy(ctx, target, req.copy_file)
+
+
+def run_modify(ctx: Any, requests: Iterable[Any]) -> None:
+    targets: list[_Target] = []
+    try:
+        for req in requests:
+            if req.WhichOneof("body") == "set_commit":
+                targets.append(_Target(ctx, req.set_commit))
+            elif not targets:
+                raise errors.InvalidArgument("ModifyFile: the first message must be set_commit")
+            else:
+                _handle(ctx, targets[-1], req)
+        for t in targets:
+            t.session.flush()
+        with ctx.store.write() as tx:
+            for t in targets:
+                commit, opened = t.commit_for_apply(tx)
+                t.session.apply(tx, commit)
+                if opened:
+                    model.finish_commit(tx, model.get_commit(tx, commit.cid))
+    finally:
+        for t in targets:
+            t.session.abort()

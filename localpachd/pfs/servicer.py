@@ -1,0 +1,455 @@
+"""The pfs_v2.API servicer: thin translation between python-pachyderm's messages and the model.
+
+Registered by `localpachd.pfs.register`. Transactional methods (CreateRepo, DeleteRepo,
+StartCommit, FinishCommit, SquashCommitSet, CreateBranch, DeleteBranch) are written as
+`apply_*(ctx, tx, request)` functions, registered with the transaction registry, and the ordinary
+RPC runs the same function in its own store transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2, wrappers_pb2
+from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
+
+from localpachd import errors
+from localpachd.paths import clean_glob, clean_path, glob_regex
+from localpachd.pfs import files, model, transfer
+from localpachd.pfs.convert import (
+    ORIGIN_NAMES,
+    branch_info,
+    branch_key,
+    commit_info,
+    commit_pb,
+    commit_ref,
+    file_info,
+    project_of,
+    repo_info,
+    repo_ref,
+    resolve,
+)
+from localpachd.pfs.model import BranchKey, Commit
+from localpachd.server import fill_unimplemented
+from localpachd.store import Tx
+
+Ctx = Any
+E = empty_pb2.Empty
+
+
+# ---------------------------------------------------------------- transactional operations
+
+
+def apply_create_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
+    project, name = repo_ref(req.repo)
+    model.create_repo(tx, project, name, req.description, req.update, req.repo.type or "user")
+
+
+def apply_delete_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
+    project, name = repo_ref(req.repo)
+    model.delete_repo(tx, project, name, req.force)
+
+
+def _has_commit(c: Any) -> bool:
+    return bool(c.id or c.branch.name)
+
+
+def apply_start_commit(ctx: Ctx, tx: Tx, req: Any) -> pfs_pb2.Commit:
+    b = branch_key(req.branch)
+    parent = None
+    if req.HasField("parent") and _has_commit(req.parent):
+        project, repo, branch, cid = commit_ref(req.parent)
+        parent = model.resolve_commit(tx, project or b.project, repo or b.repo, branch, cid)
+    return commit_pb(model.start_commit(tx, b.project, b.repo, b.name, parent, req.description))
+
+
+def apply_finish_commit(ctx: Ctx, tx: Tx, req: Any) -> None:
+    model.finish_commit(tx, resolve(tx, req.commit), req.error, req.description or None)
+
+
+def _commit_set(tx: Tx, cs: str) -> list[Commit]:
+    commits = model.commits_in_set(tx, cs)
+    if not commits:
+        raise errors.commit_set_not_found(cs)
+    return commits
+
+
+def apply_squash_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
+    commits = _commit_set(tx, req.commit_set.id)
+    for c in commits:
+        if not c.is_finished:
+            raise errors.FailedPrecondition(
+                f"cannot squash commit set {c.id}: commit {errors.repo_str(c.project, c.repo)}"
+                f"@{c.id} is not finished")
+        if not model.children(tx, c.cid):
+            raise errors.FailedPrecondition(
+                f"cannot squash commit set {c.id}: commit {errors.repo_str(c.project, c.repo)}"
+                f"@{c.id} has no children (its data would be lost; use drop)")
+    model.delete_commits(tx, commits, squash=True)
+
+
+def apply_drop_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
+    commits = _commit_set(tx, req.commit_set.id)
+    for c in commits:
+        if model.children(tx, c.cid):
+            raise errors.FailedPrecondition(
+                f"cannot drop commit set {c.id}: commit {errors.repo_str(c.project, c.repo)}"
+                f"@{c.id} has children (only the newest commits can be dropped)")
+    model.delete_commits(tx, commits, squash=False)
+
+
+def apply_create_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
+    b = branch_key(req.branch)
+    head = None
+    if req.HasField("head") and _has_commit(req.head):
+        project, repo, branch, cid = commit_ref(req.head)
+        head = model.resolve_commit(tx, project if repo else b.project, repo or b.repo,
+                                    branch, cid)
+    model.create_branch(tx, b, head, [branch_key(p) for p in req.provenance],
+                        req.new_commit_set)
+
+
+def apply_delete_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
+    model.delete_branch(tx, branch_key(req.branch), req.force)
+
+
+TXN_METHODS = [
+    ("CreateRepo", pfs_pb2.CreateRepoRequest, apply_create_repo, "create_repo"),
+    ("DeleteRepo", pfs_pb2.DeleteRepoRequest, apply_delete_repo, "delete_repo"),
+    ("StartCommit", pfs_pb2.StartCommitRequest, apply_start_commit, "start_commit"),
+    ("FinishCommit", pfs_pb2.FinishCommitRequest, apply_finish_commit, "finish_commit"),
+    ("SquashCommitSet", pfs_pb2.SquashCommitSetRequest, apply_squash_commit_set,
+     "squash_commit_set"),
+    ("CreateBranch", pfs_pb2.CreateBranchRequest, apply_create_branch, "create_branch"),
+    ("DeleteBranch", pfs_pb2.DeleteBranchRequest, apply_delete_branch, "delete_branch"),
+]
+
+
+def _paginate(entries: list[files.Entry], req: Any) -> list[files.Entry]:
+    if req.reverse:
+        entries = entries[::-1]
+    if req.HasField("paginationMarker") and req.paginationMarker.path:
+        marker = clean_path(req.paginationMarker.path)
+        entries = [e for e in entries if (e.path < marker if req.reverse else e.path > marker)]
+    return entries[: req.number] if req.number > 0 else entries
+
+
+def _state_reached(tx: Tx, c: Commit, state: int) -> bool:
+    if state in (pfs_pb2.COMMIT_STATE_UNKNOWN, pfs_pb2.STARTED):
+        return True
+    if state == pfs_pb2.READY:
+        return all(p.is_finished for p in model.commit_provenance(tx, c.cid))
+    return c.is_finished
+
+
+class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+
+    def _write(self, fn: Any, req: Any) -> Any:
+        with self.store.write() as tx:
+            out = fn(self.ctx, tx, req)
+        return out if out is not None else E()
+
+    # ------------------------------------------------------------ projects
+
+    def CreateProject(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            model.create_project(tx, req.project.name, req.description, req.update)
+        return E()
+
+    def _project_info(self, tx: Tx, name: str) -> pfs_pb2.ProjectInfo:
+        from localpachd.pfs.convert import ts
+
+        row = tx.one("SELECT * FROM projects WHERE name=?", (name,))
+        if row is None:
+            raise errors.project_not_found(name)
+        return pfs_pb2.ProjectInfo(project=pfs_pb2.Project(name=name),
+                                   description=row["description"], created_at=ts(row["created"]))
+
+    def InspectProject(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            return self._project_info(tx, project_of(req.project))
+
+    def ListProject(self, req: Any, context: Any) -> Iterator[Any]:
+        with self.store.read() as tx:
+            out = [self._project_info(tx, r["name"])
+                   for r in tx.q("SELECT name FROM projects ORDER BY name")]
+        yield from out
+
+    def DeleteProject(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            model.delete_project(tx, project_of(req.project), req.force)
+        return E()
+
+    # ------------------------------------------------------------ repos
+
+    def CreateRepo(self, req: Any, context: Any) -> Any:
+        return self._write(apply_create_repo, req)
+
+    def InspectRepo(self, req: Any, context: Any) -> Any:
+        project, name = repo_ref(req.repo)
+        with self.store.read() as tx:
+            model.require_repo(tx, project, name)
+            row = tx.one("SELECT * FROM repos WHERE project=? AND name=?", (project, name))
+            return repo_info(tx, row)
+
+    def ListRepo(self, req: Any, context: Any) -> Iterator[Any]:
+        projects = {project_of(p) for p in req.projects}
+        with self.store.read() as tx:
+            rows = tx.q("SELECT * FROM repos ORDER BY created DESC, name")
+            out = [repo_info(tx, r) for r in rows
+                   if (not req.type or r["type"] == req.type)
+                   and (not projects or r["project"] in projects)]
+        yield from out
+
+    def DeleteRepo(self, req: Any, context: Any) -> Any:
+        return self._write(apply_delete_repo, req)
+
+    def DeleteRepos(self, req: Any, context: Any) -> Any:
+        projects = {project_of(p) for p in req.projects}
+        if not projects and not req.all:
+            raise errors.InvalidArgument("DeleteRepos needs projects or all")
+        deleted = []
+        with self.store.write() as tx:
+            rows = tx.q("SELECT project, name, type FROM repos ORDER BY created DESC")
+            for r in rows:
+                if req.all or r["project"] in projects:
+                    model.delete_repo(tx, r["project"], r["name"], force=True)
+                    deleted.append(pfs_pb2.Repo(name=r["name"], type=r["type"],
+                                                project=pfs_pb2.Project(name=r["project"])))
+        return pfs_pb2.DeleteReposResponse(repos=deleted)
+
+    def DeleteAll(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            model.delete_all(tx)
+        return E()
+
+    # ------------------------------------------------------------ commits
+
+    def StartCommit(self, req: Any, context: Any) -> Any:
+        return self._write(apply_start_commit, req)
+
+    def FinishCommit(self, req: Any, context: Any) -> Any:
+        return self._write(apply_finish_commit, req)
+
+    def ClearCommit(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            c = resolve(tx, req.commit)
+            model.require_open(c)
+            files.delete_path(tx, c.cid, "/")
+        return E()
+
+    def InspectCommit(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            cid = resolve(tx, req.commit).cid
+
+        def check(tx: Tx) -> Any:
+            c = model.get_commit(tx, cid)
+            return commit_info(tx, c) if _state_reached(tx, c, req.wait) else None
+
+        info = self.store.wait_until(check, alive=context.is_active)
+        if info is None:
+            raise errors.Aborted("InspectCommit: the call ended before the commit was ready")
+        return info
+
+    def ListCommit(self, req: Any, context: Any) -> Iterator[Any]:
+        project, repo = repo_ref(req.repo)
+        with self.store.read() as tx:
+            model.require_repo(tx, project, repo)
+            commits = self._list_commits(tx, project, repo, req)
+            out = [commit_info(tx, c) for c in commits]
+        yield from out
+
+    def _list_commits(self, tx: Tx, project: str, repo: str, req: Any) -> list[Commit]:
+        stop = resolve(tx, getattr(req, "from")).cid if req.HasField("from") else None
+        if req.HasField("to") and _has_commit(req.to):
+            chain: list[Commit] = []
+            c: Commit | None = resolve(tx, req.to)
+            while c is not None and c.cid != stop:
+                chain.append(c)
+                c = model.get_commit(tx, c.parent_cid) if c.parent_cid is not None else None
+        else:
+            rows = tx.q(f"SELECT {model.COMMIT_COLS} FROM commits WHERE project=? AND repo=? "
+                        "ORDER BY cid DESC", (project, repo))
+            chain = [model._commit(r) for r in rows if stop is None or r["cid"] > stop]
+        kind = ORIGIN_NAMES.get(req.origin_kind, "")
+        chain = [c for c in chain if not kind or c.origin == kind]
+        if req.HasField("started_time"):
+            t = req.started_time.ToNanoseconds() / 1e9
+            chain = [c for c in chain if c.started <= t]
+        if req.number > 0:
+            chain = chain[: req.number]
+        return chain[::-1] if req.reverse else chain
+
+    def SubscribeCommit(self, req: Any, context: Any) -> Iterator[Any]:
+        project, repo = repo_ref(req.repo)
+        kind = ORIGIN_NAMES.get(req.origin_kind, "")
+        with self.store.read() as tx:
+            model.require_repo(tx, project, repo)
+            start = resolve(tx, getattr(req, "from")).cid if req.HasField("from") else 0
+        sent: set[int] = set()
+        while context.is_active() and not self.ctx.stopping.is_set():
+            seen = self.store.events.version
+            with self.store.read() as tx:
+                rows = tx.q(f"SELECT {model.COMMIT_COLS} FROM commits WHERE project=? AND "
+                            "repo=? AND cid>=? ORDER BY cid", (project, repo, start))
+                ready = []
+                for r in rows:
+                    c = model._commit(r)
+                    if c.cid in sent or (req.branch and c.branch != req.branch):
+                        continue
+                    if (kind and c.origin != kind) or not _state_reached(tx, c, req.state):
+                        continue
+                    sent.add(c.cid)
+                    ready.append(commit_info(tx, c))
+            yield from ready
+            self.store.events.wait_change(seen, 1.0)
+
+    def InspectCommitSet(self, req: Any, context: Any) -> Iterator[Any]:
+        cs = req.commit_set.id
+        with self.store.read() as tx:
+            _commit_set(tx, cs)
+
+        def check(tx: Tx) -> Any:
+            commits = model.commits_in_set(tx, cs)
+            if req.wait and not all(c.is_finished for c in commits):
+                return None
+            return [commit_info(tx, c) for c in commits]
+
+        infos = self.store.wait_until(check, alive=context.is_active)
+        yield from infos or []
+
+    def ListCommitSet(self, req: Any, context: Any) -> Iterator[Any]:
+        project = project_of(req.project) if req.HasField("project") and req.project.name else ""
+        with self.store.read() as tx:
+            ids = tx.q("SELECT id, MAX(cid) AS m FROM commits WHERE (?='' OR project=?) "
+                       "GROUP BY id ORDER BY m DESC", (project, project))
+            out = [pfs_pb2.CommitSetInfo(
+                commit_set=pfs_pb2.CommitSet(id=r["id"]),
+                commits=[commit_info(tx, c) for c in model.commits_in_set(tx, r["id"])])
+                for r in ids]
+        yield from out
+
+    def SquashCommitSet(self, req: Any, context: Any) -> Any:
+        return self._write(apply_squash_commit_set, req)
+
+    def DropCommitSet(self, req: Any, context: Any) -> Any:
+        return self._write(apply_drop_commit_set, req)
+
+    # ------------------------------------------------------------ branches
+
+    def CreateBranch(self, req: Any, context: Any) -> Any:
+        return self._write(apply_create_branch, req)
+
+    def InspectBranch(self, req: Any, context: Any) -> Any:
+        b = branch_key(req.branch)
+        with self.store.read() as tx:
+            model.require_repo(tx, b.project, b.repo)
+            if not model.branch_exists(tx, b):
+                raise errors.branch_not_found(b.project, b.repo, b.name)
+            return branch_info(tx, b)
+
+    def ListBranch(self, req: Any, context: Any) -> Iterator[Any]:
+        project, repo = repo_ref(req.repo)
+        order = "ASC" if req.reverse else "DESC"
+        with self.store.read() as tx:
+            model.require_repo(tx, project, repo)
+            rows = tx.q(f"SELECT name FROM branches WHERE project=? AND repo=? ORDER BY seq "
+                        f"{order}", (project, repo))
+            out = [branch_info(tx, BranchKey(project, repo, r["name"])) for r in rows]
+        yield from out
+
+    def DeleteBranch(self, req: Any, context: Any) -> Any:
+        return self._write(apply_delete_branch, req)
+
+    # ------------------------------------------------------------ files
+
+    def ModifyFile(self, request_iterator: Any, context: Any) -> Any:
+        from localpachd.pfs.modify import run_modify
+
+        run_modify(self.ctx, request_iterator)
+        return E()
+
+    def _file(self, tx: Tx, f: Any) -> tuple[Commit, str, files.Entry]:
+        c = resolve(tx, f.commit)
+        path = clean_path(f.path)
+        e = files.lookup(tx, c.cid, path)
+        if e is None:
+            raise errors.file_not_found(c.project, c.repo, c.id, path)
+        return c, path, e
+
+    def GetFile(self, req: Any, context: Any) -> Iterator[Any]:
+        if req.URL:
+            raise errors.Unimplemented("GetFile to a URL is not supported by localpachd")
+        with self.store.read() as tx:
+            c, path, e = self._file(tx, req.file)
+            entries = list(files.files_under(tx, c.cid, path)) if e.is_dir else [e]
+        for chunk in transfer.file_bytes(self.store.blobs, entries, req.offset):
+            yield wrappers_pb2.BytesValue(value=chunk)
+
+    def GetFileTAR(self, req: Any, context: Any) -> Iterator[Any]:
+        with self.store.read() as tx:
+            c, path, e = self._file(tx, req.file)
+            entries = files.walk(tx, c.cid, path) if e.is_dir else [e]
+            if entries and entries[0].path == "/":
+                entries = entries[1:]
+        mtime = c.finished or c.started
+        for chunk in transfer.tar_stream(self.store.blobs, entries, mtime):
+            yield wrappers_pb2.BytesValue(value=chunk)
+
+    def InspectFile(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            c, _, e = self._file(tx, req.file)
+            return file_info(c, e)
+
+    def ListFile(self, req: Any, context: Any) -> Iterator[Any]:
+        with self.store.read() as tx:
+            c, path, e = self._file(tx, req.file)
+            entries = files.children(tx, c.cid, path) if e.is_dir else [e]
+            out = [file_info(c, x) for x in _paginate(entries, req)]
+        yield from out
+
+    def WalkFile(self, req: Any, context: Any) -> Iterator[Any]:
+        with self.store.read() as tx:
+            c, path, _ = self._file(tx, req.file)
+            out = [file_info(c, x) for x in _paginate(files.walk(tx, c.cid, path), req)]
+        yield from out
+
+    def GlobFile(self, req: Any, context: Any) -> Iterator[Any]:
+        pattern = clean_glob(req.pattern)
+        rx = glob_regex(pattern)
+        lo, hi = req.path_range.lower, req.path_range.upper
+        with self.store.read() as tx:
+            c = resolve(tx, req.commit)
+            entries = files.walk(tx, c.cid, "/")
+            out = [file_info(c, e) for e in entries if rx.match(e.path)
+                   and (not lo or e.path >= lo) and (not hi or e.path < hi)]
+        yield from out
+
+    def DiffFile(self, req: Any, context: Any) -> Iterator[Any]:
+        from localpachd.pfs.diff import diff
+
+        with self.store.read() as tx:
+            out = diff(tx, req)
+        yield from out
+
+    def Fsck(self, req: Any, context: Any) -> Iterator[Any]:
+        from localpachd.pfs.diff import fsck
+
+        with self.store.read() as tx:
+            problems = fsck(tx, self.store.blobs)
+        for p in problems:
+            yield pfs_pb2.FsckResponse(error=p)
+
+
+fill_unimplemented(PfsServicer, "pfs_v2.API")
+
+
+def register(server: grpc.Server, ctx: Ctx) -> None:
+    for name, req_type, apply, field in TXN_METHODS:
+        ctx.transactions.register(f"/pfs_v2.API/{name}", req_type, apply, field)
+    pfs_pb2_grpc.add_APIServicer_to_server(PfsServicer(ctx), server)

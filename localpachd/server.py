@@ -1,0 +1,267 @@
+"""localpachd's gRPC server: builds the shared context, registers every service, one error boundary.
+
+Called by `localpachd.cli` (`localpachd serve`) and in-process by tests (`start(...)`, contract C2).
+
+Extension points for pps
+------------------------
+- `registrars()` returns the list of `register(grpc_server, ctx)` functions, one per service
+  module; the pps module adds `pps.register` to it (a one-line edit). A registrar adds its
+  servicer with the generated `add_APIServicer_to_server(servicer, grpc_server)` and may
+  subscribe to `ctx.store.events` (commit started/finished, see `localpachd.events`) and
+  append a cleanup callable to `ctx.on_stop` (run by `RunningServer.stop` before the store closes).
+- `ctx` is a `ServerContext`: `config` (frozen `ServerConfig`: runtime, max_parallelism, ...),
+  `store` (`localpachd.store.Store`: SQLite write transactions shared by all modules, blobs,
+  events), `transactions` (`localpachd.transaction.Registry`: register transactional methods such
+  as `/pps_v2.API/CreatePipeline` with an apply function; calls carrying `pach-transaction`
+  metadata are then recorded and applied at FinishTransaction, all or nothing), `stopping` (a
+  threading.Event).
+- Errors: servicers raise `localpachd.errors` types (NotFound, AlreadyExists, InvalidArgument,
+  FailedPrecondition, ...); the interceptor below turns them into gRPC status codes with their text.
+  Any other exception becomes INTERNAL with its message (and is logged). Never call context.abort.
+- PFS helpers for the job engine: `localpachd.pfs.model` (commits, branches, provenance, finish with
+  `error`) and `localpachd.pfs.files` (`tree`, `replace_tree`, `write_entries`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from localpachd import errors
+from localpachd.store import Store
+
+log = logging.getLogger("localpachd")
+
+MAX_MESSAGE = 64 * 1024 * 1024  # Pachyderm accepts 20 MiB messages; keep headroom
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    auth_token: str | None = None
+    runtime: str = "auto"  # worker runtime name (localpachd.runtime.make_runtime)
+    max_parallelism: int | None = None  # cap on datum workers; None = os.cpu_count()
+    fsync: bool = True  # fsync blobs and SQLite commits (off only for throwaway benchmarks)
+    workers: int = 64  # gRPC handler threads (streams such as SubscribeCommit hold one each)
+
+    @property
+    def parallelism_cap(self) -> int:
+        return self.max_parallelism or os.cpu_count() or 1
+
+
+@dataclass
+class ServerContext:
+    config: ServerConfig
+    store: Store
+    transactions: Any  # localpachd.transaction.Registry (Any avoids an import cycle)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+
+Registrar = Callable[[grpc.Server, ServerContext], None]
+
+
+def registrars() -> list[Registrar]:
+    """One `register(grpc_server, ctx)` per service module, in order; pps adds `pps.register`.
+
+    Imported lazily because service modules import `ServerContext` from here.
+    """
+    from localpachd import misc, pfs, transaction
+
+    return [misc.register, transaction.register, pfs.register]
+
+
+class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Auth check, transaction recording and the error boundary, for every method."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        meta = dict(details.invocation_metadata or ())
+        token = self.ctx.config.auth_token
+        if token is not None and meta.get("authn-token") != token:
+            return _replace(handler, lambda fn: _fail(errors.Unauthenticated(
+                "no authentication token, or a wrong one: send metadata `authn-token`")))
+        txn = meta.get("pach-transaction")
+        if txn and self.ctx.transactions.is_transactional(details.method):
+            method = details.method
+            return _replace(handler, lambda fn: _guard(
+                lambda req, c: self.ctx.transactions.record(self.ctx, txn, method, req)))
+        return _replace(handler, _guard)
+
+
+def _fail(exc: errors.PachError) -> Callable[..., Any]:
+    def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(exc.code, exc.message)
+
+    return behaviour
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, errors.PachError):
+        context.abort(exc.code, exc.message)
+    log.exception("internal error")
+    context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(request, context)
+        except Exception as exc:
+            if context.code() is not None:  # already aborted by grpc machinery
+                raise
+            _abort(context, exc)
+
+    return behaviour
+
+
+def _guard_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(request, context)
+        except Exception as exc:
+            if context.code() is not None:
+                raise
+            _abort(context, exc)
+
+    return behaviour
+
+
+def _replace(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
+    """Wrap whichever behaviour the handler has (streaming responses get a generator guard)."""
+    if handler.unary_unary:
+        return handler._replace(unary_unary=wrap(handler.unary_unary))
+    if handler.stream_unary:
+        return handler._replace(stream_unary=wrap(handler.stream_unary))
+    stream_wrap = _guard_stream if wrap is _guard else wrap
+    if handler.unary_stream:
+        return handler._replace(unary_stream=stream_wrap(handler.unary_stream))
+    return handler._replace(stream_stream=stream_wrap(handler.stream_stream))
+
+
+class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Serves `/pps_v2.API/DeleteAll` as a no-op while no pps module is registered, so the
+    client's `delete_all()` works on a PFS-only server (a real pps servicer takes precedence)."""
+
+    def service(self, details: Any) -> Any:
+        if details.method != "/pps_v2.API/DeleteAll":
+            return None
+        return grpc.unary_unary_rpc_method_handler(lambda request, context: b"",
+                                                   response_serializer=lambda b: b)
+
+
+class _Unimplemented(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Catch-all, registered last: any method nobody serves fails UNIMPLEMENTED, naming it."""
+
+    def service(self, details: Any) -> Any:
+        method = details.method
+
+        def behaviour(request_iterator: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                          f"{method} is not implemented by localpachd")
+            yield b""  # pragma: no cover (abort raises)
+
+        return grpc.stream_stream_rpc_method_handler(behaviour)
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    data_dir: Path
+    ctx: ServerContext
+    _server: grpc.Server
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        if self.ctx.stopping.is_set():
+            return
+        self.ctx.stopping.set()
+        self._server.stop(grace).wait()
+        for fn in reversed(self.ctx.on_stop):
+            try:
+                fn()
+            except Exception:
+                log.exception("stop hook failed")
+        self.ctx.store.close()
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
+          auth_token: str | None = None, **options: Any) -> RunningServer:
+    """Start localpachd on host:port (0 = a free port) storing under data_dir; returns at once."""
+    known = {f.name for f in fields(ServerConfig)}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"unknown localpachd option(s): {', '.join(sorted(unknown))}")
+    config = ServerConfig(data_dir=Path(data_dir), host=host, port=port, auth_token=auth_token,
+                          **options)
+    from localpachd.transaction import Registry
+
+    store = Store(config.data_dir, fsync=config.fsync)
+    ctx = ServerContext(config=config, store=store, transactions=Registry())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers,
+                                                    thread_name_prefix="localpachd"),
+                         interceptors=[_Boundary(ctx)], options=GRPC_OPTIONS)
+    for register in registrars():
+        register(server, ctx)
+    server.add_generic_rpc_handlers((_Fallback(), _Unimplemented()))
+    bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+    if bound == 0:
+        store.close()
+        raise OSError(f"localpachd could not bind {host}:{port} (in use?)")
+    server.start()
+    return RunningServer(host=host, port=bound, data_dir=config.data_dir, ctx=ctx,
+                         _server=server)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def fill_unimplemented(cls: type, service: str) -> type:
+    """Make every generated-servicer method a class does not override fail UNIMPLEMENTED with
+    the full method name (the generated default says only "Method not implemented!")."""
+    for base in cls.__mro__[1:]:
+        for name, attr in vars(base).items():
+            if name.startswith("_") or not callable(attr) or name in vars(cls):
+                continue
+            if getattr(cls, name) is not attr:
+                continue
+
+            def missing(self: Any, request: Any, context: Any, _n: str = name) -> Any:
+                raise errors.Unimplemented(f"/{service}/{_n} is not implemented by localpachd")
+
+            setattr(cls, name, missing)
+    return cls

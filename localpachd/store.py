@@ -1,0 +1,242 @@
+"""Durable state of localpachd: one SQLite database (WAL) plus the content-addressed blob store.
+
+Called by every service module (pfs, transaction, pps, jobs). Extension points:
+
+- `Store.write()` — a context manager yielding a `Tx`: one SQLite write transaction
+  (BEGIN IMMEDIATE ... COMMIT), serialised by a process-wide lock, so every module's tables change
+  atomically together. It is re-entrant per thread: a nested `store.write()` (e.g. a pps apply
+  function called while FinishTransaction applies a Pachyderm transaction) joins the outer one and
+  nothing is committed before the outermost block exits. An exception rolls everything back.
+- `Tx.emit(Event)` / `Tx.after_commit(fn)` — queued while the transaction runs, delivered only
+  after COMMIT succeeded (events via `localpachd.events.EventHub`, on its dispatcher thread).
+- `Tx.commit_set_id` — Pachyderm's rule "everything written in one transaction shares one commit-set
+  ID": the first commit started inside a `Tx` draws a `uuid4().hex`, later ones reuse it.
+- `Tx.savepoint()` — a nested all-or-nothing scope (used to dry-run transactional requests).
+- `Store.read()` — a consistent read snapshot (or the thread's current write transaction).
+- `Store.register_schema(sql)` — other modules create their own tables (CREATE TABLE IF NOT EXISTS)
+  in the same database, so their rows commit atomically with PFS rows.
+- `Store.wait_until(fn, timeout)` — block until `fn(tx)` returns a truthy value after some commit.
+
+Durability: synchronous=FULL WAL commits, blobs fsynced before the metadata points at them, so a
+`kill -9` (or power loss, with fsync on) never loses a finished commit nor exposes a partial file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from localpachd.blobs import BlobStore
+from localpachd.events import Event, EventHub
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS projects(
+    name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS repos(
+    project TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL DEFAULT 'user',
+    description TEXT NOT NULL DEFAULT '', created REAL NOT NULL, PRIMARY KEY(project, name));
+CREATE TABLE IF NOT EXISTS branches(
+    project TEXT NOT NULL, repo TEXT NOT NULL, name TEXT NOT NULL, head_cid INTEGER,
+    seq INTEGER NOT NULL, trigger BLOB, PRIMARY KEY(project, repo, name));
+CREATE TABLE IF NOT EXISTS branch_prov(
+    project TEXT NOT NULL, repo TEXT NOT NULL, branch TEXT NOT NULL,
+    up_project TEXT NOT NULL, up_repo TEXT NOT NULL, up_branch TEXT NOT NULL,
+    PRIMARY KEY(project, repo, branch, up_project, up_repo, up_branch));
+CREATE TABLE IF NOT EXISTS commits(
+    cid INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL, repo TEXT NOT NULL,
+    id TEXT NOT NULL, branch TEXT, parent_cid INTEGER, origin TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '', started REAL NOT NULL, finishing REAL, finished REAL,
+    error TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL DEFAULT 0,
+    base_pending INTEGER NOT NULL DEFAULT 0, UNIQUE(project, repo, id));
+CREATE INDEX IF NOT EXISTS commits_by_id ON commits(id);
+CREATE TABLE IF NOT EXISTS commit_prov(cid INTEGER NOT NULL, up_cid INTEGER NOT NULL,
+    PRIMARY KEY(cid, up_cid));
+CREATE TABLE IF NOT EXISTS files(
+    cid INTEGER NOT NULL, path TEXT NOT NULL, hash TEXT NOT NULL, size INTEGER NOT NULL,
+    datum TEXT NOT NULL DEFAULT '', PRIMARY KEY(cid, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transactions(
+    id TEXT PRIMARY KEY, started REAL NOT NULL, commit_set TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS txn_ops(
+    txn TEXT NOT NULL, seq INTEGER NOT NULL, method TEXT NOT NULL, request BLOB NOT NULL,
+    response BLOB NOT NULL DEFAULT x'', PRIMARY KEY(txn, seq));
+"""
+
+
+class Tx:
+    """One write (or read) transaction. Use `q`/`one`/`x`; never COMMIT yourself."""
+
+    def __init__(self, conn: sqlite3.Connection, writable: bool) -> None:
+        self.conn = conn
+        self.writable = writable
+        self.events: list[Event] = []
+        self._after: list[Callable[[], None]] = []
+        self._commit_set: str | None = None
+        self._sp = 0
+
+    def x(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def q(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self._after.append(fn)
+
+    @property
+    def commit_set_id(self) -> str:
+        if self._commit_set is None:
+            self._commit_set = uuid.uuid4().hex
+        return self._commit_set
+
+    def use_commit_set(self, commit_set: str) -> None:
+        """Make commits started from now on in this Tx share `commit_set` (a Pachyderm txn's)."""
+        self._commit_set = commit_set
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._sp += 1
+        name = f"sp{self._sp}"
+        n_events, n_after, cs = len(self.events), len(self._after), self._commit_set
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            del self.events[n_events:]
+            del self._after[n_after:]
+            self._commit_set = cs
+            raise
+        else:
+            self.conn.execute(f"RELEASE {name}")
+        finally:
+            self._sp -= 1
+
+
+class Store:
+    def __init__(self, data_dir: Path, fsync: bool = True) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(data_dir / "blobs")
+        self.events = EventHub()
+        self.fsync = fsync
+        self._db_path = data_dir / "localpachd.sqlite3"
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._wconn = self._connect()
+        self._wconn.executescript(SCHEMA)
+        with self.write() as tx:
+            if tx.one("SELECT 1 FROM projects WHERE name='default'") is None:
+                tx.x("INSERT INTO projects(name, description, created) VALUES('default', '', ?)",
+                     (time.time(),))
+            if tx.one("SELECT 1 FROM meta WHERE key='cluster_id'") is None:
+                tx.x("INSERT INTO meta VALUES('cluster_id', ?)", (uuid.uuid4().hex,))
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False,
+                               timeout=60)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    def register_schema(self, sql: str) -> None:
+        """Create another module's tables/indexes (idempotent DDL) in this database."""
+        with self._lock:
+            self._wconn.executescript(sql)
+
+    def meta(self, key: str) -> str:
+        with self.read() as tx:
+            row = tx.one("SELECT value FROM meta WHERE key=?", (key,))
+            return str(row["value"]) if row else ""
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        current: Tx | None = getattr(self._local, "tx", None)
+        if current is not None and current.writable:
+            yield current
+            return
+        with self._lock:
+            tx = Tx(self._wconn, writable=True)
+            self._local.tx = tx
+            tx.x("BEGIN IMMEDIATE")
+            try:
+                yield tx
+            except BaseException:
+                tx.x("ROLLBACK")
+                raise
+            else:
+                tx.x("COMMIT")
+            finally:
+                self._local.tx = current
+        if tx.events:
+            self.events.publish(tx.events)
+        else:
+            self.events.bump()
+        for fn in tx._after:
+            fn()
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        current: Tx | None = getattr(self._local, "tx", None)
+        if current is not None:
+            yield current
+            return
+        conn: sqlite3.Connection | None = getattr(self._local, "rconn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.rconn = conn
+            with self._lock:
+                self._readers.append(conn)
+        tx = Tx(conn, writable=False)
+        self._local.tx = tx
+        conn.execute("BEGIN")
+        try:
+            yield tx
+        finally:
+            self._local.tx = None
+            conn.execute("COMMIT")
+
+    def wait_until(self, fn: Callable[[Tx], T], timeout: float | None = None,
+                   alive: Callable[[], bool] = lambda: True) -> T:
+        """Return fn(tx) once it is truthy, re-checking after every commit; the last value on
+        timeout or when `alive()` turns false (e.g. the RPC was cancelled)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            seen = self.events.version
+            with self.read() as tx:
+                value = fn(tx)
+            if value or not alive():
+                return value
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return value
+            self.events.wait_change(seen, min(left, 1.0))
+
+    def close(self) -> None:
+        self.events.close()
+        with self._lock:
+            for conn in self._readers:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass
+            self._wconn.close()

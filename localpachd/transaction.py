@@ -1,0 +1,214 @@
+"""Pachyderm transactions (`transaction_v2.API`) and the registry of transactional methods.
+
+Called by the server's interceptor (any call carrying metadata `pach-transaction: ID` to a method
+registered here is recorded instead of run) and by the transaction_v2 servicer below.
+
+Extension point for pps: `ctx.transactions.register(method, request_type, apply, field=...)`, e.g.
+`register("/pps_v2.API/CreatePipeline", pps_pb2.CreatePipelineRequest, apply_create_pipeline,
+field="create_pipeline")`. `apply(ctx, tx, request)` performs the call inside the given store
+transaction (`localpachd.store.Tx`; use `model`/`files` helpers and your own tables through `tx`)
+and returns the response message, or None for Empty. It must have no side effect outside the
+database: start threads/jobs from `tx.after_commit(...)` or from store events, because apply is
+also used for dry runs that are rolled back. The servicer's ordinary (non-transaction) method
+should call the same apply inside `with ctx.store.write() as tx:` so both paths behave alike.
+`field` is the `transaction_v2.TransactionRequest` field that InspectTransaction reports
+(omit it for methods the 2.7 proto cannot represent, e.g. DeletePipeline).
+
+Semantics (as Pachyderm): recording a call first dry-runs every recorded call plus the new one; if
+the new one fails, its error is returned and it is not recorded. FinishTransaction applies all
+calls in order in ONE store transaction: if any fails, nothing is applied and the transaction is
+deleted. Every commit started inside shares the transaction's commit-set ID.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2, message, timestamp_pb2
+from python_pachyderm.proto.v2.pfs import pfs_pb2
+from python_pachyderm.proto.v2.transaction import transaction_pb2 as tpb
+from python_pachyderm.proto.v2.transaction import transaction_pb2_grpc as tgrpc
+
+from localpachd import errors
+from localpachd.store import Tx
+
+Apply = Callable[[Any, Tx, Any], "message.Message | None"]
+
+
+@dataclass(frozen=True)
+class TxnMethod:
+    method: str
+    request_type: type[message.Message]
+    apply: Apply
+    field: str | None
+
+
+class _Rollback(Exception):
+    def __init__(self, response: message.Message | None) -> None:
+        super().__init__("dry run")
+        self.response = response
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._methods: dict[str, TxnMethod] = {}
+
+    def register(self, method: str, request_type: type[message.Message], apply: Apply,
+                 field: str | None = None) -> None:
+        self._methods[method] = TxnMethod(method, request_type, apply, field)
+
+    def is_transactional(self, method: str) -> bool:
+        return method in self._methods
+
+    def _by_field(self, name: str) -> TxnMethod:
+        for m in self._methods.values():
+            if m.field == name:
+                return m
+        raise errors.Unimplemented(f"transaction request {name} is not supported by localpachd")
+
+    def _ops(self, tx: Tx, txn: str) -> list[tuple[TxnMethod, message.Message]]:
+        out = []
+        for row in tx.q("SELECT method, request FROM txn_ops WHERE txn=? ORDER BY seq", (txn,)):
+            m = self._methods[row["method"]]
+            out.append((m, m.request_type.FromString(row["request"])))
+        return out
+
+    def _commit_set(self, tx: Tx, txn: str) -> str:
+        row = tx.one("SELECT commit_set FROM transactions WHERE id=?", (txn,))
+        if row is None:
+            raise errors.NotFound(f"transaction {txn} not found")
+        return str(row["commit_set"])
+
+    def record(self, ctx: Any, txn: str, method: str, request: message.Message) -> message.Message:
+        """Dry-run the transaction plus this call; if it succeeds, append the call."""
+        m = self._methods[method]
+        try:
+            with ctx.store.write() as tx:
+                tx.use_commit_set(self._commit_set(tx, txn))
+                for op, req in self._ops(tx, txn):
+                    op.apply(ctx, tx, req)
+                raise _Rollback(m.apply(ctx, tx, request))
+        except _Rollback as rb:
+            response = rb.response
+        with ctx.store.write() as tx:
+            seq = tx.one("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM txn_ops WHERE txn=?", (txn,))
+            tx.x("INSERT INTO txn_ops VALUES(?,?,?,?,?)",
+                 (txn, seq["s"] if seq else 1, method, request.SerializeToString(),
+                  response.SerializeToString() if response is not None else b""))
+        return response if response is not None else empty_pb2.Empty()
+
+    def finish(self, ctx: Any, txn: str) -> tpb.TransactionInfo:
+        try:
+            with ctx.store.write() as tx:
+                info = self.info(tx, txn)
+                tx.use_commit_set(self._commit_set(tx, txn))
+                del info.responses[:]
+                for op, req in self._ops(tx, txn):
+                    info.responses.append(_response(op.apply(ctx, tx, req)))
+                _delete(tx, txn)
+            return info
+        except errors.NotFound:
+            raise
+        except Exception:
+            with ctx.store.write() as tx:
+                _delete(tx, txn)
+            raise
+
+    def batch(self, ctx: Any, requests: list[tpb.TransactionRequest]) -> tpb.TransactionInfo:
+        info = tpb.TransactionInfo(transaction=tpb.Transaction(id=uuid.uuid4().hex))
+        info.started.FromSeconds(int(time.time()))
+        with ctx.store.write() as tx:
+            for treq in requests:
+                name = _first_set(treq)
+                op = self._by_field(name)
+                req = getattr(treq, name)
+                info.requests.append(treq)
+                info.responses.append(_response(op.apply(ctx, tx, req)))
+        return info
+
+    def info(self, tx: Tx, txn: str) -> tpb.TransactionInfo:
+        row = tx.one("SELECT id, started FROM transactions WHERE id=?", (txn,))
+        if row is None:
+            raise errors.NotFound(f"transaction {txn} not found")
+        ts = timestamp_pb2.Timestamp()
+        ts.FromNanoseconds(int(row["started"] * 1e9))
+        info = tpb.TransactionInfo(transaction=tpb.Transaction(id=txn), started=ts)
+        for r in tx.q("SELECT method, request, response FROM txn_ops WHERE txn=? ORDER BY seq",
+                      (txn,)):
+            m = self._methods[r["method"]]
+            treq = tpb.TransactionRequest()
+            if m.field:
+                getattr(treq, m.field).CopyFrom(m.request_type.FromString(r["request"]))
+            info.requests.append(treq)
+            resp = tpb.TransactionResponse()
+            if m.method.endswith("/StartCommit") and r["response"]:
+                resp.commit.CopyFrom(pfs_pb2.Commit.FromString(r["response"]))
+            info.responses.append(resp)
+        info.version = len(info.requests)
+        return info
+
+
+def _first_set(treq: tpb.TransactionRequest) -> str:
+    for f, _ in treq.ListFields():
+        return str(f.name)
+    raise errors.InvalidArgument("empty transaction request")
+
+
+def _response(resp: message.Message | None) -> tpb.TransactionResponse:
+    out = tpb.TransactionResponse()
+    if isinstance(resp, pfs_pb2.Commit):
+        out.commit.CopyFrom(resp)
+    return out
+
+
+def _delete(tx: Tx, txn: str) -> None:
+    tx.x("DELETE FROM txn_ops WHERE txn=?", (txn,))
+    tx.x("DELETE FROM transactions WHERE id=?", (txn,))
+
+
+class TransactionServicer(tgrpc.APIServicer):  # type: ignore[misc]
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.reg: Registry = ctx.transactions
+
+    def StartTransaction(self, request: Any, context: grpc.ServicerContext) -> tpb.Transaction:
+        txn = uuid.uuid4().hex
+        with self.ctx.store.write() as tx:
+            tx.x("INSERT INTO transactions VALUES(?,?,?)", (txn, time.time(), uuid.uuid4().hex))
+        return tpb.Transaction(id=txn)
+
+    def InspectTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.ctx.store.read() as tx:
+            return self.reg.info(tx, request.transaction.id)
+
+    def ListTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.ctx.store.read() as tx:
+            ids = [r["id"] for r in tx.q("SELECT id FROM transactions ORDER BY started")]
+            return tpb.TransactionInfos(transaction_info=[self.reg.info(tx, i) for i in ids])
+
+    def DeleteTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.ctx.store.write() as tx:
+            self.reg.info(tx, request.transaction.id)
+            _delete(tx, request.transaction.id)
+        return empty_pb2.Empty()
+
+    def FinishTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.reg.finish(self.ctx, request.transaction.id)
+
+    def BatchTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self.reg.batch(self.ctx, list(request.requests))
+
+    def DeleteAll(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.ctx.store.write() as tx:
+            tx.x("DELETE FROM txn_ops")
+            tx.x("DELETE FROM transactions")
+        return empty_pb2.Empty()
+
+
+def register(server: grpc.Server, ctx: Any) -> None:
+    tgrpc.add_APIServicer_to_server(TransactionServicer(ctx), server)
