@@ -1,0 +1,311 @@
+"""azure-pipelines.yml, checked offline: the Azure Pipelines JSON schema, every script step calls
+a command that exists here (make target, `pachsync` subcommand with options that parse, .ci/
+script), the loop guards, and the two helper scripts (.ci/changed_paths.py against a real git
+repo, .ci/post_pr_comment.py against a local HTTP stand-in for the Azure DevOps REST API).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PIPELINE = ROOT / "azure-pipelines.yml"
+
+
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".ci" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> dict[str, Any]:
+    return yaml.safe_load(PIPELINE.read_text())
+
+
+def steps(pipeline: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for stage in pipeline["stages"]:
+        for job in stage["jobs"]:
+            for step in job["steps"]:
+                yield job["job"], step
+
+
+def jobs(pipeline: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {job["job"]: job for stage in pipeline["stages"] for job in stage["jobs"]}
+
+
+def check_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    # The vendored schema's patterns are not ECMA-262 clean; the python regex engine reads them.
+    return subprocess.run(
+        [str(BIN / "check-jsonschema"), "--regex-variant", "python",
+         "--builtin-schema", "vendor.azure-pipelines", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_pipeline_validates_against_the_azure_pipelines_schema(tmp_path: Path) -> None:
+    out = check_schema(PIPELINE)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    broken = tmp_path / "broken.yml"  # the check bites: a misspelt step key must fail it
+    broken.write_text(PIPELINE.read_text().replace("displayName: make test", "dispalyName: x"))
+    assert check_schema(broken).returncode == 1
+
+
+def make_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-zA-Z][\w-]*):", text, flags=re.M))
+
+
+def commands_of(script: str) -> list[list[str]]:
+    """Each command of a script step, with $(VAR) macros made concrete and redirections cut."""
+    concrete = re.sub(r"\$\(([\w.]+)\)", lambda m: f"X{m[1].replace('.', '_')}", script)
+    out = []
+    for line in concrete.splitlines():
+        for part in re.split(r"&&|\|\||;", line):
+            words = shlex.split(part, comments=True)
+            if ">" in words:
+                words = words[: words.index(">")]
+            if words:
+                out.append(words)
+    return out
+
+
+def test_every_script_step_calls_a_command_of_this_project(pipeline: dict[str, Any]) -> None:
+    from agent.cli import build_parser
+
+    parser = build_parser()
+    seen: set[str] = set()
+    for job, step in steps(pipeline):
+        if "script" not in step:
+            continue
+        for words in commands_of(step["script"]):
+            program = words[0]
+            seen.add(program)
+            where = f"job {job}, step {step.get('displayName')!r}: {' '.join(words)}"
+            if program == "make":
+                assert set(words[1:]) <= make_targets(), f"no such make target: {where}"
+            elif program == ".venv/bin/pachsync":
+                try:
+                    parser.parse_args(words[1:])  # the subcommand exists and its options parse
+                except SystemExit as exc:
+                    raise AssertionError(f"pachsync rejects {where}") from exc
+            elif program == "python3":
+                script = ROOT / words[1]
+                assert words[1].startswith(".ci/") and script.is_file(), f"missing: {where}"
+                help_out = subprocess.run([sys.executable, str(script), "--help"],
+                                          capture_output=True, text=True)
+                assert help_out.returncode == 0, where
+            else:
+                raise AssertionError(f"{where}: not a command of this project")
+    assert {"make", ".venv/bin/pachsync", "python3"} <= seen
+
+
+def test_pull_requests_run_tests_validate_and_post_the_plan(pipeline: dict[str, Any]) -> None:
+    scripts = {job: [s["script"] for j, s in steps(pipeline) if j == job and "script" in s]
+               for job in jobs(pipeline)}
+    assert "make test" in scripts["Tests"]
+    plan_job = jobs(pipeline)["Plan"]
+    assert "PullRequest" in plan_job["condition"]
+    joined = "\n".join(scripts["Plan"])
+    assert "pachsync validate" in joined and "--format markdown" in joined
+    assert joined.index("validate") < joined.index("plan --") < joined.index("post_pr_comment")
+    envs = {k: v for _, s in steps(pipeline) for k, v in s.get("env", {}).items()}
+    assert envs["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
+    assert envs["PACH_PYTHON_AUTH_TOKEN"] == "$(PACHD_TOKEN)"  # secret mapped, never inline
+
+
+def test_main_builds_pushes_by_sha_and_bumps_without_looping(pipeline: dict[str, Any]) -> None:
+    trigger = pipeline["trigger"]
+    assert trigger["branches"]["include"] == ["main"]
+    assert "specs" in trigger["paths"]["exclude"]  # spec-only commits (and the bump) build nothing
+    docker = [s for _, s in steps(pipeline) if s.get("task") == "Docker@2"]
+    assert {s["inputs"]["command"] for s in docker} == {"build", "push"}
+    for step in docker:
+        assert step["inputs"]["tags"] == "$(Build.SourceVersion)", "tag = commit sha, never latest"
+        if step["inputs"]["command"] == "build":
+            target = re.search(r"--target (\w+)", step["inputs"]["arguments"])
+            assert target and target[1] in {"stages", "agent"}
+    built = {re.search(r"--target (\w+)", s["inputs"]["arguments"])[1]  # type: ignore[index]
+             for s in docker if s["inputs"]["command"] == "build"}
+    assert built == {"stages", "agent"}
+    bump = next(s for _, s in steps(pipeline) if "bump-image" in s.get("script", ""))
+    words = commands_of(bump["script"])[0]
+    assert {"--commit", "--push"} <= set(words) and not any("force" in w for w in words)
+    assert words[2] == "XACR_LOGIN_SERVER/XstagesRepository" and words[3] == "XBuild_SourceVersion"
+    assert "[skip ci]" in bump["condition"]
+    from agent.bump import commit_message
+
+    assert commit_message("acr.io/x", "abc").endswith("[skip ci]")
+    assert jobs(pipeline)["Bump"]["steps"][0]["persistCredentials"] == "true"
+
+
+def test_stages_repository_matches_the_image_the_specs_run(pipeline: dict[str, Any]) -> None:
+    variables = {v["name"]: v["value"] for v in pipeline["variables"] if "name" in v}
+    for path in (ROOT / "specs" / "pipelines").glob("*.yaml"):
+        image = yaml.safe_load(path.read_text())["transform"]["image"]
+        assert image.split(":")[0].endswith("/" + variables["stagesRepository"]), path.name
+
+
+def test_changed_paths_covers_what_each_image_copies() -> None:
+    changed = load_script("changed_paths")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    blocks = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    sources: dict[str, set[str]] = {}
+    for block in blocks:
+        name = block.split()[2]
+        found = re.findall(r"^COPY (?!--from)(\S+)", block, flags=re.M)
+        sources[name] = set(found)
+    for image in ("stages", "agent"):
+        needed = sources[image] | sources[f"{image}-deps"]
+        missing = needed - set(changed.IMAGES[image])
+        assert not missing, f".ci/changed_paths.py ignores {image} sources {missing}"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (["specs/pipelines/model.yaml"], {"stages": False, "agent": False}),
+        (["stages/train.py", "README.md"], {"stages": True, "agent": False}),
+        (["agent/sync.py"], {"stages": False, "agent": True}),
+        (["requirements/agent.txt"], {"stages": False, "agent": True}),
+        (["Dockerfile"], {"stages": True, "agent": True}),
+        (["stagesX/x.py", "agentic.md"], {"stages": False, "agent": False}),
+        (None, {"stages": True, "agent": True}),
+    ],
+)
+def test_changed_paths_decides_per_image(files: list[str] | None, expected: dict[str, bool]
+                                         ) -> None:
+    assert load_script("changed_paths").affected(files) == expected
+
+
+def test_changed_paths_sets_output_variables_from_real_git(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "README.md").write_text("x\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "one")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "split.py").write_text("x\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "two")
+    out = subprocess.run([sys.executable, str(ROOT / ".ci" / "changed_paths.py")], cwd=tmp_path,
+                         capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert "##vso[task.setvariable variable=stages;isOutput=true]true" in out.stdout
+    assert "##vso[task.setvariable variable=agent;isOutput=true]false" in out.stdout
+
+
+class FakeAzureDevOps(BaseHTTPRequestHandler):
+    """Just enough of the Pull Request Threads API: list, create, edit a comment."""
+
+    threads: list[dict[str, Any]] = []
+    calls: list[tuple[str, str, str]] = []
+    fail_with: int | None = None
+
+    def _reply(self, code: int, doc: Any) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        self.calls.append((method, self.path, self.headers["Authorization"]))
+        if self.fail_with:
+            return self._reply(self.fail_with, {"message": "TF400813: not authorized"})
+        if method == "GET":
+            return self._reply(200, {"value": self.threads, "count": len(self.threads)})
+        doc = json.loads(body)
+        if method == "POST":
+            thread = {"id": 7, "comments": [dict(doc["comments"][0], id=1)]}
+            self.threads.append(thread)
+            return self._reply(200, thread)
+        thread_id, comment_id = re.findall(r"/(\d+)", self.path.split("?")[0])[-2:]
+        comment = self.threads[0]["comments"][0]
+        assert (int(thread_id), int(comment_id)) == (self.threads[0]["id"], comment["id"])
+        comment["content"] = doc["content"]
+        return self._reply(200, comment)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._handle("PATCH")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def azure_devops() -> Iterator[str]:
+    FakeAzureDevOps.threads, FakeAzureDevOps.calls, FakeAzureDevOps.fail_with = [], [], None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAzureDevOps)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/org/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plan_comment_is_created_once_then_updated(azure_devops: str, tmp_path: Path) -> None:
+    post = load_script("post_pr_comment")
+    env = {"SYSTEM_COLLECTIONURI": azure_devops, "SYSTEM_TEAMPROJECT": "ML Platform",
+           "BUILD_REPOSITORY_ID": "repo-guid", "SYSTEM_PULLREQUEST_PULLREQUESTID": "42",
+           "SYSTEM_ACCESSTOKEN": "s3cret"}
+    plan = tmp_path / "plan.md"
+    plan.write_text("## pachsync plan\n| pipeline | action |\n|---|---|\n| model | update |\n")
+    assert post.main(["--file", str(plan)], env) == 0
+    plan.write_text("## pachsync plan\nno changes\n")
+    assert post.main(["--file", str(plan)], env) == 0
+    methods = [c[0] for c in FakeAzureDevOps.calls]
+    assert methods == ["GET", "POST", "GET", "PATCH"]
+    assert all(c[1].startswith("/org/ML%20Platform/_apis/git/repositories/repo-guid/"
+                               "pullRequests/42/threads") for c in FakeAzureDevOps.calls)
+    assert all("api-version=7.1" in c[1] for c in FakeAzureDevOps.calls)
+    assert {c[2] for c in FakeAzureDevOps.calls} == {"Basic OnMzY3JldA=="}  # base64(":s3cret")
+    assert len(FakeAzureDevOps.threads) == 1
+    content = FakeAzureDevOps.threads[0]["comments"][0]["content"]
+    assert content.startswith(post.MARKER) and "no changes" in content
+
+
+def test_plan_comment_failures_fail_the_step(azure_devops: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    post = load_script("post_pr_comment")
+    plan = tmp_path / "plan.md"
+    plan.write_text("x")
+    env = {"SYSTEM_COLLECTIONURI": azure_devops, "SYSTEM_TEAMPROJECT": "p",
+           "BUILD_REPOSITORY_ID": "r", "SYSTEM_PULLREQUEST_PULLREQUESTID": "1",
+           "SYSTEM_ACCESSTOKEN": "t"}
+    FakeAzureDevOps.fail_with = 403
+    assert post.main(["--file", str(plan)], env) == 1
+    assert "HTTP 403" in capsys.readouterr().err
+    assert post.main(["--file", str(plan)], {k: v for k, v in env.items()
+                                              if k != "SYSTEM_ACCESSTOKEN"}) == 2
+    assert "SYSTEM_ACCESSTOKEN" in capsys.readouterr().err
