@@ -81,9 +81,9 @@ def registrars() -> list[Registrar]:
 
     Imported lazily because service modules import `ServerContext` from here.
     """
-    from localpachd import misc, pfs, transaction
+    from localpachd import misc, pfs, pps, transaction
 
-    return [misc.register, transaction.register, pfs.register]
+    return [misc.register, transaction.register, pfs.register, pps.register]
 
 
 class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]

@@ -1,0 +1,277 @@
+"""One job's execution: plan datums, skip unchanged ones, run the rest, write the output commit.
+
+Created by `localpachd.jobs.JobEngine` on a thread of its own. Incremental processing follows
+Pachyderm 2.x: the output commit starts as a copy of the previous output commit, whose files are
+tagged with the datum that wrote them; a datum whose ID and hash (inputs' content + salt) equal a
+successful datum of the last successful job is SKIPPED and keeps its files; every other datum's
+old files are deleted and it runs again; files of datums that disappeared are deleted. Outputs
+and the final job state are written in ONE store transaction at the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import TYPE_CHECKING, Any
+
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+from localpachd import logs, pps_spec
+from localpachd.blobs import BlobRef
+from localpachd.datums import (
+    Datum,
+    DatumError,
+    InputSource,
+    RepoFile,
+    check_duplicate_outputs,
+    compute_datums,
+)
+from localpachd.pfs import files, model
+from localpachd.pps import db
+from localpachd.store import Tx
+from localpachd.worker import DatumResult, JobContext, OutputFile, run_datum
+
+if TYPE_CHECKING:
+    from localpachd.jobs import JobEngine
+
+
+def datum_inputs_json(d: Datum) -> list[dict[str, Any]]:
+    return [
+        {"name": i.name, "project": i.project, "repo": i.repo, "branch": i.branch,
+         "commit": i.commit, "path": i.path, "hash": i.hash, "size": i.size}
+        for i in d.inputs
+    ]  # fmt: skip
+
+
+def _seconds(d: Any) -> float | None:
+    total = float(d.seconds) + d.nanos / 1e9
+    return total if total > 0 else None
+
+
+def job_context(job: db.JobRow, spec: pps_pb2.CreatePipelineRequest) -> JobContext:
+    t = spec.transform
+    return JobContext(
+        project=job.project,
+        pipeline=job.pipeline,
+        job_id=job.id,
+        output_commit=job.id,
+        cmd=tuple(t.cmd),
+        stdin=tuple(t.stdin),
+        env=dict(t.env),
+        accept_return_code=frozenset(int(c) for c in t.accept_return_code),
+        working_dir=t.working_dir,
+        datum_timeout=_seconds(spec.datum_timeout) if spec.HasField("datum_timeout") else None,
+        datum_tries=spec.datum_tries or pps_spec.DEFAULT_DATUM_TRIES,
+    )
+
+
+def base_datums(tx: Tx, job: db.JobRow, out: model.Commit) -> dict[str, db.DatumRow]:
+    """Datums of the nearest earlier successful job along the output commit's parents."""
+    parent = out.parent_cid
+    while parent is not None:
+        c = model.get_commit(tx, parent)
+        prev = db.get_job(tx, job.project, job.pipeline, c.id)
+        if prev is not None and prev.state == "JOB_SUCCESS":
+            rows = db.datums_of(tx, job.project, job.pipeline, prev.id)
+            return {d.id: d for d in rows if d.state in ("SUCCESS", "SKIPPED")}
+        if prev is None and c.origin != "AUTO":
+            break
+        parent = c.parent_cid
+    return {}
+
+
+class JobRun:
+    def __init__(self, engine: JobEngine, job: db.JobRow, cancel: threading.Event) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.job = job
+        self.cancel = cancel
+
+    # ------------------------------------------------------------ plan
+
+    def _plan(self) -> tuple[pps_pb2.CreatePipelineRequest, list[Datum], dict[str, db.DatumRow]]:
+        job = self.job
+        with self.store.read() as tx:
+            spec = db.version_spec(tx, job.project, job.pipeline, job.version)
+            out = model.find_commit(tx, job.project, job.pipeline, job.id)
+            if out is None:
+                raise DatumError("the job's output commit disappeared")
+            prov = {(c.project, c.repo, c.branch): c for c in model.commit_provenance(tx, out.cid)}
+            trees: dict[tuple[str, str, str], InputSource] = {}
+
+            def lister(pfs: Mapping[str, Any]) -> InputSource:
+                key = (pfs.get("project") or job.project, pfs["repo"], pfs.get("branch") or "master")
+                if key not in trees:
+                    c = prov.get(key) or model.branch_head(tx, model.BranchKey(*key))
+                    if c is None:
+                        trees[key] = InputSource("", ())
+                    else:
+                        entries = files.tree(tx, c.cid)
+                        trees[key] = InputSource(
+                            c.id, tuple(RepoFile(e.path, e.hash, e.size) for e in entries)
+                        )
+                return trees[key]
+
+            datums = compute_datums(pps_spec.input_dict(spec.input), lister)
+            base = base_datums(tx, job, out)
+        return spec, datums, base
+
+    # ------------------------------------------------------------ execute
+
+    def execute(self) -> None:
+        job = self.job
+        try:
+            spec, datums, base = self._plan()
+        except DatumError as exc:
+            with self.store.write() as tx:
+                self.engine.finish_unrun(tx, job, "JOB_FAILURE", str(exc))
+            return
+        salt = spec.salt
+        every_job = spec.reprocess_spec == pps_spec.REPROCESS_EVERY_JOB
+        hashes = {d.id: d.hash(salt) for d in datums}
+        skipped = [d for d in datums if not every_job and d.id in base
+                   and base[d.id].hash == hashes[d.id]]  # fmt: skip
+        skipped_ids = {d.id for d in skipped}
+        todo = [d for d in datums if d.id not in skipped_ids]
+        if not self._mark_running(datums, skipped, hashes):
+            return
+        deadline = None
+        if spec.HasField("job_timeout") and (limit := _seconds(spec.job_timeout)):
+            deadline = threading.Timer(limit, self._timeout)
+            deadline.start()
+        try:
+            results = self._run_all(spec, todo, hashes)
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+        self._finalize(datums, skipped_ids, results)
+
+    def _mark_running(
+        self, datums: list[Datum], skipped: list[Datum], hashes: dict[str, str]
+    ) -> bool:
+        with self.store.write() as tx:
+            cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
+            if cur is None or cur.terminal:
+                return False
+            db.clear_datums(tx, cur)
+            for d in skipped:
+                db.put_datum(tx, cur, db.DatumRow(
+                    cur.id, d.id, hashes[d.id], "SKIPPED", 0, "", datum_inputs_json(d), 0, 0, 0,
+                ))  # fmt: skip
+            db.update_job(tx, cur, state="JOB_RUNNING", started=time.time(),
+                          total=len(datums), skipped=len(skipped), processed=0, failed=0)  # fmt: skip
+        return True
+
+    def _timeout(self) -> None:
+        self.timed_out = True
+        self.cancel.set()
+        kill = getattr(self.engine.runtime, "kill_job", None)
+        if kill is not None:
+            kill(self.job.id)
+
+    def _run_all(
+        self, spec: pps_pb2.CreatePipelineRequest, todo: list[Datum], hashes: dict[str, str]
+    ) -> dict[str, DatumResult]:
+        ctx = job_context(self.job, spec)
+        workers = min(pps_spec.parallelism(spec, self.engine.cap), max(1, len(todo)))
+        results: dict[str, DatumResult] = {}
+        if not todo:
+            return results
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
+            futs = {pool.submit(self._run_one, ctx, d): d for d in todo}
+            for fut in as_completed(futs):
+                d = futs[fut]
+                res, took = fut.result()
+                results[d.id] = res
+                self._record(d, res, took, hashes[d.id])
+        return results
+
+    def _run_one(self, ctx: JobContext, d: Datum) -> tuple[DatumResult, float]:
+        if self.cancel.is_set():
+            return DatumResult(False, 0, reason="job was stopped"), 0.0
+        blobs = self.store.blobs
+        log_path = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_bytes(b"")
+        root = self.engine.scratch / ctx.job_id[:12] / d.id[:16]
+        started = time.monotonic()
+
+        def ingest(p: Any) -> tuple[str, int]:
+            ref = blobs.ingest(p)
+            return ref.hash, ref.size
+
+        res = run_datum(
+            ctx, d, root, log_path, self.engine.runtime,
+            lambda f, dest: blobs.materialize(f.hash, dest), ingest, self.cancel.is_set,
+        )  # fmt: skip
+        return res, time.monotonic() - started
+
+    def _record(self, d: Datum, res: DatumResult, took: float, digest: str) -> None:
+        with self.store.write() as tx:
+            cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
+            if cur is None or cur.state != "JOB_RUNNING":
+                return
+            state = "SUCCESS" if res.ok else "FAILED"
+            size = sum(i.size for i in d.inputs)
+            db.put_datum(tx, cur, db.DatumRow(
+                cur.id, d.id, digest, state, res.attempts, res.reason, datum_inputs_json(d),
+                took, res.upload_bytes, size,
+            ))  # fmt: skip
+            db.bump_job(
+                tx, cur, processed=int(res.ok), failed=int(not res.ok), process_time=took,
+                upload_bytes=res.upload_bytes, download_bytes=size,
+            )  # fmt: skip
+
+    # ------------------------------------------------------------ finalize
+
+    def _finalize(
+        self, datums: list[Datum], skipped_ids: set[str], results: dict[str, DatumResult]
+    ) -> None:
+        job = self.job
+        with self.store.write() as tx:
+            cur = db.get_job(tx, job.project, job.pipeline, job.id)
+            if cur is None or cur.state != "JOB_RUNNING":
+                return  # killed or deleted meanwhile: its outputs are dropped
+            if getattr(self, "timed_out", False):
+                self.engine.finish_unrun(tx, cur, "JOB_FAILURE", "job timed out")
+                return
+            failed = [i for i, r in results.items() if not r.ok]
+            if failed or self.cancel.is_set():
+                reason = f"{len(failed)} datum(s) failed" if failed else "job was stopped"
+                if failed:
+                    first = results[sorted(failed)[0]]
+                    reason += f" (datum {sorted(failed)[0]}: {first.reason})"
+                self.engine.finish_unrun(tx, cur, "JOB_FAILURE", reason)
+                return
+            out = model.find_commit(tx, job.project, job.pipeline, job.id)
+            if out is None or out.is_finished:
+                self.engine.finish_unrun(tx, cur, "JOB_KILLED", "output commit was finished")
+                return
+            entries, problem = self._output_tree(tx, out, skipped_ids, results)
+            if problem:
+                self.engine.finish_unrun(tx, cur, "JOB_FAILURE", problem)
+                return
+            files.replace_tree(tx, out.cid, entries)
+            model.finish_commit(tx, model.get_commit(tx, out.cid))
+            db.update_job(tx, cur, state="JOB_SUCCESS", finished=time.time())
+
+    def _output_tree(
+        self,
+        tx: Tx,
+        out: model.Commit,
+        skipped_ids: set[str],
+        results: dict[str, DatumResult],
+    ) -> tuple[list[tuple[str, BlobRef, str]], str | None]:
+        kept = [e for e in files.tree(tx, out.cid) if e.datum == "" or e.datum in skipped_ids]
+        entries = [(e.path, BlobRef(e.hash, e.size), e.datum) for e in kept]
+        for did, res in results.items():
+            entries.extend((o.path, BlobRef(o.hash, o.size), did) for o in res.outputs)
+        by_datum: dict[str, list[str]] = {}
+        for path, _ref, did in entries:
+            by_datum.setdefault(did, []).append(path)
+        return entries, check_duplicate_outputs(by_datum)
+
+
+__all__ = ["JobRun", "OutputFile"]

@@ -1,0 +1,240 @@
+"""The job engine: turns open output commits into jobs and runs them, as Pachyderm's PPS master.
+
+Started by `localpachd.pps.register`. One scheduler thread wakes after every store commit:
+- `reconcile` gives every open commit on a pipeline's output branch a job row (job ID ==
+  output commit ID == commit-set ID), so jobs survive restarts and follow PFS provenance;
+- per pipeline (not stopped), the oldest unfinished job runs once all its input commits
+  (the output commit's provenance) are finished; an errored input makes it UNRUNNABLE.
+A job runs on its own thread (`JobRun`, in `localpachd.jobrun`): datums are planned
+(`localpachd.datums`), unchanged ones are skipped, the rest run on the worker pool, and the output
+commit is written and finished in ONE store transaction, so a crash (kill -9) never exposes a
+half-written datum: on restart unfinished jobs simply run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localpachd import errors, logs
+from localpachd.events import COMMIT_STARTED, Event
+from localpachd.pfs import model
+from localpachd.pps import db
+from localpachd.runtime import Runtime, make_runtime
+from localpachd.store import Store, Tx
+
+log = logging.getLogger("localpachd.jobs")
+
+KILLED_BY_UPDATE = "all jobs killed because pipeline was updated"
+
+
+@dataclass
+class Active:
+    job_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class JobEngine:
+    def __init__(
+        self, store: Store, runtime: str = "auto", parallelism_cap: int = 1, start: bool = True
+    ) -> None:
+        self.store = store
+        self.data_dir: Path = store.data_dir
+        self.cap = max(1, parallelism_cap)
+        self.runtime: Runtime = make_runtime(runtime)
+        self.scratch = self.data_dir / "scratch"
+        self._active: dict[tuple[str, str], Active] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        store.register_schema(db.SCHEMA)
+        self._recover()
+        store.events.subscribe(self._on_event)
+        self._thread = threading.Thread(target=self._loop, name="localpachd-jobs", daemon=True)
+        if start:
+            self._thread.start()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _recover(self) -> None:
+        """After a crash: jobs that were running start over (their outputs were never written)."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        with self.store.write() as tx:
+            for job in db.unfinished_jobs(tx):
+                if job.state != "JOB_CREATED":
+                    db.clear_datums(tx, job)
+                    db.update_job(
+                        tx, job, state="JOB_CREATED", started=None, processed=0, skipped=0,
+                        failed=0, total=0, restart=job.restart + 1, upload_bytes=0,
+                        download_bytes=0, process_time=0,
+                    )  # fmt: skip
+
+    def close(self) -> None:
+        self._stop.set()
+        self.store.events.bump()
+        with self._lock:
+            active = list(self._active.values())
+        for a in active:
+            self._cancel(a)
+        for a in active:
+            if a.thread is not None:
+                a.thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.runtime.close()
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.kind == COMMIT_STARTED and ev.origin == "AUTO":
+            with self.store.write() as tx:
+                self.reconcile(tx)
+
+    # ------------------------------------------------------------ reconcile
+
+    def reconcile(self, tx: Tx) -> None:
+        """Create the job row of every open output commit that has none yet."""
+        for p in db.all_current(tx):
+            rows = tx.q(
+                "SELECT c.id FROM commits c LEFT JOIN pps_jobs j ON j.project=c.project AND "
+                "j.pipeline=c.repo AND j.id=c.id WHERE c.project=? AND c.repo=? AND c.branch=? "
+                "AND c.finished IS NULL AND j.id IS NULL ORDER BY c.cid",
+                (p.project, p.name, p.spec.output_branch),
+            )
+            for r in rows:
+                db.insert_job(tx, p.project, p.name, r[0], p.version)
+
+    def sync(self) -> None:
+        """Make job rows current before a read RPC (events are delivered asynchronously)."""
+        with self.store.write() as tx:
+            self.reconcile(tx)
+
+    # ------------------------------------------------------------ scheduling
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            seen = self.store.events.version
+            try:
+                self._schedule()
+            except Exception:  # the engine must survive any single bad job
+                log.exception("job scheduler pass failed")
+            self.store.events.wait_change(seen, 1.0)
+
+    def _schedule(self) -> None:
+        with self.store.write() as tx:
+            self.reconcile(tx)
+            starts = []
+            for p in db.all_current(tx):
+                key = (p.project, p.name)
+                with self._lock:
+                    busy = key in self._active
+                if busy or p.stopped:
+                    continue
+                job = next((j for j in db.jobs_of(tx, *key) if not j.terminal), None)
+                if job is not None and self._ready(tx, job):
+                    starts.append(job)
+        for job in starts:
+            self._start(job)
+
+    def _ready(self, tx: Tx, job: db.JobRow) -> bool:
+        """True when every input commit is finished; settles UNRUNNABLE/KILLED jobs itself."""
+        out = model.find_commit(tx, job.project, job.pipeline, job.id)
+        if out is None or out.is_finished:
+            db.update_job(tx, job, state="JOB_KILLED", finished=time.time(),
+                          reason="the job's output commit was deleted or finished")  # fmt: skip
+            return False
+        for up in model.commit_provenance(tx, out.cid):
+            if not up.is_finished:
+                return False
+            if up.error:
+                reason = f"unrunnable because upstream commit {up.repo}@{up.id} failed"
+                self.finish_unrun(tx, job, "JOB_UNRUNNABLE", reason)
+                return False
+        return True
+
+    def finish_unrun(self, tx: Tx, job: db.JobRow, state: str, reason: str) -> None:
+        """End a job that will not (or no longer) run; its output commit finishes with an error."""
+        db.update_job(tx, job, state=state, reason=reason, finished=time.time())
+        out = model.find_commit(tx, job.project, job.pipeline, job.id)
+        if out is not None and not out.is_finished:
+            model.finish_commit(tx, out, error=reason)
+
+    def _start(self, job: db.JobRow) -> None:
+        from localpachd.jobrun import JobRun
+
+        active = Active(job.id)
+        run = JobRun(self, job, active.cancel)
+        active.thread = threading.Thread(
+            target=self._run, args=(job, run), name=f"job-{job.pipeline}", daemon=True
+        )
+        with self._lock:
+            self._active[(job.project, job.pipeline)] = active
+        active.thread.start()
+
+    def _run(self, job: db.JobRow, run: object) -> None:
+        try:
+            run.execute()  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.exception("job %s/%s@%s crashed", job.project, job.pipeline, job.id)
+            with self.store.write() as tx:
+                cur = db.get_job(tx, job.project, job.pipeline, job.id)
+                if cur is not None and not cur.terminal:
+                    self.finish_unrun(tx, cur, "JOB_FAILURE", f"internal error: {exc}")
+        finally:
+            with self._lock:
+                self._active.pop((job.project, job.pipeline), None)
+            self.store.events.bump()
+
+    # ------------------------------------------------------------ kills
+
+    def _cancel(self, active: Active) -> None:
+        active.cancel.set()
+        kill = getattr(self.runtime, "kill_job", None)
+        if kill is not None:
+            kill(active.job_id)
+
+    def kill_job(self, tx: Tx, job: db.JobRow, reason: str) -> None:
+        """StopJob / update: mark KILLED now (in the caller's tx) and stop its datums."""
+        if job.terminal:
+            return
+        self.finish_unrun(tx, job, "JOB_KILLED", reason)
+        with self._lock:
+            active = self._active.get((job.project, job.pipeline))
+        if active is not None and active.job_id == job.id:
+            tx.after_commit(lambda: self._cancel(active))
+
+    def kill_pipeline_jobs(self, tx: Tx, project: str, pipeline: str, reason: str) -> None:
+        for job in db.jobs_of(tx, project, pipeline):
+            self.kill_job(tx, job, reason)
+
+    def forget(self, project: str, pipeline: str) -> None:
+        """After DeletePipeline committed: stop its job thread and drop its logs."""
+        with self._lock:
+            active = self._active.get((project, pipeline))
+        if active is not None:
+            self._cancel(active)
+        logs.remove_pipeline(self.data_dir, project, pipeline)
+
+    def restart_datums(self, job_ref: Any, filters: list[str]) -> None:
+        """RestartDatum: accepted while the job runs (failed datums are retried up to
+        datum_tries anyway); a finished job cannot be restarted, as in Pachyderm."""
+        project = job_ref.pipeline.project.name or "default"
+        with self.store.read() as tx:
+            job = db.get_job(tx, project, job_ref.pipeline.name, job_ref.id)
+        if job is None:
+            raise errors.NotFound(f"job {project}/{job_ref.pipeline.name}@{job_ref.id} not found")
+        if job.terminal:
+            raise errors.FailedPrecondition(f"job {job.id} has already finished")
+        del filters
+
+    def wait_idle(self, project: str, pipeline: str, timeout: float = 30) -> None:
+        """Block until the pipeline has no job thread (after a kill, before deleting it)."""
+        with self._lock:
+            active = self._active.get((project, pipeline))
+        if active is not None:
+            self._cancel(active)
+            if active.thread is not None and active.thread is not threading.current_thread():
+                active.thread.join(timeout)

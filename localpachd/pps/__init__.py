@@ -1,0 +1,35 @@
+"""PPS for localpachd: pipelines, jobs, datums and logs over the shared store.
+
+`db` (tables), `pipelines` (create/update/delete inside a transaction), `convert` (protobuf),
+`servicer` (pps_v2 gRPC methods), `logstream` (GetLogs). The job engine is `localpachd.jobs`.
+`register` is called by `localpachd.server`: it starts the engine, registers the servicer and the
+transactional methods (CreatePipeline, DeletePipeline, StopJob), and stops the engine on shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+
+def register(server: grpc.Server, ctx: Any) -> None:
+    from python_pachyderm.proto.v2.pps import pps_pb2
+    from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
+
+    from localpachd.jobs import JobEngine
+    from localpachd.pps import servicer
+
+    engine = JobEngine(
+        ctx.store, runtime=ctx.config.runtime, parallelism_cap=ctx.config.parallelism_cap
+    )
+    ctx.pps_engine = engine
+    ctx.on_stop.append(engine.close)
+    reg = ctx.transactions
+    reg.register("/pps_v2.API/CreatePipeline", pps_pb2.CreatePipelineRequest,
+                 servicer.apply_create_pipeline, field="create_pipeline")  # fmt: skip
+    reg.register("/pps_v2.API/DeletePipeline", pps_pb2.DeletePipelineRequest,
+                 servicer.apply_delete_pipeline)  # fmt: skip
+    reg.register("/pps_v2.API/StopJob", pps_pb2.StopJobRequest, servicer.apply_stop_job,
+                 field="stop_job")  # fmt: skip
+    grpc_pb.add_APIServicer_to_server(servicer.PPSServicer(ctx), server)

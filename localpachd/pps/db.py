@@ -1,0 +1,310 @@
+"""PPS tables in localpachd's SQLite database: pipelines (every version), jobs and datums.
+
+Used by `localpachd.pps.pipelines` (create/update/delete), `localpachd.jobs` (the engine) and the
+pps servicer (reads). Rows live in the same database as PFS, so a pipeline change and its output
+branch/commit commit atomically; functions take the store `Tx` first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+from localpachd.store import Tx
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pps_pipelines(
+    project TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, spec BLOB NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY(project, name, version));
+CREATE TABLE IF NOT EXISTS pps_current(
+    project TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+    stopped INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'PIPELINE_RUNNING',
+    reason TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL, PRIMARY KEY(project, name));
+CREATE TABLE IF NOT EXISTS pps_jobs(
+    project TEXT NOT NULL, pipeline TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+    state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
+    started REAL, finished REAL, processed INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    recovered INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
+    restart INTEGER NOT NULL DEFAULT 0, download_bytes INTEGER NOT NULL DEFAULT 0,
+    upload_bytes INTEGER NOT NULL DEFAULT 0, process_time REAL NOT NULL DEFAULT 0,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, UNIQUE(project, pipeline, id));
+CREATE INDEX IF NOT EXISTS pps_jobs_by_id ON pps_jobs(id);
+CREATE TABLE IF NOT EXISTS pps_datums(
+    project TEXT NOT NULL, pipeline TEXT NOT NULL, job TEXT NOT NULL, id TEXT NOT NULL,
+    hash TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '', inputs TEXT NOT NULL, process_time REAL NOT NULL DEFAULT 0,
+    upload_bytes INTEGER NOT NULL DEFAULT 0, download_bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(project, pipeline, job, id));
+"""
+
+TERMINAL = ("JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE")
+
+
+@dataclass(frozen=True)
+class PipelineRow:
+    project: str
+    name: str
+    version: int
+    spec: pps_pb2.CreatePipelineRequest
+    created: float
+    stopped: bool = False
+    state: str = "PIPELINE_RUNNING"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    project: str
+    pipeline: str
+    id: str
+    version: int
+    state: str
+    reason: str
+    created: float
+    started: float | None
+    finished: float | None
+    processed: int
+    skipped: int
+    failed: int
+    recovered: int
+    total: int
+    restart: int
+    download_bytes: int
+    upload_bytes: int
+    process_time: float
+    seq: int
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+JOB_COLS = (
+    "project, pipeline, id, version, state, reason, created, started, finished, processed, "
+    "skipped, failed, recovered, total, restart, download_bytes, upload_bytes, process_time, seq"
+)
+
+
+@dataclass(frozen=True)
+class DatumRow:
+    job: str
+    id: str
+    hash: str
+    state: str
+    attempts: int
+    reason: str
+    inputs: list[dict[str, Any]]
+    process_time: float
+    upload_bytes: int
+    download_bytes: int
+
+
+# ------------------------------------------------------------------ pipelines
+
+
+def _spec(blob: bytes) -> pps_pb2.CreatePipelineRequest:
+    return pps_pb2.CreatePipelineRequest.FromString(blob)
+
+
+def current(tx: Tx, project: str, name: str) -> PipelineRow | None:
+    row = tx.one(
+        "SELECT p.project, p.name, p.version, p.spec, p.created, c.stopped, c.state, c.reason "
+        "FROM pps_current c JOIN pps_pipelines p ON p.project=c.project AND p.name=c.name "
+        "AND p.version=c.version WHERE c.project=? AND c.name=?",
+        (project, name),
+    )
+    if row is None:
+        return None
+    return PipelineRow(
+        row[0], row[1], row[2], _spec(row[3]), row[4], bool(row[5]), row[6], row[7]
+    )
+
+
+def all_current(tx: Tx) -> list[PipelineRow]:
+    rows = tx.q("SELECT project, name FROM pps_current ORDER BY seq")
+    found = [current(tx, r[0], r[1]) for r in rows]
+    return [p for p in found if p is not None]
+
+
+def history(tx: Tx, project: str, name: str, depth: int) -> list[PipelineRow]:
+    """Current version first, then `depth` older ones (-1 = all)."""
+    cur = current(tx, project, name)
+    if cur is None:
+        return []
+    rows = tx.q(
+        "SELECT version, spec, created FROM pps_pipelines WHERE project=? AND name=? "
+        "ORDER BY version DESC",
+        (project, name),
+    )
+    out = [cur]
+    for r in rows:
+        if r[0] == cur.version:
+            continue
+        if depth >= 0 and len(out) > depth:
+            break
+        out.append(PipelineRow(project, name, r[0], _spec(r[1]), r[2], cur.stopped, cur.state))
+    return out
+
+
+def version_spec(tx: Tx, project: str, name: str, version: int) -> pps_pb2.CreatePipelineRequest:
+    row = tx.one(
+        "SELECT spec FROM pps_pipelines WHERE project=? AND name=? AND version=?",
+        (project, name, version),
+    )
+    if row is None:
+        raise KeyError(f"pipeline {project}/{name} v{version}")
+    return _spec(row[0])
+
+
+def put_version(
+    tx: Tx, project: str, name: str, version: int, spec: pps_pb2.CreatePipelineRequest
+) -> None:
+    now = time.time()
+    tx.x(
+        "INSERT OR REPLACE INTO pps_pipelines VALUES(?,?,?,?,?)",
+        (project, name, version, spec.SerializeToString(deterministic=True), now),
+    )
+    if tx.one("SELECT 1 FROM pps_current WHERE project=? AND name=?", (project, name)):
+        tx.x(
+            "UPDATE pps_current SET version=? WHERE project=? AND name=?",
+            (version, project, name),
+        )
+    else:
+        seq = tx.one("SELECT COALESCE(MAX(seq), 0) + 1 FROM pps_current")
+        tx.x(
+            "INSERT INTO pps_current(project, name, version, seq) VALUES(?,?,?,?)",
+            (project, name, version, seq[0] if seq else 1),
+        )
+
+
+def set_stopped(tx: Tx, project: str, name: str, stopped: bool) -> None:
+    state = "PIPELINE_PAUSED" if stopped else "PIPELINE_RUNNING"
+    tx.x(
+        "UPDATE pps_current SET stopped=?, state=?, reason='' WHERE project=? AND name=?",
+        (int(stopped), state, project, name),
+    )
+
+
+def delete_pipeline(tx: Tx, project: str, name: str) -> None:
+    for table, col in (
+        ("pps_pipelines", "name"),
+        ("pps_current", "name"),
+        ("pps_jobs", "pipeline"),
+        ("pps_datums", "pipeline"),
+    ):
+        tx.x(f"DELETE FROM {table} WHERE project=? AND {col}=?", (project, name))
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def _job(row: Any) -> JobRow:
+    return JobRow(*tuple(row))
+
+
+def insert_job(tx: Tx, project: str, pipeline: str, job_id: str, version: int) -> bool:
+    cur = tx.x(
+        "INSERT OR IGNORE INTO pps_jobs(project, pipeline, id, version, state, created) "
+        "VALUES(?,?,?,?,'JOB_CREATED',?)",
+        (project, pipeline, job_id, version, time.time()),
+    )
+    return bool(cur.rowcount)
+
+
+def get_job(tx: Tx, project: str, pipeline: str, job_id: str) -> JobRow | None:
+    row = tx.one(
+        f"SELECT {JOB_COLS} FROM pps_jobs WHERE project=? AND pipeline=? AND id=?",
+        (project, pipeline, job_id),
+    )
+    return _job(row) if row else None
+
+
+def jobs_of(tx: Tx, project: str, pipeline: str) -> list[JobRow]:
+    """Oldest first."""
+    rows = tx.q(
+        f"SELECT {JOB_COLS} FROM pps_jobs WHERE project=? AND pipeline=? ORDER BY seq",
+        (project, pipeline),
+    )
+    return [_job(r) for r in rows]
+
+
+def jobs_in_set(tx: Tx, job_id: str) -> list[JobRow]:
+    return [_job(r) for r in tx.q(f"SELECT {JOB_COLS} FROM pps_jobs WHERE id=? ORDER BY seq", (job_id,))]
+
+
+def all_jobs(tx: Tx) -> list[JobRow]:
+    return [_job(r) for r in tx.q(f"SELECT {JOB_COLS} FROM pps_jobs ORDER BY seq")]
+
+
+def unfinished_jobs(tx: Tx) -> list[JobRow]:
+    marks = ",".join("?" * len(TERMINAL))
+    rows = tx.q(f"SELECT {JOB_COLS} FROM pps_jobs WHERE state NOT IN ({marks}) ORDER BY seq", TERMINAL)
+    return [_job(r) for r in rows]
+
+
+def update_job(tx: Tx, job: JobRow, **fields: Any) -> None:
+    sets = ", ".join(f"{k}=?" for k in fields)
+    tx.x(
+        f"UPDATE pps_jobs SET {sets} WHERE project=? AND pipeline=? AND id=?",
+        (*fields.values(), job.project, job.pipeline, job.id),
+    )
+
+
+def bump_job(tx: Tx, job: JobRow, **deltas: float) -> None:
+    sets = ", ".join(f"{k}={k}+?" for k in deltas)
+    tx.x(
+        f"UPDATE pps_jobs SET {sets} WHERE project=? AND pipeline=? AND id=?",
+        (*deltas.values(), job.project, job.pipeline, job.id),
+    )
+
+
+def delete_job(tx: Tx, job: JobRow) -> None:
+    tx.x(
+        "DELETE FROM pps_jobs WHERE project=? AND pipeline=? AND id=?",
+        (job.project, job.pipeline, job.id),
+    )
+    tx.x(
+        "DELETE FROM pps_datums WHERE project=? AND pipeline=? AND job=?",
+        (job.project, job.pipeline, job.id),
+    )
+
+
+# ------------------------------------------------------------------ datums
+
+DATUM_COLS = "job, id, hash, state, attempts, reason, inputs, process_time, upload_bytes, download_bytes"
+
+
+def _datum(row: Any) -> DatumRow:
+    r = tuple(row)
+    return DatumRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+
+
+def put_datum(tx: Tx, job: JobRow, d: DatumRow) -> None:
+    tx.x(
+        "INSERT OR REPLACE INTO pps_datums VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            job.project, job.pipeline, job.id, d.id, d.hash, d.state, d.attempts, d.reason,
+            json.dumps(d.inputs), d.process_time, d.upload_bytes, d.download_bytes,
+        ),
+    )  # fmt: skip
+
+
+def datums_of(tx: Tx, project: str, pipeline: str, job_id: str) -> list[DatumRow]:
+    rows = tx.q(
+        f"SELECT {DATUM_COLS} FROM pps_datums WHERE project=? AND pipeline=? AND job=? "
+        "ORDER BY id",
+        (project, pipeline, job_id),
+    )
+    return [_datum(r) for r in rows]
+
+
+def clear_datums(tx: Tx, job: JobRow) -> None:
+    tx.x(
+        "DELETE FROM pps_datums WHERE project=? AND pipeline=? AND job=?",
+        (job.project, job.pipeline, job.id),
+    )

@@ -1,0 +1,274 @@
+"""The pps_v2 gRPC servicer: thin translation between protobuf and the pps domain.
+
+Registered by `localpachd.pps.register`. Writes go through `localpachd.pps.pipelines` (also
+registered as transactional methods); reads come from `localpachd.pps.db` rows converted by
+`localpachd.pps.convert`; logs are streamed by `localpachd.pps.logstream`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from google.protobuf import empty_pb2
+from python_pachyderm.proto.v2.pps import pps_pb2
+from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
+
+from localpachd import errors, pps_spec
+from localpachd.datums import DatumError, InputSource, RepoFile, compute_datums
+from localpachd.jobrun import datum_inputs_json
+from localpachd.pfs import files, model
+from localpachd.pps import convert, db, logstream, pipelines
+from localpachd.store import Tx
+
+
+def _project(p: Any) -> str:
+    return str(p.project.name or "default")
+
+
+def job_not_found(project: str, pipeline: str, job_id: str) -> errors.NotFound:
+    return errors.NotFound(f"job {project}/{pipeline}@{job_id} not found")
+
+
+def apply_create_pipeline(ctx: Any, tx: Tx, req: pps_pb2.CreatePipelineRequest) -> None:
+    if not req.dry_run:
+        pipelines.create_pipeline(ctx, tx, req)
+        return
+    try:
+        with tx.savepoint():
+            pipelines.create_pipeline(ctx, tx, req)
+    except pipelines.DryRun:
+        pass
+
+
+def apply_delete_pipeline(ctx: Any, tx: Tx, req: pps_pb2.DeletePipelineRequest) -> None:
+    pipelines.delete_pipeline(ctx, tx, req)
+
+
+def apply_stop_job(ctx: Any, tx: Tx, req: pps_pb2.StopJobRequest) -> None:
+    project, pipeline = _project(req.job.pipeline), req.job.pipeline.name
+    job = db.get_job(tx, project, pipeline, req.job.id)
+    if job is None:
+        raise job_not_found(project, pipeline, req.job.id)
+    ctx.pps_engine.kill_job(tx, job, req.reason or "job was stopped")
+
+
+class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.engine = ctx.pps_engine
+
+    def _write(self, fn: Any, req: Any) -> empty_pb2.Empty:
+        with self.store.write() as tx:
+            fn(self.ctx, tx, req)
+        return empty_pb2.Empty()
+
+    # ------------------------------------------------------------ pipelines
+
+    def CreatePipeline(self, req: Any, context: Any) -> Any:
+        return self._write(apply_create_pipeline, req)
+
+    def DeletePipeline(self, req: Any, context: Any) -> Any:
+        return self._write(apply_delete_pipeline, req)
+
+    def DeleteAll(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            pipelines.delete_all(self.ctx, tx)
+        return empty_pb2.Empty()
+
+    def StartPipeline(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            pipelines.set_stopped(self.ctx, tx, req.pipeline, False)
+        return empty_pb2.Empty()
+
+    def StopPipeline(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            pipelines.set_stopped(self.ctx, tx, req.pipeline, True)
+        return empty_pb2.Empty()
+
+    def _pipeline_info(self, tx: Tx, row: db.PipelineRow, details: bool) -> pps_pb2.PipelineInfo:
+        jobs = db.jobs_of(tx, row.project, row.name)
+        last = jobs[-1].state if jobs else None
+        return convert.pipeline_info(row, details, last, self.engine.cap)
+
+    def InspectPipeline(self, req: Any, context: Any) -> Any:
+        self.engine.sync()
+        with self.store.read() as tx:
+            row = pipelines.require(tx, _project(req.pipeline), req.pipeline.name)
+            return self._pipeline_info(tx, row, req.details)
+
+    def ListPipeline(self, req: Any, context: Any) -> Iterator[Any]:
+        self.engine.sync()
+        projects = {p.name for p in req.projects}
+        with self.store.read() as tx:
+            if req.pipeline.name:
+                pipelines.require(tx, _project(req.pipeline), req.pipeline.name)
+                rows = db.history(tx, _project(req.pipeline), req.pipeline.name, req.history)
+            else:
+                rows = []
+                for cur in db.all_current(tx):
+                    if projects and cur.project not in projects:
+                        continue
+                    rows.extend(db.history(tx, cur.project, cur.name, req.history))
+            if req.commit_set.id:
+                ids = {(j.project, j.pipeline) for j in db.jobs_in_set(tx, req.commit_set.id)}
+                rows = [r for r in rows if (r.project, r.name) in ids]
+            infos = [self._pipeline_info(tx, r, req.details) for r in rows]
+        yield from infos
+
+    # ------------------------------------------------------------ jobs
+
+    def _job(self, tx: Tx, job: Any) -> db.JobRow:
+        project, pipeline = _project(job.pipeline), job.pipeline.name
+        row = db.get_job(tx, project, pipeline, job.id)
+        if row is None:
+            raise job_not_found(project, pipeline, job.id)
+        return row
+
+    def _job_info(self, tx: Tx, job: db.JobRow, details: bool) -> pps_pb2.JobInfo:
+        try:
+            spec = db.version_spec(tx, job.project, job.pipeline, job.version)
+        except KeyError:
+            spec = None
+        return convert.job_info(job, spec, details)
+
+    def _wait_job(self, job: Any, context: Any) -> None:
+        project, pipeline = _project(job.pipeline), job.pipeline.name
+
+        def done(tx: Tx) -> bool:
+            row = db.get_job(tx, project, pipeline, job.id)
+            return row is None or row.terminal
+
+        self.store.wait_until(done, None, alive=context.is_active)
+
+    def InspectJob(self, req: Any, context: Any) -> Any:
+        self.engine.sync()
+        with self.store.read() as tx:
+            self._job(tx, req.job)
+        if req.wait:
+            self._wait_job(req.job, context)
+        with self.store.read() as tx:
+            return self._job_info(tx, self._job(tx, req.job), req.details)
+
+    def InspectJobSet(self, req: Any, context: Any) -> Iterator[Any]:
+        self.engine.sync()
+        with self.store.read() as tx:
+            jobs = db.jobs_in_set(tx, req.job_set.id)
+        for job in jobs:
+            if req.wait:
+                self._wait_job(convert.job_pb(job.project, job.pipeline, job.id), context)
+            with self.store.read() as tx:
+                cur = db.get_job(tx, job.project, job.pipeline, job.id)
+                info = self._job_info(tx, cur, req.details) if cur is not None else None
+            if info is not None:
+                yield info
+
+    def ListJob(self, req: Any, context: Any) -> Iterator[Any]:
+        self.engine.sync()
+        projects = {p.name for p in req.projects}
+        wanted_commits = {c.id for c in req.input_commit}
+        with self.store.read() as tx:
+            if req.pipeline.name:
+                row = pipelines.require(tx, _project(req.pipeline), req.pipeline.name)
+                jobs = db.jobs_of(tx, row.project, row.name)
+                if req.history >= 0:
+                    jobs = [j for j in jobs if j.version >= row.version - req.history]
+            else:
+                jobs = [j for j in db.all_jobs(tx) if not projects or j.project in projects]
+            if wanted_commits:
+                jobs = [j for j in jobs if j.id in wanted_commits]
+            jobs.sort(key=lambda j: j.seq, reverse=not req.reverse)
+            if req.number:
+                jobs = jobs[: req.number]
+            infos = [self._job_info(tx, j, req.details) for j in jobs]
+        yield from infos
+
+    def ListJobSet(self, req: Any, context: Any) -> Iterator[Any]:
+        self.engine.sync()
+        projects = {p.name for p in req.projects}
+        with self.store.read() as tx:
+            sets: dict[str, list[db.JobRow]] = {}
+            for j in db.all_jobs(tx):
+                if not projects or j.project in projects:
+                    sets.setdefault(j.id, []).append(j)
+            order = sorted(sets, key=lambda i: sets[i][0].seq, reverse=not req.reverse)
+            if req.number:
+                order = order[: req.number]
+            out = []
+            for sid in order:
+                info = pps_pb2.JobSetInfo(job_set=pps_pb2.JobSet(id=sid))
+                info.jobs.extend(self._job_info(tx, j, req.details) for j in sets[sid])
+                out.append(info)
+        yield from out
+
+    def StopJob(self, req: Any, context: Any) -> Any:
+        return self._write(apply_stop_job, req)
+
+    def DeleteJob(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            job = self._job(tx, req.job)
+            self.engine.kill_job(tx, job, "job was deleted")
+            db.delete_job(tx, job)
+        return empty_pb2.Empty()
+
+    # ------------------------------------------------------------ datums
+
+    def ListDatum(self, req: Any, context: Any) -> Iterator[Any]:
+        if req.HasField("input"):
+            yield from self._hypothetical(req.input)
+            return
+        states = set(req.filter.state)
+        with self.store.read() as tx:
+            job = self._job(tx, req.job)
+            rows = db.datums_of(tx, job.project, job.pipeline, job.id)
+        infos = [convert.datum_info(job.project, job.pipeline, d) for d in rows]
+        infos = [i for i in infos if not states or i.state in states]
+        if req.reverse:
+            infos.reverse()
+        if req.number:
+            infos = infos[: req.number]
+        yield from infos
+
+    def _hypothetical(self, inp: pps_pb2.Input) -> list[pps_pb2.DatumInfo]:
+        probe = pps_pb2.CreatePipelineRequest(input=inp)
+        probe.pipeline.name = "list-datum"
+        probe.transform.cmd.append("true")
+        try:
+            pps_spec.validate(probe)
+        except pps_spec.SpecInvalid as exc:
+            raise errors.InvalidArgument(str(exc)) from exc
+        spec = pps_spec.with_defaults(probe)
+        with self.store.read() as tx:
+
+            def lister(pfs: Any) -> InputSource:
+                c = model.resolve_commit(tx, pfs["project"], pfs["repo"], pfs["branch"],
+                                         pfs.get("commit", ""))  # fmt: skip
+                entries = files.tree(tx, c.cid)
+                return InputSource(c.id, tuple(RepoFile(e.path, e.hash, e.size) for e in entries))
+
+            try:
+                datums = compute_datums(pps_spec.input_dict(spec.input), lister)
+            except DatumError as exc:
+                raise errors.InvalidArgument(str(exc)) from exc
+        out = []
+        for d in datums:
+            row = db.DatumRow("", d.id, "", "UNKNOWN", 0, "", datum_inputs_json(d), 0, 0, 0)
+            out.append(convert.datum_info("default", "", row))
+        return out
+
+    def InspectDatum(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            job = self._job(tx, req.datum.job)
+            for d in db.datums_of(tx, job.project, job.pipeline, job.id):
+                if d.id == req.datum.id:
+                    return convert.datum_info(job.project, job.pipeline, d)
+        raise errors.NotFound(f"datum {req.datum.id} not found in job {job.pipeline}@{job.id}")
+
+    def RestartDatum(self, req: Any, context: Any) -> Any:
+        return self.engine.restart_datums(req.job, list(req.data_filters)) or empty_pb2.Empty()
+
+    # ------------------------------------------------------------ logs
+
+    def GetLogs(self, req: Any, context: Any) -> Iterator[Any]:
+        yield from logstream.get_logs(self.ctx, req, context)
