@@ -135,6 +135,19 @@ def _selection(client: Any, commit: str, opts: Options, target: PachdTarget | No
     return sel
 
 
+def _same_set_selection(client: Any, commit: str, opts: Options,
+                        target: PachdTarget | None) -> tuple[str, ...]:  # fmt: skip
+    """The models select kept in the commit set `commit` (empty when it has no such commit)."""
+    try:
+        same = outputs.head_commit(client, opts.select_repo, commit, target)
+        if same is None or not same.finished:
+            return ()
+        sel = selection_of(outputs.read_select(client, opts.select_repo, same.id, target))
+    except PachsyncError:
+        return ()
+    return sel.names if sel else ()
+
+
 def collect(client: Any, pachd: str = "", opts: Options | None = None,
             target: PachdTarget | None = None) -> ReportData:  # fmt: skip
     """Everything the report shows, read from the cluster `client` talks to."""
@@ -161,7 +174,8 @@ def collect(client: Any, pachd: str = "", opts: Options | None = None,
     if opts.compare:
         old = outputs.resolve_commit(client, opts.test_repo, opts.compare, target)
         old_metrics = outputs.read_metrics(client, opts.test_repo, old, target)
-        comparison = Comparison(old, results_from_metrics(old_metrics))
+        old_sel = _same_set_selection(client, old, opts, target)
+        comparison = Comparison(old, results_from_metrics(old_metrics, old_sel))
     return ReportData(results, selection, pipelines, repos, pachd, commit or "", time.time(),
                       comparison, tuple(warnings))  # fmt: skip
 
