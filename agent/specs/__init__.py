@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import SpecError, SpecInvalid
+from agent.specs.graph import check_graph
 from agent.specs.schema import schema_errors
-from agent.specs.semantic import PipelineDoc, check_graph, check_pipeline, input_repos, warnings_for
+from agent.specs.semantic import PipelineDoc, check_pipeline, input_repos, warnings_for
 from agent.specs.yamlread import LoadedYaml, YamlProblem, load_yaml
 
 __all__ = [
@@ -103,15 +104,17 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
         return SpecReport(errors=(problem,))
     errors: list[SpecError] = []
     repos_path = specs_dir / REPOS_FILE
-    repos, repo_lines = _load_repos(repos_path, rel(repos_path), errors)
-    docs = _load_pipelines(specs_dir / PIPELINES_DIR, rel, errors)
+    repos = _load_repos(repos_path, rel(repos_path), errors)
+    docs, unparsed = _load_pipelines(specs_dir / PIPELINES_DIR, rel, errors)
     for doc in docs:
         errors.extend(check_pipeline(doc))
-    errors.extend(check_graph(docs, repo_lines, rel(repos_path)))
+    errors.extend(
+        check_graph(docs, repos.lines, rel(repos_path), unparsed, check_repos=repos.parsed)
+    )
     warnings = [w for doc in docs for w in warnings_for(doc)]
     files = tuple([rel(repos_path)] if repos_path.exists() else []) + tuple(d.file for d in docs)
     errors = sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
-    state = None if errors else DesiredState(tuple(repos), _ordered(docs))
+    state = None if errors else DesiredState(tuple(repos.repos), _ordered(docs))
     return SpecReport(tuple(errors), tuple(warnings), state, files)
 
 
@@ -144,53 +147,64 @@ def _read(path: Path, file: str, errors: list[SpecError]) -> LoadedYaml | None:
     return doc
 
 
-def _load_repos(
-    path: Path, file: str, errors: list[SpecError]
-) -> tuple[list[RepoSpec], dict[tuple[str, str], int]]:
+def _load_repos(path: Path, file: str, errors: list[SpecError]) -> _Repos:
     if not path.exists():
-        return [], {}  # no input repos declared: inputs must then all be pipelines
+        return _Repos()  # no input repos declared: inputs must then all be pipelines
     doc = _read(path, file, errors)
     if doc is None:
-        return [], {}
+        return _Repos(parsed=False)
     problems = schema_errors("repos", doc, file)
     errors.extend(problems)
-    if problems:
-        return [], {}
-    repos: list[RepoSpec] = []
-    lines: dict[tuple[str, str], int] = {}
-    for index, item in enumerate(doc.data.get("repos") or []):
-        repo = RepoSpec(
-            item["name"], str(item.get("description") or ""), item.get("project") or "default"
-        )
-        key = (repo.project, repo.name)
-        if key in lines:
+    found = _Repos(parsed=not problems)
+    items = doc.data.get("repos") if isinstance(doc.data, dict) else None
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        # Entries with errors still declare their name, so inputs do not cascade into errors.
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            continue
+        project = str(item.get("project") or "default")
+        repo = RepoSpec(item["name"], str(item.get("description") or ""), project)
+        key, line = (repo.project, repo.name), doc.line_of(("repos", index, "name"))
+        if key in found.lines:
             errors.append(
                 SpecError(
                     file,
-                    doc.line_of(("repos", index, "name")),
+                    line,
                     f"repos[{index}].name",
-                    f"repo {repo.name!r} is declared twice (also line {lines[key]})",
+                    f"repo {repo.name!r} is declared twice (also line {found.lines[key]})",
                     "remove one of the two entries",
                 )
             )
             continue
-        lines[key] = doc.line_of(("repos", index, "name"))
-        repos.append(repo)
-    return repos, lines
+        found.lines[key] = line
+        found.repos.append(repo)
+    return found
 
 
-def _load_pipelines(folder: Path, rel: Any, errors: list[SpecError]) -> list[PipelineDoc]:
+@dataclass
+class _Repos:
+    """What repos.yaml declared; `parsed` is False when the file was unreadable as YAML."""
+
+    repos: list[RepoSpec] = field(default_factory=list)
+    lines: dict[tuple[str, str], int] = field(default_factory=dict)
+    parsed: bool = True
+
+
+def _load_pipelines(
+    folder: Path, rel: Any, errors: list[SpecError]
+) -> tuple[list[PipelineDoc], frozenset[tuple[str, str]]]:
+    """The documents that parsed, and the names promised by the files that did not."""
     if not folder.is_dir():
-        return []
-    docs = []
+        return [], frozenset()
+    docs, unparsed = [], set()
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         file = rel(path)
         doc = _read(path, file, errors)
         if doc is None:
+            unparsed.add(("default", path.stem))
             continue
         errors.extend(schema_errors("pipeline", doc, file))
         docs.append(PipelineDoc(file=file, stem=path.stem, doc=doc))
-    return docs
+    return docs, frozenset(unparsed)
 
 
 def _ordered(docs: list[PipelineDoc]) -> tuple[PipelineSpec, ...]:

@@ -1,9 +1,9 @@
 """Checks that need more than one document or more than JSON Schema can say.
 
-Used by `agent.specs` after the schema check: names match files and are unique and valid for
-Pachyderm, every pfs input repo is declared (repos.yaml) or produced (a pipeline), the DAG has no
-cycle, input names are unique within a cross/join/group, images are immutable, and `salt` is set
-only knowingly (a warning). Pure functions over already-loaded documents.
+Used by `agent.specs` after the schema check, one pipeline at a time: the name matches the file
+and is valid for Pachyderm, input names are unique within a cross/join/group, images are
+immutable, and `salt` is set only knowingly (a warning). Checks across documents (unique names,
+declared inputs, no cycle) live in `agent.specs.graph`. Pure functions over loaded documents.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def _duplicate_input_names(doc: PipelineDoc, node: Any, path: Path_) -> list[Spe
             if name in seen:
                 errors.append(
                     doc.err(
-                        child_path + ("pfs",),
+                        child_path + _name_key(child),
                         f"input name {name!r} is used twice in this {combo} "
                         f"(also {combo}[{seen[name]}])",
                         "give one of them a distinct `name:`; it becomes /pfs/<name>",
@@ -154,6 +154,12 @@ def _duplicate_input_names(doc: PipelineDoc, node: Any, path: Path_) -> list[Spe
                 )
             seen.setdefault(name, index)
     return errors
+
+
+def _name_key(node: dict[str, Any]) -> Path_:
+    """The path of the key that gives an input its name: `name`, else `repo`."""
+    kind = "pfs" if isinstance(node.get("pfs"), dict) else "cron"
+    return (kind, "name") if "name" in node[kind] else (kind, "repo")
 
 
 def _input_name(node: Any) -> str | None:
@@ -164,91 +170,3 @@ def _input_name(node: Any) -> str | None:
         if isinstance(inner, dict):
             return str(inner.get("name") or inner.get("repo") or "") or None
     return None
-
-
-def check_graph(
-    docs: list[PipelineDoc], repos: dict[tuple[str, str], int], repos_file: str
-) -> list[SpecError]:
-    """Cross-document checks: unique names, resolvable inputs, no cycle."""
-    errors: list[SpecError] = []
-    by_key: dict[tuple[str, str], PipelineDoc] = {}
-    for doc in sorted(docs, key=lambda d: d.file):
-        key = (doc.project, doc.name)
-        if not doc.name:
-            continue
-        if key in by_key:
-            errors.append(
-                doc.err(
-                    ("pipeline", "name"),
-                    f"pipeline {doc.name!r} is also defined in {by_key[key].file}",
-                    "keep one spec per pipeline",
-                )
-            )
-            continue
-        by_key[key] = doc
-        if key in repos:
-            errors.append(
-                doc.err(
-                    ("pipeline", "name"),
-                    f"pipeline {doc.name!r} has the name of the "
-                    f"input repo declared in {repos_file}:{repos[key]}",
-                    "a pipeline's output repo takes its name: rename one of them",
-                )
-            )
-    for doc in by_key.values():
-        spec = doc.doc.data if isinstance(doc.doc.data, dict) else {}
-        for path, project, repo in input_repos(spec):
-            key = (project or doc.project, repo)
-            if key not in by_key and key not in repos:
-                errors.append(
-                    doc.err(
-                        path + ("repo",),
-                        f"input repo {repo!r} is neither declared in "
-                        f"{repos_file} nor produced by a pipeline",
-                        f"add it to {repos_file} or fix the name",
-                    )
-                )
-    errors.extend(_cycles(by_key))
-    return errors
-
-
-def _cycles(by_key: dict[tuple[str, str], PipelineDoc]) -> list[SpecError]:
-    edges = {key: _upstream(doc, by_key) for key, doc in by_key.items()}
-    state: dict[tuple[str, str], int] = {}  # 1 = on the stack, 2 = done
-    errors: list[SpecError] = []
-
-    def visit(key: tuple[str, str], stack: list[tuple[str, str]]) -> None:
-        state[key] = 1
-        for up in edges[key]:
-            if state.get(up) == 1:
-                cycle = stack[stack.index(up) :] + [up] if up in stack else [key, up]
-                doc = by_key[key]
-                names = " -> ".join(k[1] for k in reversed(cycle))
-                path = next(
-                    p
-                    for p, proj, repo in input_repos(doc.doc.data)
-                    if (proj or doc.project, repo) == up
-                )
-                errors.append(
-                    doc.err(
-                        path + ("repo",),
-                        f"pipelines form a cycle: {names}",
-                        "a pipeline may not read, directly or not, its own output",
-                    )
-                )
-            elif up not in state:
-                visit(up, stack + [up])
-        state[key] = 2
-
-    for key in sorted(by_key):
-        if key not in state:
-            visit(key, [key])
-    return errors
-
-
-def _upstream(
-    doc: PipelineDoc, by_key: dict[tuple[str, str], PipelineDoc]
-) -> list[tuple[str, str]]:
-    spec = doc.doc.data if isinstance(doc.doc.data, dict) else {}
-    ups = [(proj or doc.project, repo) for _, proj, repo in input_repos(spec)]
-    return [key for key in dict.fromkeys(ups) if key in by_key]

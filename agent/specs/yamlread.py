@@ -62,15 +62,27 @@ def load_yaml(text: str) -> LoadedYaml:
         _record_lines(node, (), lines)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise YamlProblem(line, f"invalid YAML: {problem}") from None
+        raise _problem(exc) from None
     except yaml.YAMLError as exc:  # e.g. a reader error on bad bytes
         raise YamlProblem(1, f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
     return LoadedYaml(data=data, lines=lines)
+
+
+def _problem(exc: yaml.MarkedYAMLError) -> YamlProblem:
+    """Where the parser noticed the problem, except at end of file: an unclosed quote or
+    bracket is only noticed there, and the line where it was opened is the useful one."""
+    problem = exc.problem or exc.context or "invalid YAML"
+    mark, context = exc.problem_mark, exc.context_mark
+    if (
+        context is not None
+        and exc.context
+        and (mark is None or "end of stream" in problem or "<stream end>" in problem)
+    ):
+        problem = f"{problem} ({exc.context} at line {context.line + 1})"
+        mark = context
+    return YamlProblem(mark.line + 1 if mark is not None else 1, f"invalid YAML: {problem}")
 
 
 def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
