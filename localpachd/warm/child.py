@@ -68,6 +68,11 @@ def _reset_signals() -> None:
 
 
 def _replace_environ(env: dict[str, str]) -> None:
+    coerced = os.environ.get("LC_CTYPE")
+    if coerced is not None and "LC_CTYPE" not in env:
+        # PEP 538: the interpreter set LC_CTYPE at startup (C locale); the zygote's startup
+        # environment equals this datum's, so a fresh interpreter would have set it too.
+        env = {**env, "LC_CTYPE": coerced}
     os.environ.clear()  # unsetenv: C code and subprocesses see exactly `env`
     os.environ.update(env)
     import time
