@@ -1,0 +1,117 @@
+"""sync_once under faults: drift, unmanaged conflicts, a failing transaction, pachd down.
+
+Real git remote and real localpachd; the only fault injection patches our own client wrapper
+(`agent.cluster.client.CountingClient`) to fail inside the transaction.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from agentcore_gitops import GitOps, make_gitops, put_files, spec_files, wait_jobs
+from google.protobuf import json_format
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+from agent.cluster.client import CountingClient
+from agent.sync import SyncOptions, SyncResult, sync_once
+
+
+@pytest.fixture
+def gitops(tmp_path: Path) -> GitOps:
+    return make_gitops(tmp_path, spec_files())  # type: ignore[arg-type]
+
+
+def _sync(gitops: GitOps, address: str, tmp_path: Path, **kw: Any) -> SyncResult:
+    return sync_once(SyncOptions(source=str(gitops.remote), pachd=address,
+                                 cache_dir=tmp_path / "cache", **kw))
+
+
+def _hand_update(client: Any, name: str, **changes: Any) -> None:
+    """What `pachctl update pipeline` with an edited spec does: annotations kept."""
+    info = next(iter(client.inspect_pipeline(name, details=True)))
+    spec = json_format.MessageToDict(info.details, preserving_proto_field_name=True)
+    keep = {f.name for f in pps_pb2.CreatePipelineRequest.DESCRIPTOR.fields}
+    req = pps_pb2.CreatePipelineRequest(**{"pipeline": info.pipeline, "update": True})
+    json_format.ParseDict({k: v for k, v in spec.items() if k in keep and k != "salt"}, req)
+    json_format.ParseDict(changes, req)
+    client.create_pipeline_from_request(req)
+
+
+def _names(client: Any) -> set[str]:
+    return {p.pipeline.name for p in client.list_pipeline()}
+
+
+def test_hand_change_is_drift_reverted_by_default(
+        gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> None:
+    assert _sync(gitops, localpachd.address, tmp_path).result == "applied"
+    _hand_update(pach_client, "copy", parallelism_spec={"constant": 5})
+    report_only = _sync(gitops, localpachd.address, tmp_path, self_heal=False)
+    assert report_only.actions["copy"] == "drift" and report_only.drift_detected == 1
+    assert report_only.result == "unchanged" and report_only.out_of_sync == 1
+    healed = _sync(gitops, localpachd.address, tmp_path)
+    assert healed.actions == {"copy": "drift", "count": "unchanged"}
+    assert healed.result == "applied" and healed.out_of_sync == 0
+    diffs = {p["name"]: p["diffs"] for p in healed.plan["pipelines"]}["copy"]
+    assert diffs == [{"path": "parallelism_spec.constant", "live": 5, "git": 1}]
+    after = _sync(gitops, localpachd.address, tmp_path)
+    assert after.result == "unchanged" and after.drift_detected == 0
+
+
+def test_unmanaged_pipeline_with_same_name_is_a_conflict(
+        gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> None:
+    pach_client.create_repo("raw")
+    pach_client.create_pipeline("count", transform=pps_pb2.Transform(cmd=["true"]),
+                                input=pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="raw", glob="/")))
+    res = _sync(gitops, localpachd.address, tmp_path)
+    assert res.result == "failed" and res.error_kind == "Conflict"
+    assert "not managed by pachsync" in res.errors[0]
+    assert _names(pach_client) == {"count"}  # nothing applied, the unmanaged one untouched
+
+
+class _Boom(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.INTERNAL
+
+    def details(self) -> str:
+        return "injected failure"
+
+
+def test_failure_inside_the_transaction_applies_nothing_and_next_run_converges(
+        gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = CountingClient.create_pipeline_from_request
+    calls: list[str] = []
+
+    def second_fails(self: Any, req: Any) -> None:
+        calls.append(req.pipeline.name)
+        if len(calls) == 2:
+            raise _Boom()
+        real(self, req)
+
+    monkeypatch.setattr(CountingClient, "create_pipeline_from_request", second_fails)
+    res = _sync(gitops, localpachd.address, tmp_path)
+    assert res.result == "failed" and res.error_kind == "Error"
+    assert "injected failure" in res.errors[0] and calls == ["copy", "count"]
+    assert _names(pach_client) == set()  # the first create was rolled back with the transaction
+    assert "raw" in {r.repo.name for r in pach_client.list_repo()}  # phase 1 happened
+    monkeypatch.setattr(CountingClient, "create_pipeline_from_request", real)
+    again = _sync(gitops, localpachd.address, tmp_path)
+    assert again.result == "applied" and again.actions == {"copy": "create", "count": "create"}
+    put_files(pach_client, "raw", {"/a": b"1"})
+    assert wait_jobs(pach_client, ["count"])["count"].data_processed == 1
+
+
+def test_pachd_down_is_transient_and_the_next_run_converges(
+        gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    down = _sync(gitops, dead, tmp_path)
+    assert down.result == "failed" and down.error_kind == "Transient"
+    assert down.commit is not None and "listing repos" in down.errors[0]
+    up = _sync(gitops, localpachd.address, tmp_path)
+    assert up.result == "applied" and _names(pach_client) == {"copy", "count"}
