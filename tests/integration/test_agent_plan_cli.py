@@ -1,0 +1,71 @@
+"""`pachsync plan/apply/status` on the real specs/: convergence and exit codes.
+
+Applying specs/ (the iris pipelines, with no data loaded so no datum runs) and planning again
+must report every pipeline unchanged: the normaliser covers every default the server fills in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agent.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = str(ROOT / "specs")
+NAMES = ["split", "model", "test", "select"]
+
+
+def _run(capsys: Any, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_plan_apply_converges_for_every_spec(localpachd: Any, pach_client: Any,
+                                             capsys: Any) -> None:
+    addr = ["--pachd", localpachd.address, "--specs", SPECS]
+    code, out = _run(capsys, "plan", *addr, "--exit-code", "--format", "json")
+    assert code == 1
+    data = json.loads(out)
+    assert [p["action"] for p in data["pipelines"]] == ["create"] * 4
+    assert data["repos_to_create"] == ["raw_data", "parameters"]
+    code, out = _run(capsys, "apply", *addr)
+    assert code == 0 and "4 pipeline(s) created/updated in one transaction" in out
+    code, out = _run(capsys, "plan", *addr, "--exit-code", "--format", "json")
+    data = json.loads(out)
+    assert code == 0, out
+    assert {p["name"]: p["action"] for p in data["pipelines"]} == dict.fromkeys(NAMES, "unchanged")
+    code, out = _run(capsys, "apply", *addr)
+    assert code == 0 and "Nothing to apply" in out
+    code, out = _run(capsys, "status", "--pachd", localpachd.address, "--format", "json")
+    rows = {r["name"]: r for r in json.loads(out)["pipelines"]}
+    assert code == 0 and set(rows) == set(NAMES)
+    assert all(r["sync"] == "in sync" and r["managed_by"] for r in rows.values())
+
+
+def test_plan_markdown_for_a_pull_request(localpachd: Any, capsys: Any) -> None:
+    code, out = _run(capsys, "plan", "--pachd", localpachd.address, "--specs", SPECS,
+                     "--format", "markdown")
+    assert code == 0
+    assert "| `model` | + create |" in out and "```mermaid" in out
+    assert "n_parameters --> n_model" in out
+
+
+def test_invalid_specs_block_plan_and_apply(localpachd: Any, pach_client: Any, tmp_path: Path,
+                                            capsys: Any) -> None:
+    bad = tmp_path / "specs"
+    (bad / "pipelines").mkdir(parents=True)
+    (bad / "repos.yaml").write_text((ROOT / "specs" / "repos.yaml").read_text())
+    (bad / "pipelines" / "split.yaml").write_text(
+        (ROOT / "specs" / "pipelines" / "split.yaml").read_text().replace("glob: /", "glb: /"))
+    for cmd in ("plan", "apply"):
+        code, out = _run(capsys, cmd, "--pachd", localpachd.address, "--specs", str(bad))
+        assert code == 1 and "pipelines/split.yaml:" in out
+    assert list(pach_client.list_repo()) == []
+
+
+def test_unreachable_pachd_exits_2(tmp_path: Path, capsys: Any) -> None:
+    code, out = _run(capsys, "plan", "--pachd", "127.0.0.1:1", "--specs", SPECS, "--exit-code")
+    assert code == 2 and "UNAVAILABLE" in out, out
