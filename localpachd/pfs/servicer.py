@@ -427,6 +427,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
             c = resolve(tx, req.commit)
             entries = files.walk(tx, c.cid, "/")
             out = [file_info(c, e) for e in entries if rx.match(e.path)
+                   and (e.path != "/" or pattern == "/")
                    and (not lo or e.path >= lo) and (not hi or e.path < hi)]
         yield from out
 

@@ -1,0 +1,94 @@
+"""localpachd server basics: version, health, cluster info, the auth stubs and delete_all(),
+UNIMPLEMENTED naming unknown methods, the --auth-token mode, and concurrent writers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import python_pachyderm
+from grpc_health.v1 import health_pb2
+
+from localpachd.server import start
+
+
+def test_version_health_cluster(pach_client: Any) -> None:
+    c = pach_client
+    v = c.get_remote_version()
+    assert (v.major, v.minor) == (2, 7)
+    assert c.health_check().status == health_pb2.HealthCheckResponse.SERVING
+    info = c.inspect_cluster()
+    assert len(info.id) == 32 and info.id == c.inspect_cluster().id
+
+
+def test_auth_services_not_activated_and_delete_all(pach_client: Any) -> None:
+    c = pach_client
+    for call in (c.who_am_i, c.get_auth_configuration, c.list_idp_connectors):
+        with pytest.raises(Exception) as exc:
+            call()
+        assert "the auth service is not activated" in str(exc.value)
+    c.create_repo("a")
+    c.put_file_bytes(("a", "master"), "/f", b"x")
+    c.start_transaction()
+    c.delete_all()
+    assert list(c.list_repo()) == []
+    assert len(c.list_transaction()) == 0
+
+
+def test_unknown_methods_are_unimplemented_with_their_name(localpachd: Any) -> None:
+    channel = grpc.insecure_channel(localpachd.address)
+    for method in ("/pfs_v2.API/RunLoadTestDefault", "/debug_v2.Debug/Profile"):
+        with pytest.raises(grpc.RpcError) as exc:
+            channel.unary_unary(method)(b"")
+        assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert method in exc.value.details()
+    channel.close()
+
+
+def test_auth_token_mode(tmp_path: Path) -> None:
+    with start(tmp_path / "pachd", port=0, auth_token="s3cret") as server:
+        anonymous = python_pachyderm.Client(host=server.host, port=server.port)
+        with pytest.raises(grpc.RpcError) as exc:
+            list(anonymous.list_repo())
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        wrong = python_pachyderm.Client(host=server.host, port=server.port, auth_token="nope")
+        with pytest.raises(grpc.RpcError) as exc:
+            wrong.create_repo("x")
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        good = python_pachyderm.Client(host=server.host, port=server.port, auth_token="s3cret")
+        good.create_repo("x")
+        assert [r.repo.name for r in good.list_repo()] == ["x"]
+
+
+def test_concurrent_writers_do_not_corrupt_state(pach_client: Any, localpachd: Any) -> None:
+    c = pach_client
+    for r in ("r0", "r1"):
+        c.create_repo(r)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        client = python_pachyderm.Client(host=localpachd.host, port=localpachd.port)
+        repo, branch = f"r{n % 2}", f"b{n}"
+        try:
+            for i in range(8):
+                client.put_file_bytes((repo, branch), f"/w{n}/f{i}", f"{n}-{i}".encode() * 100)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    for n in range(6):
+        repo, branch = f"r{n % 2}", f"b{n}"
+        assert len(list(c.list_commit(repo, to_commit=(repo, branch)))) == 8
+        files = list(c.list_file((repo, branch), f"/w{n}"))
+        assert len(files) == 8
+        assert c.get_file((repo, branch), f"/w{n}/f7").read() == f"{n}-7".encode() * 100
+    assert len(list(c.list_commit("r0"))) == 24 and len(list(c.list_commit("r1"))) == 24
+    assert list(c.fsck()) == []
