@@ -24,6 +24,7 @@ from typing import Any
 from agent.errors import EXIT_ERROR, EXIT_OK, PachsyncError
 
 ROOT = Path(__file__).resolve().parents[2]
+SHOW_MAX = 12  # selected models listed; the rest are in leaderboard.csv
 TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
 
 
@@ -104,10 +105,14 @@ def _selection(conn: Any) -> str:
     rows = {r["model"]: r for r in csv.DictReader(io.StringIO(board))}
     lines = [f"Selected {len(summary['selected'])} of {summary['considered']} models "
              f"(rule: {summary['rule']}, best accuracy {summary['best_accuracy']}):"]
-    for name in summary["selected"]:
+    shown = summary["selected"][:SHOW_MAX]
+    for name in shown:
         r = rows.get(name, {})
         lines.append(f"  {name}  C={r.get('C', '?')}  gamma={r.get('gamma', '?')}  "
                      f"accuracy={r.get('accuracy', '?')}")
+    if len(summary["selected"]) > len(shown):
+        lines.append(f"  ... and {len(summary['selected']) - len(shown)} more "
+                     "(all in select's leaderboard.csv)")
     return "\n".join(lines)
 
 

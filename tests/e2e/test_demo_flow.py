@@ -1,0 +1,87 @@
+"""`pachsync demo` end to end as a subprocess, then a GitOps change on the real iris pipelines.
+
+One slow test (the full 77-model search runs once): the demo must end with the selection and
+leave its server running only because of --keep-running; then an image bump of `test` and
+`select` must plan and apply as an update with reprocess that re-runs all 77 test datums while
+`model` keeps its outputs (no new job).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import python_pachyderm
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+PACHSYNC = [sys.executable, "-m", "agent"]
+
+
+def _newest(client: python_pachyderm.Client, name: str) -> pps_pb2.JobInfo:
+    jobs = list(client.list_job(pipeline_name=name))
+    return max(jobs, key=lambda j: (j.created.seconds, j.created.nanos))
+
+
+def _wait(client: python_pachyderm.Client, names: list[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    done = {pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_KILLED}
+    while not all(_newest(client, n).state in done for n in names):
+        assert time.monotonic() < deadline, "jobs did not finish"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_demo_then_image_bump_reprocesses(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pachd"
+    proc = subprocess.run([*PACHSYNC, "demo", "--data-dir", str(data_dir), "--keep-running"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    out = proc.stdout + proc.stderr
+    pid_match = re.search(r"stop it with: kill (\d+)", out)
+    try:
+        assert proc.returncode == 0, out
+        assert "model 77/77 ok" in out and "test 77/77 ok" in out and "select 1/1 ok" in out
+        selected = re.search(r"Selected (\d+) of 77 models", out)
+        assert selected and int(selected.group(1)) >= 1, out
+        addr = re.search(r"listening on (\S+)", out).group(1)  # type: ignore[union-attr]
+        host, port = addr.rsplit(":", 1)
+        client = python_pachyderm.Client(host=host, port=int(port))
+        model_job = _newest(client, "model").job.id
+
+        specs = tmp_path / "specs"
+        (specs / "pipelines").mkdir(parents=True)
+        (specs / "repos.yaml").write_text((ROOT / "specs/repos.yaml").read_text())
+        for name in ("split", "model", "test", "select"):
+            text = (ROOT / f"specs/pipelines/{name}.yaml").read_text()
+            if name in ("test", "select"):
+                text = re.sub(r"(image: \S+):\S+", r"\1:0.2.0", text)
+            (specs / "pipelines" / f"{name}.yaml").write_text(text)
+        common = ["--pachd", addr, "--specs", str(specs),
+                  "--source-id", f"local:{(ROOT / 'specs').resolve()}"]
+        plan = subprocess.run([*PACHSYNC, "plan", *common, "--format", "json", "--exit-code"],
+                              capture_output=True, text=True, timeout=60)
+        assert plan.returncode == 1, plan.stdout + plan.stderr
+        acts = {p["name"]: p for p in json.loads(plan.stdout)["pipelines"]}
+        assert {n: a["label"] for n, a in acts.items()} == {
+            "split": "unchanged", "model": "unchanged",
+            "test": "update+reprocess", "select": "update+reprocess"}
+        assert (acts["test"]["datums"], acts["select"]["datums"]) == (77, 1)
+        applied = subprocess.run([*PACHSYNC, "apply", *common], capture_output=True,
+                                 text=True, timeout=60)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        _wait(client, ["test", "select"])
+        test_job = _newest(client, "test")
+        assert (test_job.state, test_job.data_processed, test_job.data_skipped) == (
+            pps_pb2.JOB_SUCCESS, 77, 0)
+        assert _newest(client, "select").state == pps_pb2.JOB_SUCCESS
+        assert _newest(client, "model").job.id == model_job  # model untouched, no re-run
+    finally:
+        if pid_match:
+            os.kill(int(pid_match.group(1)), signal.SIGTERM)
