@@ -249,3 +249,22 @@ def test_detached_head_needs_a_branch(remote: Path, tmp_path: Path) -> None:
     assert git(ci, "status", "--porcelain") == ""  # refused before writing anything
     outcome = run_bump(opts(ci, push=True, branch="main"))
     assert outcome.pushed and log(remote)[0].startswith("Bump")
+
+
+def test_a_racing_edit_of_the_same_lines_is_replayed_not_lost(
+    remote: Path, tmp_path: Path
+) -> None:
+    """Bob re-tags `a` by hand and edits a comment on the very line bump-image rewrites; the
+    replay rewrites his version of the file: his comment stays, the tag becomes ours."""
+    ci = clone(remote, tmp_path / "ci")
+    bob_text = SPEC.format(name="a").replace(
+        '"acr.example.io/iris-stages:0.1.0"   # keep this comment',
+        '"acr.example.io/iris-stages:hotfix1"   # hotfix by Bob')
+    human_commit(remote, tmp_path / "bob", "specs/pipelines/a.yaml", bob_text, "Bob hotfix")
+    outcome = run_bump(opts(ci, push=True))
+    assert outcome.pushed and outcome.replays == 1
+    assert log(remote)[:2] == [f"Bump {IMAGE} to feed123 [skip ci]", "Bob hotfix"]
+    a_text = git(remote, "show", "main:specs/pipelines/a.yaml")
+    assert f'image: "{IMAGE}:feed123"   # hotfix by Bob' in a_text
+    assert sorted(f.file for f in outcome.plan.files) == ["specs/pipelines/a.yaml",
+                                                          "specs/pipelines/b.yaml"]
