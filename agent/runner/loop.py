@@ -110,6 +110,7 @@ class Runner:
                                    specs_path=getattr(options, "specs_path", "specs"))
         self._scheduler: BackgroundScheduler | None = None
         self._retry_at: float | None = None  # backing off until then (interval runs skip)
+        self._stopping = False
 
     # -- public API ---------------------------------------------------------------------------
     @property
@@ -124,7 +125,7 @@ class Runner:
 
     def run_once(self, trigger: str = "manual") -> ResultLike | None:
         """Run one sync now in this thread (waits for a running one); None if coalesced."""
-        return self._run(self._ticket(), trigger)
+        return self._run(self._ticket(), trigger, scheduled=False)
 
     def start(self) -> None:
         """Start the interval schedule; the first run starts at once."""
@@ -151,10 +152,18 @@ class Runner:
         return True
 
     def stop(self, wait: bool = True) -> None:
-        """Stop scheduling; with wait, let a running sync finish first."""
+        """Stop scheduling; with wait, let a running sync finish first.
+
+        APScheduler's own `shutdown(wait=True)` holds its job-store lock while joining the
+        executor, and a finishing run touches the job store (retry job): so shut down without
+        waiting and wait on our own run lock instead. Runs queued behind it return at once."""
+        self._stopping = True
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=wait)
+            self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        if wait:
+            with self._run_lock:
+                pass
 
     def wait_for(self, predicate: Callable[[AgentStatus], bool], timeout: float) -> bool:
         """Block until predicate(status) holds (tests, --once); False on timeout."""
@@ -175,9 +184,11 @@ class Runner:
     def _retry(self) -> None:
         self._run(self._ticket(), "retry")
 
-    def _run(self, ticket: int, trigger: str) -> ResultLike | None:
+    def _run(self, ticket: int, trigger: str, scheduled: bool = True) -> ResultLike | None:
         with self._run_lock:
             with self._cond:
+                if self._stopping and scheduled:
+                    return None
                 if ticket <= self._covered:
                     return None  # a run that started after this request already fetched
                 self._covered = self._requests
@@ -234,16 +245,17 @@ class Runner:
     def _reschedule(self) -> None:
         """Set or clear the retry after this run. A separate one-shot job (not a change of the
         interval job's next run, which the scheduler thread may overwrite concurrently)."""
-        if self._scheduler is None:
+        scheduler = self._scheduler
+        if scheduler is None or self._stopping:
             return
         try:
             if self._retry_at is not None:
-                self._scheduler.add_job(
+                scheduler.add_job(
                     self._retry, "date", run_date=datetime.fromtimestamp(self._retry_at, UTC),
                     id=RETRY_JOB_ID, name="pachsync retry", replace_existing=True,
                     misfire_grace_time=None)
-            elif self._scheduler.get_job(RETRY_JOB_ID) is not None:
-                self._scheduler.remove_job(RETRY_JOB_ID)
+            elif scheduler.get_job(RETRY_JOB_ID) is not None:
+                scheduler.remove_job(RETRY_JOB_ID)
         except (LookupError, RuntimeError):
             pass  # scheduler shutting down, or the retry job just started
 

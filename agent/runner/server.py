@@ -140,8 +140,8 @@ class AgentServer:
         handler = type("Handler", (_Handler,), {"runner": runner, "auth": auth})
         self.httpd = ThreadingHTTPServer(parse_listen(listen), handler)
         self.httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="pachsync-http",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,),
+                                        name="pachsync-http", daemon=True)
 
     @property
     def address(self) -> tuple[str, int]:
