@@ -87,6 +87,7 @@ def _body(argv: Sequence[str] | None) -> None:
     for path in models:
         score = accuracy(load_model(path), rows, path)
         outputs[args.output / f"{path.stem}{METRIC_SUFFIX}"] = f"{score}".encode()
+        print(f"stages.evaluate: {path.name}: accuracy {score} on {len(rows)} test rows")
     write_atomic(outputs)
 
 

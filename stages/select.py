@@ -173,6 +173,10 @@ def _body(argv: Sequence[str] | None) -> None:
     }
     outputs[args.output / "selected.json"] = (json.dumps(summary, indent=2) + "\n").encode()
     write_atomic(outputs)
+    print(
+        f"stages.select: kept {len(chosen)} of {len(entries)} models "
+        f"(best accuracy {entries[0].accuracy}, rule {rule})"
+    )
 
 
 def _check_loads(path: Path) -> None:

@@ -85,6 +85,9 @@ def _body(argv: Sequence[str] | None) -> None:
             args.output / "test.csv": _csv(test),
         }
     )
+    print(
+        f"stages.split: {source}: {len(train)} train rows, {len(test)} test rows (seed {args.seed})"
+    )
 
 
 def _csv(rows: list[Row]) -> bytes:

@@ -91,6 +91,7 @@ def _body(argv: Sequence[str] | None) -> None:
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
     write_atomic({args.output / model_name(c, gamma): buffer.getvalue()})
+    print(f"stages.train: {model_name(c, gamma)}: {args.kernel} SVC on {len(rows)} rows")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

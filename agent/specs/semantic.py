@@ -120,9 +120,9 @@ def warnings_for(doc: PipelineDoc) -> list[SpecError]:
         return [
             doc.err(
                 ("salt",),
-                "salt is set: Pachyderm replaces it on every reprocess, so it "
-                "never stays as written",
-                "remove `salt:`; pachsync decides reprocessing",
+                "set by hand: Pachyderm uses it only on create (updates keep the old salt, "
+                "reprocessing picks a new one), so the live salt drifts from git",
+                "remove `salt:`; to re-run every datum, let pachsync update with reprocess",
             )
         ]
     return []
