@@ -87,15 +87,16 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from agent.runner import logs
-    from agent.runner.credentials import git_auth_env, load_credentials
+    from agent.runner.credentials import load_credentials
 
     _check(args)
     creds = load_credentials(args.webhook_secret_file, args.basic_auth_file,
                              args.git_token_file, args.pach_token_file)
     log = logs.configure(args.log_format, secrets=creds.values())
-    if creds.git_token:
-        os.environ.update(git_auth_env(args.source, creds.git_token, creds.git_username,
-                                       os.environ))
+    # agent.source.fetch and agent.cluster.address read the tokens themselves (env or the file
+    # named in env): hand over file paths, so no token is copied around by this command.
+    if args.git_token_file:
+        os.environ["PACHSYNC_GIT_TOKEN_FILE"] = str(args.git_token_file.resolve())
     if args.pach_token_file:
         os.environ["PACHSYNC_AUTH_TOKEN_FILE"] = str(args.pach_token_file.resolve())
     verify = _verifier(args)

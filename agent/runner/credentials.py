@@ -7,12 +7,12 @@ log redactor (`agent.runner.logs`) so it can never appear in a log line, even in
 text from a lower layer.
 
 Environment variables: PACHSYNC_WEBHOOK_SECRET, PACHSYNC_BASIC_AUTH ("user:password"),
-PACHSYNC_GIT_TOKEN (+ PACHSYNC_GIT_USERNAME), PACH_PYTHON_AUTH_TOKEN (Pachyderm).
+PACHSYNC_GIT_TOKEN, PACH_PYTHON_AUTH_TOKEN (Pachyderm). The git and Pachyderm tokens are used by
+`agent.source.fetch` and `agent.cluster.address`; the runner loads them only to redact them.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +25,6 @@ from agent.runner.webhook import BasicAuth
 ENV_WEBHOOK_SECRET = "PACHSYNC_WEBHOOK_SECRET"
 ENV_BASIC_AUTH = "PACHSYNC_BASIC_AUTH"
 ENV_GIT_TOKEN = "PACHSYNC_GIT_TOKEN"
-ENV_GIT_USERNAME = "PACHSYNC_GIT_USERNAME"
 ENV_PACH_TOKEN = "PACH_PYTHON_AUTH_TOKEN"
 
 
@@ -70,7 +69,6 @@ class Credentials:
     webhook_secret: str | None = field(default=None, repr=False)
     basic_auth: BasicAuth | None = field(default=None, repr=False)
     git_token: str | None = field(default=None, repr=False)
-    git_username: str = "pachsync"
     pach_token: str | None = field(default=None, repr=False)
 
     def values(self) -> tuple[str, ...]:
@@ -93,30 +91,8 @@ def load_credentials(webhook_secret_file: Path | None = None,
         webhook_secret=load_secret(webhook_secret_file, ENV_WEBHOOK_SECRET, "webhook secret", env),
         basic_auth=parse_basic_auth_secret(basic_text, origin) if basic_text else None,
         git_token=load_secret(git_token_file, ENV_GIT_TOKEN, "git token", env),
-        git_username=env.get(ENV_GIT_USERNAME, "") or "pachsync",
         pach_token=load_secret(pach_token_file, ENV_PACH_TOKEN, "Pachyderm token", env),
     )
-
-
-def git_auth_env(source: str, token: str, username: str,
-                 env: Mapping[str, str]) -> dict[str, str]:
-    """Environment additions that make git send the token to the source's host only.
-
-    Uses git's GIT_CONFIG_COUNT/KEY/VALUE mechanism (git >= 2.31) to set
-    `http.<scheme>://<host>/.extraHeader`, so the token never appears in the URL, in argv, in
-    `.git/config` of the cache, nor in an error message that quotes the URL.
-    """
-    parts = urlsplit(source)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return {}
-    count = int(env.get("GIT_CONFIG_COUNT", "0") or "0")
-    pair = base64.b64encode(f"{username}:{token}".encode()).decode()
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return {
-        f"GIT_CONFIG_KEY_{count}": f"http.{parts.scheme}://{host}/.extraHeader",
-        f"GIT_CONFIG_VALUE_{count}": f"Authorization: Basic {pair}",
-        "GIT_CONFIG_COUNT": str(count + 1),
-    }
 
 
 def redact_url(url: str) -> str:

@@ -1,15 +1,13 @@
-"""Credentials come from files or env only; git tokens travel as a host-scoped header."""
+"""Credentials come from files or env only, never from flags; repr never shows them."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
 
 from agent.errors import UsageError
 from agent.runner.credentials import (
-    git_auth_env,
     load_credentials,
     redact_url,
 )
@@ -38,17 +36,6 @@ def test_missing_or_empty_files_are_usage_errors(tmp_path: Path) -> None:
         load_credentials(tmp_path / "empty", env={})
     with pytest.raises(UsageError, match="user:password"):
         load_credentials(env={"PACHSYNC_BASIC_AUTH": "no-colon"})
-
-
-def test_git_token_becomes_a_header_for_the_source_host_only() -> None:
-    env = git_auth_env("https://dev.azure.com/org/p/_git/gitops", "tok", "me",
-                       {"GIT_CONFIG_COUNT": "1"})
-    assert env["GIT_CONFIG_COUNT"] == "2"
-    assert env["GIT_CONFIG_KEY_1"] == "http.https://dev.azure.com/.extraHeader"
-    value = env["GIT_CONFIG_VALUE_1"]
-    assert value == "Authorization: Basic " + base64.b64encode(b"me:tok").decode()
-    assert git_auth_env("/local/path", "tok", "me", {}) == {}
-    assert git_auth_env("git@host:repo.git", "tok", "me", {}) == {}
 
 
 def test_redact_url() -> None:
