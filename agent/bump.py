@@ -330,24 +330,34 @@ def _commit_and_push(opts: BumpOptions, plan: BumpPlan, root: Path) -> BumpOutco
     if not opts.push:
         return BumpOutcome(plan, "changed", commit=sha)
     assert branch is not None
-    notes: list[tuple[str, str]] = []  # (status, note) when a replay found nothing left to do
-    plans = [plan]  # the last one describes what was finally pushed
+    replay = _Replay(opts, root, plan)
+    result = push_with_retry(root, opts.remote, branch, replay, message, author,
+                             retries=opts.retries, backoff_s=opts.backoff_s)
+    status, note = ("changed", "") if result.pushed else replay.notes[-1]
+    return BumpOutcome(replay.plans[-1], status, result.commit, result.pushed, result.attempts,
+                       result.replays, opts.remote, branch, note)
 
-    def redo() -> list[str]:
+
+class _Replay:
+    """The `redo` callback of push_with_retry: after the bump was moved onto the new remote
+    head, rewrite again there. Remembers each plan (the last one is what got pushed) and why
+    nothing was left to push, if so."""
+
+    def __init__(self, opts: BumpOptions, root: Path, first: BumpPlan) -> None:
+        self.opts, self.root = opts, root
+        self.plans = [first]
+        self.notes: list[tuple[str, str]] = []  # (status, note)
+
+    def __call__(self) -> list[str]:
+        opts = self.opts
         again = plan_bump(opts.specs_dir, opts.image, opts.tag)
-        newer = None if opts.allow_older else superseded_by(root, again, opts.tag)
+        newer = None if opts.allow_older else superseded_by(self.root, again, opts.tag)
         if newer:
-            notes.append(("superseded", f"the remote meanwhile runs {newer} (newer commit)"))
+            self.notes.append(("superseded", f"the remote meanwhile runs {newer} (newer commit)"))
             return []
         if not again.files:
-            notes.append(("unchanged", f"the remote meanwhile runs {again.new_ref} already"))
+            self.notes.append(("unchanged", f"the remote meanwhile runs {again.new_ref} already"))
             return []
         write_bump(again)
-        plans.append(again)
-        return [_shown(f.path, root) for f in again.files]
-
-    result = push_with_retry(root, opts.remote, branch, redo, message, author,
-                             retries=opts.retries, backoff_s=opts.backoff_s)
-    status, note = ("changed", "") if result.pushed else notes[-1]
-    return BumpOutcome(plans[-1], status, result.commit, result.pushed, result.attempts,
-                       result.replays, opts.remote, branch, note)
+        self.plans.append(again)
+        return [_shown(f.path, self.root) for f in again.files]
