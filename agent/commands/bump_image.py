@@ -33,6 +33,8 @@ examples:
       --commit --push --branch main --format json
 author: --author-name/--author-email, else PACHSYNC_AUTHOR_NAME/PACHSYNC_AUTHOR_EMAIL,
 else GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL, else git config user.name/user.email, else pachsync-bot.
+exit codes: 0 the specs run TAG (changed, already there, or superseded by a newer commit);
+2 error (bad IMAGE/TAG, no spec names IMAGE, dirty spec files, push refused or retries spent).
 """
 
 
