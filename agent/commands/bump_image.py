@@ -2,7 +2,7 @@
 
 Registered by `agent.cli`; the work is in `agent.bump` (rewrite, verify, orchestrate) and
 `agent.source.push` (commit, push, replay on a lost race). Exit 0 when the specs run TAG
-afterwards (changed, already there, or superseded by a newer commit), 2 on any error.
+afterwards, or already name a newer commit; 2 on any error.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ examples:
       --commit --push --branch main --format json
 author: --author-name/--author-email, else PACHSYNC_AUTHOR_NAME/PACHSYNC_AUTHOR_EMAIL,
 else GIT_AUTHOR_NAME/GIT_AUTHOR_EMAIL, else git config user.name/user.email, else pachsync-bot.
-exit codes: 0 the specs run TAG (changed, already there, or superseded by a newer commit);
+exit codes: 0 done (changed, already at TAG, or skipped: the specs name a newer commit);
 2 error (bad IMAGE/TAG, no spec names IMAGE, dirty spec files, push refused or retries spent).
 """
 
