@@ -115,17 +115,64 @@ def image_schema_ok(image: str) -> bool:
 
 
 def warnings_for(doc: PipelineDoc) -> list[SpecError]:
+    """Problems that do not block applying: a hand-set salt, /pfs paths naming no input."""
     spec = doc.doc.data if isinstance(doc.doc.data, dict) else {}
+    warnings = []
     if "salt" in spec:
-        return [
+        warnings.append(
             doc.err(
                 ("salt",),
                 "set by hand: Pachyderm uses it only on create (updates keep the old salt, "
                 "reprocessing picks a new one), so the live salt drifts from git",
                 "remove `salt:`; to re-run every datum, let pachsync update with reprocess",
             )
-        ]
-    return []
+        )
+    return warnings + _unknown_pfs_paths(doc, spec)
+
+
+PFS_PATH = re.compile(r"/pfs/([A-Za-z0-9_-]+)")
+
+
+def _unknown_pfs_paths(doc: PipelineDoc, spec: dict[str, Any]) -> list[SpecError]:
+    # A datum sees /pfs/<input name> and /pfs/out only; a typo or a renamed input shows up
+    # at run time as "file not found" in every datum, so say it before applying.
+    transform = spec.get("transform")
+    if not isinstance(transform, dict):
+        return []
+    names = set(_all_input_names(spec.get("input"))) | {"out"}
+    places: list[tuple[Path_, Any]] = []
+    for key in ("cmd", "stdin"):
+        values = transform.get(key)
+        if isinstance(values, list):
+            places += [((("transform", key, i)), v) for i, v in enumerate(values)]
+    env = transform.get("env")
+    if isinstance(env, dict):
+        places += [(("transform", "env", k), v) for k, v in env.items()]
+    warnings = []
+    for path, value in places:
+        for name in PFS_PATH.findall(value) if isinstance(value, str) else []:
+            if name not in names:
+                warnings.append(
+                    doc.err(
+                        path,
+                        f"/pfs/{name} is not an input of this pipeline "
+                        f"(inputs: {', '.join(sorted(names - {'out'}))})",
+                        "use an input's name (its `name:`, else its repo) or /pfs/out",
+                    )
+                )
+    return warnings
+
+
+def _all_input_names(node: Any) -> Iterator[str]:
+    if not isinstance(node, dict):
+        return
+    name = _input_name(node)
+    if name:
+        yield name
+    for combo in ("cross", "union", "join", "group"):
+        children = node.get(combo)
+        for child in children if isinstance(children, list) else []:
+            yield from _all_input_names(child)
 
 
 def _duplicate_input_names(doc: PipelineDoc, node: Any, path: Path_) -> list[SpecError]:
