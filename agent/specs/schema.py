@@ -57,9 +57,16 @@ def schema_errors(schema_name: str, doc: LoadedYaml, file: str) -> list[SpecErro
         _translate(leaf, doc, file)
         for leaf in leaves
         if not (leaf.validator == "maxProperties" and tuple(leaf.absolute_path) in unknown_at)
+        and not _semantic_owns(leaf)
     ]
     unique = {(e.line, e.path, e.message): e for e in errors}
     return sorted(unique.values(), key=lambda e: (e.line, e.path, e.message))
+
+
+def _semantic_owns(err: jsonschema.ValidationError) -> bool:
+    # agent.specs.semantic explains bad pipeline names better (length, first character).
+    path = tuple(err.absolute_path)
+    return path == ("pipeline", "name") and err.validator in ("pattern", "maxLength")
 
 
 def _leaves(err: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:

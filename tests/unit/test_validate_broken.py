@@ -156,7 +156,7 @@ CASES = [
         "",
         NEW_PIPELINE.format(name="-bad"),
         "name: -bad",
-        "does not match",
+        "invalid pipeline name '-bad'",
         "pipeline.name",
     ),
     Case(
@@ -323,6 +323,10 @@ def test_broken_spec_is_reported_at_file_and_line(specs: Path, case: Case) -> No
     if case.hint is not None:
         assert case.hint in error.hint, error.format()
     assert error.hint, f"{case.id}: no hint: {error.format()}"
+    places = [(e.file, e.line, e.path) for e in errors]
+    assert len(places) == len(set(places)), "one problem reported twice:\n" + "\n".join(
+        e.format() for e in errors
+    )
 
 
 def test_there_are_many_kinds_of_broken_spec() -> None:
