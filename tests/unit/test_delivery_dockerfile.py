@@ -245,6 +245,28 @@ def test_every_spec_command_exists_in_the_stages_image(
     assert run.returncode == 0 and "usage" in run.stdout.lower(), run.stderr[-800:]
 
 
+BLOCK_NON_AGENT_LIBS = """
+import runpy, sys
+BLOCKED = {"sklearn", "scipy", "numpy", "pandas", "matplotlib", "joblib", "stages", "localpachd"}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not installed in the agent image")
+sys.meta_path.insert(0, Block())
+if sys.argv[1:] == ["--import-all"]:
+    # Every agent module the in-cluster agent may load; report/demo run on laptops only.
+    import importlib, pkgutil, agent
+    LAPTOP_ONLY = ("agent.report", "agent.commands.demo", "agent.commands.report",
+                   "agent.commands._localserver")
+    for info in pkgutil.walk_packages(agent.__path__, "agent."):
+        if not info.name.startswith(LAPTOP_ONLY) and info.name != "agent.__main__":
+            importlib.import_module(info.name)
+else:
+    sys.argv = ["pachsync", *sys.argv[1:]]
+    runpy.run_module("agent", run_name="__main__")
+"""
+
+
 def test_the_agent_entrypoint_exists_in_the_agent_image(
     dockerfile: tuple[dict[str, str], dict[str, Stage]], tmp_path: Path
 ) -> None:
@@ -257,6 +279,11 @@ def test_the_agent_entrypoint_exists_in_the_agent_image(
     assert (image / "app" / "schemas").is_dir()  # agent.specs finds its schemas next to agent/
     out = run_in_layout(image, agent, [*entry, "--help"])
     assert out.returncode == 0 and "bump-image" in out.stdout, out.stderr[-800:]
+    # The image installs only requirements/agent.txt: starting the agent must not need the
+    # stage or report libraries (they are in the test venv, so block them explicitly).
+    for argv in (["--import-all"], ["agent", "--help"], ["bump-image", "--help"]):
+        out = run_in_layout(image, agent, ["python3", "-c", BLOCK_NON_AGENT_LIBS, *argv])
+        assert out.returncode == 0, f"pachsync {' '.join(argv)}: {out.stderr[-800:]}"
     assert not (image / "app" / "stages").exists() and not (image / "app" / "localpachd").exists()
 
 
