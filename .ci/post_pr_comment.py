@@ -63,7 +63,8 @@ def request(method: str, url: str, token: str, body: Any = None) -> Any:
 
 def comment_body(markdown: str) -> str:
     if len(markdown) > MAX_CHARS:
-        markdown = markdown[:MAX_CHARS] + "\n\n… (truncated; the full plan is in the build log)"
+        note = "\n\n… (truncated; the full plan is the build's `plan` artifact)"
+        markdown = markdown[:MAX_CHARS] + note
     return f"{MARKER}\n{markdown}"
 
 

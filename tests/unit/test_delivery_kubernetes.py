@@ -45,7 +45,7 @@ def test_kustomization_lists_every_manifest() -> None:
     on_disk = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
     assert set(resources()) == {"Namespace", "ServiceAccount", "ConfigMap", "Deployment",
-                                "Service"}
+                                "Service", "NetworkPolicy"}
     assert not list(DEPLOY.rglob("*secret*")), "secrets are created by hand, never committed"
 
 
@@ -86,9 +86,9 @@ def test_the_validator_rejects_a_misspelt_field(validation: dict[str, str]) -> N
 def test_the_kustomization_renders_and_validates(validation: dict[str, str]) -> None:
     path = next(k for k in validation if k.endswith("rendered.yaml"))
     docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-    assert len(docs) == 5 and all(d["metadata"].get("namespace", "pachsync") == "pachsync"
+    assert len(docs) == 6 and all(d["metadata"].get("namespace", "pachsync") == "pachsync"
                                   for d in docs)
-    assert validation[path].count("passed") == 5 and "ERROR" not in validation[path]
+    assert validation[path].count("passed") == 6 and "ERROR" not in validation[path]
 
 
 def test_deployment_runs_one_agent_non_root_read_only() -> None:
@@ -125,6 +125,15 @@ def test_secrets_are_referenced_never_inlined() -> None:
     assert {"PACHSYNC_SOURCE", "PACHSYNC_BRANCH", "PACHSYNC_INTERVAL", "PACHSYNC_PRUNE"} <= set(
         config)
     assert not any(word in key.lower() for key in config for word in ("token", "secret", "pass"))
+
+
+def test_network_policy_lets_in_only_the_agent_port() -> None:
+    policy = resources()["NetworkPolicy"]["spec"]
+    labels = resources()["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == ["http"]
+    egress = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert {53, 443, 30650} <= egress
 
 
 def test_service_exposes_webhook_and_metrics_for_prometheus() -> None:
