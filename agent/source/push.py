@@ -142,24 +142,33 @@ def _fetch(root: Path, remote: str, branch: str) -> str:
 
 
 def _move_onto(root: Path, new_head: str) -> None:
-    """Drop the bump commit at HEAD and put the remaining local commits on top of `new_head`."""
+    """Drop the bump commit at HEAD and put the remaining local commits on top of `new_head`.
+    On failure the clone is put back on the bump commit and Conflict is raised."""
     repo = git.Repo(root)
     bump = repo.head.commit.hexsha
     base = repo.head.commit.parents[0].hexsha
-    repo.git.reset("--keep", base)
-    if is_ancestor(root, base, new_head) or base == new_head:
-        repo.git.reset("--keep", new_head)  # the CI case: a fast-forward onto others' commits
-        return
     try:
+        repo.git.reset("--keep", base)
+        if base == new_head or is_ancestor(root, base, new_head):
+            repo.git.reset("--keep", new_head)  # the CI case: a fast-forward onto others' commits
+            return
         repo.git.rebase(new_head)
     except git.GitCommandError as exc:
-        repo.git.rebase("--abort")
-        repo.git.reset("--keep", bump)
+        _put_back(repo, bump)
         raise Conflict(
-            f"local commits below the bump do not rebase onto {new_head[:12]}: "
-            f"{exc.stderr.strip()}",
-            hint="push or drop your local commits first: bump-image replays only its own commit",
+            f"cannot move the bump onto {new_head[:12]}: {_last_lines(str(exc.stderr))}",
+            hint="local commits below the bump conflict with the remote, or local changes are "
+            "in the way: push, drop or stash them first (bump-image replays only its own commit)",
         ) from exc
+
+
+def _put_back(repo: git.Repo, commit: str) -> None:
+    """Best effort: leave the clone as it was before the replay started."""
+    for args in (("rebase", "--abort"), ("reset", "--keep", commit)):
+        try:
+            repo.git.execute(["git", *args])
+        except git.GitCommandError:
+            pass  # nothing to abort, or the reset is impossible: the error raised says enough
 
 
 def push_with_retry(

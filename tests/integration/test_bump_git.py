@@ -268,3 +268,16 @@ def test_a_racing_edit_of_the_same_lines_is_replayed_not_lost(
     assert f'image: "{IMAGE}:feed123"   # hotfix by Bob' in a_text
     assert sorted(f.file for f in outcome.plan.files) == ["specs/pipelines/a.yaml",
                                                           "specs/pipelines/b.yaml"]
+
+
+def test_local_changes_in_the_way_of_the_replay_stop_with_conflict(
+    remote: Path, tmp_path: Path
+) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    (ci / "README.md").write_text("my uncommitted edit\n")  # not part of the bump
+    human_commit(remote, tmp_path / "alice", "README.md", "hers\n", "Alice README")
+    with pytest.raises(Conflict, match="cannot move the bump"):
+        run_bump(opts(ci, push=True))
+    assert git(ci, "log", "-1", "--format=%s").startswith("Bump")  # put back as it was
+    assert (ci / "README.md").read_text() == "my uncommitted edit\n"
+    assert log(remote)[0] == "Alice README"
