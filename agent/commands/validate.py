@@ -53,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
             f"specs folder {str(specs_dir)!r} not found",
             "pass --specs DIR, the folder holding repos.yaml and pipelines/",
         )
-    report = check_specs(specs_dir, root=_root_for(specs_dir))
-    render = {"text": _text, "json": _json, "azure": _azure}[args.format]
-    print(render(report, specs_dir))
+    root = _root_for(specs_dir)
+    report = check_specs(specs_dir, root=root)
+    if args.format == "text":
+        print(_text(report, specs_dir, root))
+    else:
+        print({"json": _json, "azure": _azure}[args.format](report, specs_dir))
     return EXIT_CHANGES if report.errors else EXIT_OK
 
 
@@ -67,9 +70,12 @@ def _root_for(specs_dir: Path) -> Path:
     return cwd if resolved == cwd or cwd in resolved.parents else resolved.parent
 
 
-def _text(report: Any, specs_dir: Path) -> str:
-    lines = [e.format() for e in report.errors]
-    lines += [_warning(w) for w in report.warnings]
+def _text(report: Any, specs_dir: Path, root: Path | None = None) -> str:
+    lines = []
+    for error in report.errors:
+        lines += [error.format(), *_snippet(root, error)]
+    for warning in report.warnings:
+        lines += [_warning(warning), *_snippet(root, warning)]
     if report.errors:
         files = len({e.file for e in report.errors})
         lines.append(f"{len(report.errors)} error(s) in {files} file(s): {specs_dir} is invalid")
@@ -81,6 +87,17 @@ def _text(report: Any, specs_dir: Path) -> str:
             f"{len(state.pipelines)} pipeline(s) ({order})"
         )
     return "\n".join(lines)
+
+
+def _snippet(root: Path | None, e: Any) -> list[str]:
+    """The offending line of the file, indented under the message, as DVC and compilers do."""
+    if root is None or e.line < 1:
+        return []
+    try:
+        text = (root / e.file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [f"  {e.line:>4} | {text[e.line - 1]}"] if e.line <= len(text) else []
 
 
 def _warning(w: Any) -> str:

@@ -414,6 +414,8 @@ def test_cli_reports_broken_specs_with_file_and_line(specs: Path) -> None:
     for case in broken:
         assert f"specs/{case.file}:{lines[case.id]}: " in done.stdout, done.stdout
     assert done.stdout.splitlines()[-1] == "5 error(s) in 4 file(s): specs is invalid"
+    latest_line = lines["latest-tag"]
+    assert f"{latest_line:>4} |   image: pachsyncdemo.azurecr.io/iris-stages:latest" in done.stdout
 
     as_json = _pachsync("--specs", str(specs), "--format", "json", cwd=ROOT)
     assert as_json.returncode == 1
