@@ -102,10 +102,17 @@ def commit_paths(root: Path, paths: Sequence[str], message: str, author: Author)
     """One commit of exactly `paths` (whatever else is staged stays out of it). Returns its sha."""
     repo = git.Repo(root)
     env = _identity_env(author)
-    repo.git.add("--", *paths)
-    with repo.git.custom_environment(**env):
-        # `commit -- paths` = `--only`: the index outside these paths is not part of the commit.
-        repo.git.commit("--no-verify", "-m", message, "--", *paths)
+    try:
+        repo.git.add("--", *paths)
+        with repo.git.custom_environment(**env):
+            # `commit -- paths` = `--only`: the index outside these paths stays out of it.
+            # --no-verify: local hooks must not alter a rewrite that was already verified.
+            repo.git.commit("--no-verify", "-m", message, "--", *paths)
+    except git.GitCommandError as exc:
+        raise PachsyncError(
+            f"git commit of {', '.join(paths)} failed: {_last_lines(str(exc.stderr))}",
+            hint="check the git identity and commit signing settings of this clone",
+        ) from exc
     return repo.head.commit.hexsha
 
 
