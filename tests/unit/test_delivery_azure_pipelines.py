@@ -162,6 +162,16 @@ def test_stages_repository_matches_the_image_the_specs_run(pipeline: dict[str, A
         assert image.split(":")[0].endswith("/" + variables["stagesRepository"]), path.name
 
 
+def test_agent_repository_matches_the_image_deploy_runs(pipeline: dict[str, Any]) -> None:
+    variables = {v["name"]: v["value"] for v in pipeline["variables"] if "name" in v}
+    deployment = yaml.safe_load((ROOT / "deploy" / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    repository = container["image"].rsplit(":", 1)[0]
+    assert repository.endswith("/" + variables["agentRepository"])
+    kustomization = yaml.safe_load((ROOT / "deploy" / "kustomization.yaml").read_text())
+    assert [i["name"] for i in kustomization["images"]] == [repository]
+
+
 def test_changed_paths_covers_what_each_image_copies() -> None:
     changed = load_script("changed_paths")
     dockerfile = (ROOT / "Dockerfile").read_text()
