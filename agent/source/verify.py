@@ -118,16 +118,34 @@ def verify_commit(repo_dir: Path, sha: str, policy: SignaturePolicy) -> str:
     args, env = _command(policy, sha)
     proc = _git(repo_dir, args, env)
     output = (proc.stderr + proc.stdout).strip()
-    good = proc.returncode == 0 and (policy.mode == "ssh" or "[GNUPG:] VALIDSIG" in output)
-    if policy.mode == "gpg" and re.search(r"\[GNUPG:\] (BADSIG|EXPKEYSIG|REVKEYSIG)", output):
-        good = False
-    if not good:
+    if policy.mode == "gpg":
+        return _check_gpg(sha, proc.returncode, output)
+    if proc.returncode != 0:
         raise SignatureInvalid(sha, _reason(output) or "the signature does not verify")
     return _reason(output)
 
 
+def _check_gpg(sha: str, returncode: int, output: str) -> str:
+    """Judge gpg's machine-readable status lines (`--raw`), not its localised prose."""
+    status = {ln.split()[1]: ln for ln in output.splitlines()
+              if ln.startswith("[GNUPG:] ") and len(ln.split()) > 1}
+    if "NO_PUBKEY" in status:
+        key = status["NO_PUBKEY"].split()[2]
+        raise SignatureInvalid(sha, f"signed by key {key}, which is not in the keyring",
+                               hint="import the signer's public key into --gpg-home, or sign "
+                                    "with an allowed key")
+    for bad in ("BADSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG", "ERRSIG"):
+        if bad in status:
+            raise SignatureInvalid(sha, f"gpg reports {bad}: {status[bad][9:]}")
+    if returncode != 0 or "GOODSIG" not in status or "VALIDSIG" not in status:
+        raise SignatureInvalid(sha, _reason(output) or "the signature does not verify")
+    who = status["GOODSIG"].split(" ", 3)
+    fingerprint = status["VALIDSIG"].split()[2]
+    return f"Good signature from {who[3] if len(who) > 3 else '?'} (key {fingerprint})"
+
+
 def _reason(output: str) -> str:
-    """The most telling line of git/ssh-keygen/gpg output, without gpg's status chatter."""
+    """The most telling lines of git/ssh-keygen output."""
     lines = [ln.strip() for ln in output.splitlines()
              if ln.strip() and not ln.startswith("[GNUPG:]")]
     return "; ".join(lines[:3])

@@ -4,8 +4,10 @@ reported, not re-run, and the cluster keeps the last good spec."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,58 @@ def test_signed_head_applied_unsigned_head_refused(tmp_path: Path, localpachd: o
     assert result is not None and result.result == "applied", result.errors
     assert runner.status.stalled_commit is None and runner.status.last_applied_commit == fixed
     assert pipeline_info(pach_client, "upper")[0] == "signed v4"
+
+
+@pytest.fixture
+def gpg_homes(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
+    """(signer's GnuPG home with a fresh key, agent's keyring with only its public key, fpr)."""
+    if shutil.which("gpg") is None or shutil.which("gpgconf") is None:
+        pytest.skip("gpg not installed: cannot make a GPG signing key")
+    signer, keyring = tmp_path / "gnupg-signer", tmp_path / "gnupg-agent"
+    for home in (signer, keyring):
+        home.mkdir(mode=0o700)
+    env = dict(os.environ, GNUPGHOME=str(signer))
+    subprocess.run(["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase",
+                    "", "--quick-gen-key", "Ops <ops@example.com>", "ed25519", "sign", "never"],
+                   env=env, check=True, capture_output=True)
+    listing = subprocess.run(["gpg", "--list-keys", "--with-colons"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+    public = subprocess.run(["gpg", "--export", "--armor", fpr], env=env, check=True,
+                            capture_output=True).stdout
+    subprocess.run(["gpg", "--batch", "--quiet", "--import"], input=public, check=True,
+                   capture_output=True, env=dict(os.environ, GNUPGHOME=str(keyring)))
+    try:
+        yield signer, keyring, fpr
+    finally:  # gpg starts an agent per home: never leave it running
+        for home in (signer, keyring):
+            subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=str(home)),
+                           check=False, capture_output=True)
+
+
+def test_verify_commit_with_a_gpg_keyring(tmp_path: Path, gpg_homes: tuple[Path, Path, str],
+                                          keys: tuple[Path, Path, Path]) -> None:
+    signer, keyring, fpr = gpg_homes
+    repo = GitOps(tmp_path / "git")
+    repo.commit("unsigned")
+    (repo.work / "specs" / "pipelines" / "upper.yaml").write_text("changed\n")
+    git(repo.work, "add", "-A")
+    subprocess.run(["git", "-c", f"user.signingkey={fpr}", "commit", "-q", "-S", "-m", "gpg"],
+                   cwd=repo.work, check=True, capture_output=True,
+                   env=dict(os.environ, GNUPGHOME=str(signer)))
+    signed = git(repo.work, "rev-parse", "HEAD")
+    policy = SignaturePolicy("gpg", gpg_home=keyring)
+    assert fpr in verify_commit(repo.work, signed, policy)
+    with pytest.raises(SignatureInvalid, match="not signed"):
+        verify_commit(repo.work, git(repo.work, "rev-parse", "HEAD~1"), policy)
+    empty = tmp_path / "gnupg-empty"
+    empty.mkdir(mode=0o700)
+    try:
+        with pytest.raises(SignatureInvalid, match="not in the keyring"):
+            verify_commit(repo.work, signed, SignaturePolicy("gpg", gpg_home=empty))
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=str(empty)),
+                       check=False, capture_output=True)
+    # A GPG signature never passes an SSH policy (no fallback to some other keyring).
+    with pytest.raises(SignatureInvalid, match="not signed with an SSH signature"):
+        verify_commit(repo.work, signed, SignaturePolicy("ssh", allowed_signers=keys[2]))
