@@ -112,6 +112,16 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
         check_graph(docs, repos.lines, rel(repos_path), unparsed, check_repos=repos.parsed)
     )
     warnings = [w for doc in docs for w in warnings_for(doc)]
+    warnings += [
+        SpecError(
+            rel(path),
+            0,
+            "",
+            "JSON specs are not read: pachsync reads pipelines/*.yaml",
+            "convert it to YAML (same snake_case keys) or move it out of pipelines/",
+        )
+        for path in sorted((specs_dir / PIPELINES_DIR).glob("*.json"))
+    ]
     files = tuple([rel(repos_path)] if repos_path.exists() else []) + tuple(d.file for d in docs)
     errors = sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
     state = None if errors else DesiredState(tuple(repos.repos), _ordered(docs))

@@ -130,3 +130,11 @@ def test_specs_in_a_project_resolve_inputs_within_it(specs: Path) -> None:
         extra.read_text().replace("repo: raw_data", "repo: raw_data, project: default")
     )
     assert check_specs(specs).errors == ()
+
+
+def test_json_spec_in_pipelines_is_a_warning(specs: Path) -> None:
+    (specs / "pipelines/legacy.json").write_text('{"pipeline": {"name": "legacy"}}')
+    report = check_specs(specs)
+    assert report.errors == ()
+    assert [(w.file, w.line) for w in report.warnings] == [("specs/pipelines/legacy.json", 0)]
+    assert "not read" in report.warnings[0].message
