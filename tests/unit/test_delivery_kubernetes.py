@@ -166,3 +166,18 @@ def test_container_command_is_accepted_by_pachsync_agent(prune: str) -> None:
     assert args.source == env["PACHSYNC_SOURCE"] and args.branch == env["PACHSYNC_BRANCH"]
     assert args.prune is (prune == "true")
     assert args.cache_dir is not None and str(args.cache_dir) == "/var/cache/pachsync"
+
+
+def test_the_guide_creates_exactly_the_secrets_the_deployment_reads() -> None:
+    import re
+
+    guide = (ROOT / "docs" / "deploying.md").read_text()
+    created: set[tuple[str, str]] = set()
+    for command in re.sub(r"\\\n", " ", guide).splitlines():  # join continued shell lines
+        match = re.search(r"create secret generic ([\w-]+)(.*)", command)
+        if match:
+            created |= {(match[1], k) for k in re.findall(r"--from-literal=([\w-]+)", match[2])}
+    (container,) = resources()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    read = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container["env"]}
+    assert created == read
