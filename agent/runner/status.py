@@ -65,7 +65,7 @@ class PipelineState:
     """Per-pipeline line of /status: the last action taken and the resulting state."""
 
     action: str
-    state: str  # Synced | Drifted | OutOfSync | Pruned | Unknown
+    state: str  # Synced | Drifted | OutOfSync | Pruned | Conflict | Unknown
     commit: str | None
 
 
@@ -109,6 +109,14 @@ def exit_code(result: ResultLike) -> int:
     return 1 if is_stall(result) else 2
 
 
+# Actions (agent.plan labels) whose outcome is not simply "now equal to git".
+_ACTION_STATES = {
+    "delete": "Pruned",
+    "orphan": "OutOfSync",  # managed, gone from git, kept because --prune is off
+    "conflict": "Conflict",  # git wants a name the cluster gives to an unmanaged pipeline
+}
+
+
 def _pipeline_states(prev: tuple[tuple[str, PipelineState], ...], result: ResultLike,
                      self_heal: bool) -> tuple[tuple[str, PipelineState], ...]:
     if not result.actions:
@@ -117,13 +125,11 @@ def _pipeline_states(prev: tuple[tuple[str, PipelineState], ...], result: Result
     out = []
     for name, action in sorted(result.actions.items()):
         if not ok:
-            state = "Unknown"
-        elif action == "delete":
-            state = "Pruned"
+            state = "Unknown"  # the run failed part-way: the next run recomputes from live
         elif action == "drift":
             state = "Synced" if self_heal else "Drifted"
         else:
-            state = "Synced"
+            state = _ACTION_STATES.get(action, "Synced")
         out.append((name, PipelineState(action=action, state=state, commit=result.commit)))
     return tuple(out)
 

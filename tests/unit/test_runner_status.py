@@ -40,11 +40,12 @@ def test_initial_status_is_not_ready() -> None:
 
 def test_applied_sets_last_applied_and_pipeline_states() -> None:
     s = fold(res("applied", actions={"split": "create", "model": "update+reprocess",
-                                     "old": "delete"}))
+                                     "old": "delete", "kept": "orphan", "x": "conflict"}))
     assert s.ready and s.runs == 1 and s.last_applied_commit == "c1"
     assert s.last_success_at == 1000.0 and s.backoff_s == 0
     states = {name: p.state for name, p in s.pipelines}
-    assert states == {"split": "Synced", "model": "Synced", "old": "Pruned"}
+    assert states == {"split": "Synced", "model": "Synced", "old": "Pruned",
+                      "kept": "OutOfSync", "x": "Conflict"}
 
 
 def test_failures_back_off_exponentially_and_reset_on_success() -> None:
