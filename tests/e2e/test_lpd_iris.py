@@ -1,0 +1,133 @@
+"""The project's own specs and data on a real localpachd: 77 models, incremental, reprocess.
+
+One test, in phases, because each phase builds on the state the previous one left (and a
+module-scoped fixture would be rebuilt by every xdist worker). The whole iris pipeline runs
+twice (from empty, and after `update --reprocess` of model); every other phase runs few datums.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import python_pachyderm
+import yaml
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = ("split", "model", "test", "select")
+
+
+def spec(name: str, **changes: Any) -> pps_pb2.CreatePipelineRequest:
+    doc = yaml.safe_load((ROOT / "specs" / "pipelines" / f"{name}.yaml").read_text())
+    doc.update(changes)
+    return python_pachyderm.parse_dict_pipeline_spec(doc)
+
+
+def param_files(name: str) -> dict[str, bytes]:
+    values = (ROOT / "data" / "parameters" / name).read_text().split()
+    return {f"/{name}/{i:016x}": f"{v}\n".encode() for i, v in enumerate(values)}
+
+
+def job_of(client: Any, pipeline: str, job_id: str) -> Any:
+    return next(iter(client.inspect_job(job_id, pipeline, wait=True)))
+
+
+def wait_set(client: Any, job_id: str) -> dict[str, Any]:
+    """Wait for every pipeline's job of a commit set; pipeline -> JobInfo."""
+    client.wait_commit(job_id)
+    return {j.job.pipeline.name: j for j in client.inspect_job(job_id, wait=True)}
+
+
+def latest(client: Any, pipeline: str) -> Any:
+    return job_of(client, pipeline, next(iter(client.list_job(pipeline))).job.id)
+
+
+def counts(job: Any) -> tuple[str, int, int, int, int]:
+    state = pps_pb2.JobState.Name(job.state)
+    return (state, job.data_processed, job.data_skipped, job.data_failed, job.data_total)
+
+
+def names(client: Any, repo: str) -> list[str]:
+    return sorted(f.file.path for f in client.list_file((repo, "master"), "/"))
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Any]:
+    from localpachd.server import start
+
+    server = start(data_dir=tmp_path / "pachd", port=0)
+    try:
+        yield python_pachyderm.Client(host=server.host, port=server.port)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
+    # -- from empty: load data, create the four pipelines (as the agent does, one transaction)
+    started = time.monotonic()
+    client.create_repo("raw_data")
+    client.create_repo("parameters")
+    with client.commit("raw_data", "master") as c:
+        client.put_file_bytes(c, "/iris.csv", (ROOT / "data" / "iris.csv").read_bytes())
+    with client.commit("parameters", "master") as c:
+        for name in ("c_parameters.txt", "gamma_parameters.txt"):
+            for path, data in param_files(name).items():
+                client.put_file_bytes(c, path, data)
+    with client.transaction():
+        for name in PIPELINES:
+            client.create_pipeline_from_request(spec(name))
+    first = {name: latest(client, name) for name in PIPELINES}
+    wall = time.monotonic() - started
+    print(f"\nfull iris pipeline from empty: {wall:.1f}s wall")
+    assert counts(first["split"]) == ("JOB_SUCCESS", 1, 0, 0, 1)
+    assert counts(first["model"]) == ("JOB_SUCCESS", 77, 0, 0, 77)
+    assert counts(first["test"]) == ("JOB_SUCCESS", 77, 0, 0, 77)
+    assert counts(first["select"]) == ("JOB_SUCCESS", 1, 0, 0, 1)
+    models = names(client, "model")
+    assert len(models) == 77 and all(m.endswith(".pkl") for m in models)
+    assert len(names(client, "test")) == 77
+    selected = json.loads(client.get_file(("select", "master"), "/selected.json").read())
+    assert selected["considered"] == 77 and len(selected["selected"]) >= 1
+    assert "/leaderboard.csv" in names(client, "select")
+
+    # -- one more C value: exactly 7 new model datums (77 skipped), 7 new test datums
+    with client.commit("parameters", "master") as c:
+        client.put_file_bytes(c, "/c_parameters.txt/000000000000000b", b"4.0\n")
+    jobs = wait_set(client, c.id)
+    assert counts(jobs["model"]) == ("JOB_SUCCESS", 7, 77, 0, 84)
+    assert counts(jobs["test"]) == ("JOB_SUCCESS", 7, 77, 0, 84)
+    assert counts(jobs["select"]) == ("JOB_SUCCESS", 1, 0, 0, 1)
+    added = sorted(set(names(client, "model")) - set(models))
+    assert len(added) == 7 and all("_C4.0_" in m for m in added)
+    assert len(names(client, "test")) == 84
+
+    # -- removing it deletes its 7 models (and their metrics); nothing else re-runs
+    with client.commit("parameters", "master") as c:
+        client.delete_file(c, "/c_parameters.txt/000000000000000b")
+    jobs = wait_set(client, c.id)
+    assert counts(jobs["model"]) == ("JOB_SUCCESS", 0, 77, 0, 77)
+    assert names(client, "model") == models
+    assert len(names(client, "test")) == 77
+
+    # -- update without reprocess: a new version, no datum runs again
+    client.create_pipeline_from_request(
+        spec("model", description="same code, new words", update=True)
+    )
+    job = latest(client, "model")
+    assert job.pipeline_version == 2
+    assert counts(job) == ("JOB_SUCCESS", 0, 77, 0, 77)
+    assert counts(job_of(client, "test", job.job.id)) == ("JOB_SUCCESS", 0, 77, 0, 77)
+
+    # -- update with reprocess: every model datum runs again
+    client.create_pipeline_from_request(spec("model", update=True, reprocess=True))
+    job = latest(client, "model")
+    assert job.pipeline_version == 3
+    assert counts(job) == ("JOB_SUCCESS", 77, 0, 0, 77)
+    assert names(client, "model") == models
+    assert counts(job_of(client, "select", job.job.id))[0] == "JOB_SUCCESS"

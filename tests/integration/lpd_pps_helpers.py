@@ -1,0 +1,54 @@
+"""Helpers shared by the localpachd pps/jobs integration tests (tiny shell pipelines)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
+
+
+def pfs(repo: str, glob: str, **kw: Any) -> pps_pb2.Input:
+    return pps_pb2.Input(pfs=pps_pb2.PFSInput(repo=repo, glob=glob, **kw))
+
+
+def sh_pipeline(client: Any, name: str, inp: pps_pb2.Input, *stdin: str, **kw: Any) -> None:
+    transform = pps_pb2.Transform(cmd=["sh"], stdin=list(stdin), **kw.pop("transform", {}))
+    client.create_pipeline(name, transform=transform, input=inp, **kw)
+
+
+def put(client: Any, repo: str, files: dict[str, str], delete: tuple[str, ...] = ()) -> str:
+    with client.commit(repo, "master") as c:
+        for path in delete:
+            client.delete_file(c, path)
+        for path, text in files.items():
+            client.put_file_bytes(c, path, text.encode())
+    return str(c.id)
+
+
+def state(job: Any) -> str:
+    return str(pps_pb2.JobState.Name(job.state))
+
+
+def wait_all(client: Any, pipeline: str) -> list[Any]:
+    """Every job of the pipeline, waited until terminal, newest first."""
+    jobs = list(client.list_job(pipeline, history=-1))
+    return [next(iter(client.inspect_job(j.job.id, pipeline, wait=True))) for j in jobs]
+
+
+def last_job(client: Any, pipeline: str) -> Any:
+    return wait_all(client, pipeline)[0]
+
+
+def counts(job: Any) -> tuple[int, int, int, int]:
+    return (job.data_processed, job.data_skipped, job.data_failed, job.data_total)
+
+
+def read_repo(client: Any, repo: str, branch: str = "master") -> dict[str, str]:
+    out = {}
+    for fi in client.walk_file((repo, branch), "/"):
+        if fi.file_type == 1:  # FILE
+            data = client.get_file((repo, branch), fi.file.path).read()
+            out[fi.file.path] = data.decode()
+    return out
