@@ -112,7 +112,15 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
         check_graph(docs, repos.lines, rel(repos_path), unparsed, check_repos=repos.parsed)
     )
     warnings = [w for doc in docs for w in warnings_for(doc)]
-    warnings += [
+    warnings += _json_warnings(specs_dir / PIPELINES_DIR, rel)
+    files = tuple([rel(repos_path)] if repos_path.exists() else []) + tuple(d.file for d in docs)
+    errors = sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
+    state = None if errors else DesiredState(tuple(repos.repos), _ordered(docs))
+    return SpecReport(tuple(errors), tuple(warnings), state, files)
+
+
+def _json_warnings(folder: Path, rel: Any) -> list[SpecError]:
+    return [
         SpecError(
             rel(path),
             0,
@@ -120,12 +128,8 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
             "JSON specs are not read: pachsync reads pipelines/*.yaml",
             "convert it to YAML (same snake_case keys) or move it out of pipelines/",
         )
-        for path in sorted((specs_dir / PIPELINES_DIR).glob("*.json"))
+        for path in sorted(folder.glob("*.json"))
     ]
-    files = tuple([rel(repos_path)] if repos_path.exists() else []) + tuple(d.file for d in docs)
-    errors = sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
-    state = None if errors else DesiredState(tuple(repos.repos), _ordered(docs))
-    return SpecReport(tuple(errors), tuple(warnings), state, files)
 
 
 def _read(path: Path, file: str, errors: list[SpecError]) -> LoadedYaml | None:
