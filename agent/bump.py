@@ -256,12 +256,13 @@ class BumpOptions:
     backoff_s: float = 1.0
     author: Author | None = None  # default: env, then git config (agent.source.push.default_author)
     allow_older: bool = False  # write TAG even when the specs already name a newer commit
+    dry_run: bool = False  # compute and verify, write nothing (no commit, no push)
 
 
 @dataclass(frozen=True)
 class BumpOutcome:
     plan: BumpPlan
-    status: str  # "changed" | "unchanged" | "superseded"
+    status: str  # "changed" | "unchanged" | "superseded" | "would-change" (dry run)
     commit: str | None = None  # the bump commit (after --push: the one now on the remote)
     pushed: bool = False
     attempts: int = 0
@@ -297,13 +298,15 @@ def run_bump(opts: BumpOptions) -> BumpOutcome:
             f"no `image:` line under {opts.specs_dir} names {opts.image}",
             hint=f"images named there: {found}",
         )
-    committing = opts.commit or opts.push
+    committing = (opts.commit or opts.push) and not opts.dry_run
     root = repo_root(opts.specs_dir) if committing else None
     newer = None if root is None or opts.allow_older else superseded_by(root, plan, opts.tag)
     if newer:
         return BumpOutcome(plan, "superseded", note=f"the specs already run {newer} (newer commit)")
     if not plan.files:
         return BumpOutcome(plan, "unchanged", note=f"every spec already runs {plan.new_ref}")
+    if opts.dry_run:
+        return BumpOutcome(plan, "would-change", note="dry run: nothing written")
     if root is None:
         write_bump(plan)
         return BumpOutcome(plan, "changed")

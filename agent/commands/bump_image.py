@@ -60,6 +60,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--author-email", default=None, help="commit author email")
     parser.add_argument("--allow-older", action="store_true",
                         help="write TAG even if the specs already name a newer commit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what would change; write, commit and push nothing")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(func=run)
 
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         specs_dir=args.specs, image=args.image, tag=args.tag, commit=args.commit or args.push,
         push=args.push, remote=args.remote, branch=args.branch, retries=args.retries,
         backoff_s=args.backoff, author=author, allow_older=args.allow_older,
+        dry_run=args.dry_run,
     ))
     if args.format == "json":
         print(json.dumps(to_json(outcome), indent=2))
@@ -110,13 +113,14 @@ def to_json(outcome: Any) -> dict[str, Any]:
 def to_text(outcome: Any) -> str:
     plan = outcome.plan
     lines = [f"bump-image {plan.image} -> {plan.new_ref}"]
-    if outcome.status != "changed":
+    if outcome.status not in ("changed", "would-change"):
         lines.append(f"nothing to do ({outcome.status}): {outcome.note}")
         return "\n".join(lines)
     for f in plan.files:
         for c in f.changes:
             lines.append(f"  {f.file}:{c.line}: {c.old} -> {c.new}")
-    lines.append(f"{len(plan.files)} file(s) changed")
+    verb = "would change (dry run)" if outcome.status == "would-change" else "changed"
+    lines.append(f"{len(plan.files)} file(s) {verb}")
     if outcome.pushed:
         lines.append(f"pushed {outcome.commit} to {outcome.remote}/{outcome.branch} "
                      f"({outcome.attempts} attempt(s), {outcome.replays} replay(s))")

@@ -156,3 +156,16 @@ def test_cli_rewrites_then_reports_a_noop_with_exit_0(
     assert "mutable tag" in capsys.readouterr().err
     assert main(["bump-image", "acr.io/nope", "v1", "--specs", str(specs)]) == 2
     assert IMAGE in capsys.readouterr().err  # the hint lists the images that are there
+
+
+def test_dry_run_shows_the_changes_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    specs = tmp_path / "specs"
+    shutil.copytree(ROOT / "specs", specs)
+    before = {p: p.read_bytes() for p in specs.rglob("*.yaml")}
+    assert main(["bump-image", IMAGE, "c0ffee1", "--specs", str(specs), "--dry-run",
+                 "--commit", "--push"]) == 0  # no git repo needed: nothing is committed
+    out = capsys.readouterr().out
+    assert "4 file(s) would change (dry run)" in out and out.count(":c0ffee1") == 5
+    assert {p: p.read_bytes() for p in specs.rglob("*.yaml")} == before
