@@ -113,6 +113,17 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
     )
     warnings = [w for doc in docs for w in warnings_for(doc)]
     warnings += _json_warnings(specs_dir / PIPELINES_DIR, rel)
+    if not docs and not unparsed:
+        warnings.append(
+            SpecError(
+                rel(specs_dir / PIPELINES_DIR),
+                0,
+                "",
+                "no pipeline specs found",
+                "add pipelines/<name>.yaml; applying this prunes nothing "
+                "unless --prune --allow-empty is given",
+            )
+        )
     files = tuple([rel(repos_path)] if repos_path.exists() else []) + tuple(d.file for d in docs)
     errors = sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
     state = None if errors else DesiredState(tuple(repos.repos), _ordered(docs))

@@ -380,6 +380,8 @@ def test_no_pipelines_dir_means_empty_desired_state(tmp_path: Path) -> None:
     (tmp_path / "specs").mkdir()
     state = load_desired(tmp_path / "specs")
     assert state.repos == () and state.pipelines == ()
+    [warning] = check_specs(tmp_path / "specs").warnings
+    assert warning.file == "specs/pipelines" and warning.message == "no pipeline specs found"
 
 
 # --- the real command line -------------------------------------------------------------------
