@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         figures["small_put_files_s"] / figures["small_cp_files_s"], 3)
     figures["small_get_vs_cp"] = round(
         figures["small_get_files_s"] / figures["small_cp_files_s"], 3)
+    # Memory is bounded by the message size, not the file size: the client sends 19 MiB
+    # messages and gRPC + protobuf hold a few copies of each (measured ~190 MiB peak for 256 MiB
+    # and ~300 MiB for 768 MiB before flow control was tightened).
     checks = [check("server peak RSS MiB (streams, bounded memory)",
-                    figures["server_peak_rss_mib"], float(max(200, args.big_mib // 2)))]
+                    figures["server_peak_rss_mib"], 320.0)]
     show(f"PFS throughput ({args.big_mib} MiB file; {args.small_count} x {args.small_bytes} B)",
          figures, checks)
     return {"name": "pfs", "figures": figures, "checks": checks}

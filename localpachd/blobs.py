@@ -2,7 +2,8 @@
 
 Used by the pfs module (ModifyFile writes, GetFile reads) and by the pps/worker modules to ingest a
 datum's output files (`ingest`) and to lay out inputs (`path`). A blob is written to a temp file,
-fsynced, then renamed into place, so a crash never leaves a half-written blob visible; the metadata
+renamed into place (synced before any metadata points at it), so a crash never leaves a
+half-written blob visible; the metadata
 (SQLite) only ever points at complete blobs. Blobs are immutable: never write to `path(h)`.
 Memory stays bounded: everything streams in CHUNK-sized pieces.
 """
@@ -49,8 +50,8 @@ class BlobWriter:
             self.write(chunk)
 
     def commit(self) -> BlobRef:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Move the blob into place. Its fsync is deferred: `Store.write()` calls
+        `BlobStore.sync()` before committing metadata, so one sync covers a whole upload."""
         self._file.close()
         ref = BlobRef(self._hash.hexdigest(), self.size)
         self._store.adopt(self._tmp, ref.hash)
@@ -65,8 +66,10 @@ class BlobWriter:
 class BlobStore:
     """The blob directory of one data dir. Thread-safe: writers never share files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fsync: bool = True) -> None:
         self.root = root
+        self.fsync = fsync
+        self._dirty = False
         self.tmp_dir = root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.tmp_dir.iterdir():  # half-written uploads of a crashed process
@@ -93,7 +96,14 @@ class BlobStore:
         dest.parent.mkdir(exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        self._dirty = True
+
+    def sync(self) -> None:
+        """Make every blob written so far durable (power loss); a no-op when nothing is new.
+        Process crashes (kill -9) need no sync: the kernel keeps written data."""
+        if self._dirty and self.fsync:
+            self._dirty = False
+            os.sync()
 
     def put_bytes(self, data: bytes) -> BlobRef:
         w = self.writer()
@@ -134,10 +144,3 @@ class BlobStore:
                 pass
         shutil.copyfile(self.path(h), dest)
 
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -45,6 +45,7 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.so_reuseport", 0),
+    ("grpc.http2.bdp_probe", 0),  # no window growth: receive memory bounded per message
 ]
 
 

@@ -133,7 +133,7 @@ class Store:
     def __init__(self, data_dir: Path, fsync: bool = True) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobStore(data_dir / "blobs")
+        self.blobs = BlobStore(data_dir / "blobs", fsync=fsync)
         self.events = EventHub()
         self.fsync = fsync
         self._db_path = data_dir / "localpachd.sqlite3"
@@ -184,6 +184,7 @@ class Store:
                 tx.x("ROLLBACK")
                 raise
             else:
+                self.blobs.sync()  # blobs first: metadata never points at unsynced content
                 tx.x("COMMIT")
             finally:
                 self._local.tx = current

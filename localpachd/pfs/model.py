@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from localpachd import errors
 from localpachd.events import COMMIT_DELETED, COMMIT_FINISHED, COMMIT_STARTED, Event
@@ -58,8 +59,8 @@ COMMIT_COLS = ("cid, project, repo, id, branch, parent_cid, origin, description,
                "finishing, finished, error, size")
 
 
-def _commit(row: object) -> Commit:
-    return Commit(*tuple(row))  # type: ignore[call-overload]
+def _commit(row: Any) -> Commit:
+    return Commit(*tuple(row))
 
 
 def project_name(name: str) -> str:

@@ -12,7 +12,11 @@ from collections.abc import Iterable, Iterator
 from localpachd.blobs import BlobStore
 from localpachd.pfs.files import Entry
 
-MSG = 2 * 1024 * 1024  # bytes per response message
+# Bytes per response message. Small on purpose: python-pachyderm's PFSFile deletes each read
+# from the front of one bytearray, so big messages make reads quadratic on the client
+# (measured: 128 KiB gets twice the MiB/s of 2 MiB; 16 KiB quadruples tarfile's small reads).
+MSG = 128 * 1024
+TAR_MSG = 16 * 1024
 
 
 def file_bytes(blobs: BlobStore, entries: Iterable[Entry], offset: int = 0) -> Iterator[bytes]:
@@ -43,11 +47,14 @@ def tar_stream(blobs: BlobStore, entries: Iterable[Entry], mtime: float) -> Iter
         else:
             info.size, info.mode = e.size, 0o644
         buf += info.tobuf(format=tarfile.PAX_FORMAT)
+        if len(buf) >= TAR_MSG:
+            yield bytes(buf)
+            buf.clear()
         if e.is_dir:
             continue
-        for chunk in blobs.read_chunks(e.hash, 0, MSG):
+        for chunk in blobs.read_chunks(e.hash, 0, TAR_MSG):
             buf += chunk
-            if len(buf) >= MSG:
+            if len(buf) >= TAR_MSG:
                 yield bytes(buf)
                 buf.clear()
         pad = (-e.size) % tarfile.BLOCKSIZE
