@@ -117,7 +117,8 @@ class Runner:
     def status(self) -> AgentStatus:
         with self._cond:
             status = self._status
-        job = self._scheduler.get_job(JOB_ID) if self._scheduler else None
+        scheduler = self._scheduler  # read once: stop() may clear it concurrently
+        job = scheduler.get_job(JOB_ID) if scheduler is not None else None
         nxt = job.next_run_time.timestamp() if job and job.next_run_time else None
         if self._retry_at is not None and self._retry_at > time.time():
             nxt = self._retry_at
@@ -140,15 +141,16 @@ class Runner:
 
     def trigger(self, reason: str) -> bool:
         """Ask for a sync at once (webhook). Returns False when the loop is not running."""
-        if self._scheduler is None:
+        scheduler = self._scheduler
+        if scheduler is None:
             return False
         ticket = self._ticket()
         # One pending webhook run at most (replace_existing) besides a running one
         # (max_instances=2): a burst of pushes costs one extra run, never a queue.
-        self._scheduler.add_job(
+        scheduler.add_job(
             self._run, args=[ticket, reason], id=WEBHOOK_JOB_ID, name="pachsync webhook sync",
             replace_existing=True, max_instances=2, misfire_grace_time=None)
-        self._log.info("sync triggered", extra={"fields": {"event": "trigger", "reason": reason}})
+        self._log.debug("sync triggered", extra={"fields": {"event": "trigger", "reason": reason}})
         return True
 
     def stop(self, wait: bool = True) -> None:
