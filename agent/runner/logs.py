@@ -77,12 +77,14 @@ def _text_value(value: Any) -> str:
 
 def configure(fmt: str = "text", secrets: Iterable[str] = (), level: int = logging.INFO,
               stream: IO[str] | None = None) -> logging.Logger:
-    """Route the `pachsync` logger (and APScheduler's warnings) to `stream` in `fmt`."""
+    """Route the `pachsync` logger (and APScheduler's errors) to `stream` in `fmt`."""
     formatter: logging.Formatter = (JsonFormatter(secrets) if fmt == "json"
                                     else TextFormatter(secrets))
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
-    for name, lvl in ((LOGGER_NAME, level), ("apscheduler", logging.WARNING)):
+    # APScheduler warns on every webhook burst it coalesces ("maximum number of running
+    # instances reached"): that is the design, not a problem, so only its errors are shown.
+    for name, lvl in ((LOGGER_NAME, level), ("apscheduler", logging.ERROR)):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             if getattr(old, "_pachsync", False):

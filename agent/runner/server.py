@@ -97,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, endpoint: str, decision: WebhookDecision) -> None:
         triggered = decision.trigger and self.runner.trigger(f"webhook/{endpoint}")
+        if decision.trigger and not triggered:
+            decision = WebhookDecision(503, False, "the agent is shutting down; retry later")
         outcome = ("triggered" if triggered else "unauthorized" if decision.status == 401
                    else "ignored" if decision.status < 300 else "rejected")
         self.runner.metrics.webhooks.labels(endpoint=endpoint, outcome=outcome).inc()

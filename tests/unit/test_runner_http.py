@@ -172,3 +172,13 @@ def test_unknown_paths_and_oversized_bodies(agent: Agent) -> None:
     except urllib.error.HTTPError as err:
         code = err.code
     assert code == 413
+
+
+def test_valid_webhook_while_shutting_down_is_503(agent: Agent) -> None:
+    ready(agent)
+    agent.runner.stop(wait=True)
+    body = b"{}"
+    status, reply = call(agent.base + "/webhook/generic", body,
+                         {"X-Pachsync-Signature": sign(SECRET, body)})
+    assert status == 503 and json.loads(reply)["triggered"] is False
+    assert agent.fake.calls == 1
