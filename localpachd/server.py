@@ -235,13 +235,16 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers,
                                                     thread_name_prefix="localpachd"),
                          interceptors=[_Boundary(ctx)], options=GRPC_OPTIONS)
+    try:
+        bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        store.close()
+        raise OSError(f"localpachd could not bind {host}:{port}: is the port in use?")
     for register in registrars():
         register(server, ctx)
     server.add_generic_rpc_handlers((_Fallback(), _Unimplemented()))
-    bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
-    if bound == 0:
-        store.close()
-        raise OSError(f"localpachd could not bind {host}:{port} (in use?)")
     server.start()
     return RunningServer(host=host, port=bound, data_dir=config.data_dir, ctx=ctx,
                          _server=server)

@@ -23,6 +23,8 @@ Durability: synchronous=FULL WAL commits, blobs fsynced before the metadata poin
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -30,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from localpachd.blobs import BlobStore
 from localpachd.events import Event, EventHub
@@ -133,6 +135,7 @@ class Store:
     def __init__(self, data_dir: Path, fsync: bool = True) -> None:
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_data_dir(data_dir)
         self.blobs = BlobStore(data_dir / "blobs", fsync=fsync)
         self.events = EventHub()
         self.fsync = fsync
@@ -241,3 +244,21 @@ class Store:
                 except sqlite3.ProgrammingError:
                     pass
             self._wconn.close()
+        self._lock_file.close()
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """One server per data dir: a second one would corrupt nothing (SQLite locks) but would run
+    every job twice. The OS drops the lock when the process dies, even by kill -9."""
+    f = open(data_dir / "LOCK", "a+")  # noqa: SIM115 (held open for the store's lifetime)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        f.close()
+        raise OSError(f"data dir {data_dir} is in use by another localpachd "
+                      "(stop it, or choose another --data-dir)") from exc
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f

@@ -9,7 +9,7 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2
 from localpachd.blobs import BlobStore
 from localpachd.paths import clean_path
 from localpachd.pfs import files, model
-from localpachd.pfs.convert import file_info, resolve
+from localpachd.pfs.convert import commit_pb, file_info, resolve
 from localpachd.store import Tx
 
 
@@ -65,3 +65,28 @@ def fsck(tx: Tx, blobs: BlobStore) -> list[str]:
                   "ON c.cid=b.head_cid WHERE b.head_cid IS NOT NULL AND c.cid IS NULL"):
         problems.append(f"branch {r['name']} of {r['project']}/{r['repo']} has a missing head")
     return problems
+
+
+def find_commits(tx: Tx, req: Any) -> list[pfs_pb2.FindCommitsResponse]:
+    """Walk back from `start` and report each commit that changed `file_path` (added, modified
+    or deleted it, or anything under it), at most `limit` of them, then the last one searched."""
+    path = clean_path(req.file_path)
+    c: model.Commit | None = resolve(tx, req.start)
+    out: list[pfs_pb2.FindCommitsResponse] = []
+    searched, last = 0, c
+    found = 0
+    while c is not None and (req.limit == 0 or found < req.limit):
+        searched += 1
+        last = c
+        parent = model.get_commit(tx, c.parent_cid) if c.parent_cid is not None else None
+        now = files.lookup(tx, c.cid, path)
+        before = files.lookup(tx, parent.cid, path) if parent is not None else None
+        if (now.hash if now else None) != (before.hash if before else None):
+            found += 1
+            out.append(pfs_pb2.FindCommitsResponse(found_commit=commit_pb(c),
+                                                   commits_searched=searched))
+        c = parent
+    if last is not None:
+        out.append(pfs_pb2.FindCommitsResponse(last_searched_commit=commit_pb(last),
+                                               commits_searched=searched))
+    return out

@@ -438,6 +438,13 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
             out = diff(tx, req)
         yield from out
 
+    def FindCommits(self, req: Any, context: Any) -> Iterator[Any]:
+        from localpachd.pfs.diff import find_commits
+
+        with self.store.read() as tx:
+            out = find_commits(tx, req)
+        yield from out
+
     def Fsck(self, req: Any, context: Any) -> Iterator[Any]:
         from localpachd.pfs.diff import fsck
 

@@ -150,3 +150,47 @@ def test_squash_and_drop_commit_sets(pach_client: Any) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         c.drop_commit(ids[2])
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_find_commits_clear_commit_and_finished_commit_is_immutable(
+        pach_client: Any, localpachd: Any) -> None:
+    c = pach_client
+    c.create_repo("r")
+    ids = []
+    for body in (b"1", None, b"2"):
+        with c.commit("r", "master") as commit:
+            c.put_file_bytes(commit, "/f" if body else "/other", body or b"o")
+        ids.append(commit.id)
+    with pytest.raises(grpc.RpcError) as exc:
+        c.put_file_bytes(("r", ids[0]), "/late", b"x")
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "has already finished" in exc.value.details()
+    # the client's find_commits() calls the wrong stub, so use the generated one directly
+    from python_pachyderm.proto.v2.pfs import pfs_pb2_grpc
+
+    stub = pfs_pb2_grpc.APIStub(grpc.insecure_channel(localpachd.address))
+    start = pfs_pb2.Commit(branch=_branch("r"), id="")
+    found = list(stub.FindCommits(pfs_pb2.FindCommitsRequest(start=start, file_path="/f")))
+    assert [r.found_commit.id for r in found if r.HasField("found_commit")] == [ids[2], ids[0]]
+    assert found[-1].last_searched_commit.id == ids[0] and found[-1].commits_searched == 3
+    open_commit = c.start_commit("r", "master")
+    c.put_file_bytes(open_commit, "/tmp", b"t")
+    stub.ClearCommit(pfs_pb2.ClearCommitRequest(commit=pfs_pb2.Commit(
+        branch=_branch("r"), id=open_commit.id)))
+    assert list(c.list_file(open_commit, "/")) == []
+    c.finish_commit(open_commit)
+
+
+def test_ready_wait_and_list_commit_set_per_project(pach_client: Any) -> None:
+    c = pach_client
+    c.create_project("p")
+    c.create_repo("in", project_name="p")
+    c.create_repo("other")
+    c.put_file_bytes(("other", "master"), "/x", b"x")
+    with c.commit("in", "master", project_name="p") as commit:
+        c.put_file_bytes(commit, "/a", b"a")
+    info = next(c.inspect_commit(commit, pfs_pb2.CommitState.READY))
+    assert info.commit.branch.repo.project.name == "p"
+    sets = list(c.list_commit(project_name="p"))
+    assert [s.commit_set.id for s in sets] == [commit.id]
+    assert len(list(c.list_commit())) == 2

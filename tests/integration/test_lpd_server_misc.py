@@ -92,3 +92,18 @@ def test_concurrent_writers_do_not_corrupt_state(pach_client: Any, localpachd: A
         assert c.get_file((repo, branch), f"/w{n}/f7").read() == f"{n}-7".encode() * 100
     assert len(list(c.list_commit("r0"))) == 24 and len(list(c.list_commit("r1"))) == 24
     assert list(c.fsck()) == []
+
+
+def test_cli_refuses_busy_port_and_busy_data_dir(localpachd: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    busy_port = subprocess.run(
+        [sys.executable, "-m", "localpachd", "serve", "--port", str(localpachd.port),
+         "--data-dir", str(tmp_path / "other")], capture_output=True, text=True, timeout=60)
+    assert busy_port.returncode == 2 and "is the port in use" in busy_port.stderr
+    with pytest.raises(OSError, match="in use by another localpachd"):
+        start(localpachd.data_dir, port=0)
+    help_out = subprocess.run([sys.executable, "-m", "localpachd", "serve", "--help"],
+                              capture_output=True, text=True, timeout=60)
+    assert help_out.returncode == 0 and "--max-parallelism" in help_out.stdout
