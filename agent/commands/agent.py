@@ -34,14 +34,18 @@ def register(subparsers: Any) -> None:
         description="Keep a Pachyderm cluster equal to the specs on a git branch: sync on an "
         "interval and on webhook, back off on failures, stall on invalid commits.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, help="git URL or local path of the GitOps repo")
-    p.add_argument("--branch", default="main", help="branch to follow (default: main)")
-    p.add_argument("--specs-path", default="specs", help="specs folder in the repo")
-    p.add_argument("--pachd", help="pachd address (default: PACHD_ADDRESS, config, in-cluster)")
-    p.add_argument("--interval", type=float, default=60.0, help="seconds between syncs")
-    p.add_argument("--jitter", type=float, default=0.1,
+    p.add_argument("--source", required=True, metavar="URL",
+                   help="git URL or local path of the GitOps repo")
+    p.add_argument("--branch", default="main", metavar="B", help="branch to follow (default: main)")
+    p.add_argument("--specs-path", default="specs", metavar="DIR", help="specs folder in the repo")
+    p.add_argument("--pachd", metavar="ADDR",
+                   help="pachd address (default: PACHD_ADDRESS, config, in-cluster)")
+    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between syncs")
+    p.add_argument("--jitter", type=float, default=0.1, metavar="FRACTION",
                    help="up to this fraction of the interval is added at random (default 0.1)")
-    p.add_argument("--listen", default="0.0.0.0:8080", help="HTTP address (default 0.0.0.0:8080)")
+    p.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT",
+                   help="HTTP address (default 0.0.0.0:8080)")
     p.add_argument("--prune", action="store_true", help="delete managed pipelines gone from git")
     p.add_argument("--allow-empty", action="store_true",
                    help="allow an empty desired state to prune everything")
@@ -51,16 +55,19 @@ def register(subparsers: Any) -> None:
                    help="reprocess policy for updates (default: auto = when transform changed)")
     p.add_argument("--verify-signatures", choices=("ssh", "gpg"),
                    help="apply only commits signed by an allowed key")
-    p.add_argument("--allowed-signers", type=Path, help="ssh allowed-signers file")
-    p.add_argument("--gpg-home", type=Path, help="GnuPG home holding the allowed public keys")
-    p.add_argument("--webhook-secret-file", type=Path, help="HMAC secret of /webhook/generic")
-    p.add_argument("--basic-auth-file", type=Path,
+    p.add_argument("--allowed-signers", type=Path, metavar="FILE", help="ssh allowed-signers file")
+    p.add_argument("--gpg-home", type=Path, metavar="DIR",
+                   help="GnuPG home holding the allowed public keys")
+    p.add_argument("--webhook-secret-file", type=Path, metavar="FILE",
+                   help="HMAC secret of /webhook/generic")
+    p.add_argument("--basic-auth-file", type=Path, metavar="FILE",
                    help="'user:password' of /webhook/azure-devops")
-    p.add_argument("--git-token-file", type=Path, help="token for an HTTPS git source")
-    p.add_argument("--pach-token-file", type=Path, help="Pachyderm auth token")
+    p.add_argument("--git-token-file", type=Path, metavar="FILE",
+                   help="token for an HTTPS git source")
+    p.add_argument("--pach-token-file", type=Path, metavar="FILE", help="Pachyderm auth token")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--once", action="store_true", help="run one sync and exit with its code")
-    p.add_argument("--cache-dir", type=Path,
+    p.add_argument("--cache-dir", type=Path, metavar="DIR",
                    help="where the git clone is kept (default: a temp dir for this process)")
     p.set_defaults(func=run)
 
