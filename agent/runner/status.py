@@ -19,6 +19,7 @@ from agent.runner.backoff import BackoffPolicy
 OK_RESULTS = frozenset({"applied", "unchanged"})
 # Kinds a retry of the same commit cannot fix: stall until a new commit arrives.
 STALL_KINDS = frozenset({"SpecInvalid", "SignatureInvalid"})
+HISTORY = 10
 
 
 class ResultLike(Protocol):
@@ -89,6 +90,7 @@ class AgentStatus:
     last_checked_at: float | None = None
     next_run_at: float | None = None
     pipelines: tuple[tuple[str, PipelineState], ...] = field(default=())
+    history: tuple[Attempt, ...] = ()  # the last HISTORY runs, newest first
 
 
 def is_stall(result: ResultLike) -> bool:
@@ -158,6 +160,7 @@ def record_result(status: AgentStatus, result: ResultLike, *, trigger: str, now:
         consecutive_failures=failures, backoff_s=policy.delay(failures),
         stalled_commit=stalled, stalled_reason=reason, stalled_checks=0, last_checked_at=now,
         pipelines=_pipeline_states(status.pipelines, result, self_heal),
+        history=(attempt, *status.history)[:HISTORY],
     )
 
 
@@ -194,4 +197,7 @@ def to_dict(status: AgentStatus) -> dict[str, Any]:
         "nextRunAt": status.next_run_at,
         "pipelines": {name: {"action": p.action, "state": p.state, "commit": p.commit}
                       for name, p in status.pipelines},
+        "history": [{"commit": a.commit, "result": a.result, "trigger": a.trigger,
+                     "startedAt": a.started_at, "durationSeconds": round(a.duration_s, 3),
+                     "errorKind": a.error_kind} for a in status.history],
     }

@@ -99,3 +99,10 @@ def test_exit_codes() -> None:
     assert exit_code(res("failed", kind="SignatureInvalid")) == 1
     assert exit_code(res("failed", kind="Transient")) == 2
     assert exit_code(res("failed", kind="Conflict")) == 2
+
+
+def test_history_keeps_the_last_runs_newest_first() -> None:
+    s = fold(*[res("applied", commit=f"c{i}") for i in range(15)])
+    doc = to_dict(s)
+    assert [h["commit"] for h in doc["history"]] == [f"c{i}" for i in range(14, 4, -1)]
+    assert doc["history"][0]["result"] == "applied" and s.runs == 15
