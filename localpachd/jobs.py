@@ -195,6 +195,10 @@ class JobEngine:
         kill = getattr(self.runtime, "kill_job", None)
         if kill is not None:
             kill(active.job_id)
+            # A datum may have been between its last cancel check and its process start.
+            again = threading.Timer(0.5, kill, args=(active.job_id,))
+            again.daemon = True
+            again.start()
 
     def kill_job(self, tx: Tx, job: db.JobRow, reason: str) -> None:
         """StopJob / update: mark KILLED now (in the caller's tx) and stop its datums."""

@@ -171,6 +171,8 @@ def run_datum(
             stderr_path=log_path,
             timeout=ctx.datum_timeout,
         )
+        if cancelled():
+            break
         if not run.cwd.is_dir():
             reason = f"working_dir {ctx.working_dir!r} does not exist on this machine"
             _log(log_path, reason)

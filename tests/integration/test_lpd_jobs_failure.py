@@ -1,0 +1,109 @@
+"""Failures: datum_tries, FAILURE, UNRUNNABLE downstream, recovery; stop, delete, timeouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from lpd_pps_helpers import counts, last_job, pfs, put, read_repo, sh_pipeline, state, wait_all
+
+# Fails on any file containing "bad"; counts its attempts in a file outside the datum.
+FLAKY = (
+    'for f in /pfs/data/*; do',
+    '  echo try >> "$TRIES/$(basename $f)"',
+    '  if grep -q bad "$f"; then echo "bad input $f" >&2; exit 1; fi',
+    '  cp "$f" /pfs/out/',
+    'done',
+)
+
+
+@pytest.fixture
+def client(pach_client: Any) -> Any:
+    pach_client.create_repo("data")
+    put(pach_client, "data", {"/a": "good\n", "/b": "good\n"})
+    return pach_client
+
+
+def test_failing_datum_fails_job_after_tries_downstream_unrunnable_then_recovers(
+    client: Any, tmp_path: Any
+) -> None:
+    tries = tmp_path / "tries"
+    tries.mkdir()
+    env = {"TRIES": str(tries)}
+    sh_pipeline(client, "up", pfs("data", "/*"), *FLAKY, datum_tries=2, transform={"env": env})
+    sh_pipeline(client, "down", pfs("up", "/"), "cp -r /pfs/up/. /pfs/out/")
+    assert state(last_job(client, "down")) == "JOB_SUCCESS"
+    commit = put(client, "data", {"/b": "bad\n"})
+    up = next(iter(client.inspect_job(commit, "up", wait=True)))
+    assert state(up) == "JOB_FAILURE" and counts(up) == (0, 1, 1, 2)
+    assert "datum(s) failed" in up.reason
+    assert (tries / "b").read_text().count("try") == 1 + 2  # first job once, then 2 tries
+    down = next(iter(client.inspect_job(commit, "down", wait=True)))
+    assert state(down) == "JOB_UNRUNNABLE"
+    failed = [d for d in client.list_datum("up", commit) if d.state == 1]  # FAILED
+    assert [d.data[0].file.path for d in failed] == ["/b"]
+    logs = [m.message for m in client.get_job_logs("up", commit, datum=failed[0].datum)]
+    assert any("bad input" in m for m in logs)
+    info = next(iter(client.inspect_pipeline("up")))
+    assert info.last_job_state == 4  # JOB_FAILURE
+    # the next good commit recovers, from the last good output
+    fixed = put(client, "data", {"/b": "good again\n"})
+    assert state(next(iter(client.inspect_job(fixed, "up", wait=True)))) == "JOB_SUCCESS"
+    assert state(next(iter(client.inspect_job(fixed, "down", wait=True)))) == "JOB_SUCCESS"
+    assert read_repo(client, "down") == {"/a": "good\n", "/b": "good again\n"}
+
+
+def test_accept_return_code(client: Any) -> None:
+    sh_pipeline(client, "ok", pfs("data", "/"), "exit 7", transform={"accept_return_code": [7]})
+    assert state(last_job(client, "ok")) == "JOB_SUCCESS"
+
+
+def test_stop_job_kills_it_and_delete_job_removes_it(client: Any) -> None:
+    sh_pipeline(client, "slow", pfs("data", "/"), "sleep 60")
+    job = next(iter(client.list_job("slow")))
+    client.stop_job(job.job.id, "slow")
+    done = next(iter(client.inspect_job(job.job.id, "slow", wait=True)))
+    assert state(done) == "JOB_KILLED"
+    client.delete_job(job.job.id, "slow")
+    with pytest.raises(grpc.RpcError) as err:
+        next(iter(client.inspect_job(job.job.id, "slow")))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_update_kills_unfinished_jobs(client: Any) -> None:
+    sh_pipeline(client, "slow", pfs("data", "/"), "sleep 60")
+    first = next(iter(client.list_job("slow")))
+    sh_pipeline(client, "slow", pfs("data", "/"), "true", update=True)
+    jobs = wait_all(client, "slow")
+    assert [state(j) for j in jobs] == ["JOB_SUCCESS", "JOB_KILLED"]
+    assert jobs[1].job.id == first.job.id
+    assert jobs[1].reason == "all jobs killed because pipeline was updated"
+
+
+def test_datum_and_job_timeouts(client: Any) -> None:
+    sh_pipeline(client, "dt", pfs("data", "/*"), "sleep 30", datum_tries=1,
+                datum_timeout=duration_pb2.Duration(seconds=1))  # fmt: skip
+    job = last_job(client, "dt")
+    assert state(job) == "JOB_FAILURE" and job.data_failed == 2
+    sh_pipeline(client, "jt", pfs("data", "/"), "sleep 30",
+                job_timeout=duration_pb2.Duration(seconds=1))  # fmt: skip
+    job = last_job(client, "jt")
+    assert state(job) == "JOB_FAILURE" and "timed out" in job.reason
+
+
+def test_job_sets_span_the_dag(client: Any) -> None:
+    sh_pipeline(client, "one", pfs("data", "/*"), "cp /pfs/data/* /pfs/out/")
+    sh_pipeline(client, "two", pfs("one", "/*"), "cp /pfs/one/* /pfs/out/")
+    last_job(client, "two")
+    commit = put(client, "data", {"/c": "good\n"})
+    jobs = list(client.inspect_job(commit, wait=True))
+    assert sorted(j.job.pipeline.name for j in jobs) == ["one", "two"]
+    assert all(state(j) == "JOB_SUCCESS" for j in jobs)
+    sets = list(client.list_job())
+    assert sets[0].job_set.id == commit and len(sets[0].jobs) == 2
+    info = next(iter(client.inspect_job(commit, "two", details=True)))
+    assert info.details.transform.cmd == ["sh"] and info.output_commit.id == commit
+    d = next(iter(client.list_datum("two", commit)))
+    assert client.inspect_datum("two", commit, d.datum.id).datum.id == d.datum.id
