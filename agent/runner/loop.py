@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -41,7 +41,10 @@ from agent.runner.status import (
     record_stalled_check,
 )
 
-SyncFn = Callable[[Any], ResultLike]  # agent.sync.sync_once(SyncOptions) -> SyncResult
+if TYPE_CHECKING:  # the runner calls sync_once through the injected SyncFn only
+    from agent.sync import SyncOptions
+
+SyncFn = Callable[["SyncOptions"], ResultLike]  # agent.sync.sync_once (contract C4)
 VerifyFn = Callable[[Path, str], None]
 JOB_ID = "sync"
 WEBHOOK_JOB_ID = "webhook"
@@ -94,7 +97,7 @@ class _Gate:
 class Runner:
     """Runs sync_once on a schedule and on demand, and keeps status and metrics."""
 
-    def __init__(self, options: Any, sync_fn: SyncFn, *, config: RunnerConfig | None = None,
+    def __init__(self, options: SyncOptions, sync_fn: SyncFn, *, config: RunnerConfig | None = None,
                  metrics: AgentMetrics | None = None, verify: VerifyFn | None = None,
                  secrets: Iterable[str] = (), clock: Callable[[], float] = time.time) -> None:
         self.options, self.config = options, config or RunnerConfig()
