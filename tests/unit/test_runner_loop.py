@@ -161,3 +161,18 @@ def test_signature_hook_runs_after_the_stall_gate(runners: list[Runner]) -> None
     fake.head = "signed"
     assert (runner.run_once() or result).result == "unchanged"
     assert checked == ["unsigned", "signed"]
+
+
+def test_interval_job_is_coalesced_single_instance_with_jitter(runners: list[Runner]) -> None:
+    fake = FakeSync()
+    runner = Runner(OPTS, fake, config=RunnerConfig(interval_s=60, jitter=0.1))
+    runners.append(runner)
+    runner.start()
+    assert runner.wait_for(lambda s: s.runs == 1, timeout=30)  # first run at start
+    scheduler = runner._scheduler
+    assert scheduler is not None
+    job = scheduler.get_job("sync")
+    assert (job.max_instances, job.coalesce) == (1, True)
+    assert job.trigger.interval.total_seconds() == 60 and job.trigger.jitter == 6.0
+    nxt = runner.status.next_run_at
+    assert nxt is not None and time.time() + 50 < nxt <= time.time() + 66
