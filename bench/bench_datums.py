@@ -1,0 +1,87 @@
+"""Benchmark (4) of issue 7: localpachd's datum throughput on trivial shell datums.
+
+1,000 one-line files in an input repo, a pipeline whose transform is plain shell
+(`cp /pfs/inputs/* /pfs/out/`, glob `/*`: one datum per file). The time runs from
+CreatePipeline until the job is finished and its output commit holds the 1,000 files, so it
+measures the job engine and the worker (datum planning, scratch layout, process start, output
+collection, commit) rather than any computation. Target: >= 150 datums/s.
+
+`python -m bench.bench_datums [--datums N] [--runtime auto|warm|subprocess]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from bench.common import (
+    check,
+    client,
+    create_pipeline_from_spec,
+    job_state,
+    local_server,
+    show,
+    wait_jobs,
+)
+
+
+def spec(parallelism: int | None) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "pipeline": {"name": "copy"},
+        "transform": {"cmd": ["sh"], "stdin": ["cp /pfs/inputs/* /pfs/out/"]},
+        "input": {"pfs": {"repo": "inputs", "glob": "/*"}},
+    }
+    if parallelism:
+        s["parallelism_spec"] = {"constant": parallelism}
+    return s
+
+
+def _seconds(ts: Any) -> float:
+    return float(ts.seconds) + ts.nanos / 1e9
+
+
+def measure(datums: int, runtime: str, parallelism: int | None) -> dict[str, Any]:
+    with local_server(runtime) as server:
+        pc = client(server)
+        pc.create_repo("inputs")
+        with pc.commit("inputs", "master") as c, pc.modify_file_client(c) as mfc:
+            for i in range(datums):
+                mfc.put_file_from_bytes(f"/f{i:05d}.txt", f"datum {i}\n".encode())
+        t0 = time.perf_counter()
+        create_pipeline_from_spec(pc, spec(parallelism))
+        jobs = wait_jobs(pc, ["copy"], poll=0.1,
+                         expect=lambda j: int(j["copy"].data_processed) == datums)
+        wall = time.perf_counter() - t0
+        job = jobs["copy"]
+        outputs = sum(1 for _ in pc.list_file(("copy", "master"), "/"))
+        inside = None
+        if job.started.seconds and job.finished.seconds:
+            inside = _seconds(job.finished) - _seconds(job.started)
+    return {"wall_s": wall, "job_s": inside, "state": job_state(job), "outputs": outputs,
+            "processed": int(job.data_processed)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_datums", description=__doc__)
+    p.add_argument("--datums", type=int, default=1000)
+    p.add_argument("--runtime", default="auto")
+    p.add_argument("--parallelism", type=int, default=None,
+                   help="parallelism_spec.constant (default: the server's cap, the cores)")
+    args = p.parse_args(argv)
+    r = measure(args.datums, args.runtime, args.parallelism)
+    rate = r["processed"] / r["wall_s"]
+    figures = {
+        "datums": args.datums,
+        "job state": r["state"],
+        "output files": r["outputs"],
+        "create -> job finished (s)": round(r["wall_s"], 2),
+        "job started -> finished (s)": round(r["job_s"], 2) if r["job_s"] else "n/a",
+    }
+    checks = [check("(4) datums/s", rate, 150.0, higher_is_better=True)]
+    show(f"(4) datum throughput, {args.datums} `cp` shell datums", figures, checks)
+    return {"name": "datums", "figures": figures, "checks": checks, "raw": r}
+
+
+if __name__ == "__main__":
+    main()

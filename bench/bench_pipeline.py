@@ -1,0 +1,140 @@
+"""Benchmarks (1) and (2) of issue 7: the iris pipeline on localpachd against a single process.
+
+(1) From empty: start localpachd, create and fill raw_data and parameters, create the four
+    pipelines from specs/pipelines, wait until select has finished; versus
+    `bench.baseline_iris` (one fresh process doing the same split, 77 fits, 77 evaluations
+    and selection with the same stage code). Target: ratio <= 2.0.
+(2) Incremental: add one C value to parameters; wall time as a fraction of (1) (target <= 15%)
+    and the datums processed (must be exactly 7 + 7 + 1).
+
+`python -m bench.bench_pipeline [--runtime auto|warm|subprocess] [--cold]`; `--cold` also runs
+(1) with the subprocess runtime, the "before" figure (slow: a process per datum).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import yaml
+
+from bench.common import (
+    ROOT,
+    check,
+    client,
+    create_pipeline_from_spec,
+    job_state,
+    local_server,
+    show,
+    wait_jobs,
+)
+
+PIPELINES = ["split", "model", "test", "select"]
+NEW_C = b"1.000\n"  # not in data/parameters: a new model name
+
+
+def baseline() -> dict[str, Any]:
+    """Wall time of a fresh process doing the whole search (its imports included)."""
+    with tempfile.TemporaryDirectory(prefix="pachsync-baseline-") as work:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "bench.baseline_iris", work], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t0
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": wall}
+
+
+def _load(pc: Any) -> None:
+    pc.create_repo("raw_data")
+    pc.create_repo("parameters")
+    with pc.commit("raw_data", "master") as c:
+        pc.put_file_bytes(c, "/iris.csv", (ROOT / "data" / "iris.csv").read_bytes())
+    with pc.commit("parameters", "master") as c:
+        for kind in ("c", "gamma"):
+            lines = (ROOT / "data" / "parameters" / f"{kind}_parameters.txt").read_bytes()
+            for i, line in enumerate(lines.splitlines(keepends=True)):
+                pc.put_file_bytes(c, f"/{kind}_parameters.txt/{i:016x}", line)
+
+
+def _specs() -> list[dict[str, Any]]:
+    return [yaml.safe_load((ROOT / "specs" / "pipelines" / f"{n}.yaml").read_text())
+            for n in PIPELINES]
+
+
+def _counts(jobs: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return {n: {"processed": int(j.data_processed), "skipped": int(j.data_skipped),
+                "total": int(j.data_total), "failed": int(j.data_failed)} for n, j in jobs.items()}
+
+
+def _full_done(models: int):  # type: ignore[no-untyped-def]
+    def done(jobs: dict[str, Any]) -> bool:
+        return int(jobs["model"].data_total) == models and int(jobs["test"].data_total) == models
+    return done
+
+
+def full_run(runtime: str, incremental: bool) -> dict[str, Any]:
+    """(1) and, on the same server, (2). Returns the figures."""
+    t0 = time.perf_counter()
+    with local_server(runtime) as server:
+        pc = client(server)
+        _load(pc)
+        for spec in _specs():
+            create_pipeline_from_spec(pc, spec)
+        jobs = wait_jobs(pc, PIPELINES, expect=_full_done(77))
+        full = time.perf_counter() - t0
+        result: dict[str, Any] = {"runtime": runtime, "full_s": full, "full_jobs": _counts(jobs),
+                                  "states": {n: job_state(j) for n, j in jobs.items()}}
+        files = len(list(pc.list_file(("model", "master"), "/")))
+        result["models_in_repo"] = files
+        if incremental:
+            result.update(_incremental(pc))
+    return result
+
+
+def _incremental(pc: Any) -> dict[str, Any]:
+    t0, started = time.perf_counter(), time.time() - 0.01
+    with pc.commit("parameters", "master") as c:
+        pc.put_file_bytes(c, f"/c_parameters.txt/{11:016x}", NEW_C)
+    jobs = wait_jobs(pc, PIPELINES[1:], after=started, expect=_full_done(84))
+    return {"incremental_s": time.perf_counter() - t0, "incremental_jobs": _counts(jobs),
+            "incremental_states": {n: job_state(j) for n, j in jobs.items()}}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m bench.bench_pipeline", description=__doc__)
+    p.add_argument("--runtime", default="auto", help="worker runtime under test (default auto)")
+    p.add_argument("--cold", action="store_true", help="also time (1) with the subprocess runtime")
+    args = p.parse_args(argv)
+    base = baseline()
+    warm = full_run(args.runtime, incremental=True)
+    figures: dict[str, Any] = {
+        "baseline single process (s)": round(base["wall_s"], 2),
+        f"localpachd full pipeline, runtime {args.runtime} (s)": round(warm["full_s"], 2),
+        "full pipeline job states": warm["states"],
+        "models in the model repo": warm["models_in_repo"],
+        "incremental: add one C value (s)": round(warm["incremental_s"], 2),
+        "incremental datums processed": {n: c["processed"]
+                                         for n, c in warm["incremental_jobs"].items()},
+    }
+    if args.cold:
+        cold = full_run("subprocess", incremental=False)
+        figures["localpachd full pipeline, runtime subprocess (s)"] = round(cold["full_s"], 2)
+        figures["subprocess runtime / baseline"] = round(cold["full_s"] / base["wall_s"], 2)
+    processed = [warm["incremental_jobs"][n]["processed"] for n in PIPELINES[1:]]
+    checks = [
+        check("(2) incremental datums == 7+7+1 (1 = yes)",
+              float(processed == [7, 7, 1]), 1.0, higher_is_better=True),
+        check("(2) incremental / full", warm["incremental_s"] / warm["full_s"], 0.15),
+        check("(1) full pipeline / single process", warm["full_s"] / base["wall_s"], 2.0),
+    ]
+    show("(1)+(2) iris pipeline on localpachd vs one process", figures, checks)
+    return {"name": "pipeline", "figures": figures, "checks": checks,
+            "raw": {"baseline": base, "run": warm}}
+
+
+if __name__ == "__main__":
+    main()

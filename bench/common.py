@@ -1,0 +1,153 @@
+"""Shared helpers of the benchmarks: a localpachd child process, a client, job waiting, results.
+
+Used by every `bench/bench_*.py`. The server is started exactly as the agent's demo starts it
+(`python -m localpachd serve --port 0`), with the worker runtime under test, so its start-up,
+imports and datum processes are all inside the measured time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+_LISTENING = re.compile(rb"listening on (\S+):(\d+)")
+TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
+
+
+class Skip(Exception):
+    """A benchmark cannot run here yet (a piece it needs has not landed)."""
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    address: str
+    data_dir: Path
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+
+@contextmanager
+def local_server(runtime: str = "auto", extra: Iterable[str] = ()) -> Iterator[Server]:
+    """A fresh localpachd in a temporary directory; stopped and removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="pachsync-bench-"))
+    log = open(data_dir / "localpachd.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "localpachd", "serve", "--host", "127.0.0.1", "--port", "0",
+           "--data-dir", str(data_dir / "pachd"), "--runtime", runtime, *extra]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield Server(proc, _wait_listening(proc, data_dir / "localpachd.log"), data_dir)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = _LISTENING.search(log.read_bytes())
+        if match:
+            return f"{match.group(1).decode()}:{match.group(2).decode()}"
+        if proc.poll() is not None:
+            raise RuntimeError(f"localpachd exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        time.sleep(0.02)
+    raise RuntimeError("localpachd did not start listening within 60s")
+
+
+def client(server: Server) -> Any:
+    import python_pachyderm
+
+    return python_pachyderm.Client(host=server.host, port=server.port)
+
+
+def create_pipeline_from_spec(pc: Any, spec: dict[str, Any], update: bool = False) -> None:
+    """CreatePipeline from a Pachyderm spec dict (snake_case keys, as in specs/pipelines)."""
+    from google.protobuf import json_format
+    from python_pachyderm.proto.v2.pps import pps_pb2
+
+    req = json_format.ParseDict(spec, pps_pb2.CreatePipelineRequest(), ignore_unknown_fields=True)
+    req.update = update
+    pc.create_pipeline_from_request(req)
+
+
+def newest_jobs(pc: Any, names: Iterable[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        infos = list(pc.list_job(pipeline_name=name))
+        if infos:
+            out[name] = max(infos, key=lambda i: (i.created.seconds, i.created.nanos))
+    return out
+
+
+def job_state(info: Any) -> str:
+    from python_pachyderm.proto.v2.pps import pps_pb2
+
+    return str(pps_pb2.JobState.Name(info.state))
+
+
+def wait_jobs(pc: Any, names: list[str], timeout: float = 600, after: float = 0.0,
+              poll: float = 0.2, expect: Callable[[dict[str, Any]], bool] | None = None,
+              ) -> dict[str, Any]:
+    """Wait until the newest job of every pipeline is terminal, was created after `after`
+    (a time.time()) and satisfies `expect`; returns those jobs (JobInfo).
+
+    Polls only the last pipeline (the DAG's sink) every `poll` seconds: every ListJob makes
+    localpachd reconcile its jobs, so polling harder would slow down what is measured.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sink = newest_jobs(pc, names[-1:])
+        if sink and _finished(sink[names[-1]], after):
+            jobs = newest_jobs(pc, names)
+            failed = any(job_state(j) != "JOB_SUCCESS" for j in jobs.values())
+            if all(_finished(j, after) for j in jobs.values()) and (
+                    expect is None or failed or expect(jobs)):
+                return jobs
+        time.sleep(poll)
+    raise RuntimeError(f"jobs of {names} not finished within {timeout}s")
+
+
+def _finished(job: Any, after: float) -> bool:
+    created = job.created.seconds + job.created.nanos / 1e9
+    return job_state(job) in TERMINAL and created >= after
+
+
+def check(what: str, value: float, target: float, higher_is_better: bool = False) -> dict[str, Any]:
+    ok = value >= target if higher_is_better else value <= target
+    return {"what": what, "value": round(value, 4), "target": target,
+            "op": ">=" if higher_is_better else "<=", "ok": ok}
+
+
+def show(title: str, figures: dict[str, Any], checks: list[dict[str, Any]]) -> None:
+    print(f"\n== {title}")
+    for k, v in figures.items():
+        print(f"  {k:<44} {v}")
+    for c in checks:
+        mark = "ok" if c["ok"] else "MISSED"
+        print(f"  {c['what']:<44} {c['value']} (target {c['op']} {c['target']}: {mark})")
