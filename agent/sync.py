@@ -135,13 +135,30 @@ class Prepared:
     commit: str
 
 
+# Valid desired states by (checkout dir, commit, specs path): a commit never changes, so a poll
+# that finds the same head skips parsing and validating every spec again.
+_DESIRED_CACHE: dict[tuple[str, str, str], DesiredState] = {}
+_DESIRED_CACHE_MAX = 16
+
+
+def _load_cached(root: Path, commit: str, specs_path: str) -> DesiredState:
+    key = (str(root), commit, specs_path)
+    cached = _DESIRED_CACHE.get(key)
+    if cached is None:
+        cached = load_desired(root / specs_path, root=root)
+        if len(_DESIRED_CACHE) >= _DESIRED_CACHE_MAX:
+            _DESIRED_CACHE.pop(next(iter(_DESIRED_CACHE)))
+        _DESIRED_CACHE[key] = cached
+    return cached
+
+
 def prepare(opts: SyncOptions) -> Prepared:
     """fetch -> verify -> load -> validate. Raises Transient, SpecInvalid, PachsyncError."""
     checkout = fetch(opts.source, opts.branch, opts.cache_dir)
     try:
         if opts.verify is not None:
             opts.verify(checkout.path, checkout.commit)
-        desired = load_desired(checkout.path / opts.specs_path, root=checkout.path)
+        desired = _load_cached(checkout.path, checkout.commit, opts.specs_path)
     except PachsyncError as exc:
         exc.commit = checkout.commit  # type: ignore[attr-defined]  # for the SyncResult
         raise

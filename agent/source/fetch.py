@@ -88,6 +88,13 @@ def _open_or_clone(target: Path, source: str, env: dict[str, str]) -> git.Repo:
     return repo
 
 
+def _checked_out(repo: git.Repo) -> str | None:
+    try:
+        return str(repo.head.commit.hexsha)
+    except ValueError:  # fresh clone: no HEAD yet
+        return None
+
+
 def fetch(source: str, branch: str = "main", cache_dir: Path | None = None) -> Checkout:
     """Fetch `branch` of `source` into the cache and check its head out (detached, clean)."""
     if not source:
@@ -100,8 +107,9 @@ def fetch(source: str, branch: str = "main", cache_dir: Path | None = None) -> C
             repo.git.fetch("--prune", "--force", "origin",
                            f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
         head = repo.commit(f"refs/remotes/origin/{branch}")
-        repo.git.checkout("--force", "--detach", head.hexsha)
-        repo.git.clean("-ffdx")
+        if _checked_out(repo) != head.hexsha:  # a no-op poll costs the fetch alone
+            repo.git.checkout("--force", "--detach", head.hexsha)
+            repo.git.clean("-ffdx")
     except git.GitCommandError as exc:
         detail = redact(str(exc.stderr or exc).strip())
         hint = ("check the branch name" if "couldn't find remote ref" in detail

@@ -160,3 +160,12 @@ def test_empty_desired_never_prunes_without_allow_empty() -> None:
 def test_bad_reprocess_mode_is_rejected() -> None:
     with pytest.raises(ValueError):
         plan(_desired(A), _live(), Policy(SRC, reprocess="sometimes"))
+
+
+def test_large_chain_plans_and_deletes_downstream_first() -> None:
+    chain = [_spec(f"p{i:03d}", "raw" if i == 0 else f"p{i - 1:03d}") for i in range(300)]
+    live = _live(*[_live_from(ps) for ps in chain])
+    p = plan(_desired(*chain), live, POLICY)
+    assert p.counts() == {"unchanged": 300}
+    pruned = plan(_desired(), live, Policy(SRC, prune=True, allow_empty=True))
+    assert [c.name for c in pruned.to_delete] == [ps.name for ps in reversed(chain)]
