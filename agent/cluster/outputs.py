@@ -78,7 +78,9 @@ def list_commits(client: Any, repo: str, limit: int = 50,
                  target: PachdTarget | None = None) -> tuple[CommitRef, ...]:  # fmt: skip
     """The newest commits of a repo (pipeline-made ones too), newest first."""
     with rpc_errors(f"listing commits of repo {repo!r}", target):
-        infos = list(client.list_commit(repo, number=limit, all=True))
+        # all=True is what real pachd honours; origin_kind UNKNOWN (no filter) is for servers
+        # that only look at the kind, since the client's default (USER) hides pipeline commits.
+        infos = list(client.list_commit(repo, number=limit, all=True, origin_kind=0))
     refs = [CommitRef(i.commit.id, i.HasField("finished"), _seconds(i, "started")) for i in infos]
     return tuple(sorted(refs, key=lambda r: r.started or 0.0, reverse=True))
 

@@ -80,8 +80,10 @@ def _mark_best(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray) -> str:
                 xytext=(x, y), textcoords="data", ha="center", va="bottom", fontsize=9,
                 fontweight="bold", color="black", zorder=4,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": OUTLINE, "alpha": 0.9})
+    ties = sum(1 for row in grid.values for w in row if w is not None and abs(w - v) < 1e-12)
+    tied = f" (and {ties - 1} more with the same accuracy)" if ties > 1 else ""
     return (f"best {v:.3f} at C={format_param(grid.cs[i])}, "
-            f"gamma={format_param(grid.gammas[j])}")
+            f"gamma={format_param(grid.gammas[j])}{tied}")
 
 
 def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False) -> Path:

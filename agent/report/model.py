@@ -224,3 +224,42 @@ class ReportData:
 
 def is_finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """What changed between two result sets (now vs an earlier commit), model by model."""
+
+    common: int  # models in both
+    changed: int  # of those, how many changed accuracy
+    improved: int
+    worsened: int
+    mean_change: float  # over the changed ones; 0.0 when none changed
+    newly_selected: tuple[str, ...]
+    no_longer_selected: tuple[str, ...]
+    added: tuple[str, ...]  # models only now
+    removed: tuple[str, ...]  # models only before
+    best_before: float | None
+    best_now: float | None
+
+
+def summarize_change(new: Iterable[ModelResult], old: Iterable[ModelResult],
+                     eps: float = 1e-12) -> ChangeSummary:  # fmt: skip
+    """Compare two result sets by model name."""
+    now, before = {r.name: r for r in new}, {r.name: r for r in old}
+    common = sorted(now.keys() & before.keys())
+    deltas = [now[n].accuracy - before[n].accuracy for n in common]
+    moved = [d for d in deltas if abs(d) > eps]
+    return ChangeSummary(
+        common=len(common),
+        changed=len(moved),
+        improved=sum(d > eps for d in moved),
+        worsened=sum(d < -eps for d in moved),
+        mean_change=sum(moved) / len(moved) if moved else 0.0,
+        newly_selected=tuple(n for n in common if now[n].selected and not before[n].selected),
+        no_longer_selected=tuple(n for n in common if before[n].selected and not now[n].selected),
+        added=tuple(sorted(now.keys() - before.keys())),
+        removed=tuple(sorted(before.keys() - now.keys())),
+        best_before=max((r.accuracy for r in before.values()), default=None),
+        best_now=max((r.accuracy for r in now.values()), default=None),
+    )

@@ -16,7 +16,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.report.model import JobView, ModelResult, PipelineView, ReportData, format_param
+from agent.report.model import (
+    JobView,
+    ModelResult,
+    PipelineView,
+    ReportData,
+    format_param,
+    summarize_change,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2430;
@@ -30,7 +37,10 @@ h2{margin:0 0 12px;font-size:18px}
 .card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:10px 16px;min-width:150px}
 .card b{display:block;font-size:22px} .card span{color:#5b6675;font-size:12px}
 img{max-width:100%;height:auto;border:1px solid #eef0f3}
-.figs{display:flex;gap:12px;flex-wrap:wrap} .figs figure{margin:0;flex:1 1 380px;max-width:900px}
+.figs{display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start}
+.figs figure{margin:0;flex:0 1 900px}
+.figs.wide figure{flex:1 1 520px}
+aside{flex:1 1 260px;font-size:13px} aside h3{margin:0 0 6px;font-size:15px}
 figcaption{font-size:12px;color:#5b6675}
 table{border-collapse:collapse;font-size:13px;width:100%}
 th,td{border-bottom:1px solid #e6e9ee;padding:4px 8px;text-align:left}
@@ -138,17 +148,50 @@ def _jobs(pipelines: Iterable[PipelineView]) -> str:
     return f'<div class="scroll">{table}</div>'
 
 
+def _top(results: tuple[ModelResult, ...], n: int = 12) -> str:
+    sel = ' class="selected"'
+    rows = "".join(
+        f'<tr{sel if r.selected else ""}><td>{_e(r.name)}</td>'
+        f'<td class="num">{r.accuracy:.4f}</td></tr>'
+        for r in results[:n]
+    )
+    more = f"<p>… {len(results) - n} more in the leaderboard below</p>" if len(results) > n else ""
+    return (f'<aside><h3>Top {min(n, len(results))}</h3><table><thead><tr><th>model</th>'
+            f"<th>accuracy</th></tr></thead><tbody>{rows}</tbody></table>{more}</aside>")
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(f"<code>{_e(n)}</code>" for n in names) or "none"
+
+
+def _comparison(data: ReportData, images: Mapping[str, Path]) -> str:
+    if data.comparison is None or "compare" not in images:
+        return ""
+    short = data.comparison.commit[:12]
+    ch = summarize_change(data.results, data.comparison.results)
+    best = "—" if ch.best_before is None or ch.best_now is None else \
+        f"{ch.best_before:.4f} → {ch.best_now:.4f}"  # fmt: skip
+    facts = [
+        f"{ch.changed} of {ch.common} models changed accuracy ({ch.improved} better, "
+        f"{ch.worsened} worse; mean change {ch.mean_change:+.4f})",
+        f"best accuracy {best}",
+        f"newly selected: {_names(ch.newly_selected)}",
+        f"no longer selected: {_names(ch.no_longer_selected)}",
+    ]
+    if ch.added or ch.removed:
+        facts.append(f"models added: {_names(ch.added)}; removed: {_names(ch.removed)}")
+    items = "".join(f"<li>{f}</li>" for f in facts)  # parts escaped above
+    figs = (_figure(images["compare"], "earlier accuracy heatmap", f"at test commit {short}")
+            + _figure(images["diff"], "accuracy difference", f"now minus {short}"))
+    return (f'<section id="compare"><h2>Compared with test@<code>{_e(short)}</code></h2>'
+            f'<ul>{items}</ul><div class="figs wide">{figs}</div></section>')
+
+
 def build_page(data: ReportData, images: Mapping[str, Path], summary: Mapping[str, Any]) -> str:
     """The whole HTML document. `images` maps heatmap/dag/compare/diff to the PNG files."""
     sel = data.selection
     rule = f" Selection rule: <code>{_e(sel.rule)}</code>." if sel and sel.rule else ""
-    figs = [_figure(images["heatmap"], "accuracy heatmap", "test accuracy over C x gamma")]
-    if "compare" in images and data.comparison:
-        short = data.comparison.commit[:12]
-        figs.append(
-            _figure(images["compare"], "earlier accuracy heatmap", f"at test commit {short}")
-        )
-        figs.append(_figure(images["diff"], "accuracy difference", f"now minus {short}"))
+    heat = _figure(images["heatmap"], "accuracy heatmap", "test accuracy over C x gamma")
     warnings = "".join(f"<li>{_e(w)}</li>" for w in data.warnings)
     warn = (f'<section class="warn"><h2>Warnings</h2><ul>{warnings}</ul></section>'
             if warnings else "")
@@ -164,7 +207,8 @@ def build_page(data: ReportData, images: Mapping[str, Path], summary: Mapping[st
 {_cards(data)}{warn}
 <section id="search"><h2>Accuracy over C × gamma</h2>
 <p>Each cell is one model's accuracy on the held-out test set; outlined cells are the models
-<code>select</code> kept.{rule}</p><div class="figs">{"".join(figs)}</div></section>
+<code>select</code> kept.{rule}</p><div class="figs">{heat}{_top(data.results)}</div></section>
+{_comparison(data, images)}
 <section id="graph"><h2>Pipeline graph</h2>{dag}</section>
 <section><h2>Pipelines</h2>{_pipelines(data.pipelines)}</section>
 <section><h2>Recent jobs</h2>{_jobs(data.pipelines)}</section>

@@ -14,7 +14,7 @@ from typing import Any
 from agent.report.dag import render_dag
 from agent.report.graph import Graph, build_graph, layout
 from agent.report.heatmap import render_heatmap
-from agent.report.model import ReportData, build_grid, diff_grid
+from agent.report.model import ReportData, build_grid, diff_grid, summarize_change
 from agent.report.page import build_page
 
 HTML_NAME = "report.html"
@@ -68,12 +68,14 @@ def summary(data: ReportData, graph: Graph) -> dict[str, Any]:
         "warnings": list(data.warnings),
     }
     if data.comparison:
-        old = data.comparison.results
-        diff = diff_grid(data.results, old)
-        changed = [v for row in diff.values for v in row if v is not None and abs(v) > 1e-12]
-        out["compare"] = {"commit": data.comparison.commit, "models": len(old),
-                          "cells_changed": len(changed),
-                          "mean_change": sum(changed) / len(changed) if changed else 0.0}
+        change = summarize_change(data.results, data.comparison.results)
+        out["compare"] = {"commit": data.comparison.commit,
+                          "models": len(data.comparison.results),
+                          "cells_changed": change.changed, "improved": change.improved,
+                          "worsened": change.worsened, "mean_change": change.mean_change,
+                          "newly_selected": list(change.newly_selected),
+                          "no_longer_selected": list(change.no_longer_selected),
+                          "best_before": change.best_before, "best_now": change.best_now}
     return out
 
 

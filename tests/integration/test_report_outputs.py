@@ -148,12 +148,11 @@ def test_the_command_writes_the_report(
     assert code == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["models"] == 77 and shown["cells"] == 77 and shown["selected"] == [BEST]
-    assert shown["compare"] == {
-        "commit": outputs_repos["old"],
-        "models": 77,
-        "cells_changed": 77,
-        "mean_change": pytest.approx(0.05),
-    }
+    compare = shown["compare"]
+    assert compare["commit"] == outputs_repos["old"] and compare["models"] == 77
+    assert (compare["cells_changed"], compare["improved"], compare["worsened"]) == (77, 77, 0)
+    assert compare["mean_change"] == pytest.approx(0.05)
+    assert (compare["best_before"], compare["best_now"]) == (pytest.approx(0.94), 0.99)
     assert sorted(Path(f).name for f in shown["files"]) == [
         "dag.png",
         "heatmap.png",

@@ -12,6 +12,7 @@ from agent.report.model import (
     model_stem,
     parse_model_name,
     results_from_metrics,
+    summarize_change,
 )
 
 C = [0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0]
@@ -87,3 +88,24 @@ def test_diff_grid_is_new_minus_old_on_the_union_of_axes() -> None:
 )
 def test_parameters_are_labelled_with_their_real_values(value: float, text: str) -> None:
     assert format_param(value) == text
+
+
+def test_change_summary_counts_moves_and_selection_changes() -> None:
+    old = [
+        ModelResult("a", 1.0, 1.0, 0.9, True),
+        ModelResult("b", 2.0, 1.0, 0.8),
+        ModelResult("c", 4.0, 1.0, 0.7),
+        ModelResult("gone", 8.0, 1.0, 0.1),
+    ]
+    new = [
+        ModelResult("a", 1.0, 1.0, 0.85),
+        ModelResult("b", 2.0, 1.0, 0.95, True),
+        ModelResult("c", 4.0, 1.0, 0.7),
+        ModelResult("new", 16.0, 1.0, 0.5),
+    ]
+    ch = summarize_change(new, old)
+    assert (ch.common, ch.changed, ch.improved, ch.worsened) == (3, 2, 1, 1)
+    assert ch.mean_change == pytest.approx((-0.05 + 0.15) / 2)
+    assert (ch.newly_selected, ch.no_longer_selected) == (("b",), ("a",))
+    assert (ch.added, ch.removed) == (("new",), ("gone",))
+    assert (ch.best_before, ch.best_now) == (0.9, 0.95)

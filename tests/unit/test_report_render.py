@@ -143,6 +143,9 @@ def test_page_embeds_every_image_and_lists_all_77_models(tmp_path: Path) -> None
     )
     assert data["compare"]["cells_changed"] == 77
     assert data["compare"]["mean_change"] == pytest.approx(0.05)
+    assert (data["compare"]["improved"], data["compare"]["worsened"]) == (77, 0)
+    assert data["compare"]["newly_selected"] == ["model_C32.0_G0.063"]
+    assert 'id="compare"' in html and "77 of 77 models changed accuracy (77 better" in html
     assert len(data["graph"]["edges"]) == 7 and len(data["graph"]["nodes"]) == 6
 
 
@@ -153,7 +156,8 @@ def test_page_shows_jobs_commits_and_images_and_escapes_cluster_text(tmp_path: P
     assert "12.5 s" in html and "acr.io/iris-stages:abc" in html
     assert ("c0ffee" * 7)[:12] in html
     assert "select: no selected.json yet" in html
-    assert "heatmap_compare.png" not in html  # no --compare, no comparison figures
+    assert "heatmap_compare.png" not in html  # no --compare, no comparison section
+    assert 'id="compare"' not in html
 
 
 def test_selected_models_are_outlined(tmp_path: Path) -> None:
