@@ -11,6 +11,7 @@ and the final job state are written in ONE store transaction at the end.
 from __future__ import annotations
 
 import threading
+import uuid
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -195,7 +196,8 @@ class JobRun:
         log_path = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_bytes(b"")
-        root = self.engine.scratch / ctx.job_id[:12] / d.id[:16]
+        # A fresh directory per run: a datum process orphaned by a crash never writes into it.
+        root = self.engine.scratch / f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}" / d.id[:16]
         started = time.monotonic()
 
         def ingest(p: Any) -> tuple[str, int]:
