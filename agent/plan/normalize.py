@@ -120,20 +120,34 @@ def input_name(inp: Mapping[str, Any]) -> str:
     return ""
 
 
-def _default_input(inp: Mapping[str, Any], project: str) -> dict[str, Any]:
+def _default_pfs(pfs: dict[str, Any], project: str, pipeline: str) -> dict[str, Any]:
+    pfs.setdefault("name", pfs.get("repo", ""))
+    pfs.setdefault("repo_type", "user")
+    pfs.setdefault("project", project)
+    if "trigger" in pfs:
+        # The server points triggered inputs at a branch it creates, `<pipeline>-trigger-<n>`.
+        pfs["trigger"] = {"branch": "master", **pfs["trigger"]}
+        if re.fullmatch(re.escape(pipeline) + r"-trigger-\d+", str(pfs.get("branch", ""))):
+            pfs.pop("branch")
+    else:
+        pfs.setdefault("branch", "master")
+    if "glob" in pfs:
+        pfs["glob"] = clean_glob(str(pfs["glob"]))
+    return pfs
+
+
+def _default_input(inp: Mapping[str, Any], project: str, pipeline: str = "") -> dict[str, Any]:
     out = dict(inp)
     if "pfs" in out:
-        pfs = dict(out["pfs"])
-        pfs.setdefault("name", pfs.get("repo", ""))
-        pfs.setdefault("branch", "master")
-        pfs.setdefault("repo_type", "user")
-        pfs.setdefault("project", project)
-        if "glob" in pfs:
-            pfs["glob"] = clean_glob(str(pfs["glob"]))
-        out["pfs"] = pfs
+        out["pfs"] = _default_pfs(dict(out["pfs"]), project, pipeline)
+    if "cron" in out:
+        cron = dict(out["cron"])
+        cron.setdefault("repo", f"{pipeline}_{cron.get('name', '')}")
+        cron.pop("start", None)  # the server stamps "now" when unset: never comparable
+        out["cron"] = cron
     for kind in _COMPOSITES:
         if kind in out:
-            children = [_default_input(c, project) for c in out[kind]]
+            children = [_default_input(c, project, pipeline) for c in out[kind]]
             out[kind] = sorted(children, key=input_name)
     return out
 
@@ -147,7 +161,7 @@ def project_of(doc: Mapping[str, Any]) -> str:
     return str(project.get("name") or DEFAULT_PROJECT)
 
 
-def _apply_defaults(spec: dict[str, Any], project: str) -> dict[str, Any]:
+def _apply_defaults(spec: dict[str, Any], project: str, pipeline: str) -> dict[str, Any]:
     transform = dict(spec.get("transform") or {})
     transform.setdefault("image", DEFAULT_IMAGE)
     spec["transform"] = transform
@@ -156,7 +170,12 @@ def _apply_defaults(spec: dict[str, Any], project: str) -> dict[str, Any]:
     spec.setdefault("reprocess_spec", "until_success")
     spec.setdefault("parallelism_spec", {"constant": 1})
     if "input" in spec:
-        spec["input"] = _default_input(spec["input"], project)
+        spec["input"] = _default_input(spec["input"], project, pipeline)
+    if "service" in spec:
+        spec["service"] = {"type": "NodePort", **spec["service"]}
+    spout_service = (spec.get("spout") or {}).get("service")
+    if spout_service is not None:
+        spec["spout"] = {**spec["spout"], "service": {"type": "NodePort", **spout_service}}
     return spec
 
 
@@ -179,7 +198,8 @@ def normalize_spec(doc: Mapping[str, Any], project: str | None = None) -> dict[s
     cleaned = _clean(doc)
     project = project or project_of(cleaned)
     spec = {k: v for k, v in cleaned.items() if k in SPEC_FIELDS}
-    spec = _apply_defaults(spec, project)
+    pipeline = str((cleaned.get("pipeline") or {}).get("name") or "")
+    spec = _apply_defaults(spec, project, pipeline)
     _strip_agent_annotations(spec)
     # Defaults may have produced values protobuf would drop again (e.g. parallelism constant 0).
     if spec.get("parallelism_spec") == {}:

@@ -124,3 +124,18 @@ def test_every_repo_spec_is_stable_under_normalisation() -> None:
     for ps in load_desired(ROOT / "specs").pipelines:
         once = normalize_spec(ps.spec)
         assert normalize_spec(once) == once, ps.file
+
+
+def test_server_filled_cron_trigger_and_service_defaults() -> None:
+    git = {"pipeline": {"name": "nightly"}, "transform": {"cmd": ["true"]},
+           "input": {"cross": [{"cron": {"name": "tick", "spec": "@daily"}},
+                               {"pfs": {"repo": "raw", "glob": "/", "trigger": {"size": "1M"}}}]},
+           "service": {"internal_port": 8888, "external_port": 30888}}
+    live = {"pipeline": {"name": "nightly"}, "transform": {"cmd": ["true"]},
+            "input": {"cross": [
+                {"pfs": {"name": "raw", "repo": "raw", "glob": "/", "branch": "nightly-trigger-1",
+                         "trigger": {"size": "1M", "branch": "master"}}},
+                {"cron": {"name": "tick", "spec": "@daily", "repo": "nightly_tick",
+                          "start": "2026-01-01T00:00:00Z"}}]},
+            "service": {"internal_port": "8888", "external_port": "30888", "type": "NodePort"}}
+    assert normalize_spec(git) == normalize_spec(live)
