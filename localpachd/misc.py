@@ -66,6 +66,11 @@ class _AuthNotActivated(grpc.GenericRpcHandler):  # type: ignore[misc]
 
 
 def register(server: grpc.Server, ctx: Any) -> None:
+    from localpachd.server import fill_unimplemented
+
+    fill_unimplemented(VersionServicer, "versionpb_v2.API")
+    fill_unimplemented(HealthServicer, "grpc.health.v1.Health")
+    fill_unimplemented(AdminServicer, "admin_v2.API")
     version_pb2_grpc.add_APIServicer_to_server(VersionServicer(), server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(ctx), server)
     admin_pb2_grpc.add_APIServicer_to_server(AdminServicer(ctx), server)

@@ -211,4 +211,7 @@ class TransactionServicer(tgrpc.APIServicer):  # type: ignore[misc]
 
 
 def register(server: grpc.Server, ctx: Any) -> None:
+    from localpachd.server import fill_unimplemented
+
+    fill_unimplemented(TransactionServicer, "transaction_v2.API")
     tgrpc.add_APIServicer_to_server(TransactionServicer(ctx), server)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from localpachd.blobs import BlobRef, BlobStore, BlobWriter
+from localpachd.errors import InvalidArgument
 from localpachd.paths import clean_path, is_under, parent_dirs
 from localpachd.pfs import model
 from localpachd.store import Tx
@@ -210,4 +211,29 @@ class ModifySession:
         tx.conn.executemany("INSERT OR REPLACE INTO files VALUES(?,?,?,?,?)",
                             [(cid, p, ref.hash, ref.size, datum)
                              for p, (_, ref, datum) in self._puts.items()])
+        check_file_dir_conflicts(tx, commit, self._puts)
         model.mark_modified(tx, cid)
+
+
+def check_file_dir_conflicts(tx: Tx, commit: model.Commit, puts: Iterable[str]) -> None:
+    """Refuse a tree where a path is both a file and a directory (`/a` and `/a/b`)."""
+    paths = list(puts)
+    parents = sorted({d for p in paths for d in parent_dirs(p)})
+    for i in range(0, len(parents), 500):
+        chunk = parents[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        row = tx.one(f"SELECT path FROM files WHERE cid=? AND path IN ({marks}) LIMIT 1",
+                     (commit.cid, *chunk))
+        if row is not None:
+            raise _conflict(commit, row["path"])
+    for p in paths:
+        lo, hi = _range(p)
+        if tx.one("SELECT 1 FROM files WHERE cid=? AND path>=? AND path<? LIMIT 1",
+                  (commit.cid, lo, hi)) is not None:
+            raise _conflict(commit, p)
+
+
+def _conflict(commit: model.Commit, path: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{path} would be both a file and a directory in commit "
+        f"{commit.project}/{commit.repo}@{commit.id}: delete one of them first")

@@ -16,7 +16,7 @@ from google.protobuf import empty_pb2, wrappers_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
 from localpachd import errors
-from localpachd.paths import clean_glob, clean_path, glob_regex
+from localpachd.paths import clean_glob, clean_path, glob_regex, is_under
 from localpachd.pfs import files, model, transfer
 from localpachd.pfs.convert import (
     ORIGIN_NAMES,
@@ -382,21 +382,41 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
             raise errors.file_not_found(c.project, c.repo, c.id, path)
         return c, path, e
 
+    def _selection(self, tx: Tx, f: Any, tar: bool) -> tuple[Commit, list[files.Entry]]:
+        """What GetFile/GetFileTAR send: a file, a directory's subtree, or (Pachyderm 2.x) every
+        match of a glob path such as `/dir/*.csv`."""
+        c = resolve(tx, f.commit)
+        path = clean_path(f.path)
+        e = files.lookup(tx, c.cid, path)
+        tops = [e] if e is not None else []
+        if e is None and any(ch in path for ch in "*?[{"):
+            rx = glob_regex(clean_glob(path))
+            tops = [x for x in files.walk(tx, c.cid, "/")[1:] if rx.match(x.path)]
+            tops = [x for x in tops if not any(is_under(x.path, t.path) and x is not t
+                                               for t in tops if t.is_dir)]
+        if not tops:
+            raise errors.file_not_found(c.project, c.repo, c.id, path)
+        out: list[files.Entry] = []
+        for t in tops:
+            if not t.is_dir:
+                out.append(t)
+            elif tar:
+                out.extend(x for x in files.walk(tx, c.cid, t.path) if x.path != "/")
+            else:
+                out.extend(files.files_under(tx, c.cid, t.path))
+        return c, out
+
     def GetFile(self, req: Any, context: Any) -> Iterator[Any]:
         if req.URL:
             raise errors.Unimplemented("GetFile to a URL is not supported by localpachd")
         with self.store.read() as tx:
-            c, path, e = self._file(tx, req.file)
-            entries = list(files.files_under(tx, c.cid, path)) if e.is_dir else [e]
+            _, entries = self._selection(tx, req.file, tar=False)
         for chunk in transfer.file_bytes(self.store.blobs, entries, req.offset):
             yield wrappers_pb2.BytesValue(value=chunk)
 
     def GetFileTAR(self, req: Any, context: Any) -> Iterator[Any]:
         with self.store.read() as tx:
-            c, path, e = self._file(tx, req.file)
-            entries = files.walk(tx, c.cid, path) if e.is_dir else [e]
-            if entries and entries[0].path == "/":
-                entries = entries[1:]
+            c, entries = self._selection(tx, req.file, tar=True)
         mtime = c.finished or c.started
         for chunk in transfer.tar_stream(self.store.blobs, entries, mtime):
             yield wrappers_pb2.BytesValue(value=chunk)

@@ -69,6 +69,18 @@ def test_modify_file_client_delete_copy(tree: Any) -> None:
     assert _paths(c.list_file(("other", "master"), "/")) == ["/imported/"]
 
 
+def test_file_and_directory_at_one_path_is_refused(tree: Any) -> None:
+    c = tree
+    for path in ("/a.txt/inner", "/dir/sub"):  # append: no delete of the path is sent first
+        with pytest.raises(grpc.RpcError) as exc:
+            c.put_file_bytes(("r", "master"), path, b"clash", append=True)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "both a file and a directory" in exc.value.details()
+    assert len(list(c.list_commit("r"))) == 1  # the refused writes opened no commit
+    c.put_file_bytes(("r", "master"), "/dir/sub", b"now a file")  # overwrite deletes the dir
+    assert c.get_file(("r", "master"), "/dir/sub").read() == b"now a file"
+
+
 def test_inspect_list_walk_glob(tree: Any) -> None:
     c = tree
     info = c.inspect_file(("r", "master"), "/dir/sub/d.txt")
@@ -102,6 +114,10 @@ def test_get_file_tar(tree: Any) -> None:
                    "dir/sub/c.csv": b"3,4\n", "dir/sub/d.txt": b"delta"}
     with c.get_file_tar(("r", "master"), "/a.txt") as tar:
         assert [m.name for m in tar] == ["a.txt"]
+    with c.get_file_tar(("r", "master"), "/dir/**.csv") as tar:  # glob paths, as Pachyderm 2.x
+        assert [m.name for m in tar] == ["dir/b.csv", "dir/sub/c.csv"]
+    assert c.get_file(("r", "master"), "/dir/*/*.txt").read() == b"delta"
+    assert c.get_file(("r", "master"), "/dir").read() == b"1,2\n3,4\ndelta"
 
 
 def test_diff_file(tree: Any) -> None:
