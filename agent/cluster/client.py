@@ -128,8 +128,11 @@ def map_error(exc: BaseException, what: str, target: PachdTarget | None = None) 
                          hint="is pachd running? check --pachd / PACHD_ADDRESS")
     code = exc.code() if isinstance(exc, grpc.RpcError) else None
     text = f"{what}: {_details(exc)}" + (f" ({code.name})" if code else "")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Transient(f"{what}: cannot reach pachd{where}: {_details(exc)}",
+                         hint="is pachd running? check --pachd / PACHD_ADDRESS")
     if code in _TRANSIENT:
-        return Transient(text + where, hint="pachd unreachable or busy; retrying later may pass")
+        return Transient(text + where, hint="pachd busy or interrupted; retrying later may pass")
     if code in _CONFLICT:
         return Conflict(text, hint="the cluster state forbids this change; see the message")
     if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:

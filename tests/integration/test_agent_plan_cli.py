@@ -68,4 +68,26 @@ def test_invalid_specs_block_plan_and_apply(localpachd: Any, pach_client: Any, t
 
 def test_unreachable_pachd_exits_2(tmp_path: Path, capsys: Any) -> None:
     code, out = _run(capsys, "plan", "--pachd", "127.0.0.1:1", "--specs", SPECS, "--exit-code")
-    assert code == 2 and "UNAVAILABLE" in out, out
+    assert code == 2 and "listing repos: cannot reach pachd at grpc://127.0.0.1:1" in out, out
+
+
+def test_plan_and_apply_from_a_git_source(localpachd: Any, pach_client: Any, tmp_path: Path,
+                                          capsys: Any) -> None:
+    from agentcore_gitops import make_gitops, spec_files
+
+    ops = make_gitops(tmp_path, spec_files())  # type: ignore[arg-type]
+    src = ["--pachd", localpachd.address, "--source", str(ops.remote), "--branch", "main",
+           "--cache-dir", str(tmp_path / "cache")]
+    code, out = _run(capsys, "apply", *src, "--dry-run")
+    assert code == 0 and "dry run: nothing applied" in out
+    assert list(pach_client.list_pipeline()) == []
+    code, out = _run(capsys, "plan", *src, "--exit-code", "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["commit"] == ops.repo.head.commit.hexsha
+    assert [p["action"] for p in data["pipelines"]] == ["create", "create"]
+    code, out = _run(capsys, "apply", *src, "--format", "json")
+    assert code == 0 and json.loads(out)["applied"]["pipelines"] == ["copy", "count"]
+    code, out = _run(capsys, "plan", *src, "--exit-code")
+    assert code == 0 and "2 unchanged" in out
+    code, out = _run(capsys, "plan", *src, "--specs", "x")
+    assert code == 2 and "mutually exclusive" in out
