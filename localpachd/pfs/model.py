@@ -397,7 +397,11 @@ def create_branch(tx: Tx, b: BranchKey, head: Commit | None, provenance: list[Br
     downstream), which a pipeline's job fills; a new branch without head gets an empty commit."""
     require_repo(tx, b.project, b.repo)
     for up in provenance:
-        if up == b or b in closure(tx, up, up=True):
+        if (up.project, up.repo) == (b.project, b.repo):
+            raise errors.InvalidArgument(
+                f"repo {errors.repo_str(b.project, b.repo)} cannot be in the provenance of its "
+                "own branch")
+        if b in closure(tx, up, up=True):
             raise errors.InvalidArgument(
                 f"branch {b.name} in repo {errors.repo_str(b.project, b.repo)} cannot be in "
                 "its own provenance")

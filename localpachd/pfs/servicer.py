@@ -136,6 +136,11 @@ def _paginate(entries: list[files.Entry], req: Any) -> list[files.Entry]:
     return entries[: req.number] if req.number > 0 else entries
 
 
+def _passes_origin(c: Commit, all_kinds: bool, origin_kind: int) -> bool:
+    """Pachyderm's filter: `all` passes everything, else an origin kind given must match."""
+    return all_kinds or not origin_kind or c.origin == ORIGIN_NAMES.get(origin_kind, "")
+
+
 def _state_reached(tx: Tx, c: Commit, state: int) -> bool:
     if state in (pfs_pb2.COMMIT_STATE_UNKNOWN, pfs_pb2.STARTED):
         return True
@@ -265,8 +270,12 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
         yield from out
 
     def _list_commits(self, tx: Tx, project: str, repo: str, req: Any) -> list[Commit]:
-        stop = resolve(tx, getattr(req, "from")).cid if req.HasField("from") else None
-        if req.HasField("to") and _has_commit(req.to):
+        has_from = req.HasField("from") and _has_commit(getattr(req, "from"))
+        has_to = req.HasField("to") and _has_commit(req.to)
+        if req.reverse and (has_from or has_to):
+            raise errors.InvalidArgument("cannot use 'Reverse' while also using 'From' or 'To'")
+        stop = resolve(tx, getattr(req, "from")).cid if has_from else None
+        if has_to:
             chain: list[Commit] = []
             c: Commit | None = resolve(tx, req.to)
             while c is not None and c.cid != stop:
@@ -276,21 +285,21 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
             rows = tx.q(f"SELECT {model.COMMIT_COLS} FROM commits WHERE project=? AND repo=? "
                         "ORDER BY cid DESC", (project, repo))
             chain = [model._commit(r) for r in rows if stop is None or r["cid"] > stop]
-        kind = ORIGIN_NAMES.get(req.origin_kind, "")
-        chain = [c for c in chain if not kind or c.origin == kind]
-        if req.HasField("started_time"):
+        chain = [c for c in chain if _passes_origin(c, req.all, req.origin_kind)]
+        if req.reverse:
+            chain = chain[::-1]
+        if req.HasField("started_time"):  # Pachyderm: started before it (after it, reversed)
             t = req.started_time.ToNanoseconds() / 1e9
-            chain = [c for c in chain if c.started <= t]
-        if req.number > 0:
-            chain = chain[: req.number]
-        return chain[::-1] if req.reverse else chain
+            chain = [c for c in chain if (c.started > t if req.reverse else c.started < t)]
+        return chain[: req.number] if req.number > 0 else chain
 
     def SubscribeCommit(self, req: Any, context: Any) -> Iterator[Any]:
         project, repo = repo_ref(req.repo)
-        kind = ORIGIN_NAMES.get(req.origin_kind, "")
         with self.store.read() as tx:
             model.require_repo(tx, project, repo)
-            start = resolve(tx, getattr(req, "from")).cid if req.HasField("from") else 0
+            start = 0  # the `from` commit itself is not sent (as Pachyderm)
+            if req.HasField("from") and _has_commit(getattr(req, "from")):
+                start = resolve(tx, getattr(req, "from")).cid + 1
         sent: set[int] = set()
         while context.is_active() and not self.ctx.stopping.is_set():
             seen = self.store.events.version
@@ -302,7 +311,9 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
                     c = model._commit(r)
                     if c.cid in sent or (req.branch and c.branch != req.branch):
                         continue
-                    if (kind and c.origin != kind) or not _state_reached(tx, c, req.state):
+                    if not _passes_origin(c, req.all, req.origin_kind):
+                        continue
+                    if not _state_reached(tx, c, req.state):
                         continue
                     sent.add(c.cid)
                     ready.append(commit_info(tx, c))

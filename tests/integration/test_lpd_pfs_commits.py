@@ -73,8 +73,9 @@ def test_wait_commit_and_subscribe(pach_client: Any) -> None:
     c.create_repo("r")
     commit = c.start_commit("r", "master")
     result: list[Any] = []
-    t = threading.Thread(target=lambda: result.extend(
-        c.inspect_commit(commit, pfs_pb2.CommitState.FINISHED)))
+    t = threading.Thread(
+        target=lambda: result.extend(c.inspect_commit(commit, pfs_pb2.CommitState.FINISHED))
+    )
     t.start()
     t.join(0.3)
     assert t.is_alive()  # still waiting: the commit is open
@@ -153,7 +154,8 @@ def test_squash_and_drop_commit_sets(pach_client: Any) -> None:
 
 
 def test_find_commits_clear_commit_and_finished_commit_is_immutable(
-        pach_client: Any, localpachd: Any) -> None:
+    pach_client: Any, localpachd: Any
+) -> None:
     c = pach_client
     c.create_repo("r")
     ids = []
@@ -175,8 +177,9 @@ def test_find_commits_clear_commit_and_finished_commit_is_immutable(
     assert found[-1].last_searched_commit.id == ids[0] and found[-1].commits_searched == 3
     open_commit = c.start_commit("r", "master")
     c.put_file_bytes(open_commit, "/tmp", b"t")
-    stub.ClearCommit(pfs_pb2.ClearCommitRequest(commit=pfs_pb2.Commit(
-        branch=_branch("r"), id=open_commit.id)))
+    stub.ClearCommit(
+        pfs_pb2.ClearCommitRequest(commit=pfs_pb2.Commit(branch=_branch("r"), id=open_commit.id))
+    )
     assert list(c.list_file(open_commit, "/")) == []
     c.finish_commit(open_commit)
 
@@ -194,3 +197,25 @@ def test_ready_wait_and_list_commit_set_per_project(pach_client: Any) -> None:
     sets = list(c.list_commit(project_name="p"))
     assert [s.commit_set.id for s in sets] == [commit.id]
     assert len(list(c.list_commit())) == 2
+
+
+def test_list_and_subscribe_filters_as_pachyderm(pach_client: Any) -> None:
+    c = pach_client
+    c.create_repo("r")
+    c.create_repo("out")
+    c.create_branch("out", "master", provenance=[_branch("r")])
+    ids = []
+    for i in range(3):
+        c.put_file_bytes(("r", "master"), "/f", str(i).encode())
+        ids.append(c.inspect_branch("r", "master").head.id)
+    stream = c.subscribe_commit("r", "master", from_commit=("r", ids[0]))
+    assert next(stream).commit.id == ids[1]  # `from` itself is not sent
+    stream.cancel()
+    with pytest.raises(grpc.RpcError) as exc:
+        list(c.list_commit("r", to_commit=("r", ids[2]), reverse=True))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(list(c.list_commit("out"))) == 0
+    assert len(list(c.list_commit("out", all=True))) == 4  # CreateBranch's + one per input commit
+    with pytest.raises(grpc.RpcError) as exc:
+        c.create_branch("r", "dev", provenance=[_branch("r")])
+    assert "cannot be in the provenance of its own branch" in exc.value.details()
