@@ -180,6 +180,7 @@ class Store:
         with self._lock:
             tx = Tx(self._wconn, writable=True)
             self._local.tx = tx
+            before = self._wconn.total_changes
             tx.x("BEGIN IMMEDIATE")
             try:
                 yield tx
@@ -191,9 +192,10 @@ class Store:
                 tx.x("COMMIT")
             finally:
                 self._local.tx = current
+            changed = self._wconn.total_changes != before
         if tx.events:
             self.events.publish(tx.events)
-        else:
+        elif changed:  # a write that changed nothing must not wake the job scheduler (busy loop)
             self.events.bump()
         for fn in tx._after:
             fn()
