@@ -188,19 +188,29 @@ def expand_key(template: str, match: re.Match[str]) -> str:
 def glob_matches(pfs: Mapping[str, Any], src: InputSource) -> list[DatumInput]:
     """Every file or directory of `src` matched by the pfs input's glob, in path order."""
     glob = clean_glob(str(pfs.get("glob", "")))
-    name = str(pfs.get("name") or pfs.get("repo", ""))
-    base = dict(
-        name=name,
-        project=str(pfs.get("project") or "default"),
-        repo=str(pfs.get("repo", "")),
-        branch=str(pfs.get("branch") or "master"),
-        commit=src.commit,
-        glob=glob,
-        outer_join=bool(pfs.get("outer_join", False)),
-    )
+
+    def make(
+        path: str, digest: str, sub: tuple[RepoFile, ...], m: re.Match[str] | None
+    ) -> DatumInput:
+        return DatumInput(
+            name=str(pfs.get("name") or pfs.get("repo", "")),
+            project=str(pfs.get("project") or "default"),
+            repo=str(pfs.get("repo", "")),
+            branch=str(pfs.get("branch") or "master"),
+            commit=src.commit,
+            path=path,
+            hash=digest,
+            files=sub,
+            glob=glob,
+            join_on=expand_key(str(pfs.get("join_on", "")), m) if m else "",
+            group_by=expand_key(str(pfs.get("group_by", "")), m) if m else "",
+            outer_join=bool(pfs.get("outer_join", False)),
+        )
+
     files = sorted(src.files, key=lambda f: f.path)
     if glob == "/":
-        return [DatumInput(path="/", hash=_dir_hash(files, "/"), files=tuple(files), **base)]
+        # The whole repo is one datum; an empty commit has none (nothing to process).
+        return [make("/", _dir_hash(files, "/"), tuple(files), None)] if files else []
     rx = glob_regex(glob)
     by_path = {f.path: f for f in files}
     found: list[DatumInput] = []
@@ -209,22 +219,11 @@ def glob_matches(pfs: Mapping[str, Any], src: InputSource) -> list[DatumInput]:
         if not m:
             continue
         if cand in by_path:
-            path, sub = cand, (by_path[cand],)
-            digest = by_path[cand].hash
+            found.append(make(cand, by_path[cand].hash, (by_path[cand],), m))
         else:
-            path = cand + "/"
-            sub = tuple(f for f in files if f.path.startswith(path))
-            digest = _dir_hash(sub, path)
-        found.append(
-            DatumInput(
-                path=path,
-                hash=digest,
-                files=sub,
-                join_on=expand_key(str(pfs.get("join_on", "")), m),
-                group_by=expand_key(str(pfs.get("group_by", "")), m),
-                **base,  # type: ignore[arg-type]
-            )
-        )
+            prefix = cand + "/"
+            sub = tuple(f for f in files if f.path.startswith(prefix))
+            found.append(make(prefix, _dir_hash(sub, prefix), sub, m))
     return found
 
 

@@ -11,8 +11,8 @@ and the final job state are written in ONE store transaction at the end.
 from __future__ import annotations
 
 import threading
-import uuid
 import time
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any
@@ -103,7 +103,11 @@ class JobRun:
             trees: dict[tuple[str, str, str], InputSource] = {}
 
             def lister(pfs: Mapping[str, Any]) -> InputSource:
-                key = (pfs.get("project") or job.project, pfs["repo"], pfs.get("branch") or "master")
+                key = (
+                    pfs.get("project") or job.project,
+                    pfs["repo"],
+                    pfs.get("branch") or "master",
+                )
                 if key not in trees:
                     c = prov.get(key) or model.branch_head(tx, model.BranchKey(*key))
                     if c is None:
@@ -161,8 +165,10 @@ class JobRun:
                 db.put_datum(tx, cur, db.DatumRow(
                     cur.id, d.id, hashes[d.id], "SKIPPED", 0, "", datum_inputs_json(d), 0, 0, 0,
                 ))  # fmt: skip
-            db.update_job(tx, cur, state="JOB_RUNNING", started=time.time(),
-                          total=len(datums), skipped=len(skipped), processed=0, failed=0)  # fmt: skip
+            db.update_job(
+                tx, cur, state="JOB_RUNNING", started=time.time(), total=len(datums),
+                skipped=len(skipped), processed=0, failed=0,
+            )  # fmt: skip
         return True
 
     def _timeout(self) -> None:

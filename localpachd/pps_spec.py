@@ -46,9 +46,9 @@ def project_of(req: pps_pb2.CreatePipelineRequest) -> str:
 def input_name(inp: pps_pb2.Input) -> str:
     """Pachyderm's InputName: the pfs/cron name, or the first child's name for composites."""
     if inp.HasField("pfs"):
-        return inp.pfs.name or inp.pfs.repo
+        return str(inp.pfs.name or inp.pfs.repo)
     if inp.HasField("cron"):
-        return inp.cron.name
+        return str(inp.cron.name)
     for kind in _COMPOSITES:
         children = getattr(inp, kind)
         if children:
@@ -198,7 +198,8 @@ def details_of(spec: pps_pb2.CreatePipelineRequest) -> pps_pb2.PipelineInfo.Deta
 
 def input_dict(inp: pps_pb2.Input) -> dict[str, Any]:
     """The input tree as the snake_case dict `localpachd.datums` works on."""
-    return MessageToDict(inp, preserving_proto_field_name=True)
+    out: dict[str, Any] = MessageToDict(inp, preserving_proto_field_name=True)
+    return out
 
 
 def parallelism(spec: pps_pb2.CreatePipelineRequest, cap: int) -> int:

@@ -9,6 +9,7 @@ Both must give identical results: same argv, env, cwd, stdin, exit code, stdout/
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -55,7 +56,7 @@ def make_runtime(name: str = "auto", **options: object) -> Runtime:
         raise ValueError(f"unknown worker runtime {name!r}: choose one of {choices}")
     if name in ("auto", "warm"):
         try:
-            from localpachd import runtime_warm
+            runtime_warm = importlib.import_module("localpachd.runtime_warm")
         except ImportError as e:
             if name == "warm":
                 raise ValueError("the warm runtime (localpachd.runtime_warm) is missing") from e

@@ -120,9 +120,7 @@ def current(tx: Tx, project: str, name: str) -> PipelineRow | None:
     )
     if row is None:
         return None
-    return PipelineRow(
-        row[0], row[1], row[2], _spec(row[3]), row[4], bool(row[5]), row[6], row[7]
-    )
+    return PipelineRow(row[0], row[1], row[2], _spec(row[3]), row[4], bool(row[5]), row[6], row[7])
 
 
 def all_current(tx: Tx) -> list[PipelineRow]:
@@ -234,7 +232,9 @@ def jobs_of(tx: Tx, project: str, pipeline: str) -> list[JobRow]:
 
 
 def jobs_in_set(tx: Tx, job_id: str) -> list[JobRow]:
-    return [_job(r) for r in tx.q(f"SELECT {JOB_COLS} FROM pps_jobs WHERE id=? ORDER BY seq", (job_id,))]
+    return [
+        _job(r) for r in tx.q(f"SELECT {JOB_COLS} FROM pps_jobs WHERE id=? ORDER BY seq", (job_id,))
+    ]
 
 
 def all_jobs(tx: Tx) -> list[JobRow]:
@@ -243,7 +243,9 @@ def all_jobs(tx: Tx) -> list[JobRow]:
 
 def unfinished_jobs(tx: Tx) -> list[JobRow]:
     marks = ",".join("?" * len(TERMINAL))
-    rows = tx.q(f"SELECT {JOB_COLS} FROM pps_jobs WHERE state NOT IN ({marks}) ORDER BY seq", TERMINAL)
+    rows = tx.q(
+        f"SELECT {JOB_COLS} FROM pps_jobs WHERE state NOT IN ({marks}) ORDER BY seq", TERMINAL
+    )
     return [_job(r) for r in rows]
 
 
@@ -276,7 +278,9 @@ def delete_job(tx: Tx, job: JobRow) -> None:
 
 # ------------------------------------------------------------------ datums
 
-DATUM_COLS = "job, id, hash, state, attempts, reason, inputs, process_time, upload_bytes, download_bytes"
+DATUM_COLS = (
+    "job, id, hash, state, attempts, reason, inputs, process_time, upload_bytes, download_bytes"
+)
 
 
 def _datum(row: Any) -> DatumRow:
@@ -296,8 +300,7 @@ def put_datum(tx: Tx, job: JobRow, d: DatumRow) -> None:
 
 def datums_of(tx: Tx, project: str, pipeline: str, job_id: str) -> list[DatumRow]:
     rows = tx.q(
-        f"SELECT {DATUM_COLS} FROM pps_datums WHERE project=? AND pipeline=? AND job=? "
-        "ORDER BY id",
+        f"SELECT {DATUM_COLS} FROM pps_datums WHERE project=? AND pipeline=? AND job=? ORDER BY id",
         (project, pipeline, job_id),
     )
     return [_datum(r) for r in rows]

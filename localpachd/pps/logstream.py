@@ -81,7 +81,9 @@ def get_logs(ctx: Any, req: Any, context: Any) -> Iterator[pps_pb2.LogMessage]:
                     continue
                 if not _wanted(inputs[job.id].get(did, []), filters):
                     continue
-                tail = tails.setdefault(str(path), logs.Tail(path, job.project, job.pipeline, job.id))
+                tail = tails.setdefault(
+                    str(path), logs.Tail(path, job.project, job.pipeline, job.id)
+                )
                 for line in tail.read():
                     pending.append(_message(line, inputs[job.id].get(did, [])))
         if first and req.tail > 0:

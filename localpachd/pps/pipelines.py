@@ -61,7 +61,9 @@ def create_pipeline(ctx: Any, tx: Tx, req: pps_pb2.CreatePipelineRequest) -> Non
     prov = _provenance(tx, spec)
     out = model.BranchKey(project, name, spec.output_branch)
     if out in prov or any(p.project == project and p.repo == name for p in prov):
-        raise errors.InvalidArgument(f"pipeline {pipeline_str(project, name)} cannot read its own output")
+        raise errors.InvalidArgument(
+            f"pipeline {pipeline_str(project, name)} cannot read its own output"
+        )
     if existing is None:
         _create(ctx, tx, spec, out, prov)
     else:

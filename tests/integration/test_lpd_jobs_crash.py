@@ -46,7 +46,9 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
             p.wait(10)
 
 
-def test_kill_9_mid_job_then_restart_gives_the_same_result(tmp_path: Path, procs: list[Any]) -> None:
+def test_kill_9_mid_job_then_restart_gives_the_same_result(
+    tmp_path: Path, procs: list[Any]
+) -> None:
     proc, client = serve(tmp_path / "pachd")
     procs.append(proc)
     client.create_repo("data")

@@ -11,11 +11,11 @@ from lpd_pps_helpers import counts, last_job, pfs, put, read_repo, sh_pipeline, 
 
 # Fails on any file containing "bad"; counts its attempts in a file outside the datum.
 FLAKY = (
-    'for f in /pfs/data/*; do',
+    "for f in /pfs/data/*; do",
     '  echo try >> "$TRIES/$(basename $f)"',
     '  if grep -q bad "$f"; then echo "bad input $f" >&2; exit 1; fi',
     '  cp "$f" /pfs/out/',
-    'done',
+    "done",
 )
 
 

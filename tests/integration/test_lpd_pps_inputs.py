@@ -102,8 +102,8 @@ def test_group_makes_one_datum_per_key(client: Any) -> None:
 
 def test_cross_and_env_vars(client: Any) -> None:
     inp = pps_pb2.Input(cross=[pfs("left", "/k1*"), pfs("right", "/*")])
-    sh_pipeline(client, "x", inp,
-                'echo "$left $right $left_COMMIT $PPS_PIPELINE_NAME" > "/pfs/out/$PACH_DATUM_ID"')  # fmt: skip
+    line = 'echo "$left $right $left_COMMIT $PPS_PIPELINE_NAME" > "/pfs/out/$PACH_DATUM_ID"'
+    sh_pipeline(client, "x", inp, line)
     assert counts(last_job(client, "x")) == (3, 0, 0, 3)
     lines = sorted(read_repo(client, "x").values())
     assert all(line.split()[0].endswith("/pfs/left/k1_l.txt") for line in lines)

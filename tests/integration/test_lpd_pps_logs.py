@@ -26,8 +26,12 @@ def test_logs_by_pipeline_job_and_datum(pach_client: Any) -> None:
     assert sorted(only_a) == ["err a", "out a"]
     filtered = [m.message for m in client.get_pipeline_logs("talk", data_filters=["/b"])]
     assert sorted(filtered) == ["err b", "out b"]
-    assert [m.message for m in client.get_pipeline_logs("talk", tail=1)] in (["out b"], ["err b"],
-                                                                              ["out a"], ["err a"])
+    assert [m.message for m in client.get_pipeline_logs("talk", tail=1)] in (
+        ["out b"],
+        ["err b"],
+        ["out a"],
+        ["err a"],
+    )
 
 
 def test_follow_streams_until_the_job_ends(pach_client: Any) -> None:
