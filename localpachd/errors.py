@@ -69,7 +69,7 @@ def repo_exists(project: str, repo: str) -> AlreadyExists:
 
 
 def project_not_found(project: str) -> NotFound:
-    return NotFound(f"project {project} not found")
+    return NotFound(f'project "{project}" not found')
 
 
 def project_exists(project: str) -> AlreadyExists:
@@ -77,7 +77,7 @@ def project_exists(project: str) -> AlreadyExists:
 
 
 def branch_not_found(project: str, repo: str, branch: str) -> NotFound:
-    return NotFound(f"branch {branch} not found in repo {repo_str(project, repo)}")
+    return NotFound(f'branch "{branch}" not found in repo {repo_str(project, repo)}')
 
 
 def commit_not_found(project: str, repo: str, commit: str) -> NotFound:
@@ -85,7 +85,16 @@ def commit_not_found(project: str, repo: str, commit: str) -> NotFound:
 
 
 def commit_set_not_found(commit_set: str) -> NotFound:
-    return NotFound(f"no commits found for commit set {commit_set}")
+    return NotFound(f"no commits found for commitset {commit_set}")
+
+
+def commit_str(project: str, repo: str, commit: str, branch: str = "") -> str:
+    """Pachyderm 2.7's Commit.String(): `project/repo@branch=id` (or `project/repo@id`)."""
+    return f"{repo_str(project, repo)}@{branch + '=' if branch else ''}{commit}"
+
+
+MATCHED_NON_FILE = "cannot get directory or non-regular file. Use GetFileTAR instead"
+MATCHED_MULTIPLE = "matched multiple files. Use GetFileTAR instead"
 
 
 def file_not_found(project: str, repo: str, commit: str, path: str) -> NotFound:

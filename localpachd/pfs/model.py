@@ -267,8 +267,7 @@ def start_commit(tx: Tx, project: str, repo: str, branch: str, parent: Commit | 
     b = BranchKey(project, repo, branch)
     if origin == "USER" and direct_provenance(tx, b):
         raise errors.FailedPrecondition(
-            f"cannot start a commit on an output branch: {branch} in repo "
-            f"{errors.repo_str(project, repo)} has provenance")
+            f"cannot start a commit on an output branch: {errors.repo_str(project, repo)}@{branch}")
     head = branch_head(tx, b)
     if parent is None:
         parent = head

@@ -85,8 +85,8 @@ def apply_squash_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
                 f"@{c.id} is not finished")
         if not model.children(tx, c.cid):
             raise errors.FailedPrecondition(
-                f"cannot squash commit set {c.id}: commit {errors.repo_str(c.project, c.repo)}"
-                f"@{c.id} has no children (its data would be lost; use drop)")
+                "cannot squash a commit that has no children as that would cause data loss, use "
+                f"the drop operation instead: {errors.commit_str(c.project, c.repo, c.id)}")
     model.delete_commits(tx, commits, squash=True)
 
 
@@ -95,8 +95,8 @@ def apply_drop_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
     for c in commits:
         if model.children(tx, c.cid):
             raise errors.FailedPrecondition(
-                f"cannot drop commit set {c.id}: commit {errors.repo_str(c.project, c.repo)}"
-                f"@{c.id} has children (only the newest commits can be dropped)")
+                "cannot drop a commit that has children: "
+                f"{errors.commit_str(c.project, c.repo, c.id)}")
     model.delete_commits(tx, commits, squash=False)
 
 
@@ -400,6 +400,8 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
         path = clean_path(f.path)
         e = files.lookup(tx, c.cid, path)
         tops = [e] if e is not None else []
+        if e is not None and e.is_dir and not tar:
+            raise errors.PachError(errors.MATCHED_NON_FILE)
         if e is None and any(ch in path for ch in "*?[{"):
             rx = glob_regex(clean_glob(path))
             tops = [x for x in files.walk(tx, c.cid, "/")[1:] if rx.match(x.path)]
@@ -422,6 +424,9 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
             raise errors.Unimplemented("GetFile to a URL is not supported by localpachd")
         with self.store.read() as tx:
             _, entries = self._selection(tx, req.file, tar=False)
+        if len(entries) != 1 or entries[0].is_dir:  # Pachyderm 2.x: one regular file only
+            raise errors.PachError(errors.MATCHED_MULTIPLE if len(entries) > 1
+                                   else errors.MATCHED_NON_FILE)
         for chunk in transfer.file_bytes(self.store.blobs, entries, req.offset):
             yield wrappers_pb2.BytesValue(value=chunk)
 

@@ -50,7 +50,7 @@ def test_start_finish_inspect_list(pach_client: Any) -> None:
     assert [k.id for k in first_info.child_commits] == [second.id]
     with pytest.raises(grpc.RpcError) as exc:
         next(c.inspect_commit(("r", "nobranch")))
-    assert exc.value.details() == "branch nobranch not found in repo default/r"
+    assert exc.value.details() == 'branch "nobranch" not found in repo default/r'
     with pytest.raises(grpc.RpcError) as exc:
         next(c.inspect_commit(("r", "0" * 12 + "4" + "0" * 19)))
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND

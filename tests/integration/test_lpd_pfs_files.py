@@ -58,11 +58,20 @@ def test_modify_file_client_delete_copy(tree: Any) -> None:
         mfc.put_file_from_bytes("/dir/new.txt", b"new")
         mfc.copy_file(("r", "master"), "/a.txt", "/copy/a.txt")
     assert _paths(c.walk_file(("r", "master"), "/")) == [
-        "/", "/a.txt", "/copy/", "/copy/a.txt", "/dir/", "/dir/b.csv", "/dir/new.txt"]
+        "/",
+        "/a.txt",
+        "/copy/",
+        "/copy/a.txt",
+        "/dir/",
+        "/dir/b.csv",
+        "/dir/new.txt",
+    ]
     c.create_repo("other")
     c.copy_file(("r", "master"), "/dir", ("other", "master"), "/imported")
     assert _paths(c.list_file(("other", "master"), "/imported")) == [
-        "/imported/b.csv", "/imported/new.txt"]
+        "/imported/b.csv",
+        "/imported/new.txt",
+    ]
     c.copy_file(("r", "master"), "/a.txt", ("other", "master"), "/imported/b.csv", append=True)
     assert c.get_file(("other", "master"), "/imported/b.csv").read() == b"1,2\nalpha"
     c.delete_file(("other", "master"), "/imported/new.txt")
@@ -93,7 +102,12 @@ def test_inspect_list_walk_glob(tree: Any) -> None:
     assert _paths(c.list_file(("r", "master"), "/a.txt")) == ["/a.txt"]
     assert _paths(c.list_file(("r", "master"), "/", number=1, reverse=True)) == ["/dir/"]
     assert _paths(c.walk_file(("r", "master"), "/dir")) == [
-        "/dir/", "/dir/b.csv", "/dir/sub/", "/dir/sub/c.csv", "/dir/sub/d.txt"]
+        "/dir/",
+        "/dir/b.csv",
+        "/dir/sub/",
+        "/dir/sub/c.csv",
+        "/dir/sub/d.txt",
+    ]
     assert _paths(c.glob_file(("r", "master"), "/*")) == ["/a.txt", "/dir/"]
     assert _paths(c.glob_file(("r", "master"), "/*/*")) == ["/dir/b.csv", "/dir/sub/"]
     assert _paths(c.glob_file(("r", "master"), "/**.csv")) == ["/dir/b.csv", "/dir/sub/c.csv"]
@@ -110,14 +124,22 @@ def test_get_file_tar(tree: Any) -> None:
     c = tree
     with c.get_file_tar(("r", "master"), "/dir") as tar:
         got = {m.name: (tar.extractfile(m).read() if m.isfile() else None) for m in tar}
-    assert got == {"dir": None, "dir/b.csv": b"1,2\n", "dir/sub": None,
-                   "dir/sub/c.csv": b"3,4\n", "dir/sub/d.txt": b"delta"}
+    assert got == {
+        "dir": None,
+        "dir/b.csv": b"1,2\n",
+        "dir/sub": None,
+        "dir/sub/c.csv": b"3,4\n",
+        "dir/sub/d.txt": b"delta",
+    }
     with c.get_file_tar(("r", "master"), "/a.txt") as tar:
         assert [m.name for m in tar] == ["a.txt"]
     with c.get_file_tar(("r", "master"), "/dir/**.csv") as tar:  # glob paths, as Pachyderm 2.x
         assert [m.name for m in tar] == ["dir/b.csv", "dir/sub/c.csv"]
     assert c.get_file(("r", "master"), "/dir/*/*.txt").read() == b"delta"
-    assert c.get_file(("r", "master"), "/dir").read() == b"1,2\n3,4\ndelta"
+    for path, text in (("/dir", "cannot get directory"), ("/dir/**.csv", "matched multiple")):
+        with pytest.raises(ConnectionError) as cerr:  # GetFile wants exactly one regular file
+            c.get_file(("r", "master"), path)
+        assert text in cerr.value.__cause__.details()  # type: ignore[union-attr]
 
 
 def test_diff_file(tree: Any) -> None:
@@ -134,8 +156,11 @@ def test_fsck_clean_and_detects_missing_blob(tree: Any, localpachd: Any) -> None
     c = tree
     assert list(c.fsck()) == []
     blob = localpachd.data_dir / "blobs"
-    victim = next(p for p in blob.rglob("*") if p.is_file() and p.stat().st_size == 5
-                  and p.read_bytes() == b"delta")
+    victim = next(
+        p
+        for p in blob.rglob("*")
+        if p.is_file() and p.stat().st_size == 5 and p.read_bytes() == b"delta"
+    )
     os.chmod(victim, 0o644)
     victim.unlink()
     errs = [r.error for r in c.fsck()]
@@ -154,9 +179,15 @@ def test_large_file_over_20mib_roundtrip(pach_client: Any) -> None:
     assert len(got) == len(data) and got == data
 
 
-@pytest.mark.parametrize("hostile", [
-    "../../etc/passwd", "/a/../../escape", "/x\x00y", "/line\nbreak",
-])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "../../etc/passwd",
+        "/a/../../escape",
+        "/x\x00y",
+        "/line\nbreak",
+    ],
+)
 def test_hostile_paths_invalid_argument(pach_client: Any, tmp_path: Path, hostile: str) -> None:
     c = pach_client
     c.create_repo("h")

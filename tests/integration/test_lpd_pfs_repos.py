@@ -14,8 +14,9 @@ def _code(exc: pytest.ExceptionInfo[Any]) -> grpc.StatusCode:
 
 
 def _branch(repo: str, name: str = "master", project: str = "default") -> pfs_pb2.Branch:
-    return pfs_pb2.Branch(repo=pfs_pb2.Repo(name=repo, type="user",
-                                            project=pfs_pb2.Project(name=project)), name=name)
+    return pfs_pb2.Branch(
+        repo=pfs_pb2.Repo(name=repo, type="user", project=pfs_pb2.Project(name=project)), name=name
+    )
 
 
 def test_projects(pach_client: Any) -> None:
@@ -40,7 +41,7 @@ def test_projects(pach_client: Any) -> None:
     assert _code(exc) == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as exc:
         c.create_repo("x", project_name="nope")
-    assert "project nope not found" in exc.value.details()
+    assert 'project "nope" not found' in exc.value.details()
 
 
 def test_repos_create_inspect_list_delete(pach_client: Any) -> None:
@@ -49,7 +50,10 @@ def test_repos_create_inspect_list_delete(pach_client: Any) -> None:
     c.create_repo("labels")
     info = c.inspect_repo("images")
     assert (info.repo.name, info.repo.project.name, info.description) == (
-        "images", "default", "raw images")
+        "images",
+        "default",
+        "raw images",
+    )
     with pytest.raises(grpc.RpcError) as exc:
         c.create_repo("images")
     assert _code(exc) == grpc.StatusCode.ALREADY_EXISTS
@@ -93,8 +97,7 @@ def test_branches_newest_first_head_and_provenance(pach_client: Any) -> None:
     c.create_branch("r", "stable", head_commit=("r", first.id))
     c.create_branch("r", "dev")
     assert [b.branch.name for b in c.list_branch("r")] == ["dev", "stable", "master"]
-    assert [b.branch.name for b in c.list_branch("r", reverse=True)] == [
-        "master", "stable", "dev"]
+    assert [b.branch.name for b in c.list_branch("r", reverse=True)] == ["master", "stable", "dev"]
     assert c.inspect_branch("r", "stable").head.id == first.id
     assert c.get_file(("r", "stable"), "/f").read() == b"1"
     dev_head = c.inspect_branch("r", "dev").head
@@ -113,7 +116,7 @@ def test_branches_newest_first_head_and_provenance(pach_client: Any) -> None:
     assert [b.branch.name for b in c.list_branch("r")] == ["stable", "master"]
     with pytest.raises(grpc.RpcError) as exc:
         c.inspect_branch("r", "dev")
-    assert exc.value.details() == "branch dev not found in repo default/r"
+    assert exc.value.details() == 'branch "dev" not found in repo default/r'
     with pytest.raises(grpc.RpcError) as exc:
         c.delete_branch("r", "master")
     assert _code(exc) == grpc.StatusCode.FAILED_PRECONDITION
