@@ -2,15 +2,17 @@
 
 Called by `agent.report.collect` (so by `pachsync report` and the demo). Everything here takes a
 python-pachyderm client (`Connection.client` or the test fixture's) and returns plain frozen
-values; grpc failures become agent errors through `rpc_errors`. Costs: one ListFile plus one
-GetFile per metric file (77 small reads for the iris search), two GetFiles for select, one
-ListJob per pipeline, one or two commit look-ups.
+values; grpc failures become agent errors through `rpc_errors`. Costs: one GetFileTAR for all
+metric files (a glob), one ListFile and two GetFiles for select, one ListJob per pipeline, one or
+two commit look-ups.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import tarfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,22 +122,49 @@ def _read(client: Any, repo: str, commit: str, path: str, target: PachdTarget | 
         return bytes(client.get_file((repo, commit), path).read())
 
 
+def _parse_metric(text: bytes) -> float | None:
+    try:
+        value = float(text.decode("utf-8", "replace").strip())
+    except ValueError:
+        return None  # not a number: left out of the grid rather than failing the report
+    return value if math.isfinite(value) else None
+
+
+def _metrics_by_tar(client: Any, repo: str, commit: str,
+                    target: PachdTarget | None) -> dict[str, float]:  # fmt: skip
+    """All top-level metric files in one GetFileTAR over a glob (what pachctl does for globs)."""
+    out: dict[str, float] = {}
+    with rpc_errors(f"reading {repo}@{commit}:/*{METRIC_SUFFIX}", target):
+        tar = client.get_file_tar((repo, commit), f"/*{METRIC_SUFFIX}")
+        for member in tar:
+            name = member.name.rsplit("/", 1)[-1]
+            data = tar.extractfile(member) if member.isfile() else None
+            value = _parse_metric(data.read()) if data is not None else None
+            if value is not None and name.endswith(METRIC_SUFFIX):
+                out[name] = value
+    return out
+
+
 def read_metrics(client: Any, repo: str = "test", commit: str = "master",
                  target: PachdTarget | None = None) -> dict[str, float]:  # fmt: skip
     """{file name: accuracy} for every top-level `*_metric.txt` of repo@commit.
 
-    A file whose text is not a number is skipped rather than failing the whole report; the
-    caller sees it missing from the grid.
+    One GetFileTAR for all of them; when the server refuses a glob there (or nothing matches,
+    which some servers report as an error), one ListFile plus one GetFile per metric file.
     """
+    try:
+        found = _metrics_by_tar(client, repo, commit, target)
+    except (PachsyncError, tarfile.TarError):
+        found = {}
+    if found:
+        return found
     with rpc_errors(f"listing {repo}@{commit}", target):
         names = [f.file.path.lstrip("/") for f in client.list_file((repo, commit), "/")]
     out: dict[str, float] = {}
     for name in sorted(n for n in names if n.endswith(METRIC_SUFFIX)):
-        text = _read(client, repo, commit, "/" + name, target).decode("utf-8", "replace")
-        try:
-            out[name] = float(text.strip())
-        except ValueError:
-            continue
+        value = _parse_metric(_read(client, repo, commit, "/" + name, target))
+        if value is not None:
+            out[name] = value
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.cluster import outputs
-from agent.errors import UsageError
+from agent.errors import PachsyncError, UsageError
 from agent.report.collect import Options, collect
 
 C = [0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0]
@@ -45,7 +45,12 @@ def outputs_repos(pach_client: Any) -> dict[str, str]:
     """test with two commits (old: everything 0.05 lower), select with one; returns the ids."""
     pach_client.create_repo("test")
     pach_client.create_repo("select")
-    old = _put(pach_client, "test", {**_metrics(0.05), "/notes.txt": b"not a metric"})
+    junk = {
+        "/notes.txt": b"not a metric",
+        "/model_C99.0_G1.0_metric.txt": b"not a number",
+        "/model_C99.0_G2.0_metric.txt": b"nan",
+    }
+    old = _put(pach_client, "test", {**_metrics(0.05), **junk})
     new = _put(pach_client, "test", _metrics(0.0))
     selected = {
         "rule": {"kind": "tolerance", "tolerance": 0.0},
@@ -161,3 +166,27 @@ def test_the_command_writes_the_report(
         "report.html",
     ]
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 4
+
+
+def test_all_metrics_come_in_one_rpc(localpachd: Any, outputs_repos: dict[str, str]) -> None:
+    from agent.cluster.address import resolve
+    from agent.cluster.client import connect
+
+    conn = connect(resolve(localpachd.address))
+    try:
+        metrics = outputs.read_metrics(conn.client, "test", outputs_repos["new"])
+    finally:
+        conn.close()
+    assert len(metrics) == 77 and metrics[f"{BEST}_metric.txt"] == 0.99
+    assert conn.rpc_count == 1, conn.counter.by_method
+
+
+def test_metrics_are_read_file_by_file_when_the_glob_read_fails(
+    pach_client: Any, outputs_repos: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: Any) -> dict[str, float]:
+        raise PachsyncError("GetFileTAR: globs not supported (UNIMPLEMENTED)")
+
+    monkeypatch.setattr(outputs, "_metrics_by_tar", refuse)
+    before = outputs.read_metrics(pach_client, "test", outputs_repos["old"])
+    assert len(before) == 77 and before[f"{BEST}_metric.txt"] == pytest.approx(0.94)
