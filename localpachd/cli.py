@@ -50,6 +50,9 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"localpachd: {exc}", file=sys.stderr)
         return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.auth_token:
+        print(f"localpachd: warning: listening on {args.host} without --auth-token: anyone who "
+              "can reach this port can read and change all data", file=sys.stderr, flush=True)
     done = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

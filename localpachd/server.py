@@ -24,6 +24,7 @@ Extension points for pps
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import threading
@@ -99,7 +100,8 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         meta = dict(details.invocation_metadata or ())
         token = self.ctx.config.auth_token
-        if token is not None and meta.get("authn-token") != token:
+        if token is not None and not hmac.compare_digest(
+                str(meta.get("authn-token", "")).encode(), token.encode()):
             return _replace(handler, lambda fn: _fail(errors.Unauthenticated(
                 "no authentication token, or a wrong one: send metadata `authn-token`")))
         txn = meta.get("pach-transaction")
