@@ -9,7 +9,7 @@ predictably and tests can check the files.
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -40,6 +40,26 @@ def _edges(values: tuple[float, ...]) -> np.ndarray:
     return np.asarray(10 ** np.concatenate([[first], mids, [last]]))
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """Where cells and ticks go on one axis. Log scale when every value is positive (always,
+    for C and gamma); otherwise evenly spaced cells labelled with the values."""
+
+    edges: np.ndarray
+    centres: np.ndarray  # where a cell's text goes
+    ticks: np.ndarray  # where a value's label goes
+    log: bool
+
+
+def _axis(values: tuple[float, ...]) -> _Axis:
+    values = values or (1.0,)
+    if all(v > 0 for v in values):
+        edges = _edges(values)
+        return _Axis(edges, np.sqrt(edges[:-1] * edges[1:]), np.array(values), True)
+    index = np.arange(len(values), dtype=float)
+    return _Axis(np.arange(len(values) + 1) - 0.5, index, index, False)
+
+
 def _matrix(grid: Grid) -> np.ma.MaskedArray:
     raw = np.array([[np.nan if v is None else v for v in row] for row in grid.values], dtype=float)
     return np.ma.masked_invalid(raw)
@@ -50,17 +70,20 @@ def _text_colour(rgba: tuple[float, float, float, float]) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
 
 
-def _annotate_cells(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray, mesh: object,
+def _annotate_cells(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis, mesh: object,
                     diff: bool) -> None:
     cmap, norm = mesh.cmap, mesh.norm  # type: ignore[attr-defined]
+    size = min(8.0, 90.0 / max(len(grid.cs), len(grid.gammas)))
+    if size < 4.5:
+        return  # too many cells to label legibly; the colour scale says it all
     for i, row in enumerate(grid.values):
         for j, v in enumerate(row):
-            x, y = math.sqrt(xe[j] * xe[j + 1]), math.sqrt(ye[i] * ye[i + 1])
+            x, y = xa.centres[j], ya.centres[i]
             if v is None:
-                ax.text(x, y, "–", ha="center", va="center", fontsize=8, color="#666")
+                ax.text(x, y, "–", ha="center", va="center", fontsize=size, color="#666")
                 continue
             label = f"{v:+.3f}" if diff else f"{v:.3f}"
-            ax.text(x, y, label, ha="center", va="center", fontsize=8,
+            ax.text(x, y, label, ha="center", va="center", fontsize=size,
                     color=_text_colour(cmap(norm(v))))
 
 
@@ -70,14 +93,14 @@ def _outline_selected(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray) -> N
                                fill=False, edgecolor=OUTLINE, linewidth=2.5, zorder=3))
 
 
-def _mark_best(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray) -> str:
+def _mark_best(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis) -> str:
     best = grid.best()
     if best is None:
         return ""
     i, j, v = best
-    x, y = math.sqrt(xe[j] * xe[j + 1]), ye[i + 1]
-    ax.annotate(f"best {v:.3f}", xy=(x, math.sqrt(ye[i] * ye[i + 1])),
-                xytext=(x, y), textcoords="data", ha="center", va="bottom", fontsize=9,
+    x = xa.centres[j]
+    ax.annotate(f"best {v:.3f}", xy=(x, ya.centres[i]), xytext=(x, ya.edges[i + 1]),
+                textcoords="data", ha="center", va="bottom", fontsize=9,
                 fontweight="bold", color="black", zorder=4,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": OUTLINE, "alpha": 0.9})
     ties = sum(1 for row in grid.values for w in row if w is not None and abs(w - v) < 1e-12)
@@ -90,7 +113,8 @@ def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False) ->
     """Write one heatmap PNG of exactly PIXELS; `diff` uses a diverging scale centred on 0."""
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     try:
-        xe, ye = _edges(grid.gammas or (1.0,)), _edges(grid.cs or (1.0,))
+        xa, ya = _axis(grid.gammas), _axis(grid.cs)
+        xe, ye = xa.edges, ya.edges
         data = _matrix(grid) if grid.values else np.ma.masked_invalid(np.full((1, 1), np.nan))
         if diff:
             span = float(np.ma.max(np.ma.abs(data))) if data.count() else 0.0
@@ -99,19 +123,21 @@ def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False) ->
         else:
             mesh = ax.pcolormesh(xe, ye, data, cmap="viridis")
         ax.set_facecolor("#e6e6e6")  # cells without a model
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(list(grid.gammas), [format_param(g) for g in grid.gammas])
-        ax.set_yticks(list(grid.cs), [format_param(c) for c in grid.cs])
+        if xa.log:
+            ax.set_xscale("log")
+        if ya.log:
+            ax.set_yscale("log")
+        ax.set_xticks(list(xa.ticks), [format_param(g) for g in grid.gammas or (1.0,)])
+        ax.set_yticks(list(ya.ticks), [format_param(c) for c in grid.cs or (1.0,)])
         ax.minorticks_off()
         ax.set_xlim(xe[0], xe[-1])
         ax.set_ylim(ye[0], ye[-1])
-        ax.set_xlabel("gamma (log scale)")
-        ax.set_ylabel("C (log scale)")
+        ax.set_xlabel("gamma" + (" (log scale)" if xa.log else ""))
+        ax.set_ylabel("C" + (" (log scale)" if ya.log else ""))
         if grid.values:
-            _annotate_cells(ax, grid, xe, ye, mesh, diff)
+            _annotate_cells(ax, grid, xa, ya, mesh, diff)
             _outline_selected(ax, grid, xe, ye)
-        subtitle = "" if diff else _mark_best(ax, grid, xe, ye)
+        subtitle = "" if diff else _mark_best(ax, grid, xa, ya)
         ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
         bar = fig.colorbar(mesh, cax=fig.add_axes((0.86, 0.14, 0.025, 0.76)))
         bar.set_label("accuracy change" if diff else "test accuracy")

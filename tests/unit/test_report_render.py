@@ -17,6 +17,7 @@ from agent.report.heatmap import OUTLINE, PIXELS, render_heatmap
 from agent.report.model import (
     Comparison,
     JobView,
+    ModelResult,
     PipelineView,
     ReportData,
     Selection,
@@ -179,3 +180,14 @@ def test_an_empty_cluster_still_renders_a_page(tmp_path: Path) -> None:
     assert (data["models"], data["cells"], data["best"]) == (0, 0, None)
     with Image.open(files.heatmap) as img:
         assert img.size == PIXELS
+
+
+def test_non_positive_parameters_and_big_grids_still_render(tmp_path: Path) -> None:
+    zero = [ModelResult(f"m{i}", c, 1.0, 0.5 + i / 10) for i, c in enumerate((0.0, 1.0, 2.0))]
+    big = [ModelResult(f"b{i}_{j}", 2.0**i, 2.0**j, (i + j) / 80) for i in range(40)
+           for j in range(40)]  # fmt: skip
+    for name, results in (("zero.png", zero), ("big.png", big)):
+        png = render_heatmap(build_grid(results), tmp_path / name, name)
+        with Image.open(png) as img:
+            assert img.size == PIXELS
+    assert build_grid(big).cells == 1600
