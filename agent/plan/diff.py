@@ -115,14 +115,14 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
                     ) -> PipelineChange:
     desired = normalize_spec(ps.spec)
     digest = spec_hash(desired)
-    base = PipelineChange(name=ps.name, action=CREATE, file=ps.file, inputs=tuple(ps.inputs),
-                          request=build_request(ps, policy, digest))
+    base = PipelineChange(name=ps.name, action=CREATE, file=ps.file, inputs=tuple(ps.inputs))
     lp = pipelines.get(ps.name)
     if lp is None:
         if ps.name in repo_names:
             return replace(base, action=CONFLICT, reason=_conflict_reason(ps.name, None, policy))
         return replace(base, reason="not in the cluster", will_apply=True,
-                       diffs=tuple(diff_values(None, desired)))
+                       diffs=tuple(diff_values(None, desired)),
+                       request=build_request(ps, policy, digest))
     ann = annotations_of(lp.spec)
     base = replace(base, managed_by=ann.get(ANN_MANAGED_BY, ""),
                    source_commit=ann.get(ANN_SOURCE_COMMIT, ""))
@@ -137,6 +137,7 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
     job = live.jobs.get(ps.name)
     change = replace(base, action=UPDATE, reason="git changed", will_apply=True, diffs=diffs,
                      reprocess=reprocess, reprocess_reason=why,
+                     request=build_request(ps, policy, digest),
                      datums=job.total if (reprocess and job is not None) else None)
     recorded = ann.get(ANN_SPEC_HASH)
     if recorded and recorded != live_digest:
