@@ -121,6 +121,20 @@ class BlobStore:
             w.abort()
             raise
 
+    def collect(self, live: set[str]) -> tuple[int, int]:
+        """Delete every blob whose hash is not in `live`; returns (blobs, bytes) freed. Only safe
+        when no upload is in flight (the server calls it at start-up, before serving)."""
+        freed = size = 0
+        for sub in self.root.iterdir():
+            if len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for blob in sub.iterdir():
+                if blob.name not in live and blob.name != EMPTY_HASH:
+                    size += blob.stat().st_size
+                    blob.unlink()
+                    freed += 1
+        return freed, size
+
     def open(self, h: str) -> BinaryIO:
         return open(self.path(h), "rb")
 

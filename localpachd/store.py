@@ -24,6 +24,7 @@ Durability: synchronous=FULL WAL commits, blobs fsynced before the metadata poin
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -38,6 +39,7 @@ from localpachd.blobs import BlobStore
 from localpachd.events import Event, EventHub
 
 T = TypeVar("T")
+log = logging.getLogger("localpachd.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -151,6 +153,18 @@ class Store:
                      (time.time(),))
             if tx.one("SELECT 1 FROM meta WHERE key='cluster_id'") is None:
                 tx.x("INSERT INTO meta VALUES('cluster_id', ?)", (uuid.uuid4().hex,))
+        self.collect_garbage()
+
+    def collect_garbage(self) -> tuple[int, int]:
+        """Free blobs no commit references any more (deleted repos, dropped commits, aborted
+        uploads). Called at start-up, when no upload can be in flight (one server per data dir);
+        every blob reference lives in the `files` table."""
+        with self.read() as tx:
+            live = {r[0] for r in tx.conn.execute("SELECT DISTINCT hash FROM files")}
+        freed = self.blobs.collect(live)
+        if freed[0]:
+            log.info("freed %d unreferenced blobs (%d bytes)", *freed)
+        return freed
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False,

@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def _serve(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "localpachd", "serve", "--port", "0", "--data-dir", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
@@ -73,7 +76,8 @@ def test_kill_9_mid_upload_keeps_finished_commits(tmp_path: Path) -> None:
         tmp_dir = data_dir / "blobs" / "tmp"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(
-                p.stat().st_size > 0 for p in tmp_dir.iterdir()):
+            p.stat().st_size > 0 for p in tmp_dir.iterdir()
+        ):
             time.sleep(0.05)
         assert any(p.stat().st_size > 0 for p in tmp_dir.iterdir()), "upload never reached disk"
         proc.send_signal(signal.SIGKILL)
@@ -106,3 +110,28 @@ def test_kill_9_mid_upload_keeps_finished_commits(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_restart_frees_blobs_of_deleted_data(tmp_path: Path) -> None:
+    from localpachd.server import start
+
+    data_dir = tmp_path / "pachd"
+    blobs = data_dir / "blobs"
+
+    def count() -> int:
+        return sum(1 for p in blobs.glob("??/*"))
+
+    with start(data_dir) as server:
+        c = python_pachyderm.Client(host=server.host, port=server.port)
+        c.create_repo("keep")
+        c.create_repo("drop")
+        c.put_file_bytes(("keep", "master"), "/k", b"kept content")
+        c.put_file_bytes(("drop", "master"), "/d", b"dropped content")
+        c.put_file_bytes(("drop", "master"), "/k2", b"kept content")  # shared blob
+        before = count()
+        c.delete_repo("drop")
+    with start(data_dir) as server:
+        assert count() == before - 1  # only the blob no commit references any more
+        c = python_pachyderm.Client(host=server.host, port=server.port)
+        assert c.get_file(("keep", "master"), "/k").read() == b"kept content"
+        assert list(c.fsck()) == []
