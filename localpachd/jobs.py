@@ -89,7 +89,7 @@ class JobEngine:
         self.runtime.close()
 
     def _on_event(self, ev: Event) -> None:
-        if ev.kind == COMMIT_STARTED and ev.origin == "AUTO":
+        if ev.kind == COMMIT_STARTED and ev.origin == "AUTO" and not self._stop.is_set():
             with self.store.write() as tx:
                 self.reconcile(tx)
 
@@ -178,6 +178,8 @@ class JobEngine:
         try:
             run.execute()  # type: ignore[attr-defined]
         except Exception as exc:
+            if self._stop.is_set():
+                return  # shutting down: the job runs again after the restart
             log.exception("job %s/%s@%s crashed", job.project, job.pipeline, job.id)
             with self.store.write() as tx:
                 cur = db.get_job(tx, job.project, job.pipeline, job.id)

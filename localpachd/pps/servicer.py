@@ -90,7 +90,10 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
     def _pipeline_info(self, tx: Tx, row: db.PipelineRow, details: bool) -> pps_pb2.PipelineInfo:
         jobs = db.jobs_of(tx, row.project, row.name)
         last = jobs[-1].state if jobs else None
-        return convert.pipeline_info(row, details, last, self.engine.cap)
+        info = convert.pipeline_info(row, details, last, self.engine.cap)
+        if not row.stopped and row.spec.autoscaling and all(j.terminal for j in jobs):
+            info.state = pps_pb2.PIPELINE_STANDBY  # autoscaled to zero: nothing to process
+        return info
 
     def InspectPipeline(self, req: Any, context: Any) -> Any:
         self.engine.sync()

@@ -138,3 +138,9 @@ def test_delete_all_and_transactions(client: Any) -> None:
     client.delete_all_pipelines()
     assert list(client.list_pipeline()) == []
     assert sorted(r.repo.name for r in client.list_repo()) == ["data"]
+
+
+def test_autoscaling_pipeline_is_in_standby_when_idle(client: Any) -> None:
+    sh_pipeline(client, "auto", pfs("data", "/*"), "true", autoscaling=True)
+    assert state(last_job(client, "auto")) == "JOB_SUCCESS"
+    assert inspect(client, "auto", details=False).state == pps_pb2.PIPELINE_STANDBY
