@@ -144,3 +144,21 @@ def test_autoscaling_pipeline_is_in_standby_when_idle(client: Any) -> None:
     sh_pipeline(client, "auto", pfs("data", "/*"), "true", autoscaling=True)
     assert state(last_job(client, "auto")) == "JOB_SUCCESS"
     assert inspect(client, "auto", details=False).state == pps_pb2.PIPELINE_STANDBY
+
+
+def test_pipelines_in_another_project(client: Any) -> None:
+    client.create_project("lab")
+    client.create_repo("raw", project_name="lab")
+    with client.commit("raw", "master", project_name="lab") as c:
+        client.put_file_bytes(c, "/x", b"x\n")
+    client.create_pipeline(
+        "copy", project_name="lab", input=pfs("raw", "/*"),
+        transform=pps_pb2.Transform(cmd=["sh"], stdin=["cp /pfs/raw/* /pfs/out/"]),
+    )  # fmt: skip
+    info = next(iter(client.inspect_pipeline("copy", project_name="lab", details=True)))
+    assert info.pipeline.project.name == "lab" and info.details.input.pfs.project == "lab"
+    job = next(iter(client.list_job("copy", project_name="lab")))
+    done = next(iter(client.inspect_job(job.job.id, "copy", wait=True, project_name="lab")))
+    assert state(done) == "JOB_SUCCESS" and done.data_processed == 1
+    lab = sorted(r.repo.name for r in client.list_repo() if r.repo.project.name == "lab")
+    assert lab == ["copy", "raw"]
