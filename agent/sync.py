@@ -87,11 +87,9 @@ def make_plan(conn: Connection, desired: DesiredState, policy: Policy) -> tuple[
     return result, live
 
 
-def reconcile(conn: Connection, desired: DesiredState, policy: Policy, dry_run: bool = False
-              ) -> Outcome:
-    """Plan and (unless dry run) apply. Raises Conflict before touching anything if git wants
-    a name the cluster gives to something else."""
-    result, _ = make_plan(conn, desired, policy)
+def execute(conn: Connection, result: Plan, dry_run: bool = False) -> Outcome:
+    """Apply a plan (unless dry run). Raises Conflict before touching anything if git wants a
+    name the cluster gives to something else."""
     if dry_run:
         return Outcome(result, None)
     if result.conflicts:
@@ -102,6 +100,13 @@ def reconcile(conn: Connection, desired: DesiredState, policy: Policy, dry_run: 
                           reprocess=c.reprocess, file=c.file) for c in result.to_apply]
     deletes = [c.name for c in result.to_delete]
     return Outcome(result, apply_ops(conn, repos, upserts, deletes))
+
+
+def reconcile(conn: Connection, desired: DesiredState, policy: Policy, dry_run: bool = False
+              ) -> Outcome:
+    """Plan against live state, then execute the plan (see `execute`)."""
+    result, _ = make_plan(conn, desired, policy)
+    return execute(conn, result, dry_run)
 
 
 def out_of_sync(p: Plan, applied: bool) -> int:
@@ -182,12 +187,13 @@ def sync_once(opts: SyncOptions) -> SyncResult:
     started, t0 = time.time(), time.perf_counter()
     commit: str | None = None
     conn: Connection | None = None
-    outcome: Outcome | None = None
+    planned: Plan | None = None  # known even when applying it fails
     try:
         prepared = prepare(opts)
         commit = prepared.commit
         conn = connect(resolve(opts.pachd))
-        outcome = reconcile(conn, prepared.desired, prepared.policy, opts.dry_run)
+        planned, _ = make_plan(conn, prepared.desired, prepared.policy)
+        outcome = execute(conn, planned, opts.dry_run)
     except SpecInvalid as exc:
         commit = getattr(exc, "commit", commit)
         return _record(started, t0, commit, conn, None, "invalid",
@@ -195,9 +201,11 @@ def sync_once(opts: SyncOptions) -> SyncResult:
     except PachsyncError as exc:
         commit = getattr(exc, "commit", commit)
         text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-        return _record(started, t0, commit, conn, None, "failed", (text,), _error_kind(exc))
+        failed = Outcome(planned, None) if planned is not None else None
+        return _record(started, t0, commit, conn, failed, "failed", (text,), _error_kind(exc))
     except Exception as exc:  # noqa: BLE001 - the loop must survive bugs; report them loudly
-        return _record(started, t0, commit, conn, None, "failed",
+        failed = Outcome(planned, None) if planned is not None else None
+        return _record(started, t0, commit, conn, failed, "failed",
                        (f"unexpected error: {type(exc).__name__}: {exc}",), "Error")
     finally:
         if conn is not None:

@@ -69,6 +69,7 @@ def test_unmanaged_pipeline_with_same_name_is_a_conflict(
     res = _sync(gitops, localpachd.address, tmp_path)
     assert res.result == "failed" and res.error_kind == "Conflict"
     assert "not managed by pachsync" in res.errors[0]
+    assert res.actions == {"copy": "create", "count": "conflict"} and res.out_of_sync == 2
     assert _names(pach_client) == {"count"}  # nothing applied, the unmanaged one untouched
 
 
@@ -96,6 +97,7 @@ def test_failure_inside_the_transaction_applies_nothing_and_next_run_converges(
     res = _sync(gitops, localpachd.address, tmp_path)
     assert res.result == "failed" and res.error_kind == "Error"
     assert "injected failure" in res.errors[0] and calls == ["copy", "count"]
+    assert res.actions == {"copy": "create", "count": "create"} and res.out_of_sync == 2
     assert _names(pach_client) == set()  # the first create was rolled back with the transaction
     assert "raw" in {r.repo.name for r in pach_client.list_repo()}  # phase 1 happened
     monkeypatch.setattr(CountingClient, "create_pipeline_from_request", real)
