@@ -68,15 +68,15 @@ def _draw_node(ax: Axes, node: Node, x: float, y: float) -> None:
         fill = JOB_COLOURS.get(node.job_state, IDLE_COLOUR)
         state = node.state or "UNKNOWN"
         job = f"last job {node.job_state}" if node.job_state else "no job"
-        lines = [node.name, f"{state} · {job}", node.detail]
+        lines = [node.name, f"{state} · {job}", node.detail, node.runs]
         style = "round,pad=0.02,rounding_size=0.08"
     ax.add_patch(FancyBboxPatch((x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H, boxstyle=style,
                                 facecolor=fill, edgecolor="#44546a", linewidth=1.2, zorder=2))
-    ax.text(x, y + BOX_H * 0.22, lines[0], ha="center", va="center", fontsize=11,
+    ax.text(x, y + BOX_H * 0.28, lines[0], ha="center", va="center", fontsize=11,
             fontweight="bold", zorder=3)
     for k, line in enumerate(lines[1:]):
-        ax.text(x, y - BOX_H * (0.05 + 0.22 * k), line, ha="center", va="center", fontsize=8,
-                color="#222", zorder=3)
+        ax.text(x, y + BOX_H * (0.04 - 0.19 * k), line, ha="center", va="center", fontsize=8,
+                color="#555" if k == 2 else "#222", zorder=3)
 
 
 def _draw_edge(ax: Axes, lay: Layout, a: str, b: str, height: float) -> None:

@@ -22,6 +22,7 @@ class Node:
     state: str = ""  # pipeline state; "" for repos
     detail: str = ""  # e.g. the last job's datum counts
     job_state: str = ""  # the last job's state; "" when none
+    runs: str = ""  # what it runs: image tag and git commit, e.g. "iris-stages:0.1.0 @ 9585c1c"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ def job_counts(pipeline: PipelineView) -> str:
     return f"{job.processed} processed · {job.skipped} skipped · {job.failed} failed"
 
 
+def runs(pipeline: PipelineView) -> str:
+    """`iris-stages:0.1.0 @ 9585c1c`: the image without its registry, and the git commit."""
+    image = pipeline.image.rsplit("/", 1)[-1]
+    commit = f"git {pipeline.source_commit[:7]}" if pipeline.source_commit else "not from git"
+    return f"{image} · {commit}" if image else commit
+
+
 def build_graph(pipelines: Iterable[PipelineView], repos: Iterable[str] = ()) -> Graph:
     """The graph of these pipelines; input repos that are not pipelines become repo nodes."""
     pipelines = tuple(pipelines)
@@ -51,9 +59,10 @@ def build_graph(pipelines: Iterable[PipelineView], repos: Iterable[str] = ()) ->
     repo_names = set(repos) | {i for p in pipelines for i in p.inputs if i not in names}
     nodes = [Node(r, "repo") for r in sorted(repo_names - names)]
     nodes += [
-        Node(p.name, "pipeline", p.state, job_counts(p), p.last_job.state if p.last_job else "")
+        Node(p.name, "pipeline", p.state, job_counts(p), p.last_job.state if p.last_job else "",
+             runs(p))
         for p in pipelines
-    ]
+    ]  # fmt: skip
     edges = sorted({(i, p.name) for p in pipelines for i in p.inputs})
     return Graph(tuple(nodes), tuple(edges))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.report.graph import DUMMY, Graph, build_graph, job_counts, layout
+from agent.report.graph import DUMMY, Graph, build_graph, job_counts, layout, runs
 from agent.report.model import JobView, PipelineView
 
 IRIS = (
@@ -71,3 +71,11 @@ def test_long_edges_get_their_own_row_in_every_layer_they_cross() -> None:
 def test_layout_of_an_empty_graph_is_empty() -> None:
     lay = layout(Graph((), ()))
     assert (lay.layers, lay.height, lay.routes) == (0, 0, {})
+
+
+def test_pipeline_nodes_say_what_they_run() -> None:
+    p = PipelineView("model", "RUNNING", ("split",), "acr.io/team/iris-stages:abc",
+                     "0123456789abcdef")  # fmt: skip
+    assert runs(p) == "iris-stages:abc · git 0123456"
+    assert build_graph((p,)).node("model").runs == "iris-stages:abc · git 0123456"
+    assert runs(PipelineView("x", "RUNNING", ())) == "not from git"
