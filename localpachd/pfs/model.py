@@ -426,6 +426,8 @@ def create_branch(tx: Tx, b: BranchKey, head: Commit | None, provenance: list[Br
     if head is None and branch_head(tx, b) is None:
         c = _insert_commit(tx, b.project, b.repo, b.name, None, "AUTO", "")
         return finish_commit(tx, c)
+    if head is not None and new_commit_set:  # the head's content as a new commit of its own
+        return finish_commit(tx, start_commit(tx, b.project, b.repo, b.name, head))
     if head is not None and direct_subvenance(tx, b):
         propagate(tx, b)
     return branch_head(tx, b)

@@ -102,6 +102,8 @@ def apply_drop_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
 
 def apply_create_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
     b = branch_key(req.branch)
+    if req.HasField("trigger") and req.trigger.branch:
+        raise errors.Unimplemented("branch triggers are not supported by localpachd")
     head = None
     if req.HasField("head") and _has_commit(req.head):
         project, repo, branch, cid = commit_ref(req.head)

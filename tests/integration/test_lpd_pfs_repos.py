@@ -99,6 +99,10 @@ def test_branches_newest_first_head_and_provenance(pach_client: Any) -> None:
     assert [b.branch.name for b in c.list_branch("r")] == ["dev", "stable", "master"]
     assert [b.branch.name for b in c.list_branch("r", reverse=True)] == ["master", "stable", "dev"]
     assert c.inspect_branch("r", "stable").head.id == first.id
+    c.create_branch("r", "copy", head_commit=("r", first.id), new_commit=True)
+    copy_head = c.inspect_branch("r", "copy").head.id
+    assert copy_head != first.id and c.get_file(("r", "copy"), "/f").read() == b"1"
+    c.delete_branch("r", "copy")
     assert c.get_file(("r", "stable"), "/f").read() == b"1"
     dev_head = c.inspect_branch("r", "dev").head
     assert len(dev_head.id) == 32  # a new empty commit heads a branch created without one
