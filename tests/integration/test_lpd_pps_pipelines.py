@@ -162,3 +162,15 @@ def test_pipelines_in_another_project(client: Any) -> None:
     assert state(done) == "JOB_SUCCESS" and done.data_processed == 1
     lab = sorted(r.repo.name for r in client.list_repo() if r.repo.project.name == "lab")
     assert lab == ["copy", "raw"]
+
+
+def test_delete_upstream_needs_force(client: Any) -> None:
+    sh_pipeline(client, "up", pfs("data", "/*"), "cp /pfs/data/* /pfs/out/")
+    sh_pipeline(client, "down", pfs("up", "/*"), "cp /pfs/up/* /pfs/out/")
+    with pytest.raises(grpc.RpcError) as err:
+        client.delete_pipeline("up")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert sorted(p.pipeline.name for p in client.list_pipeline()) == ["down", "up"]
+    client.delete_pipeline("up", force=True)
+    assert [p.pipeline.name for p in client.list_pipeline()] == ["down"]
+    assert "up" not in [r.repo.name for r in client.list_repo()]
