@@ -53,6 +53,22 @@ def apply_stop_job(ctx: Any, tx: Tx, req: pps_pb2.StopJobRequest) -> None:
     ctx.pps_engine.kill_job(tx, job, req.reason or "job was stopped")
 
 
+def _fill_input_commits(tx: Tx, job: db.JobRow, inp: pps_pb2.Input) -> None:
+    """JobInfo.details.input names the input commits the job read, as Pachyderm does."""
+    out = model.find_commit(tx, job.project, job.pipeline, job.id)
+    if out is None:
+        return
+    prov = {(c.project, c.repo, c.branch): c.id for c in model.commit_provenance(tx, out.cid)}
+    stack = [inp]
+    while stack:
+        node = stack.pop()
+        if node.HasField("pfs"):
+            key = (node.pfs.project or job.project, node.pfs.repo, node.pfs.branch or "master")
+            node.pfs.commit = prov.get(key, node.pfs.commit)
+        for kind in ("cross", "union", "join", "group"):
+            stack.extend(getattr(node, kind))
+
+
 class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -134,7 +150,10 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             spec = db.version_spec(tx, job.project, job.pipeline, job.version)
         except KeyError:
             spec = None
-        return convert.job_info(job, spec, details)
+        info = convert.job_info(job, spec, details)
+        if details and info.details.HasField("input"):
+            _fill_input_commits(tx, job, info.details.input)
+        return info
 
     def _wait_job(self, job: Any, context: Any) -> None:
         project, pipeline = _project(job.pipeline), job.pipeline.name

@@ -105,5 +105,6 @@ def test_job_sets_span_the_dag(client: Any) -> None:
     assert sets[0].job_set.id == commit and len(sets[0].jobs) == 2
     info = next(iter(client.inspect_job(commit, "two", details=True)))
     assert info.details.transform.cmd == ["sh"] and info.output_commit.id == commit
+    assert info.details.input.pfs.commit == commit  # the input commit this job read
     d = next(iter(client.list_datum("two", commit)))
     assert client.inspect_datum("two", commit, d.datum.id).datum.id == d.datum.id
