@@ -18,6 +18,8 @@ from agent.report.model import ReportData, build_grid, diff_grid, summarize_chan
 from agent.report.page import build_page
 
 HTML_NAME = "report.html"
+COMPARE_NAME = "heatmap_compare.png"
+DIFF_NAME = "heatmap_diff.png"
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,17 @@ def write_report(data: ReportData, out_dir: Path) -> ReportFiles:
     if data.comparison:
         short = data.comparison.commit[:12]
         images["compare"] = render_heatmap(build_grid(data.comparison.results),
-                                           out_dir / "heatmap_compare.png",
+                                           out_dir / COMPARE_NAME,
                                            f"Test accuracy at commit {short}")
         images["diff"] = render_heatmap(diff_grid(data.results, data.comparison.results),
-                                        out_dir / "heatmap_diff.png",
+                                        out_dir / DIFF_NAME,
                                         f"Accuracy change: now minus {short}", diff=True)
+    else:  # a previous --compare run's pictures would otherwise linger beside the new page
+        for stale in (COMPARE_NAME, DIFF_NAME):
+            (out_dir / stale).unlink(missing_ok=True)
     html_path = out_dir / HTML_NAME
-    html_path.write_text(build_page(data, images, summary(data, graph)), encoding="utf-8")
+    partial = out_dir / f".{HTML_NAME}.partial"  # a reader never sees half a page
+    partial.write_text(build_page(data, images, summary(data, graph)), encoding="utf-8")
+    partial.replace(html_path)
     return ReportFiles(html_path, images["heatmap"], images["dag"], images.get("compare"),
                        images.get("diff"))

@@ -151,7 +151,9 @@ def test_page_embeds_every_image_and_lists_all_77_models(tmp_path: Path) -> None
 
 
 def test_page_shows_jobs_commits_and_images_and_escapes_cluster_text(tmp_path: Path) -> None:
+    write_report(synthetic(compare=True), tmp_path)  # an earlier run with --compare
     html = write_report(synthetic(), tmp_path).html.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dag.png", "heatmap.png", "report.html"]
     assert "<b>bad</b>" not in html and "&lt;b&gt;bad&lt;/b&gt;" in html
     assert html.count('data-job="' + "a" * 32 + '"') == 2
     assert "12.5 s" in html and "acr.io/iris-stages:abc" in html
