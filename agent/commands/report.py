@@ -22,8 +22,9 @@ last job's datum counts, recent jobs, and the git commit and image each pipeline
 the agent's pachsync.io/source-commit annotation).
 
 --compare COMMIT adds the heatmap of an earlier output commit of `test` and the difference
-(now minus then), so a change's effect on the search is visible. COMMIT is a commit id, or ~N
-for the N-th commit before the newest (~1 = the previous one).
+(now minus then), so a change's effect on the search is visible. COMMIT is a commit id of
+`test` (its job ids, listed under "Recent jobs", are exactly its output commit ids), or ~N for
+the N-th commit before the newest (~1 = the previous one).
 """
 EPILOG = """\
 examples:

@@ -19,7 +19,7 @@ from typing import Any
 from agent.cluster import outputs
 from agent.cluster.address import PachdTarget
 from agent.cluster.model import LivePipeline
-from agent.errors import PachsyncError
+from agent.errors import PachsyncError, UsageError
 from agent.report.model import (
     Comparison,
     JobView,
@@ -173,6 +173,10 @@ def collect(client: Any, pachd: str = "", opts: Options | None = None,
     comparison = None
     if opts.compare:
         old = outputs.resolve_commit(client, opts.test_repo, opts.compare, target)
+        if outputs.head_commit(client, opts.test_repo, old, target) is None:
+            raise UsageError(f"commit {old} not found in repo {opts.test_repo!r}",
+                             hint="use a job id of the test pipeline (job ids are its output "
+                                  "commit ids) or ~N for N commits before the newest")  # fmt: skip
         old_metrics = outputs.read_metrics(client, opts.test_repo, old, target)
         old_sel = _same_set_selection(client, old, opts, target)
         comparison = Comparison(old, results_from_metrics(old_metrics, old_sel))

@@ -132,7 +132,8 @@ def _pipelines(pipelines: Iterable[PipelineView]) -> str:
 def _job_row(pipeline: str, j: JobView) -> str:
     return (
         f'<tr data-pipeline="{_e(pipeline)}" data-job="{_e(j.id)}"><td>{_e(pipeline)}</td>'
-        f'<td><code title="{_e(j.id)}">{_e(j.id[:12])}</code></td><td>{_state(j.state)}</td>'
+        f'<td><code title="{_e(j.id)}">{_e(j.id[:12])}</code></td>'
+        f'<td class="num">{j.pipeline_version or "—"}</td><td>{_state(j.state)}</td>'
         f'<td class="num">{j.processed}</td><td class="num">{j.skipped}</td>'
         f'<td class="num">{j.failed}</td><td class="num">{j.total}</td>'
         f"<td>{_e(_when(j.started))}</td><td class=\"num\">{_e(_duration(j.duration_s))}</td></tr>"
@@ -141,9 +142,10 @@ def _job_row(pipeline: str, j: JobView) -> str:
 
 def _jobs(pipelines: Iterable[PipelineView]) -> str:
     rows = [_job_row(p.name, j) for p in pipelines for j in p.jobs]
-    head = ("<tr><th>pipeline</th><th>job</th><th>state</th><th>processed</th><th>skipped</th>"
-            "<th>failed</th><th>total</th><th>started</th><th>duration</th></tr>")
-    body = "".join(rows) or '<tr><td colspan="9">no jobs yet</td></tr>'
+    head = ("<tr><th>pipeline</th><th>job (= output commit)</th><th>pipeline version</th>"
+            "<th>state</th><th>processed</th><th>skipped</th><th>failed</th><th>total</th>"
+            "<th>started</th><th>duration</th></tr>")
+    body = "".join(rows) or '<tr><td colspan="10">no jobs yet</td></tr>'
     table = f'<table id="jobs"><thead>{head}</thead><tbody>{body}</tbody></table>'
     return f'<div class="scroll">{table}</div>'
 

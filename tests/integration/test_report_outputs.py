@@ -190,3 +190,12 @@ def test_metrics_are_read_file_by_file_when_the_glob_read_fails(
     monkeypatch.setattr(outputs, "_metrics_by_tar", refuse)
     before = outputs.read_metrics(pach_client, "test", outputs_repos["old"])
     assert len(before) == 77 and before[f"{BEST}_metric.txt"] == pytest.approx(0.94)
+
+
+def test_comparing_with_an_unknown_commit_says_what_to_do(
+    pach_client: Any, outputs_repos: dict[str, str]
+) -> None:
+    missing = "0123456789ab4def0123456789abcdef"
+    with pytest.raises(UsageError, match=f"commit {missing} not found in repo 'test'") as info:
+        collect(pach_client, "here", Options(compare=missing))
+    assert "job id" in info.value.hint
