@@ -17,20 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from agent.cluster import outputs
-from agent.cluster.address import PachdTarget
+from agent.cluster.address import PachdTarget, resolve
+from agent.cluster.client import connect
 from agent.cluster.model import LivePipeline
 from agent.errors import PachsyncError, UsageError
+from agent.plan.normalize import ANN_MANAGED_BY, ANN_SOURCE_COMMIT
+from agent.report.graph import build_graph
 from agent.report.model import (
     Comparison,
     JobView,
+    ModelResult,
     PipelineView,
     ReportData,
     Selection,
     results_from_metrics,
 )
+from agent.report.render import ReportFiles, summary, write_report
 
-ANN_SOURCE_COMMIT = "pachsync.io/source-commit"
-ANN_MANAGED_BY = "pachsync.io/managed-by"
 _COMBINERS = ("cross", "union", "join", "group")
 
 
@@ -162,7 +165,7 @@ def collect(client: Any, pachd: str = "", opts: Options | None = None,
     names = {p.name for p in pipelines}
     repos = tuple(sorted({i for p in pipelines for i in p.inputs} - names))
     commit = _finished_commit(client, opts.test_repo, opts, target, warnings)
-    results: tuple[Any, ...] = ()
+    results: tuple[ModelResult, ...] = ()
     selection = None
     if commit:
         selection = _selection(client, commit, opts, target, warnings)
@@ -188,18 +191,13 @@ def collect(client: Any, pachd: str = "", opts: Options | None = None,
 class Generated:
     """What `generate` wrote and what it showed (the summary is the page's JSON data island)."""
 
-    files: Any  # agent.report.render.ReportFiles
+    files: ReportFiles
     data: ReportData
     summary: dict[str, Any]
 
 
 def generate(pachd: str | None, out_dir: Path, opts: Options | None = None) -> Generated:
     """Connect (the shared address resolution), collect, render. Used by the command and demo."""
-    from agent.cluster.address import resolve
-    from agent.cluster.client import connect
-    from agent.report.graph import build_graph
-    from agent.report.render import summary, write_report
-
     target = resolve(pachd)
     conn = connect(target)
     try:
