@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cluster.client import Connection, rpc_errors
+from agent.cluster.observe import split_name
 from agent.errors import PachsyncError
 
 
@@ -63,7 +64,8 @@ def apply_ops(conn: Connection, repos: Sequence[RepoOp], upserts: Sequence[Pipel
               deletes: Sequence[str]) -> ApplyReport:
     """Run the three phases in order; raises agent.errors types (Transient/Conflict/...).
 
-    `upserts` must be in DAG order (upstream first), `deletes` downstream first.
+    `upserts` must be in DAG order (upstream first), `deletes` (`name` or `project/name`)
+    downstream first.
     """
     client = conn.client
     created: list[str] = []
@@ -80,8 +82,9 @@ def apply_ops(conn: Connection, repos: Sequence[RepoOp], upserts: Sequence[Pipel
                 for req in requests:
                     client.create_pipeline_from_request(req)
     deleted: list[str] = []
-    for name in deletes:
-        with rpc_errors(f"deleting pipeline {name!r}", conn.target):
-            client.delete_pipeline(name)
-        deleted.append(name)
+    for qualified in deletes:
+        project, name = split_name(qualified)
+        with rpc_errors(f"deleting pipeline {qualified!r}", conn.target):
+            client.delete_pipeline(name, project_name=project)
+        deleted.append(qualified)
     return ApplyReport(tuple(created), tuple(op.name for op in upserts), tuple(deleted))

@@ -80,17 +80,23 @@ def live_job(info: Any) -> LiveJob:
                    pipeline_version=int(info.pipeline_version))
 
 
-def newest_jobs(conn: Connection, names: Iterable[str], project: str = "default"
-                ) -> dict[str, LiveJob]:
-    """The newest job of each named pipeline (one ListJob per pipeline; absent if none)."""
+def split_name(qualified: str) -> tuple[str, str]:
+    """`project/name` -> (project, name); a bare `name` is in the default project."""
+    project, _, name = qualified.rpartition("/")
+    return project or "default", name
+
+
+def newest_jobs(conn: Connection, names: Iterable[str]) -> dict[str, LiveJob]:
+    """The newest job of each pipeline (`name` or `project/name`; one ListJob per pipeline)."""
     out: dict[str, LiveJob] = {}
-    for name in names:
-        with rpc_errors(f"listing jobs of pipeline {name!r}", conn.target):
+    for qualified in names:
+        project, name = split_name(qualified)
+        with rpc_errors(f"listing jobs of pipeline {qualified!r}", conn.target):
             infos = list(conn.client.list_job(pipeline_name=name, project_name=project))
         if infos:
             newest = max(infos, key=lambda i: (i.created.seconds, i.created.nanos,
                                                i.pipeline_version))
-            out[name] = live_job(newest)
+            out[qualified] = live_job(newest)
     return out
 
 

@@ -44,9 +44,10 @@ def rows(live: Any) -> list[dict[str, Any]]:
         if ann.get(ANN_MANAGED_BY):
             current = spec_hash(normalize_spec(lp.spec, lp.project))
             sync = "in sync" if current == recorded else "drifted"
-        job = live.jobs.get(lp.name)
+        name = lp.name if lp.project in ("", "default") else f"{lp.project}/{lp.name}"
+        job = live.jobs.get(name)
         out.append({
-            "name": lp.name, "managed_by": ann.get(ANN_MANAGED_BY), "sync": sync,
+            "name": name, "managed_by": ann.get(ANN_MANAGED_BY), "sync": sync,
             "source_commit": ann.get(ANN_SOURCE_COMMIT), "state": lp.state,
             "version": lp.version, "last_job": None if job is None else {
                 "id": job.id, "state": job.state, "total": job.total,
@@ -80,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     conn = connect(target)
     try:
         live = observe(conn)
-        live = with_jobs(live, newest_jobs(conn, [p.name for p in live.pipelines]))
+        names = [p.name if p.project in ("", "default") else f"{p.project}/{p.name}"
+                 for p in live.pipelines]
+        live = with_jobs(live, newest_jobs(conn, names))
     finally:
         conn.close()
     table = rows(live)

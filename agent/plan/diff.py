@@ -43,6 +43,8 @@ from agent.plan.normalize import (
     ANN_SPEC_HASH,
     annotations_of,
     normalize_spec,
+    project_of,
+    qualify,
     spec_hash,
 )
 
@@ -115,10 +117,13 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
                     ) -> PipelineChange:
     desired = normalize_spec(ps.spec)
     digest = spec_hash(desired)
-    base = PipelineChange(name=ps.name, action=CREATE, file=ps.file, inputs=tuple(ps.inputs))
-    lp = pipelines.get(ps.name)
+    project = project_of(ps.spec)
+    qname = qualify(project, ps.name)
+    base = PipelineChange(name=qname, action=CREATE, file=ps.file, project=project,
+                          inputs=tuple(qualify(project, i) for i in ps.inputs))
+    lp = pipelines.get(qname)
     if lp is None:
-        if ps.name in repo_names:
+        if qname in repo_names:
             return replace(base, action=CONFLICT, reason=_conflict_reason(ps.name, None, policy))
         return replace(base, reason="not in the cluster", will_apply=True,
                        diffs=tuple(diff_values(None, desired)),
@@ -134,7 +139,7 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
         return replace(base, action=UNCHANGED, reason="equal to git")
     diffs = tuple(diff_values(current, desired))
     reprocess, why = _reprocess(ps, policy, diffs)
-    job = live.jobs.get(ps.name)
+    job = live.jobs.get(qname)
     change = replace(base, action=UPDATE, reason="git changed", will_apply=True, diffs=diffs,
                      reprocess=reprocess, reprocess_reason=why,
                      request=build_request(ps, policy, digest),
@@ -151,7 +156,9 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
 def _live_only(lp: LivePipeline, policy: Policy, may_delete: bool) -> PipelineChange:
     ann = annotations_of(lp.spec)
     owner = ann.get(ANN_MANAGED_BY)
-    base = PipelineChange(name=lp.name, action=UNMANAGED, inputs=tuple(live_inputs(lp.spec)),
+    base = PipelineChange(name=qualify(lp.project, lp.name), action=UNMANAGED,
+                          project=lp.project,
+                          inputs=tuple(qualify(lp.project, i) for i in live_inputs(lp.spec)),
                           managed_by=owner or "", source_commit=ann.get(ANN_SOURCE_COMMIT, ""))
     if owner != policy.source_id:
         why = "not managed by pachsync" if owner is None else f"managed by another source {owner!r}"
@@ -210,17 +217,18 @@ def plan(desired: DesiredState, live: LiveState, policy: Policy) -> Plan:
     """Compare git's desired state with the live cluster and decide every action."""
     if policy.reprocess not in REPROCESS_MODES:
         raise ValueError(f"reprocess must be one of {REPROCESS_MODES}, not {policy.reprocess!r}")
-    live_names = frozenset(r.name for r in live.repos)
-    repos = tuple(RepoChange(r.name, UNCHANGED if r.name in live_names else CREATE,
+    live_names = frozenset(qualify(r.project, r.name) for r in live.repos)
+    repos = tuple(RepoChange(r.name, UNCHANGED if qualify(r.project, r.name) in live_names
+                             else CREATE,
                              r.description, r.project) for r in desired.repos)
-    pipelines = {p.name: p for p in live.pipelines}
+    pipelines = {qualify(p.project, p.name): p for p in live.pipelines}
     changes = [_desired_change(ps, live, policy, pipelines, live_names)
                for ps in desired.pipelines]
-    wanted = {ps.name for ps in desired.pipelines}
+    wanted = {qualify(project_of(ps.spec), ps.name) for ps in desired.pipelines}
     empty_guard = not desired.pipelines and not policy.allow_empty
     may_delete = policy.prune and not empty_guard
     extra = [_live_only(lp, policy, may_delete) for lp in sorted(live.pipelines,
-             key=lambda p: p.name) if lp.name not in wanted]
+             key=lambda p: (p.project, p.name)) if qualify(lp.project, lp.name) not in wanted]
     changes += extra
     warnings = []
     if policy.prune and empty_guard and any(c.action == ORPHAN for c in extra):

@@ -42,7 +42,7 @@ class FieldDiff:
 
 @dataclass(frozen=True)
 class PipelineChange:
-    name: str
+    name: str  # `name`, or `project/name` outside the default project (see normalize.qualify)
     action: str
     reason: str = ""
     reprocess: bool = False
@@ -55,6 +55,7 @@ class PipelineChange:
     managed_by: str = ""
     source_commit: str = ""
     will_apply: bool = False  # True if `apply` sends this change to the cluster
+    project: str = "default"
 
     @property
     def label(self) -> str:

@@ -152,6 +152,11 @@ def _default_input(inp: Mapping[str, Any], project: str, pipeline: str = "") -> 
     return out
 
 
+def qualify(project: str, name: str) -> str:
+    """How pachsync names a pipeline or repo: `name` in the default project, else `project/name`."""
+    return name if project in ("", DEFAULT_PROJECT) else f"{project}/{name}"
+
+
 def project_of(doc: Mapping[str, Any]) -> str:
     """The project a spec document names (`pipeline.project.name`), else `default`."""
     pipeline = doc.get("pipeline") or {}

@@ -169,3 +169,18 @@ def test_large_chain_plans_and_deletes_downstream_first() -> None:
     assert p.counts() == {"unchanged": 300}
     pruned = plan(_desired(), live, Policy(SRC, prune=True, allow_empty=True))
     assert [c.name for c in pruned.to_delete] == [ps.name for ps in reversed(chain)]
+
+
+def test_projects_keep_same_named_pipelines_apart() -> None:
+    ml = PipelineSpec(name="a", file="specs/pipelines/a.yaml", inputs=("raw",), spec={
+        **A.spec, "pipeline": {"name": "a", "project": {"name": "ml"}}})
+    other = _live_from(A, source=None)  # default/a, unmanaged: not ours, not in the way
+    p = plan(_desired(ml), _live(other, repos=("raw",)), POLICY)
+    assert [(c.name, c.action) for c in p.pipelines] == [("ml/a", "create"), ("a", "unmanaged")]
+    assert p.change("ml/a").inputs == ("ml/raw",)  # type: ignore[union-attr]
+    managed = LivePipeline(name="a", project="ml", spec={
+        **_live_from(ml).spec, "pipeline": {"name": "a", "project": {"name": "ml"}}})
+    again = plan(_desired(ml), _live(managed, other), POLICY)
+    assert again.change("ml/a").action == "unchanged"  # type: ignore[union-attr]
+    pruned = plan(_desired(A), _live(managed), Policy(SRC, prune=True))
+    assert [c.name for c in pruned.to_delete] == ["ml/a"]
