@@ -83,12 +83,39 @@ def base_datums(tx: Tx, job: db.JobRow, out: model.Commit) -> dict[str, db.Datum
     return {}
 
 
+def _matches(d: Datum, filters: list[str]) -> bool:
+    """Pachyderm's datum filter: every filter names one input's path or content hash."""
+    return all(any(f in (i.path, i.path.rstrip("/"), i.hash) for i in d.inputs) for f in filters)
+
+
 class JobRun:
     def __init__(self, engine: JobEngine, job: db.JobRow, cancel: threading.Event) -> None:
         self.engine = engine
         self.store = engine.store
         self.job = job
         self.cancel = cancel
+        self._lock = threading.Lock()
+        self.running: dict[str, Datum] = {}  # datum ID -> datum, while its process runs
+        self._restart: set[str] = set()
+
+    def restart(self, filters: list[str]) -> int:
+        """RestartDatum: kill the running datums matching every filter (a path or an input
+        hash; none = all); each is started again without using up one of its datum_tries."""
+        kill = getattr(self.engine.runtime, "kill_datum", None)
+        with self._lock:
+            hits = [d for d in self.running.values() if _matches(d, filters)]
+            self._restart.update(d.id for d in hits)
+        for d in hits:
+            if kill is not None:
+                kill(self.job.id, d.id)
+        return len(hits)
+
+    def _take_restart(self, datum_id: str) -> bool:
+        with self._lock:
+            if datum_id in self._restart:
+                self._restart.discard(datum_id)
+                return True
+            return False
 
     # ------------------------------------------------------------ plan
 
@@ -210,10 +237,17 @@ class JobRun:
             ref = blobs.ingest(p)
             return ref.hash, ref.size
 
-        res = run_datum(
-            ctx, d, root, log_path, self.engine.runtime,
-            lambda f, dest: blobs.materialize(f.hash, dest), ingest, self.cancel.is_set,
-        )  # fmt: skip
+        with self._lock:
+            self.running[d.id] = d
+        try:
+            res = run_datum(
+                ctx, d, root, log_path, self.engine.runtime,
+                lambda f, dest: blobs.materialize(f.hash, dest), ingest, self.cancel.is_set,
+                lambda: self._take_restart(d.id),
+            )  # fmt: skip
+        finally:
+            with self._lock:
+                self.running.pop(d.id, None)
         return res, time.monotonic() - started
 
     def _record(self, d: Datum, res: DatumResult, took: float, digest: str) -> None:

@@ -38,6 +38,7 @@ class Active:
     job_id: str
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    run: Any = None  # the JobRun
 
 
 class JobEngine:
@@ -167,6 +168,7 @@ class JobEngine:
 
         active = Active(job.id)
         run = JobRun(self, job, active.cancel)
+        active.run = run
         active.thread = threading.Thread(
             target=self._run, args=(job, run), name=f"job-{job.pipeline}", daemon=True
         )
@@ -224,17 +226,19 @@ class JobEngine:
             self._cancel(active)
         logs.remove_pipeline(self.data_dir, project, pipeline)
 
-    def restart_datums(self, job_ref: Any, filters: list[str]) -> None:
-        """RestartDatum: accepted while the job runs (failed datums are retried up to
-        datum_tries anyway); a finished job cannot be restarted, as in Pachyderm."""
+    def restart_datums(self, job_ref: Any, filters: list[str]) -> int:
+        """RestartDatum as Pachyderm's workers do it: the job's running datums that match the
+        filters are cancelled and started again; with nothing running it is a no-op."""
         project = job_ref.pipeline.project.name or "default"
         with self.store.read() as tx:
             job = db.get_job(tx, project, job_ref.pipeline.name, job_ref.id)
         if job is None:
             raise errors.NotFound(f"job {project}/{job_ref.pipeline.name}@{job_ref.id} not found")
-        if job.terminal:
-            raise errors.FailedPrecondition(f"job {job.id} has already finished")
-        del filters
+        with self._lock:
+            active = self._active.get((job.project, job.pipeline))
+        if active is None or active.job_id != job.id or active.run is None:
+            return 0
+        return int(active.run.restart(filters))
 
     def wait_idle(self, project: str, pipeline: str, timeout: float = 30) -> None:
         """Block until the pipeline has no job thread (after a kill, before deleting it)."""

@@ -20,7 +20,8 @@ class SubprocessRuntime:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: dict[subprocess.Popen[bytes], str] = {}  # process -> PACH_JOB_ID
+        # process -> (PACH_JOB_ID, PACH_DATUM_ID)
+        self._live: dict[subprocess.Popen[bytes], tuple[str, str]] = {}
         self._closed = False
 
     def run(self, run: DatumRun) -> DatumOutcome:
@@ -41,7 +42,10 @@ class SubprocessRuntime:
             with self._lock:
                 if self._closed:
                     _kill_group(proc)
-                self._live[proc] = run.env.get("PACH_JOB_ID", "")
+                self._live[proc] = (
+                    run.env.get("PACH_JOB_ID", ""),
+                    run.env.get("PACH_DATUM_ID", ""),
+                )
             try:
                 return self._wait(proc, run)
             finally:
@@ -64,7 +68,14 @@ class SubprocessRuntime:
     def kill_job(self, job_id: str) -> None:
         """Kill the running datums of one job (StopJob, pipeline update); optional extension."""
         with self._lock:
-            live = [p for p, j in self._live.items() if j == job_id]
+            live = [p for p, (j, _d) in self._live.items() if j == job_id]
+        for proc in live:
+            _kill_group(proc)
+
+    def kill_datum(self, job_id: str, datum_id: str) -> None:
+        """Kill one running datum (RestartDatum); optional extension used by the job engine."""
+        with self._lock:
+            live = [p for p, key in self._live.items() if key == (job_id, datum_id)]
         for proc in live:
             _kill_group(proc)
 

@@ -26,6 +26,8 @@ from localpachd.runtime import DatumRun, Runtime
 _PFS_RX = re.compile(r"(?<![\w./-])/pfs(?=/|$|[^\w.-])")
 _PYTHON_RX = re.compile(r"^python(3(\.\d+)?)?$")
 
+MAX_RESTARTS = 10  # RestartDatum requests honoured per datum run
+
 Materialize = Callable[[RepoFile, Path], None]  # copy one input file's content to a path
 Ingest = Callable[[Path], tuple[str, int]]  # store an output file: (content hash, size)
 
@@ -153,12 +155,20 @@ def run_datum(
     materialize: Materialize,
     ingest: Ingest,
     cancelled: Callable[[], bool] = lambda: False,
+    restarted: Callable[[], bool] = lambda: False,
 ) -> DatumResult:
-    """Run one datum with up to `datum_tries` attempts; outputs only from a successful one."""
+    """Run one datum with up to `datum_tries` attempts; outputs only from a successful one.
+
+    `restarted()` tells (once) that the last attempt was killed by RestartDatum: that attempt
+    does not count as a try.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     reason = ""
     tries = max(1, ctx.datum_tries)
-    for attempt in range(1, tries + 1):
+    attempt = 0
+    restarts = 0
+    while attempt < tries:
+        attempt += 1
         if cancelled():
             return DatumResult(False, attempt - 1, reason="job was stopped")
         pfs_root = layout(datum, root, materialize)
@@ -183,6 +193,11 @@ def run_datum(
             outputs = collect_outputs(pfs_root / "out", ingest)
             shutil.rmtree(root, ignore_errors=True)
             return DatumResult(True, attempt, outputs, upload_bytes=sum(o.size for o in outputs))
+        if restarted() and restarts < MAX_RESTARTS and not cancelled():
+            restarts += 1
+            attempt -= 1
+            _log(log_path, "datum restarted (RestartDatum)")
+            continue
         reason = (
             f"datum timed out after {ctx.datum_timeout}s"
             if outcome.timed_out

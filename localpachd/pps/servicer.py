@@ -288,7 +288,8 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         raise errors.NotFound(f"datum {req.datum.id} not found in job {job.pipeline}@{job.id}")
 
     def RestartDatum(self, req: Any, context: Any) -> Any:
-        return self.engine.restart_datums(req.job, list(req.data_filters)) or empty_pb2.Empty()
+        self.engine.restart_datums(req.job, list(req.data_filters))
+        return empty_pb2.Empty()
 
     # ------------------------------------------------------------ logs
 
