@@ -1,8 +1,8 @@
 """Builds the self-contained report.html: images as data URIs, tables, and a JSON data island.
 
 Called by `agent.report.render` with the `ReportData` and the PNG files already drawn. Every
-value from the cluster is HTML-escaped. The page needs no network and no script: it opens from
-a file, a CI artifact or an e-mail attachment alike. The same facts travel as JSON in
+value from the cluster is HTML-escaped, and a Content-Security-Policy forbids the page any
+network access or script. It opens from a file, a CI artifact or an e-mail attachment alike. The same facts travel as JSON in
 `<script type="application/json" id="pachsync-report">` so scripts and tests can read the page.
 """
 
@@ -202,6 +202,8 @@ def build_page(data: ReportData, images: Mapping[str, Path], summary: Mapping[st
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy"
+ content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <title>pachsync report — hyperparameter search</title><style>{CSS}</style></head>
 <body><header><h1>pachsync report — iris hyperparameter search</h1>
 <p>generated {_e(_when(data.generated_at))} · pachd {_e(data.pachd or "—")} · test commit

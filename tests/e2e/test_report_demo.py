@@ -123,3 +123,7 @@ def test_real_report_opens_in_headless_chromium(demo: DemoRun, tmp_path: Path) -
         grey = np.asarray(img.convert("L"), dtype=float)
     assert grey.std() > 20, f"the screenshot looks blank (pixel std {grey.std():.1f})"
     assert grey[:40].mean() < 100 < grey[-100:].mean()  # dark header bar, light page
+    with Image.open(png) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=int)
+    colourful = int(((rgb.max(axis=2) - rgb.min(axis=2)) > 100).sum())
+    assert colourful > 50_000, "the embedded heatmap is not displayed"

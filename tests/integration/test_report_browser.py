@@ -29,6 +29,15 @@ def assert_not_blank(png: Path, size: tuple[int, int]) -> None:
     assert grey.std() > 20, f"screenshot looks blank (pixel std {grey.std():.1f})"
     # Several distinct regions: the header bar is dark, the page background light.
     assert grey[:40].mean() < 100 < grey[-200:].mean()
+    # The embedded heatmap really displays (the page's CSP allows data: images): its saturated
+    # colours cover a large area, which the page's own greys and small badges never do.
+    assert colourful_pixels(png) > 50_000
+
+
+def colourful_pixels(png: Path) -> int:
+    with Image.open(png) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=int)
+    return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 100).sum())
 
 
 NO_BROWSER = "no headless Chromium on this machine (Debian: apt-get install chromium)"

@@ -133,6 +133,7 @@ def test_page_embeds_every_image_and_lists_all_77_models(tmp_path: Path) -> None
     html = files.html.read_text()
     assert html.count('src="data:image/png;base64,') == 4
     assert "http://" not in html and "https://" not in html  # self-contained
+    assert "default-src 'none'; img-src data:" in html  # and the browser holds it to that
     assert len(re.findall(r'<tr(?: class="selected")? data-model=', html)) == 77
     assert re.findall(r'<tr class="selected" data-model="([^"]+)"', html) == ["model_C32.0_G0.063"]
     data = _island(html)
