@@ -42,6 +42,15 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
         return health_pb2.HealthCheckResponse(status=status)
 
 
+    def Watch(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Send the status now and again when the server starts stopping."""
+        yield self.Check(request, context)
+        while context.is_active() and not self.ctx.stopping.wait(1.0):
+            pass
+        if context.is_active():
+            yield self.Check(request, context)
+
+
 class AdminServicer(admin_pb2_grpc.APIServicer):  # type: ignore[misc]
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx

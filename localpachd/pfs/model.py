@@ -422,7 +422,12 @@ def create_branch(tx: Tx, b: BranchKey, head: Commit | None, provenance: list[Br
         tx.x("INSERT OR IGNORE INTO branch_prov VALUES(?,?,?,?,?,?)",
              (b.project, b.repo, b.name, up.project, up.repo, up.name))
     if provenance and (set(provenance) != old_prov or not existed) and head is None:
-        return _insert_commit(tx, b.project, b.repo, b.name, branch_head(tx, b), "AUTO", "")
+        current = branch_head(tx, b)
+        if current is not None and current.id == tx.commit_set_id:
+            return current  # already has a commit in this transaction's commit set
+        opened = _insert_commit(tx, b.project, b.repo, b.name, current, "AUTO", "")
+        propagate(tx, b)  # downstream branches follow, in the same commit set
+        return opened
     if head is None and branch_head(tx, b) is None:
         c = _insert_commit(tx, b.project, b.repo, b.name, None, "AUTO", "")
         return finish_commit(tx, c)

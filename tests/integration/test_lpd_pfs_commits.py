@@ -219,3 +219,22 @@ def test_list_and_subscribe_filters_as_pachyderm(pach_client: Any) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         c.create_branch("r", "dev", provenance=[_branch("r")])
     assert "cannot be in the provenance of its own branch" in exc.value.details()
+
+
+def test_provenance_change_propagates_downstream(pach_client: Any) -> None:
+    c = pach_client
+    for r in ("a", "b", "mid", "out"):
+        c.create_repo(r)
+    c.put_file_bytes(("a", "master"), "/x", b"x")
+    c.put_file_bytes(("b", "master"), "/y", b"y")
+    c.create_branch("mid", "master", provenance=[_branch("a")])
+    c.create_branch("out", "master", provenance=[_branch("mid")])
+    for repo in ("mid", "out"):
+        c.finish_commit((repo, "master"))
+    c.create_branch("mid", "master", provenance=[_branch("a"), _branch("b")])  # mid gains b
+    mid = next(c.inspect_commit(("mid", "master")))
+    out = next(c.inspect_commit(("out", "master")))
+    assert mid.commit.id == out.commit.id and out.finished.seconds == 0
+    assert sorted(p.branch.repo.name for p in mid.direct_provenance) == ["a", "b"]
+    assert [b.repo.name for b in c.inspect_branch("out", "master").provenance] == [
+        "mid", "a", "b"]
