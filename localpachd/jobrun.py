@@ -231,23 +231,24 @@ class JobRun:
         log_path.write_bytes(b"")
         # A fresh directory per run: a datum process orphaned by a crash never writes into it.
         root = self.engine.scratch / f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}" / d.id[:16]
-        started = time.monotonic()
 
         def ingest(p: Any) -> tuple[str, int]:
             ref = blobs.ingest(p)
             return ref.hash, ref.size
 
-        with self._lock:
-            self.running[d.id] = d
-        try:
-            res = run_datum(
-                ctx, d, root, log_path, self.engine.runtime,
-                lambda f, dest: blobs.materialize(f.hash, dest), ingest, self.cancel.is_set,
-                lambda: self._take_restart(d.id),
-            )  # fmt: skip
-        finally:
+        with self.engine.slots:  # held while the datum runs: the machine-wide cap
+            started = time.monotonic()
             with self._lock:
-                self.running.pop(d.id, None)
+                self.running[d.id] = d
+            try:
+                res = run_datum(
+                    ctx, d, root, log_path, self.engine.runtime,
+                    lambda f, dest: blobs.materialize(f.hash, dest), ingest, self.cancel.is_set,
+                    lambda: self._take_restart(d.id),
+                )  # fmt: skip
+            finally:
+                with self._lock:
+                    self.running.pop(d.id, None)
         return res, time.monotonic() - started
 
     def _record(self, d: Datum, res: DatumResult, took: float, digest: str) -> None:

@@ -48,6 +48,8 @@ class JobEngine:
         self.store = store
         self.data_dir: Path = store.data_dir
         self.cap = max(1, parallelism_cap)
+        # The cap holds machine-wide: datums of all running jobs share these slots.
+        self.slots = threading.BoundedSemaphore(self.cap)
         self.runtime: Runtime = make_runtime(runtime)
         self.scratch = self.data_dir / "scratch"
         self._active: dict[tuple[str, str], Active] = {}
