@@ -65,6 +65,8 @@ def job_context(job: db.JobRow, spec: pps_pb2.CreatePipelineRequest) -> JobConte
         working_dir=t.working_dir,
         datum_timeout=_seconds(spec.datum_timeout) if spec.HasField("datum_timeout") else None,
         datum_tries=spec.datum_tries or pps_spec.DEFAULT_DATUM_TRIES,
+        err_cmd=tuple(t.err_cmd),
+        err_stdin=tuple(t.err_stdin),
     )
 
 
@@ -256,14 +258,15 @@ class JobRun:
             cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
             if cur is None or cur.state != "JOB_RUNNING":
                 return
-            state = "SUCCESS" if res.ok else "FAILED"
+            state = "SUCCESS" if res.ok else "RECOVERED" if res.recovered else "FAILED"
             size = sum(i.size for i in d.inputs)
             db.put_datum(tx, cur, db.DatumRow(
                 cur.id, d.id, digest, state, res.attempts, res.reason, datum_inputs_json(d),
                 took, res.upload_bytes, size,
             ))  # fmt: skip
             db.bump_job(
-                tx, cur, processed=int(res.ok), failed=int(not res.ok), process_time=took,
+                tx, cur, processed=int(res.ok), failed=int(not res.ok and not res.recovered),
+                recovered=int(res.recovered), process_time=took,
                 upload_bytes=res.upload_bytes, download_bytes=size,
             )  # fmt: skip
 
@@ -280,7 +283,7 @@ class JobRun:
             if getattr(self, "timed_out", False):
                 self.engine.finish_unrun(tx, cur, "JOB_FAILURE", "job timed out")
                 return
-            failed = [i for i, r in results.items() if not r.ok]
+            failed = [i for i, r in results.items() if not r.ok and not r.recovered]
             if failed or self.cancel.is_set():
                 reason = f"{len(failed)} datum(s) failed" if failed else "job was stopped"
                 if failed:

@@ -47,6 +47,8 @@ class JobContext:
     working_dir: str = ""
     datum_timeout: float | None = None
     datum_tries: int = 3
+    err_cmd: tuple[str, ...] = ()
+    err_stdin: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class DatumResult:
     outputs: tuple[OutputFile, ...] = ()
     reason: str = ""
     upload_bytes: int = 0
+    recovered: bool = False  # failed, but err_cmd succeeded: the job does not fail
 
 
 def rewrite_pfs(text: str, pfs_root: Path) -> str:
@@ -204,8 +207,38 @@ def run_datum(
             else f"exit status {outcome.returncode}"
         )
         _log(log_path, f"attempt {attempt}/{tries} failed: {reason}")
+    recovered = (
+        bool(ctx.err_cmd)
+        and not cancelled()
+        and _run_err_cmd(ctx, datum, root, log_path, runtime, materialize)
+    )
     shutil.rmtree(root, ignore_errors=True)
-    return DatumResult(False, attempt, reason=reason)
+    return DatumResult(False, attempt, reason=reason, recovered=recovered)
+
+
+def _run_err_cmd(
+    ctx: JobContext,
+    datum: Datum,
+    root: Path,
+    log_path: Path,
+    runtime: Runtime,
+    materialize: Materialize,
+) -> bool:
+    """Pachyderm's err_cmd: run on a failed datum; exit 0 marks the datum RECOVERED."""
+    pfs_root = layout(datum, root, materialize)
+    run = DatumRun(
+        argv=build_argv(ctx.err_cmd, pfs_root),
+        env=build_env(ctx, datum, pfs_root),
+        cwd=root,
+        stdin=build_stdin(ctx.err_stdin, pfs_root),
+        stdout_path=log_path,
+        stderr_path=log_path,
+        timeout=ctx.datum_timeout,
+    )
+    outcome = runtime.run(run)
+    ok = outcome.returncode == 0 and not outcome.timed_out
+    _log(log_path, "err_cmd succeeded: datum recovered" if ok else "err_cmd failed")
+    return ok
 
 
 def _log(path: Path, line: str) -> None:

@@ -108,3 +108,14 @@ def test_job_sets_span_the_dag(client: Any) -> None:
     assert info.details.input.pfs.commit == commit  # the input commit this job read
     d = next(iter(client.list_datum("two", commit)))
     assert client.inspect_datum("two", commit, d.datum.id).datum.id == d.datum.id
+
+
+def test_err_cmd_recovers_failed_datums(client: Any) -> None:
+    put(client, "data", {"/b": "bad\n"})
+    sh_pipeline(client, "rec", pfs("data", "/*"),
+                'grep -q bad /pfs/data/* && exit 1; cp /pfs/data/* /pfs/out/',
+                datum_tries=1, transform={"err_cmd": ["true"]})  # fmt: skip
+    job = last_job(client, "rec")
+    assert state(job) == "JOB_SUCCESS" and counts(job) == (1, 0, 0, 2)
+    assert job.data_recovered == 1
+    assert read_repo(client, "rec") == {"/a": "good\n"}
