@@ -20,11 +20,12 @@ from dataclasses import dataclass
 
 log = logging.getLogger("localpachd.events")
 
-COMMIT_STARTED = "commit_started"
-COMMIT_FINISHED = "commit_finished"
-COMMIT_DELETED = "commit_deleted"
-BRANCH_CHANGED = "branch_changed"
-REPO_DELETED = "repo_deleted"
+COMMIT_STARTED = "commit_started"  # a commit was opened (USER: StartCommit/ModifyFile; AUTO:
+#                                     propagated to a downstream branch or a provenance change)
+COMMIT_FINISHED = "commit_finished"  # FinishCommit (error set if it was finished with one)
+COMMIT_DELETED = "commit_deleted"  # SquashCommitSet / DropCommitSet
+BRANCH_CHANGED = "branch_changed"  # CreateBranch (head/provenance) or DeleteBranch
+REPO_DELETED = "repo_deleted"  # DeleteRepo (also each repo of DeleteProject/DeleteRepos)
 
 
 @dataclass(frozen=True)

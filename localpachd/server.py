@@ -197,7 +197,7 @@ class RunningServer:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{_bracket(self.host)}:{self.port}"
 
     def stop(self, grace: float | None = 1.0) -> None:
         if self.ctx.stopping.is_set():

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from localpachd import errors
-from localpachd.events import COMMIT_DELETED, COMMIT_FINISHED, COMMIT_STARTED, Event
+from localpachd.events import (
+    BRANCH_CHANGED,
+    COMMIT_DELETED,
+    COMMIT_FINISHED,
+    COMMIT_STARTED,
+    REPO_DELETED,
+    Event,
+)
 from localpachd.store import Tx
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -145,6 +152,7 @@ def delete_repo(tx: Tx, project: str, repo: str, force: bool) -> None:
          (project, repo, project, repo))
     tx.x("DELETE FROM branches WHERE project=? AND repo=?", (project, repo))
     tx.x("DELETE FROM repos WHERE project=? AND name=?", (project, repo))
+    tx.emit(Event(REPO_DELETED, project, repo))
 
 
 def repo_size(tx: Tx, project: str, repo: str) -> int:
@@ -407,6 +415,7 @@ def create_branch(tx: Tx, b: BranchKey, head: Commit | None, provenance: list[Br
         require_repo(tx, up.project, up.repo)
         if not branch_exists(tx, up):
             create_branch(tx, up, None, [])
+    tx.emit(Event(BRANCH_CHANGED, b.project, b.repo, b.name))
     old_prov = set(direct_provenance(tx, b))
     existed = branch_exists(tx, b)
     if head is not None:
@@ -452,6 +461,7 @@ def delete_branch(tx: Tx, b: BranchKey, force: bool) -> None:
          "(up_project=? AND up_repo=? AND up_branch=?)", (b.project, b.repo, b.name) * 2)
     tx.x("DELETE FROM branches WHERE project=? AND repo=? AND name=?",
          (b.project, b.repo, b.name))
+    tx.emit(Event(BRANCH_CHANGED, b.project, b.repo, b.name))
 
 
 def delete_all(tx: Tx) -> None:
