@@ -191,33 +191,45 @@ class WarmRuntime:
     def _wait(
         self, zygote: _Zygote, reply: socket.socket, run: DatumRun, feeder: _Feeder | None
     ) -> DatumOutcome:
-        started = _recv(reply, None)
-        if started is None or "pid" not in started:
+        """Messages arrive as: `watch` (before the fork), then `pid` (from the zygote) and
+        `exit` (from the child) in either order, or `status` (the zygote reaped it)."""
+        if feeder is not None:
+            feeder.start()  # a zygote that never forks closes the pipe: the writer stops
+        try:
+            return self._outcome(zygote, reply, run.timeout)
+        finally:
             if feeder is not None:
-                feeder.abort()
-            raise ZygoteUnavailable(str(started))
-        if started.get("watch"):
-            zygote.watch.update(started["watch"])
-        if feeder is not None:
-            feeder.start()
-        timed_out = False
-        done = _recv(reply, run.timeout)
-        if done is TimeoutError:
-            timed_out = True
-            _send_kill(reply)
-            done = _recv(reply, None)
-        if feeder is not None:
-            feeder.join()
-        if not isinstance(done, dict) or "status" not in done:
-            return DatumOutcome(returncode=-9, timed_out=timed_out)  # the zygote itself died
-        return DatumOutcome(os.waitstatus_to_exitcode(done["status"]), timed_out=timed_out)
+                feeder.join()
+
+    def _outcome(self, zygote: _Zygote, reply: socket.socket, timeout: float | None
+                 ) -> DatumOutcome:
+        forked, timed_out = False, False
+        while True:
+            msg = _recv(reply, timeout if forked and not timed_out else None)
+            if msg is TimeoutError:
+                timed_out = True
+                _send(reply, b"kill")
+                continue
+            if not isinstance(msg, dict) or "error" in msg:
+                if not forked:
+                    raise ZygoteUnavailable(str(msg))  # nothing ran: the fallback may run it
+                return DatumOutcome(returncode=-9, timed_out=timed_out)  # the zygote died
+            if "watch" in msg:
+                zygote.watch.update(msg["watch"])
+            elif "pid" in msg:
+                forked = True
+            elif "exit" in msg:  # sent by the child itself as it exits
+                _send(reply, b"done")  # the zygote must not kill its process group on our EOF
+                return DatumOutcome(int(msg["exit"]), timed_out=timed_out)
+            elif "status" in msg:  # sent by the zygote once it reaped the child
+                return DatumOutcome(os.waitstatus_to_exitcode(msg["status"]), timed_out)
 
     def kill_job(self, job_id: str) -> None:
         """Kill the running datums of one job (StopJob, pipeline update)."""
         with self._lock:
             live = [r for r, j in self._live.items() if j == job_id]
         for reply in live:
-            _send_kill(reply)
+            _send(reply, b"kill")
         kill = getattr(self.fallback, "kill_job", None)
         if kill is not None:
             kill(job_id)
@@ -270,9 +282,6 @@ class _Feeder:
         finally:
             os.close(self.fd)
 
-    def abort(self) -> None:
-        os.close(self.fd)
-
     def join(self) -> None:
         self.thread.join()
 
@@ -296,9 +305,9 @@ def _recv(reply: socket.socket, timeout: float | None) -> Any:
     return json.loads(msg) if msg else None
 
 
-def _send_kill(reply: socket.socket) -> None:
+def _send(reply: socket.socket, message: bytes) -> None:
     try:
-        reply.send(b"kill")
+        reply.send(message)
     except OSError:
         pass
 

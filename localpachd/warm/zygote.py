@@ -15,6 +15,7 @@ its children — when the control socket reaches EOF, i.e. when the server goes 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import gc
 import importlib
 import importlib.util
@@ -38,6 +39,7 @@ BOOT = (
     "main(s,list(b),int(sys.argv[2]))"
 )
 _MAX_REQUEST = 1 << 20
+_HIGH_FD = 1000  # where a child keeps its reply socket, out of the datum's way
 _LIBC = ctypes.CDLL(None)
 
 
@@ -53,6 +55,7 @@ class Zygote:
         self.children: dict[int, socket.socket | None] = {}
         self.preloaded: set[tuple[str, str]] = set()
         self.library_dirs = _library_dirs()
+        self.own = _own_modules()
 
     def serve(self) -> tuple[dict[str, Any], list[int]] | None:
         """Serve until the control socket closes (None); in a forked child, its request."""
@@ -83,6 +86,8 @@ class Zygote:
         stdio = fds[1:4]
         req = json.loads(msg)
         watch = self._preload(req)
+        if watch is not None:
+            _send(reply, {"watch": watch})  # before the fork: the child's `exit` comes later
         try:
             pid = os.fork()
         except OSError as e:
@@ -91,25 +96,32 @@ class Zygote:
             _close_fds(stdio)
             return None
         if pid == 0:
+            req["reply_fd"] = fcntl.fcntl(reply.fileno(), fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
             self._close_in_child(reply)
             return req, stdio
         _close_fds(stdio)
         self.children[pid] = reply
         self.sel.register(reply, selectors.EVENT_READ, pid)
-        _send(reply, {"pid": pid, "watch": watch})
+        _send(reply, {"pid": pid})
         return None
 
     def _on_reply_socket(self, reply: socket.socket, pid: int) -> None:
+        """`kill`: kill the child's group. `done`: the child already reported its exit code
+        (it is being torn down). EOF without `done`: the client is gone, kill the child."""
+        if self.children.get(pid) is not reply or reply.fileno() < 0:
+            return  # reaped and closed earlier in this same select() round
         try:
             msg = reply.recv(64)
         except OSError:
             msg = b""
-        if msg == b"kill" or not msg:
+        if msg == b"kill":
             _kill(pid)
-        if not msg:  # the client is gone: nobody to report to
-            self.sel.unregister(reply)
-            reply.close()
-            self.children[pid] = None
+            return
+        if msg != b"done":
+            _kill(pid)
+        self.sel.unregister(reply)
+        reply.close()
+        self.children[pid] = None
 
     def _reap(self) -> None:
         try:
@@ -149,6 +161,7 @@ class Zygote:
         _flush_all()
         gc.collect()
         gc.freeze()  # children then share these pages instead of copying them on GC
+        self.own = _own_modules()
         return self._watch(req.get("path0"))
 
     def _watch(self, path0: str | None) -> dict[str, int]:
@@ -229,6 +242,10 @@ def _module_source(name: str, path0: str | None, base_path: list[str]) -> tuple[
     return origin, name.rpartition(".")[0]
 
 
+def _own_modules() -> list[str]:
+    return [n for n in sys.modules if n == "localpachd" or n.startswith("localpachd.")]
+
+
 def _library_dirs() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
@@ -271,7 +288,8 @@ def _flush_all() -> None:
 def main(startup: frozenset[str], base_path: list[str], control_fd: int) -> None:
     """Entry point (see BOOT): serve, and in a forked child become the datum."""
     control = socket.socket(fileno=control_fd)
-    job = Zygote(control, base_path).serve()
+    zygote = Zygote(control, base_path)
+    job = zygote.serve()
     if job is None:
         return
-    become_datum(job[0], job[1], base_path, startup)
+    become_datum(job[0], job[1], base_path, startup, zygote.own, job[0].pop("reply_fd"))

@@ -50,6 +50,7 @@ PROGRAMS = {
         print("streams", sys.stdout.line_buffering, sys.stderr.line_buffering, sys.stdout.encoding)
         print("flags", sys.flags.optimize, sys.flags.dont_write_bytecode, sys.flags.safe_path)
         print("c-level getenv", os.popen("echo $FOO").read().strip())
+        print("first free fd", os.open(os.devnull, os.O_RDONLY))
     """,
     "interleave.py": """
         import os, subprocess, sys
