@@ -14,12 +14,14 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 4 * 1024 * 1024
+SYNC_ONE_BY_ONE = 64  # above this many new blobs per transaction, one os.sync() is cheaper
 EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 
 
@@ -69,7 +71,9 @@ class BlobStore:
     def __init__(self, root: Path, fsync: bool = True) -> None:
         self.root = root
         self.fsync = fsync
-        self._dirty = False
+        self._pending: list[Path] = []  # adopted but not yet synced
+        self._overflow = False  # too many to fsync one by one: one global sync instead
+        self._plock = threading.Lock()
         self.tmp_dir = root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.tmp_dir.iterdir():  # half-written uploads of a crashed process
@@ -96,14 +100,30 @@ class BlobStore:
         dest.parent.mkdir(exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
-        self._dirty = True
+        with self._plock:
+            if len(self._pending) < SYNC_ONE_BY_ONE:
+                self._pending.append(dest)
+            else:
+                self._overflow = True
 
     def sync(self) -> None:
         """Make every blob written so far durable (power loss); a no-op when nothing is new.
-        Process crashes (kill -9) need no sync: the kernel keeps written data."""
-        if self._dirty and self.fsync:
-            self._dirty = False
+        A few blobs are fsynced one by one (with their directories); many at once get one
+        global sync. Process crashes (kill -9) need neither: the kernel keeps written data."""
+        with self._plock:
+            pending, overflow = self._pending, self._overflow
+            self._pending, self._overflow = [], False
+        if not self.fsync or not (pending or overflow):
+            return
+        if overflow:
             os.sync()
+            return
+        for path in [*pending, *{p.parent for p in pending}]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def put_bytes(self, data: bytes) -> BlobRef:
         w = self.writer()
