@@ -244,12 +244,17 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     if bound == 0:
         store.close()
         raise OSError(f"localpachd could not bind {host}:{port}: is the port in use?")
-    for register in registrars():
-        register(server, ctx)
-    server.add_generic_rpc_handlers((_Fallback(), _Unimplemented()))
-    server.start()
-    return RunningServer(host=host, port=bound, data_dir=config.data_dir, ctx=ctx,
-                         _server=server)
+    running = RunningServer(host=host, port=bound, data_dir=config.data_dir, ctx=ctx,
+                            _server=server)
+    try:
+        for register in registrars():
+            register(server, ctx)
+        server.add_generic_rpc_handlers((_Fallback(), _Unimplemented()))
+        server.start()
+    except BaseException:
+        running.stop(grace=None)  # runs the stop hooks registered so far, frees the data dir
+        raise
+    return running
 
 
 def _bracket(host: str) -> str:
