@@ -198,7 +198,9 @@ def recent_jobs(client: Any, pipeline: str, limit: int = 5, project: str = "defa
                 target: PachdTarget | None = None) -> tuple[JobRecord, ...]:  # fmt: skip
     """The newest `limit` jobs of a pipeline over all its versions, newest first."""
     with rpc_errors(f"listing jobs of pipeline {pipeline!r}", target):
-        infos = list(client.list_job(pipeline_name=pipeline, history=-1, project_name=project))
+        # Pachyderm streams jobs newest first; `number` keeps a long history off the wire.
+        infos = list(client.list_job(pipeline_name=pipeline, history=-1, project_name=project,
+                                     number=limit))  # fmt: skip
     jobs = sorted((_job(i) for i in infos),
                   key=lambda j: (j.created or 0.0, j.pipeline_version), reverse=True)  # fmt: skip
     return tuple(jobs[:limit])

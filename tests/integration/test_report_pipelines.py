@@ -95,3 +95,4 @@ def test_commits_written_by_pipelines_are_listed_newest_first(dag: Any) -> None:
     assert [c.id for c in commits[:2]] == [j.id for j in jobs[:2]]
     assert all(c.finished for c in commits)
     assert outputs.resolve_commit(dag, "count", "~1") == jobs[1].id
+    assert [j.id for j in outputs.recent_jobs(dag, "count", limit=1)] == [jobs[0].id]
