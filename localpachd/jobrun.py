@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from localpachd.jobs import JobEngine
 
 
+RECORD_BATCH = 32  # datum results per progress write
+RECORD_EVERY = 0.5  # seconds between progress writes
+
+
 def datum_inputs_json(d: Datum) -> list[dict[str, Any]]:
     return [
         {"name": i.name, "project": i.project, "repo": i.repo, "branch": i.branch,
@@ -215,13 +219,20 @@ class JobRun:
         results: dict[str, DatumResult] = {}
         if not todo:
             return results
+        batch: list[tuple[Datum, DatumResult, float, str]] = []
+        flushed = time.monotonic()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
             futs = {pool.submit(self._run_one, ctx, d): d for d in todo}
             for fut in as_completed(futs):
                 d = futs[fut]
                 res, took = fut.result()
                 results[d.id] = res
-                self._record(d, res, took, hashes[d.id])
+                batch.append((d, res, took, hashes[d.id]))
+                # Progress is written in batches: one durable commit per datum is too slow.
+                if len(batch) >= RECORD_BATCH or time.monotonic() - flushed > RECORD_EVERY:
+                    self._record(batch)
+                    batch, flushed = [], time.monotonic()
+        self._record(batch)
         return results
 
     def _run_one(self, ctx: JobContext, d: Datum) -> tuple[DatumResult, float]:
@@ -253,22 +264,25 @@ class JobRun:
                     self.running.pop(d.id, None)
         return res, time.monotonic() - started
 
-    def _record(self, d: Datum, res: DatumResult, took: float, digest: str) -> None:
+    def _record(self, batch: list[tuple[Datum, DatumResult, float, str]]) -> None:
+        if not batch:
+            return
         with self.store.write() as tx:
             cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
             if cur is None or cur.state != "JOB_RUNNING":
                 return
-            state = "SUCCESS" if res.ok else "RECOVERED" if res.recovered else "FAILED"
-            size = sum(i.size for i in d.inputs)
-            db.put_datum(tx, cur, db.DatumRow(
-                cur.id, d.id, digest, state, res.attempts, res.reason, datum_inputs_json(d),
-                took, res.upload_bytes, size,
-            ))  # fmt: skip
-            db.bump_job(
-                tx, cur, processed=int(res.ok), failed=int(not res.ok and not res.recovered),
-                recovered=int(res.recovered), process_time=took,
-                upload_bytes=res.upload_bytes, download_bytes=size,
-            )  # fmt: skip
+            for d, res, took, digest in batch:
+                state = "SUCCESS" if res.ok else "RECOVERED" if res.recovered else "FAILED"
+                size = sum(i.size for i in d.inputs)
+                db.put_datum(tx, cur, db.DatumRow(
+                    cur.id, d.id, digest, state, res.attempts, res.reason, datum_inputs_json(d),
+                    took, res.upload_bytes, size,
+                ))  # fmt: skip
+                db.bump_job(
+                    tx, cur, processed=int(res.ok), failed=int(not res.ok and not res.recovered),
+                    recovered=int(res.recovered), process_time=took,
+                    upload_bytes=res.upload_bytes, download_bytes=size,
+                )  # fmt: skip
 
     # ------------------------------------------------------------ finalize
 
