@@ -135,6 +135,11 @@ def test_delete_all_and_transactions(client: Any) -> None:
     up, down = last_job(client, "up"), last_job(client, "down")
     assert up.job.id == down.job.id  # one commit set for the whole transaction
     assert state(down) == "JOB_SUCCESS"
+    with client.transaction():  # deletes are transactional too (downstream first)
+        client.delete_pipeline("down")
+        client.delete_pipeline("up")
+    assert list(client.list_pipeline()) == []
+    sh_pipeline(client, "up", pfs("data", "/*"), "true")
     client.delete_all_pipelines()
     assert list(client.list_pipeline()) == []
     assert sorted(r.repo.name for r in client.list_repo()) == ["data"]
