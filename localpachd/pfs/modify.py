@@ -8,7 +8,7 @@ finished (or that does not exist yet) opens a commit on it and finishes it, as P
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from localpachd import errors
@@ -101,7 +101,10 @@ def _handle(ctx: Any, target: _Target, req: Any) -> None:
         _copy(ctx, target, req.copy_file)
 
 
-def run_modify(ctx: Any, requests: Iterable[Any]) -> None:
+def run_modify(ctx: Any, requests: Iterable[Any],
+               alive: Callable[[], bool] = lambda: True) -> None:
+    """Apply a ModifyFile stream. `alive` is the RPC's `is_active`: gRPC ends the request
+    iterator quietly when the client cancels, and a cancelled upload must leave no trace."""
     targets: list[_Target] = []
     try:
         for req in requests:
@@ -111,6 +114,8 @@ def run_modify(ctx: Any, requests: Iterable[Any]) -> None:
                 raise errors.InvalidArgument("ModifyFile: the first message must be set_commit")
             else:
                 _handle(ctx, targets[-1], req)
+        if not alive():
+            raise errors.Aborted("ModifyFile was cancelled by the client: nothing was written")
         for t in targets:
             t.session.flush()
         with ctx.store.write() as tx:

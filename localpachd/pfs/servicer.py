@@ -384,7 +384,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
     def ModifyFile(self, request_iterator: Any, context: Any) -> Any:
         from localpachd.pfs.modify import run_modify
 
-        run_modify(self.ctx, request_iterator)
+        run_modify(self.ctx, request_iterator, context.is_active)
         return E()
 
     def _file(self, tx: Tx, f: Any) -> tuple[Commit, str, files.Entry]:

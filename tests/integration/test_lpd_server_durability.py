@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import python_pachyderm
 
@@ -135,3 +136,34 @@ def test_restart_frees_blobs_of_deleted_data(tmp_path: Path) -> None:
         c = python_pachyderm.Client(host=server.host, port=server.port)
         assert c.get_file(("keep", "master"), "/k").read() == b"kept content"
         assert list(c.fsck()) == []
+
+
+def test_cancelled_upload_leaves_no_trace(localpachd: Any) -> None:
+    import grpc
+    from google.protobuf import wrappers_pb2
+    from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
+
+    stub = pfs_pb2_grpc.APIStub(grpc.insecure_channel(localpachd.address))
+    repo = pfs_pb2.Repo(name="r", type="user")
+    stub.CreateRepo(pfs_pb2.CreateRepoRequest(repo=repo))
+    release = threading.Event()
+
+    def requests() -> Any:
+        yield pfs_pb2.ModifyFileRequest(set_commit=pfs_pb2.Commit(
+            branch=pfs_pb2.Branch(repo=repo, name="master")))
+        yield pfs_pb2.ModifyFileRequest(add_file=pfs_pb2.AddFile(
+            path="/partial", raw=wrappers_pb2.BytesValue(value=b"p" * 1_000_000)))
+        release.wait(30)
+
+    call = stub.ModifyFile.future(requests())
+    tmp_dir = localpachd.data_dir / "blobs" / "tmp"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(tmp_dir.iterdir()):
+        time.sleep(0.02)
+    call.cancel()
+    release.set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(tmp_dir.iterdir()):
+        time.sleep(0.02)
+    assert list(tmp_dir.iterdir()) == []
+    assert list(stub.ListCommit(pfs_pb2.ListCommitRequest(repo=repo, all=True))) == []
