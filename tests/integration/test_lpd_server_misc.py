@@ -99,11 +99,49 @@ def test_cli_refuses_busy_port_and_busy_data_dir(localpachd: Any, tmp_path: Path
     import sys
 
     busy_port = subprocess.run(
-        [sys.executable, "-m", "localpachd", "serve", "--port", str(localpachd.port),
-         "--data-dir", str(tmp_path / "other")], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "localpachd",
+            "serve",
+            "--port",
+            str(localpachd.port),
+            "--data-dir",
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert busy_port.returncode == 2 and "is the port in use" in busy_port.stderr
     with pytest.raises(OSError, match="in use by another localpachd"):
         start(localpachd.data_dir, port=0)
-    help_out = subprocess.run([sys.executable, "-m", "localpachd", "serve", "--help"],
-                              capture_output=True, text=True, timeout=60)
+    help_out = subprocess.run(
+        [sys.executable, "-m", "localpachd", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert help_out.returncode == 0 and "--max-parallelism" in help_out.stdout
+
+
+def test_concurrent_writers_on_one_branch_lose_nothing(pach_client: Any, localpachd: Any) -> None:
+    pach_client.create_repo("shared")
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        client = python_pachyderm.Client(host=localpachd.host, port=localpachd.port)
+        try:
+            for i in range(5):
+                client.put_file_bytes(("shared", "master"), f"/w{n}-{i}", b"x" * (n + 1))
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    assert len(list(pach_client.list_commit("shared"))) == 20  # one commit per put, serialised
+    assert len(list(pach_client.list_file(("shared", "master"), "/"))) == 20
