@@ -166,6 +166,11 @@ def run_datum(
     does not count as a try.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if not ctx.cmd:
+        # Real Pachyderm falls back to the image's entrypoint; there is no image here.
+        reason = "transform.cmd is empty: localpachd runs no image, so it needs a command"
+        _log(log_path, reason)
+        return DatumResult(False, 0, reason=reason)
     reason = ""
     tries = max(1, ctx.datum_tries)
     attempt = 0

@@ -120,3 +120,10 @@ def test_working_dir_is_honoured(tmp_path: Path) -> None:
 def test_make_runtime_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown worker runtime"):
         make_runtime("docker")
+
+
+def test_empty_cmd_fails_the_datum_with_a_clear_reason(tmp_path: Path) -> None:
+    res = run_datum(ctx(cmd=()), datum(), tmp_path / "s", tmp_path / "log",
+                    make_runtime("subprocess"), materialize, ingest)  # fmt: skip
+    assert not res.ok and "transform.cmd is empty" in res.reason
+    assert "transform.cmd is empty" in (tmp_path / "log").read_text()
