@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
         files.append(str(screenshot(done.files.html, args.screenshot)))
     if args.format == "json":
-        print(json.dumps({"files": files, **_brief(done.summary)}, indent=2, sort_keys=True))
+        shown = {"files": files, "rpc_count": done.rpc_count, **_brief(done.summary)}
+        print(json.dumps(shown, indent=2, sort_keys=True))
         return 0
     s = done.summary
     best = f"{s['best']['accuracy']:.4f} ({s['best']['model']})" if s["best"] else "-"

@@ -194,6 +194,7 @@ class Generated:
     files: ReportFiles
     data: ReportData
     summary: dict[str, Any]
+    rpc_count: int  # gRPC calls it took to read the cluster
 
 
 def generate(pachd: str | None, out_dir: Path, opts: Options | None = None) -> Generated:
@@ -205,4 +206,5 @@ def generate(pachd: str | None, out_dir: Path, opts: Options | None = None) -> G
     finally:
         conn.close()
     files = write_report(data, out_dir)
-    return Generated(files, data, summary(data, build_graph(data.pipelines, data.repos)))
+    facts = summary(data, build_graph(data.pipelines, data.repos))
+    return Generated(files, data, facts, conn.rpc_count)

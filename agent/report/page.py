@@ -2,8 +2,9 @@
 
 Called by `agent.report.render` with the `ReportData` and the PNG files already drawn. Every
 value from the cluster is HTML-escaped, and a Content-Security-Policy forbids the page any
-network access or script. It opens from a file, a CI artifact or an e-mail attachment alike. The same facts travel as JSON in
-`<script type="application/json" id="pachsync-report">` so scripts and tests can read the page.
+network access or script. It opens from a file, a CI artifact or an e-mail attachment alike.
+The same facts travel as JSON in `<script type="application/json" id="pachsync-report">` so
+scripts and tests can read the page.
 """
 
 from __future__ import annotations
