@@ -153,6 +153,7 @@ def test_the_command_writes_the_report(
     assert code == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["models"] == 77 and shown["cells"] == 77 and shown["selected"] == [BEST]
+    assert shown["rpc_count"] <= 15  # does not grow with the 77 models (one tar read each)
     compare = shown["compare"]
     assert compare["commit"] == outputs_repos["old"] and compare["models"] == 77
     assert (compare["cells_changed"], compare["improved"], compare["worsened"]) == (77, 77, 0)
