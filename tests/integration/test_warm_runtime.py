@@ -49,7 +49,8 @@ PROGRAMS = {
         print("stdin", repr(sys.stdin.read()))
         print("streams", sys.stdout.line_buffering, sys.stderr.line_buffering, sys.stdout.encoding)
         print("flags", sys.flags.optimize, sys.flags.dont_write_bytecode, sys.flags.safe_path)
-        print("c-level getenv", os.popen("echo $FOO").read().strip())
+        with os.popen("echo $FOO") as shell:
+            print("c-level getenv", shell.read().strip())
         print("first free fd", os.open(os.devnull, os.O_RDONLY))
     """,
     "interleave.py": """
