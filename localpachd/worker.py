@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localpachd.datums import Datum, RepoFile
-from localpachd.runtime import DatumRun, Runtime
+from localpachd.runtime import DatumOutcome, DatumRun, Runtime
 
 _PFS_RX = re.compile(r"(?<![\w./-])/pfs(?=/|$|[^\w.-])")
 _PYTHON_RX = re.compile(r"^python(3(\.\d+)?)?$")
@@ -149,6 +149,29 @@ def _cwd(ctx: JobContext, root: Path, pfs_root: Path) -> Path:
     return Path(rewrite_pfs(ctx.working_dir, pfs_root))
 
 
+def _datum_run(
+    ctx: JobContext, datum: Datum, root: Path, log_path: Path, materialize: Materialize
+) -> tuple[DatumRun, Path]:
+    """Lay out a fresh scratch tree and describe the process of one attempt."""
+    pfs_root = layout(datum, root, materialize)
+    run = DatumRun(
+        argv=build_argv(ctx.cmd, pfs_root),
+        env=build_env(ctx, datum, pfs_root),
+        cwd=_cwd(ctx, root, pfs_root),
+        stdin=build_stdin(ctx.stdin, pfs_root),
+        stdout_path=log_path,
+        stderr_path=log_path,
+        timeout=ctx.datum_timeout,
+    )
+    return run, pfs_root
+
+
+def _failure(ctx: JobContext, outcome: DatumOutcome) -> str:
+    if outcome.timed_out:
+        return f"datum timed out after {ctx.datum_timeout}s"
+    return f"exit status {outcome.returncode}"
+
+
 def run_datum(
     ctx: JobContext,
     datum: Datum,
@@ -163,7 +186,7 @@ def run_datum(
     """Run one datum with up to `datum_tries` attempts; outputs only from a successful one.
 
     `restarted()` tells (once) that the last attempt was killed by RestartDatum: that attempt
-    does not count as a try.
+    does not count as a try. After the last failed try, `err_cmd` may recover the datum.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     if not ctx.cmd:
@@ -171,29 +194,15 @@ def run_datum(
         reason = "transform.cmd is empty: localpachd runs no image, so it needs a command"
         _log(log_path, reason)
         return DatumResult(False, 0, reason=reason)
-    reason = ""
-    tries = max(1, ctx.datum_tries)
-    attempt = 0
-    restarts = 0
-    while attempt < tries:
+    reason, tries, attempt, restarts = "", max(1, ctx.datum_tries), 0, 0
+    while attempt < tries and not cancelled():
         attempt += 1
-        if cancelled():
-            return DatumResult(False, attempt - 1, reason="job was stopped")
-        pfs_root = layout(datum, root, materialize)
-        run = DatumRun(
-            argv=build_argv(ctx.cmd, pfs_root),
-            env=build_env(ctx, datum, pfs_root),
-            cwd=_cwd(ctx, root, pfs_root),
-            stdin=build_stdin(ctx.stdin, pfs_root),
-            stdout_path=log_path,
-            stderr_path=log_path,
-            timeout=ctx.datum_timeout,
-        )
-        if cancelled():
-            break
+        run, pfs_root = _datum_run(ctx, datum, root, log_path, materialize)
         if not run.cwd.is_dir():
             reason = f"working_dir {ctx.working_dir!r} does not exist on this machine"
             _log(log_path, reason)
+            break
+        if cancelled():  # stopped while the scratch tree was laid out
             break
         outcome = runtime.run(run)
         ok = outcome.returncode == 0 or outcome.returncode in ctx.accept_return_code
@@ -202,21 +211,15 @@ def run_datum(
             shutil.rmtree(root, ignore_errors=True)
             return DatumResult(True, attempt, outputs, upload_bytes=sum(o.size for o in outputs))
         if restarted() and restarts < MAX_RESTARTS and not cancelled():
-            restarts += 1
-            attempt -= 1
+            restarts, attempt = restarts + 1, attempt - 1
             _log(log_path, "datum restarted (RestartDatum)")
             continue
-        reason = (
-            f"datum timed out after {ctx.datum_timeout}s"
-            if outcome.timed_out
-            else f"exit status {outcome.returncode}"
-        )
+        reason = _failure(ctx, outcome)
         _log(log_path, f"attempt {attempt}/{tries} failed: {reason}")
-    recovered = (
-        bool(ctx.err_cmd)
-        and not cancelled()
-        and _run_err_cmd(ctx, datum, root, log_path, runtime, materialize)
-    )
+    if cancelled():
+        shutil.rmtree(root, ignore_errors=True)
+        return DatumResult(False, attempt, reason="job was stopped")
+    recovered = bool(ctx.err_cmd) and _run_err_cmd(ctx, datum, root, log_path, runtime, materialize)
     shutil.rmtree(root, ignore_errors=True)
     return DatumResult(False, attempt, reason=reason, recovered=recovered)
 
