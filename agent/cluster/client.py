@@ -84,7 +84,14 @@ class CountingClient(python_pachyderm.Client):  # type: ignore[misc]
 
     @_channel.setter
     def _channel(self, channel: grpc.Channel) -> None:
+        # The client replaces its channel on every transaction start/end: keep them all so
+        # `close()` releases every connection, not just the last one.
+        self.__dict__.setdefault("_all_channels", []).append(channel)
         self._counted_channel = grpc.intercept_channel(channel, self._rpc_counter)
+
+    def close_channels(self) -> None:
+        for channel in self.__dict__.get("_all_channels", []):
+            channel.close()
 
 
 @dataclass
@@ -100,9 +107,8 @@ class Connection:
         return self.counter.count
 
     def close(self) -> None:
-        channel = getattr(self.client, "_counted_channel", None)
-        if channel is not None:
-            channel.close()
+        if isinstance(self.client, CountingClient):
+            self.client.close_channels()
 
 
 def connect(target: PachdTarget) -> Connection:

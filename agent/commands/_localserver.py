@@ -60,6 +60,9 @@ def start_local(data_dir: Path, timeout: float = 60.0, detach: bool = False,
     while time.monotonic() < deadline:
         match = _LISTENING.search(log.read_text(errors="replace"))
         if match:
+            # A detached server outlives us: leave its pid where scripts (and tests) find it.
+            if detach:
+                (data_dir / "localpachd.pid").write_text(f"{proc.pid}\n")
             return LocalServer(proc, f"{match.group(1)}:{match.group(2)}", log)
         if proc.poll() is not None:
             raise PachsyncError(f"localpachd exited with code {proc.returncode} before "

@@ -162,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         conn.close()
         if args.keep_running:
-            print(f"localpachd keeps running at {server.address} (pid {server.process.pid}); "
-                  f"stop it with: kill {server.process.pid}")
+            print(f"localpachd keeps running at {server.address} (pid {server.process.pid}, "
+                  f"also in {data_dir / 'localpachd.pid'}); stop it with: "
+                  f"kill {server.process.pid}")
         else:
             server.stop()
     return EXIT_OK
