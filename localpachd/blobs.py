@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -32,7 +33,14 @@ class BlobRef:
 
 
 class BlobWriter:
-    """Streams bytes into a new blob; `commit()` makes it durable and returns its BlobRef."""
+    """Streams bytes into a new blob; `commit()` makes it durable and returns its BlobRef.
+
+    Large chunks are written to disk by a helper thread while the caller hashes them and goes
+    back to receiving the next message (both release the GIL), so an upload uses two cores.
+    At most QUEUE chunks wait, which keeps memory bounded."""
+
+    QUEUE = 2
+    BIG = 1024 * 1024  # chunks from this size on go through the helper thread
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
@@ -41,9 +49,33 @@ class BlobWriter:
         self._tmp = Path(name)
         self._hash = hashlib.sha256()
         self.size = 0
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._file.write(data)
+                except BaseException as exc:  # reported by the next write() or commit()
+                    self._error = exc
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        if self._error is not None:
+            raise self._error
+        if len(data) >= self.BIG:
+            if self._queue is None:
+                self._queue = queue.Queue(self.QUEUE)
+                self._thread = threading.Thread(target=self._drain, daemon=True,
+                                                name="localpachd-blob-writer")
+                self._thread.start()
+            self._queue.put(data)
+        elif self._queue is not None:
+            self._queue.put(data)  # keep the order once the helper thread is writing
+        else:
+            self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
 
@@ -51,15 +83,28 @@ class BlobWriter:
         while chunk := src.read(CHUNK):
             self.write(chunk)
 
+    def _join(self) -> None:
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+        if self._error is not None:
+            raise self._error
+
     def commit(self) -> BlobRef:
         """Move the blob into place. Its fsync is deferred: `Store.write()` calls
         `BlobStore.sync()` before committing metadata, so one sync covers a whole upload."""
+        self._join()
         self._file.close()
         ref = BlobRef(self._hash.hexdigest(), self.size)
         self._store.adopt(self._tmp, ref.hash)
         return ref
 
     def abort(self) -> None:
+        try:
+            self._join()
+        except BaseException:  # noqa: BLE001 (aborting anyway)
+            pass
         if not self._file.closed:
             self._file.close()
         self._tmp.unlink(missing_ok=True)
