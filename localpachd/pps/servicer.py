@@ -15,7 +15,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
 from localpachd import errors, pps_spec
-from localpachd.datums import DatumError, InputSource, RepoFile, compute_datums
+from localpachd.datums import DatumError, InputSource, RepoFile, compute_datums, pfs_inputs
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
 from localpachd.pps import convert, db, logstream, pipelines
@@ -51,6 +51,14 @@ def apply_stop_job(ctx: Any, tx: Tx, req: pps_pb2.StopJobRequest) -> None:
     if job is None:
         raise job_not_found(project, pipeline, req.job.id)
     ctx.pps_engine.kill_job(tx, job, req.reason or "job was stopped")
+
+
+def _missing_inputs(tx: Tx, row: db.PipelineRow) -> str:
+    for pfs in pfs_inputs(pps_spec.input_dict(row.spec.input)):
+        project, repo = pfs.get("project") or row.project, pfs["repo"]
+        if tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (project, repo)) is None:
+            return f"{project}/{repo}"
+    return ""
 
 
 def _fill_input_commits(tx: Tx, job: db.JobRow, inp: pps_pb2.Input) -> None:
@@ -109,6 +117,10 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         info = convert.pipeline_info(row, details, last, self.engine.cap)
         if not row.stopped and row.spec.autoscaling and all(j.terminal for j in jobs):
             info.state = pps_pb2.PIPELINE_STANDBY  # autoscaled to zero: nothing to process
+        missing = _missing_inputs(tx, row)
+        if missing:  # e.g. an upstream repo deleted with force: this pipeline cannot run
+            info.state = pps_pb2.PIPELINE_FAILURE
+            info.reason = f"input repo {missing} not found"
         return info
 
     def InspectPipeline(self, req: Any, context: Any) -> Any:

@@ -178,4 +178,6 @@ def test_delete_upstream_needs_force(client: Any) -> None:
     assert sorted(p.pipeline.name for p in client.list_pipeline()) == ["down", "up"]
     client.delete_pipeline("up", force=True)
     assert [p.pipeline.name for p in client.list_pipeline()] == ["down"]
+    down = inspect(client, "down", details=False)
+    assert down.state == pps_pb2.PIPELINE_FAILURE and "input repo default/up" in down.reason
     assert "up" not in [r.repo.name for r in client.list_repo()]
