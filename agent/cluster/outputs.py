@@ -36,6 +36,7 @@ class CommitRef:
     id: str
     finished: bool
     started: float | None = None
+    error: str = ""  # set when the job writing it failed: its content is not to be trusted
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ def _not_found(exc: grpc.RpcError) -> bool:
     return "not found" in str(exc.details() or "").lower()
 
 
+def _ref(info: Any) -> CommitRef:
+    return CommitRef(info.commit.id, info.HasField("finished"), _seconds(info, "started"),
+                     str(info.error))  # fmt: skip
+
+
 def list_commits(client: Any, repo: str, limit: int = 50,
                  target: PachdTarget | None = None) -> tuple[CommitRef, ...]:  # fmt: skip
     """The newest commits of a repo (pipeline-made ones too), newest first."""
@@ -83,7 +89,7 @@ def list_commits(client: Any, repo: str, limit: int = 50,
         # all=True is what real pachd honours; origin_kind UNKNOWN (no filter) is for servers
         # that only look at the kind, since the client's default (USER) hides pipeline commits.
         infos = list(client.list_commit(repo, number=limit, all=True, origin_kind=0))
-    refs = [CommitRef(i.commit.id, i.HasField("finished"), _seconds(i, "started")) for i in infos]
+    refs = [_ref(i) for i in infos]
     return tuple(sorted(refs, key=lambda r: r.started or 0.0, reverse=True))
 
 
@@ -96,7 +102,7 @@ def head_commit(client: Any, repo: str, branch: str = "master",
         if _not_found(exc):
             return None
         raise map_error(exc, f"inspecting {repo}@{branch}", target) from exc
-    return CommitRef(info.commit.id, info.HasField("finished"), _seconds(info, "started"))
+    return _ref(info)
 
 
 def resolve_commit(client: Any, repo: str, ref: str, target: PachdTarget | None = None) -> str:

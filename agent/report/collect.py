@@ -99,20 +99,22 @@ def selection_of(found: outputs.SelectOutputs) -> Selection | None:
 
 def _finished_commit(client: Any, repo: str, opts: Options, target: PachdTarget | None,
                      warnings: list[str]) -> str | None:  # fmt: skip
+    """The branch head if it is finished and not failed, else the newest such commit (warned)."""
     head = outputs.head_commit(client, repo, opts.branch, target)
     if head is None:
         warnings.append(f"repo {repo!r} has no branch {opts.branch!r} yet: no outputs to show")
         return None
-    if head.finished:
+    if head.finished and not head.error:
         return head.id
-    done = [c for c in outputs.list_commits(client, repo, target=target) if c.finished]
-    if not done:
-        warnings.append(f"{repo}@{opts.branch} is still being written (commit {head.id}); "
-                        "no finished output yet")  # fmt: skip
+    why = f"failed ({head.error})" if head.error else "is still being written"
+    good = [c for c in outputs.list_commits(client, repo, target=target)
+            if c.finished and not c.error]  # fmt: skip
+    if not good:
+        warnings.append(f"{repo}@{opts.branch} (commit {head.id}) {why}; no good output yet")
         return None
-    warnings.append(f"{repo}@{opts.branch} is still being written (commit {head.id}); "
-                    f"showing the newest finished commit {done[0].id}")  # fmt: skip
-    return done[0].id
+    warnings.append(f"{repo}@{opts.branch} (commit {head.id}) {why}; "
+                    f"showing the newest good commit {good[0].id}")  # fmt: skip
+    return good[0].id
 
 
 def _selection(client: Any, commit: str, opts: Options, target: PachdTarget | None,
@@ -122,7 +124,7 @@ def _selection(client: Any, commit: str, opts: Options, target: PachdTarget | No
         same = outputs.head_commit(client, opts.select_repo, commit, target)
     except PachsyncError:
         same = None
-    if same is not None and same.finished:
+    if same is not None and same.finished and not same.error:
         chosen = same.id
     else:
         newest = _finished_commit(client, opts.select_repo, opts, target, warnings)
@@ -143,7 +145,7 @@ def _same_set_selection(client: Any, commit: str, opts: Options,
     """The models select kept in the commit set `commit` (empty when it has no such commit)."""
     try:
         same = outputs.head_commit(client, opts.select_repo, commit, target)
-        if same is None or not same.finished:
+        if same is None or not same.finished or same.error:
             return ()
         sel = selection_of(outputs.read_select(client, opts.select_repo, same.id, target))
     except PachsyncError:

@@ -15,7 +15,7 @@ import pytest
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cluster import outputs
-from agent.report.collect import collect
+from agent.report.collect import Options, collect
 from agent.report.graph import build_graph
 from agent.report.render import write_report
 
@@ -72,7 +72,10 @@ def test_pipelines_jobs_and_annotations_are_read(dag: Any, tmp_path: Path) -> No
     assert data.repos == ("raw",)
     count = views["count"]
     assert (count.image, count.source_commit, count.managed_by) == (
-        "example.io/tools:1.0", SHA, "test-source")
+        "example.io/tools:1.0",
+        SHA,
+        "test-source",
+    )
     assert count.state == "RUNNING"
     newest, first = count.jobs[0], count.jobs[1]
     assert len(count.jobs) == 2
@@ -96,3 +99,23 @@ def test_commits_written_by_pipelines_are_listed_newest_first(dag: Any) -> None:
     assert all(c.finished for c in commits)
     assert outputs.resolve_commit(dag, "count", "~1") == jobs[1].id
     assert [j.id for j in outputs.recent_jobs(dag, "count", limit=1)] == [jobs[0].id]
+
+
+def test_a_failed_job_is_not_shown_as_the_results(pach_client: Any) -> None:
+    """The output commit of a failed job carries an error: the report falls back, and says so."""
+    pach_client.create_repo("raw")
+    with pach_client.modify_file_client(("raw", "master")) as mfc:
+        mfc.put_file_from_bytes("/f0", b"x")
+    cmd = ("if [ -e /pfs/raw/f1 ]; then exit 1; fi; "
+           "echo 0.75 > /pfs/out/model_C1.0_G2.0_metric.txt")  # fmt: skip
+    _pipeline(pach_client, "scores", cmd, pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="raw", glob="/")))
+    _wait(pach_client, ["scores"], jobs=1)
+    with pach_client.modify_file_client(("raw", "master")) as mfc:
+        mfc.put_file_from_bytes("/f1", b"breaks it")
+    _wait(pach_client, ["scores"], jobs=2)
+    newest, good = outputs.recent_jobs(pach_client, "scores")[:2]
+    assert (newest.state, good.state) == ("FAILURE", "SUCCESS")
+    data = collect(pach_client, "here", Options(test_repo="scores", select_repo="scores"))
+    assert data.test_commit == good.id
+    assert [(r.c, r.gamma, r.accuracy) for r in data.results] == [(1.0, 2.0, 0.75)]
+    assert any(f"(commit {newest.id}) failed" in w and good.id in w for w in data.warnings)
