@@ -117,3 +117,29 @@ def test_pachd_down_is_transient_and_the_next_run_converges(
     assert down.commit is not None and "listing repos" in down.errors[0]
     up = _sync(gitops, localpachd.address, tmp_path)
     assert up.result == "applied" and _names(pach_client) == {"copy", "count"}
+
+
+class _Unavailable(_Boom):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+
+def test_failure_between_phases_is_completed_by_the_next_run(
+        gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _sync(gitops, localpachd.address, tmp_path).result == "applied"
+    gitops.push({**spec_files(image="busybox:1.37.0", count=False),
+                 "specs/pipelines/count.yaml": None}, "bump copy, drop count")
+    real = CountingClient.delete_pipeline
+
+    def down(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise _Unavailable()
+
+    monkeypatch.setattr(CountingClient, "delete_pipeline", down)
+    res = _sync(gitops, localpachd.address, tmp_path, prune=True)
+    assert res.result == "failed" and res.error_kind == "Transient"
+    assert _names(pach_client) == {"copy", "count"}  # phase 2 applied, phase 3 did not
+    monkeypatch.setattr(CountingClient, "delete_pipeline", real)
+    done = _sync(gitops, localpachd.address, tmp_path, prune=True)
+    assert done.actions == {"copy": "unchanged", "count": "delete"} and done.result == "applied"
+    assert _names(pach_client) == {"copy"}
