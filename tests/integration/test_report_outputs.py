@@ -200,3 +200,17 @@ def test_comparing_with_an_unknown_commit_says_what_to_do(
     with pytest.raises(UsageError, match=f"commit {missing} not found in repo 'test'") as info:
         collect(pach_client, "here", Options(compare=missing))
     assert "job id" in info.value.hint
+
+
+def test_the_command_prints_where_the_report_is(
+    localpachd: Any, outputs_repos: dict[str, str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from agent.cli import main
+
+    assert main(["report", "--pachd", localpachd.address, "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"report written: {tmp_path / 'report.html'}"
+    assert lines[1].split() == ["models:", "77", "best:", "0.9900", f"({BEST})", "selected:",
+                                "1", "pipelines:", "0"]  # fmt: skip
+    assert lines[2].startswith("  warning: select@") and "another commit set" in lines[2]
