@@ -144,7 +144,8 @@ class JobRun:
                 if key not in trees:
                     c = prov.get(key) or model.branch_head(tx, model.BranchKey(*key))
                     if c is None:
-                        trees[key] = InputSource("", ())
+                        # Never read a vanished input as empty: that would delete every output.
+                        raise DatumError(f"input {key[0]}/{key[1]}@{key[2]} not found")
                     else:
                         entries = files.tree(tx, c.cid)
                         trees[key] = InputSource(

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from lpd_pps_helpers import counts, last_job, pfs, put, read_repo, sh_pipeline, state, wait_all
+from python_pachyderm.proto.v2.pps import pps_pb2
 
 # Fails on any file containing "bad"; counts its attempts in a file outside the datum.
 FLAKY = (
@@ -42,8 +43,13 @@ def test_failing_datum_fails_job_after_tries_downstream_unrunnable_then_recovers
     assert (tries / "b").read_text().count("try") == 1 + 2  # first job once, then 2 tries
     down = next(iter(client.inspect_job(commit, "down", wait=True)))
     assert state(down) == "JOB_UNRUNNABLE"
-    failed = [d for d in client.list_datum("up", commit) if d.state == 1]  # FAILED
+    only_failed = pps_pb2.ListDatumRequest.Filter(state=[pps_pb2.FAILED])
+    failed = list(client.list_datum("up", commit, datum_filter=only_failed))
     assert [d.data[0].file.path for d in failed] == ["/b"]
+    assert sorted(d.state for d in client.list_datum("up", commit)) == [
+        pps_pb2.FAILED,
+        pps_pb2.SKIPPED,
+    ]
     logs = [m.message for m in client.get_job_logs("up", commit, datum=failed[0].datum)]
     assert any("bad input" in m for m in logs)
     info = next(iter(client.inspect_pipeline("up")))
