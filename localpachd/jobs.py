@@ -138,6 +138,7 @@ class JobEngine:
                     continue
                 job = next((j for j in db.jobs_of(tx, *key) if not j.terminal), None)
                 if job is not None and self._ready(tx, job):
+                    db.update_job(tx, job, state="JOB_STARTING")
                     starts.append(job)
         for job in starts:
             self._start(job)
