@@ -9,6 +9,8 @@ thing or a failed precondition -> Conflict, anything else -> PachsyncError with 
 
 from __future__ import annotations
 
+import collections
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,44 +29,63 @@ _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 _CONFLICT = {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
 
 
+DEFAULT_TIMEOUT_S = 300.0  # no call may hang a sync forever (a stuck pachd = Transient)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")),
+    grpc.ClientCallDetails,  # type: ignore[misc]
+):
+    """ClientCallDetails with a deadline filled in."""
+
+
+def _with_deadline(details: Any, timeout: float | None) -> Any:
+    if timeout is None or getattr(details, "timeout", None) is not None:
+        return details
+    return _CallDetails(details.method, timeout, details.metadata, details.credentials,
+                        getattr(details, "wait_for_ready", None),
+                        getattr(details, "compression", None))
+
+
 class RpcCounter(  # grpc ships no type stubs, hence the ignores
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
     grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
     grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
 ):
-    """Counts RPCs started on every channel it wraps, per method too (thread-safe)."""
+    """Counts RPCs started on every channel it wraps, per method too (thread-safe), and gives
+    every call without one a deadline (`timeout` seconds; None = none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = DEFAULT_TIMEOUT_S) -> None:
+        self.timeout = timeout
         self.count = 0
         self.by_method: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _hit(self, details: Any) -> None:
+    def _hit(self, details: Any) -> Any:
         with self._lock:
             self.count += 1
             name = str(getattr(details, "method", "?"))
             self.by_method[name] = self.by_method.get(name, 0) + 1
+        return _with_deadline(details, self.timeout)
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
                               request: Any) -> Any:
-        self._hit(details)
-        return continuation(details, request)
+        return continuation(self._hit(details), request)
 
     def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
                                request: Any) -> Any:
-        self._hit(details)
-        return continuation(details, request)
+        return continuation(self._hit(details), request)
 
     def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any,
                                request_iterator: Any) -> Any:
-        self._hit(details)
-        return continuation(details, request_iterator)
+        return continuation(self._hit(details), request_iterator)
 
     def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any,
                                 request_iterator: Any) -> Any:
-        self._hit(details)
-        return continuation(details, request_iterator)
+        return continuation(self._hit(details), request_iterator)
 
 
 class CountingClient(python_pachyderm.Client):  # type: ignore[misc]
@@ -111,9 +132,11 @@ class Connection:
             self.client.close_channels()
 
 
-def connect(target: PachdTarget) -> Connection:
-    """A client for `target`. Makes no RPC: failures surface on the first call (as Transient)."""
-    counter = RpcCounter()
+def connect(target: PachdTarget, timeout: float | None = DEFAULT_TIMEOUT_S) -> Connection:
+    """A client for `target`. Makes no RPC: failures surface on the first call (as Transient).
+    Every call gets a deadline of `timeout` seconds (env PACHSYNC_RPC_TIMEOUT overrides)."""
+    env_timeout = os.environ.get("PACHSYNC_RPC_TIMEOUT")
+    counter = RpcCounter(float(env_timeout) if env_timeout else timeout)
     client = CountingClient(counter, host=target.host, port=target.port,
                             auth_token=target.auth_token, root_certs=target.root_certs,
                             tls=target.tls, use_default_host=False)

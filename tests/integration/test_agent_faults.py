@@ -143,3 +143,14 @@ def test_failure_between_phases_is_completed_by_the_next_run(
     done = _sync(gitops, localpachd.address, tmp_path, prune=True)
     assert done.actions == {"copy": "unchanged", "count": "delete"} and done.result == "applied"
     assert _names(pach_client) == {"copy"}
+
+
+def test_a_silent_pachd_cannot_hang_a_sync(gitops: GitOps, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACHSYNC_RPC_TIMEOUT", "1")
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        res = _sync(gitops, f"127.0.0.1:{silent.getsockname()[1]}", tmp_path)
+    assert res.result == "failed" and res.error_kind == "Transient", res.errors
+    assert res.rpc_count == 1
