@@ -122,6 +122,8 @@ def _fail(exc: errors.PachError) -> Callable[..., Any]:
 def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, errors.PachError):
         context.abort(exc.code, exc.message)
+    if isinstance(exc, grpc.RpcError) or not context.is_active():
+        raise exc  # the client cancelled or went away: nothing to report, nobody to tell
     log.exception("internal error")
     context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 

@@ -8,6 +8,7 @@ RPC runs the same function in its own store transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,6 +137,25 @@ def _paginate(entries: list[files.Entry], req: Any) -> list[files.Entry]:
         marker = clean_path(req.paginationMarker.path)
         entries = [e for e in entries if (e.path < marker if req.reverse else e.path > marker)]
     return entries[: req.number] if req.number > 0 else entries
+
+
+CANCEL_GRACE = 0.005  # seconds
+
+
+def _not_cancelled(context: Any) -> bool:
+    """True if the client finished its request stream, False if it cancelled or vanished.
+
+    grpc-python ends the request iterator the same way for both and learns of a cancellation
+    from a second event that may be handled a moment later, so give that event a few
+    milliseconds (woken at once when it arrives) before trusting `is_active()`."""
+    cond = getattr(getattr(context, "_state", None), "condition", None)
+    if cond is None:  # grpc internals changed: plain wait
+        time.sleep(CANCEL_GRACE)
+        return bool(context.is_active())
+    with cond:
+        if context.is_active():
+            cond.wait(CANCEL_GRACE)
+        return bool(context.is_active())
 
 
 def _passes_origin(c: Commit, all_kinds: bool, origin_kind: int) -> bool:
@@ -384,7 +404,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
     def ModifyFile(self, request_iterator: Any, context: Any) -> Any:
         from localpachd.pfs.modify import run_modify
 
-        run_modify(self.ctx, request_iterator, context.is_active)
+        run_modify(self.ctx, request_iterator, lambda: _not_cancelled(context))
         return E()
 
     def _file(self, tx: Tx, f: Any) -> tuple[Commit, str, files.Entry]:
