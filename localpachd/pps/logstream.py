@@ -68,8 +68,8 @@ def get_logs(ctx: Any, req: Any, context: Any) -> Iterator[pps_pb2.LogMessage]:
     tails: dict[str, logs.Tail] = {}
     pending: list[pps_pb2.LogMessage] = []
     first = True
+    ctx.pps_engine.sync()  # once: later polls only read (the engine keeps job rows current)
     while True:
-        ctx.pps_engine.sync()
         with ctx.store.read() as tx:
             _project, _name, jobs = _scope(tx, req)
             inputs = {j.id: _inputs(tx, j) for j in jobs}
