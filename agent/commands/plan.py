@@ -7,10 +7,11 @@ Thin: options -> agent.sync (prepare, make_plan) -> agent.plan.render. Exit code
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from agent.commands._syncargs import add_policy_args, add_source_args, prepared_from_args
-from agent.errors import EXIT_CHANGES, EXIT_OK
+from agent.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, SpecInvalid
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +25,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="markdown is meant for a pull-request comment (table, diffs, Mermaid DAG)")
     p.add_argument("--exit-code", action="store_true",
-                   help="exit 0 when in sync, 1 when changes are pending, 2 on error")
+                   help="exit 0 when in sync, 1 when changes are pending, 2 on error "
+                        "(invalid specs included)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from agent.plan import render
     from agent.sync import make_plan
 
-    prepared = prepared_from_args(args)
+    try:
+        prepared = prepared_from_args(args)
+    except SpecInvalid as exc:
+        if not args.exit_code:
+            raise
+        print(exc.format(), file=sys.stderr)
+        return EXIT_ERROR  # with --exit-code, 1 means "valid changes pending", never "invalid"
     conn = connect(resolve(args.pachd))
     try:
         result, _ = make_plan(conn, prepared.desired, prepared.policy)

@@ -63,6 +63,9 @@ def test_invalid_specs_block_plan_and_apply(localpachd: Any, pach_client: Any, t
     for cmd in ("plan", "apply"):
         code, out = _run(capsys, cmd, "--pachd", localpachd.address, "--specs", str(bad))
         assert code == 1 and "pipelines/split.yaml:" in out
+    code, out = _run(capsys, "plan", "--pachd", localpachd.address, "--specs", str(bad),
+                     "--exit-code")
+    assert code == 2 and "pipelines/split.yaml:" in out
     assert list(pach_client.list_repo()) == []
 
 
