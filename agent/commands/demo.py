@@ -23,7 +23,9 @@ from typing import Any
 
 from agent.errors import EXIT_ERROR, EXIT_OK, PachsyncError
 
-ROOT = Path(__file__).resolve().parents[2]
+# The checkout this code runs from (an editable install); else the current directory.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+ROOT = _CHECKOUT if (_CHECKOUT / "specs").is_dir() else Path.cwd()
 SHOW_MAX = 12  # selected models listed; the rest are in leaderboard.csv
 TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
 
@@ -37,8 +39,10 @@ def register(subparsers: Any) -> None:
                    help="where localpachd keeps its state (default: a new temp dir)")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the server running at the end (prints its address and PID)")
-    p.add_argument("--specs", type=Path, default=ROOT / "specs", help="specs folder to apply")
-    p.add_argument("--data", type=Path, default=ROOT / "data", help="data folder to load")
+    p.add_argument("--specs", type=Path, default=ROOT / "specs",
+                   help=f"specs folder to apply (default: {ROOT / 'specs'})")
+    p.add_argument("--data", type=Path, default=ROOT / "data",
+                   help=f"folder holding iris.csv and parameters/ (default: {ROOT / 'data'})")
     p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the search")
     p.add_argument("--report-dir", type=Path, metavar="DIR",
                    help="where to write the report (default: DATA_DIR/report)")
