@@ -167,3 +167,38 @@ def test_cancelled_upload_leaves_no_trace(localpachd: Any) -> None:
         time.sleep(0.02)
     assert list(tmp_dir.iterdir()) == []
     assert list(stub.ListCommit(pfs_pb2.ListCommitRequest(repo=repo, all=True))) == []
+
+
+CLIENT = """
+import sys, time, python_pachyderm
+class Stall:
+    sent = False
+    def read(self, n):
+        if not self.sent:
+            self.sent = True
+            return b"c" * 2_000_000
+        time.sleep(60)
+        return b""
+c = python_pachyderm.Client(host="127.0.0.1", port=int(sys.argv[1]))
+c.put_file_bytes(("r", "master"), "/from-dead-client", Stall())
+"""
+
+
+def test_client_killed_mid_upload_commits_nothing(pach_client: Any, localpachd: Any) -> None:
+    pach_client.create_repo("r")
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT, str(localpachd.port)], cwd=ROOT)
+    try:
+        tmp_dir = localpachd.data_dir / "blobs" / "tmp"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                p.stat().st_size >= 2_000_000 for p in tmp_dir.iterdir()):
+            time.sleep(0.05)
+        assert any(tmp_dir.iterdir()), "the upload never reached the server"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(tmp_dir.iterdir()):
+        time.sleep(0.05)
+    assert list(tmp_dir.iterdir()) == []
+    assert list(pach_client.list_commit("r", all=True)) == []
