@@ -17,7 +17,7 @@ should call the same apply inside `with ctx.store.write() as tx:` so both paths 
 Semantics (as Pachyderm): recording a call first dry-runs every recorded call plus the new one; if
 the new one fails, its error is returned and it is not recorded. FinishTransaction applies all
 calls in order in ONE store transaction: if any fails, nothing is applied and the transaction is
-deleted. Every commit started inside shares the transaction's commit-set ID.
+deleted. Every commit started inside has the transaction's ID as its commit-set ID.
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ class TransactionServicer(tgrpc.APIServicer):  # type: ignore[misc]
     def StartTransaction(self, request: Any, context: grpc.ServicerContext) -> tpb.Transaction:
         txn = uuid.uuid4().hex
         with self.ctx.store.write() as tx:
-            tx.x("INSERT INTO transactions VALUES(?,?,?)", (txn, time.time(), uuid.uuid4().hex))
+            # as Pachyderm: commits made by the transaction get the transaction's ID
+            tx.x("INSERT INTO transactions VALUES(?,?,?)", (txn, time.time(), txn))
         return tpb.Transaction(id=txn)
 
     def InspectTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -36,9 +36,8 @@ def test_transaction_applies_everything_at_finish_with_one_commit_set(pach_clien
     assert len(done.requests) == 4
     assert _repos(c) == ["a", "b", "src"]
     assert c.inspect_repo("a").description == "in txn"
-    assert commit_a.id == commit_src.id  # one transaction, one commit set
-    assert sorted(i.commit.branch.repo.name for i in c.inspect_commit(commit_a.id)) == [
-        "a", "src"]
+    assert commit_a.id == commit_src.id == txn.id  # the transaction's ID is the commit set
+    assert sorted(i.commit.branch.repo.name for i in c.inspect_commit(commit_a.id)) == ["a", "src"]
     assert len(c.list_transaction()) == 0
 
 
@@ -58,8 +57,7 @@ def test_failing_call_is_rejected_and_context_manager_applies_nothing(pach_clien
 def test_conflict_at_finish_rolls_back_everything(pach_client: Any, localpachd: Any) -> None:
     c = pach_client
     txn = c.start_transaction()
-    tc = python_pachyderm.Client(host=localpachd.host, port=localpachd.port,
-                                 transaction_id=txn.id)
+    tc = python_pachyderm.Client(host=localpachd.host, port=localpachd.port, transaction_id=txn.id)
     tc.create_repo("first")
     tc.create_repo("second")
     tc.start_commit("first", "master")
@@ -82,7 +80,8 @@ def test_delete_transactions_and_batch(pach_client: Any) -> None:
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
     c.delete_all_transactions()
     assert len(c.list_transaction()) == 0
-    req = transaction_pb2.TransactionRequest(create_repo=pfs_pb2.CreateRepoRequest(
-        repo=pfs_pb2.Repo(name="batched", type="user")))
+    req = transaction_pb2.TransactionRequest(
+        create_repo=pfs_pb2.CreateRepoRequest(repo=pfs_pb2.Repo(name="batched", type="user"))
+    )
     info = c.batch_transaction([req])
     assert len(info.responses) == 1 and _repos(c) == ["batched"]
