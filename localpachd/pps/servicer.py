@@ -53,6 +53,15 @@ def apply_stop_job(ctx: Any, tx: Tx, req: pps_pb2.StopJobRequest) -> None:
     ctx.pps_engine.kill_job(tx, job, req.reason or "job was stopped")
 
 
+def _input_commit_ids(tx: Tx, job: db.JobRow) -> set[str]:
+    """The job's own ID (its commit set) and the IDs of every input commit it read."""
+    out = model.find_commit(tx, job.project, job.pipeline, job.id)
+    ids = {job.id}
+    if out is not None:
+        ids.update(c.id for c in model.commit_provenance(tx, out.cid))
+    return ids
+
+
 def _missing_inputs(tx: Tx, row: db.PipelineRow) -> str:
     for pfs in pfs_inputs(pps_spec.input_dict(row.spec.input)):
         project, repo = pfs.get("project") or row.project, pfs["repo"]
@@ -211,7 +220,7 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             else:
                 jobs = [j for j in db.all_jobs(tx) if not projects or j.project in projects]
             if wanted_commits:
-                jobs = [j for j in jobs if j.id in wanted_commits]
+                jobs = [j for j in jobs if wanted_commits & _input_commit_ids(tx, j)]
             jobs.sort(key=lambda j: j.seq, reverse=not req.reverse)
             if req.number:
                 jobs = jobs[: req.number]

@@ -109,6 +109,11 @@ def test_job_sets_span_the_dag(client: Any) -> None:
     assert all(state(j) == "JOB_SUCCESS" for j in jobs)
     sets = list(client.list_job())
     assert sets[0].job_set.id == commit and len(sets[0].jobs) == 2
+    one_first = list(client.list_job("one"))[-1].job.id  # created before "two" existed
+    two_first = list(client.list_job("two"))[-1].job.id  # read one@one_first
+    assert one_first != two_first
+    by_input = client.list_job("two", input_commit=("one", one_first))
+    assert [j.job.id for j in by_input] == [two_first]
     info = next(iter(client.inspect_job(commit, "two", details=True)))
     assert info.details.transform.cmd == ["sh"] and info.output_commit.id == commit
     assert info.details.input.pfs.commit == commit  # the input commit this job read
