@@ -16,8 +16,8 @@ should call the same apply inside `with ctx.store.write() as tx:` so both paths 
 
 Semantics (as Pachyderm): recording a call first dry-runs every recorded call plus the new one; if
 the new one fails, its error is returned and it is not recorded. FinishTransaction applies all
-calls in order in ONE store transaction: if any fails, nothing is applied and the transaction is
-deleted. Every commit started inside has the transaction's ID as its commit-set ID.
+calls in order in ONE store transaction: if any fails, nothing is applied and the transaction
+stays, as in Pachyderm. Every commit started inside has the transaction's ID as its commit-set ID.
 """
 
 from __future__ import annotations
@@ -84,18 +84,28 @@ class Registry:
             raise errors.NotFound(f"transaction {txn} not found")
         return str(row["commit_set"])
 
+    def _run(self, ctx: Any, tx: Tx, ops: list[tuple[TxnMethod, message.Message]],
+             ) -> list[message.Message | None]:
+        """Apply calls in order; a failure names the call as Pachyderm does and keeps its code."""
+        out = []
+        for i, (op, req) in enumerate(ops, 1):
+            try:
+                out.append(op.apply(ctx, tx, req))
+            except errors.PachError as exc:
+                raise type(exc)(f"error running request {i} of {len(ops)}: {exc.message}") from exc
+        return out
+
     def record(self, ctx: Any, txn: str, method: str, request: message.Message) -> message.Message:
-        """Dry-run the transaction plus this call; if it succeeds, append the call."""
+        """Dry-run the transaction plus this call (rolled back); if it succeeds, append it."""
         m = self._methods[method]
-        try:
-            with ctx.store.write() as tx:
-                tx.use_commit_set(self._commit_set(tx, txn))
-                for op, req in self._ops(tx, txn):
-                    op.apply(ctx, tx, req)
-                raise _Rollback(m.apply(ctx, tx, request))
-        except _Rollback as rb:
-            response = rb.response
         with ctx.store.write() as tx:
+            try:
+                with tx.savepoint():
+                    tx.use_commit_set(self._commit_set(tx, txn))
+                    ops = [*self._ops(tx, txn), (m, request)]
+                    raise _Rollback(self._run(ctx, tx, ops)[-1])
+            except _Rollback as rb:
+                response = rb.response
             seq = tx.one("SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM txn_ops WHERE txn=?", (txn,))
             tx.x("INSERT INTO txn_ops VALUES(?,?,?,?,?)",
                  (txn, seq["s"] if seq else 1, method, request.SerializeToString(),
@@ -103,32 +113,26 @@ class Registry:
         return response if response is not None else empty_pb2.Empty()
 
     def finish(self, ctx: Any, txn: str) -> tpb.TransactionInfo:
-        try:
-            with ctx.store.write() as tx:
-                info = self.info(tx, txn)
-                tx.use_commit_set(self._commit_set(tx, txn))
-                del info.responses[:]
-                for op, req in self._ops(tx, txn):
-                    info.responses.append(_response(op.apply(ctx, tx, req)))
-                _delete(tx, txn)
-            return info
-        except errors.NotFound:
-            raise
-        except Exception:
-            with ctx.store.write() as tx:
-                _delete(tx, txn)
-            raise
+        """Apply every recorded call in one store transaction. On failure nothing is applied
+        and the transaction stays (as in Pachyderm): fix the cause and finish it, or delete it."""
+        with ctx.store.write() as tx:
+            info = self.info(tx, txn)
+            tx.use_commit_set(self._commit_set(tx, txn))
+            del info.responses[:]
+            info.responses.extend(_response(r) for r in self._run(ctx, tx, self._ops(tx, txn)))
+            _delete(tx, txn)
+        return info
 
     def batch(self, ctx: Any, requests: list[tpb.TransactionRequest]) -> tpb.TransactionInfo:
         info = tpb.TransactionInfo(transaction=tpb.Transaction(id=uuid.uuid4().hex))
         info.started.FromSeconds(int(time.time()))
         with ctx.store.write() as tx:
+            ops = []
             for treq in requests:
                 name = _first_set(treq)
-                op = self._by_field(name)
-                req = getattr(treq, name)
+                ops.append((self._by_field(name), getattr(treq, name)))
                 info.requests.append(treq)
-                info.responses.append(_response(op.apply(ctx, tx, req)))
+            info.responses.extend(_response(r) for r in self._run(ctx, tx, ops))
         return info
 
     def info(self, tx: Tx, txn: str) -> tpb.TransactionInfo:

@@ -65,8 +65,12 @@ def test_conflict_at_finish_rolls_back_everything(pach_client: Any, localpachd: 
     with pytest.raises(grpc.RpcError) as exc:
         c.finish_transaction(txn)
     assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert exc.value.details() == (
+        "error running request 2 of 3: repo default/second already exists")
     assert _repos(c) == ["second"]  # "first" and its commit were not applied
     assert list(c.list_commit()) == []
+    assert len(c.list_transaction()) == 1  # kept, as Pachyderm does: delete or retry it
+    c.delete_transaction(txn)
 
 
 def test_delete_transactions_and_batch(pach_client: Any) -> None:
