@@ -15,6 +15,8 @@ Extension points for pps
   as `/pps_v2.API/CreatePipeline` with an apply function; calls carrying `pach-transaction`
   metadata are then recorded and applied at FinishTransaction, all or nothing), `stopping` (a
   threading.Event).
+- `ctx.delete_repo_guards` / `ctx.finish_commit_guards`: refuse DeleteRepo / FinishCommit on a
+  pipeline's output repo or commit unless `force`, as Pachyderm does (see ServerContext).
 - Errors: servicers raise `localpachd.errors` types (NotFound, AlreadyExists, InvalidArgument,
   FailedPrecondition, ...); the interceptor below turns them into gRPC status codes with their text.
   Any other exception becomes INTERNAL with its message (and is logged). Never call context.abort.
@@ -73,6 +75,13 @@ class ServerContext:
     transactions: Any  # localpachd.transaction.Registry (Any avoids an import cycle)
     stopping: threading.Event = field(default_factory=threading.Event)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Checks the pps module may add, run by the DeleteRepo / FinishCommit RPCs (not by the
+    # model functions) unless the request has `force`: `guard(tx, commit_or_repo)` raises a
+    # localpachd.errors type to refuse, e.g. Pachyderm's "cannot delete a repo associated with
+    # a pipeline - delete the pipeline instead" and "cannot finish a pipeline output or meta
+    # commit, use 'stop job' instead".
+    delete_repo_guards: list[Callable[[Any, str, str], None]] = field(default_factory=list)
+    finish_commit_guards: list[Callable[[Any, Any], None]] = field(default_factory=list)
 
 
 Registrar = Callable[[grpc.Server, ServerContext], None]

@@ -50,6 +50,11 @@ def apply_create_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
 
 def apply_delete_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
     project, name = repo_ref(req.repo)
+    if tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (project, name)) is None:
+        return  # Pachyderm 2.7 deletes a missing repo without complaint
+    if not req.force:
+        for guard in getattr(ctx, "delete_repo_guards", ()):
+            guard(tx, project, name)
     model.delete_repo(tx, project, name, req.force)
 
 
@@ -67,7 +72,11 @@ def apply_start_commit(ctx: Ctx, tx: Tx, req: Any) -> pfs_pb2.Commit:
 
 
 def apply_finish_commit(ctx: Ctx, tx: Tx, req: Any) -> None:
-    model.finish_commit(tx, resolve(tx, req.commit), req.error, req.description or None)
+    commit = resolve(tx, req.commit)
+    if not req.force and not commit.is_finished:
+        for guard in getattr(ctx, "finish_commit_guards", ()):
+            guard(tx, commit)
+    model.finish_commit(tx, commit, req.error, req.description or None)
 
 
 def _commit_set(tx: Tx, cs: str) -> list[Commit]:

@@ -145,3 +145,32 @@ def test_concurrent_writers_on_one_branch_lose_nothing(pach_client: Any, localpa
     assert failures == []
     assert len(list(pach_client.list_commit("shared"))) == 20  # one commit per put, serialised
     assert len(list(pach_client.list_file(("shared", "master"), "/"))) == 20
+
+
+def test_pps_guards_refuse_delete_repo_and_finish_commit(pach_client: Any, localpachd: Any) -> None:
+    from localpachd import errors
+
+    def guard_repo(tx: Any, project: str, repo: str) -> None:
+        if repo == "owned":
+            raise errors.FailedPrecondition(
+                "cannot delete a repo associated with a pipeline - delete the pipeline instead")
+
+    def guard_commit(tx: Any, commit: Any) -> None:
+        if commit.repo == "owned":
+            raise errors.FailedPrecondition(
+                "cannot finish a pipeline output or meta commit, use 'stop job' instead")
+
+    localpachd.ctx.delete_repo_guards.append(guard_repo)
+    localpachd.ctx.finish_commit_guards.append(guard_commit)
+    c = pach_client
+    c.create_repo("owned")
+    commit = c.start_commit("owned", "master")
+    with pytest.raises(grpc.RpcError) as exc:
+        c.finish_commit(commit)
+    assert "use 'stop job' instead" in exc.value.details()
+    c.finish_commit(commit, force=True)
+    with pytest.raises(grpc.RpcError) as exc:
+        c.delete_repo("owned")
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    c.delete_repo("owned", force=True)
+    assert list(c.list_repo()) == []
