@@ -213,7 +213,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
     def ListProject(self, req: Any, context: Any) -> Iterator[Any]:
         with self.store.read() as tx:
             out = [self._project_info(tx, r["name"])
-                   for r in tx.q("SELECT name FROM projects ORDER BY name")]
+                   for r in tx.q("SELECT name FROM projects ORDER BY created DESC, name")]
         yield from out
 
     def DeleteProject(self, req: Any, context: Any) -> Any:
