@@ -46,3 +46,28 @@ def test_text_json_markdown_agree() -> None:
     assert "| `model` | ~ update with reprocess (77 datums) | yes | 77 |" in md
     assert "```mermaid" in md and "n_split --> n_model" in md and "n_raw_data[(raw_data)]" in md
     assert "- transform.image: \"old:0\"" in md
+
+
+def test_every_action_renders_with_its_symbol_and_reason() -> None:
+    from agent.plan.model import FieldDiff, PipelineChange, Plan
+
+    changes = (
+        PipelineChange("a", "drift", reason="changed outside git since commit abc; reverting",
+                       will_apply=True, diffs=(FieldDiff("parallelism_spec.constant", 9, 1),)),
+        PipelineChange("b", "drift", reason="self-heal off", will_apply=False),
+        PipelineChange("c", "delete", reason="removed from git (--prune)", will_apply=True),
+        PipelineChange("d", "orphan", reason="removed from git; deleted only with --prune"),
+        PipelineChange("e", "unmanaged", reason="not managed by pachsync; left alone"),
+        PipelineChange("f", "conflict", reason="pipeline 'f' exists but is not managed"),
+    )
+    p = Plan(policy=Policy("src"), pipelines=changes, delete_order=("c",),
+             conflicts=("f: pipeline 'f' exists but is not managed",))
+    text = render(p, "text")
+    for line in ("! a  drift: revert without reprocess", "parallelism_spec.constant: 9 -> 1",
+                 "! b  drift (report only)", "- c  delete", "? d  orphan", ". e  unmanaged",
+                 "x f  conflict", "conflict: f: pipeline 'f'"):
+        assert line in text, (line, text)
+    assert "1 to delete, 2 drifted" in text and "1 orphaned (need --prune)" in text
+    assert [c.name for c in p.to_delete] == ["c"] and p.has_changes
+    md = render(p, "markdown")
+    assert ":::conflict" in md and "> conflict: f:" in md
