@@ -40,8 +40,9 @@ def _dest_root(src: Path, dest: str | None) -> str:
     return posixpath.normpath("/" + root.strip()).replace("//", "/")
 
 
-def plan_files(src: Path, dest: str | None, split: bool) -> Iterator[tuple[str, bytes]]:
-    """(repo path, content) for everything `src` holds, in a stable order."""
+def plan_files(src: Path, dest: str | None, split: bool) -> Iterator[tuple[str, bytes | Path]]:
+    """(repo path, content) for everything `src` holds, in a stable order. Whole files stay
+    `Path`s (streamed from disk by the upload); split lines are `bytes`."""
     root = _dest_root(src, dest)
     if src.is_file():
         sources = [(root, src)]
@@ -51,12 +52,15 @@ def plan_files(src: Path, dest: str | None, split: bool) -> Iterator[tuple[str, 
     else:
         raise UsageError(f"{src}: no such file or directory", hint="pass a file or a directory")
     for path, file in sources:
-        data = file.read_bytes()
         if not split:
-            yield path, data
+            yield path, file
             continue
-        for i, line in enumerate(split_lines(data)):
+        for i, line in enumerate(split_lines(file.read_bytes())):
             yield f"{path}/{chunk_name(i)}", line
+
+
+def _size(content: bytes | Path) -> int:
+    return content.stat().st_size if isinstance(content, Path) else len(content)
 
 
 def load_path(conn: Connection, repo: str, src: Path, dest: str | None = None,
@@ -75,9 +79,13 @@ def load_path(conn: Connection, repo: str, src: Path, dest: str | None = None,
                 if split:
                     for top in sorted({p.rsplit("/", 1)[0] for p, _ in files}):
                         mfc.delete_file(top + "/")  # stale chunks of a longer earlier version
-                for path, data in files:
-                    mfc.put_file_from_bytes(path, data)
+                for path, content in files:
+                    if isinstance(content, Path):
+                        mfc.put_file_from_filepath(path, str(content))
+                    else:
+                        mfc.put_file_from_bytes(path, content)
     finally:
         with rpc_errors(f"finishing the commit in repo {repo!r}", conn.target):
             client.finish_commit(commit)
-    return LoadReport(repo, commit.id, tuple(p for p, _ in files), sum(len(d) for _, d in files))
+    return LoadReport(repo, commit.id, tuple(p for p, _ in files),
+                      sum(_size(c) for _, c in files))
