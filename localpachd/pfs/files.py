@@ -198,21 +198,27 @@ class ModifySession:
             return True, Entry(path, False, put[1].size, put[1].hash, put[2])
         return (True, None) if deleted else (False, None)
 
-    def apply(self, tx: Tx, commit: model.Commit) -> None:
+    def net_effect(self) -> tuple[list[str], dict[str, tuple[BlobRef, str]]]:
+        """(paths deleted, {path: (blob, datum)} put): deletes apply first, then puts."""
         self.flush()
-        model.require_open(commit)
-        cid = commit.cid
-        rows = []
-        for path in self._deletes:
-            lo, hi = _range(path)
-            rows.append((cid, path, lo, hi))
-        tx.conn.executemany("DELETE FROM files WHERE cid=? AND (path=? OR (path>=? AND path<?))",
-                            rows)
-        tx.conn.executemany("INSERT OR REPLACE INTO files VALUES(?,?,?,?,?)",
-                            [(cid, p, ref.hash, ref.size, datum)
-                             for p, (_, ref, datum) in self._puts.items()])
-        check_file_dir_conflicts(tx, commit, self._puts)
-        model.mark_modified(tx, cid)
+        return list(self._deletes), {p: (ref, datum) for p, (_, ref, datum) in self._puts.items()}
+
+    def apply(self, tx: Tx, commit: model.Commit) -> None:
+        deletes, puts = self.net_effect()
+        apply_changes(tx, commit, deletes, puts)
+
+
+def apply_changes(tx: Tx, commit: model.Commit, deletes: Iterable[str],
+                  puts: dict[str, tuple[BlobRef, str]]) -> None:
+    """Delete paths (files or whole directories), then write files, into an open commit."""
+    model.require_open(commit)
+    cid = commit.cid
+    tx.conn.executemany("DELETE FROM files WHERE cid=? AND (path=? OR (path>=? AND path<?))",
+                        [(cid, path, *_range(path)) for path in deletes])
+    tx.conn.executemany("INSERT OR REPLACE INTO files VALUES(?,?,?,?,?)",
+                        [(cid, p, ref.hash, ref.size, datum) for p, (ref, datum) in puts.items()])
+    check_file_dir_conflicts(tx, commit, puts)
+    model.mark_modified(tx, cid)
 
 
 def check_file_dir_conflicts(tx: Tx, commit: model.Commit, puts: Iterable[str]) -> None:

@@ -9,7 +9,7 @@ finished (or that does not exist yet) opens a commit on it and finishes it, as P
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from localpachd import errors
 from localpachd.blobs import BlobRef
@@ -19,6 +19,14 @@ from localpachd.pfs.convert import commit_ref, resolve
 from localpachd.pfs.files import Entry, ModifySession
 from localpachd.pfs.model import BranchKey, Commit
 from localpachd.store import Tx
+
+
+class Writable(Protocol):
+    """Where `_handle` puts a stream's operations: a ModifyFile target or a new file set."""
+
+    session: ModifySession
+
+    def existing(self, path: str) -> Entry | None: ...
 
 
 class _Target:
@@ -61,7 +69,7 @@ class _Target:
         return model.start_commit(tx, project, repo, branch), True
 
 
-def _copy(ctx: Any, target: _Target, req: Any) -> None:
+def _copy(ctx: Any, target: Writable, req: Any) -> None:
     dst = clean_path(req.dst)
     src_path = clean_path(req.src.path)
     with ctx.store.read() as tx:
@@ -84,7 +92,7 @@ def _copy(ctx: Any, target: _Target, req: Any) -> None:
             target.session.put(path, BlobRef(f.hash, f.size), req.datum or f.datum)
 
 
-def _handle(ctx: Any, target: _Target, req: Any) -> None:
+def _handle(ctx: Any, target: Writable, req: Any) -> None:
     which = req.WhichOneof("body")
     if which == "add_file":
         af = req.add_file

@@ -18,7 +18,7 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
 from localpachd import errors
 from localpachd.paths import clean_glob, clean_path, glob_regex, is_under
-from localpachd.pfs import files, model, transfer
+from localpachd.pfs import files, filesets, model, transfer
 from localpachd.pfs.convert import (
     ORIGIN_NAMES,
     branch_info,
@@ -512,6 +512,65 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
             out = find_commits(tx, req)
         yield from out
 
+    # ------------------------------------------------------------ file sets, cache, storage
+
+    def CreateFileSet(self, request_iterator: Any, context: Any) -> Any:
+        return pfs_pb2.CreateFileSetResponse(
+            file_set_id=filesets.create(self.ctx, request_iterator))
+
+    def AddFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            filesets.add(tx, resolve(tx, req.commit), req.file_set_id)
+        return E()
+
+    def GetFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            fid = filesets.snapshot(tx, resolve(tx, req.commit))
+        return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
+
+    def ComposeFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            fid = filesets.compose(tx, list(req.file_set_ids), req.ttl_seconds)
+        return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
+
+    def RenewFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            filesets.renew(tx, req.file_set_id, req.ttl_seconds)
+        return E()
+
+    def ShardFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            filesets._rows(tx, req.file_set_id)  # exists?
+        return pfs_pb2.ShardFileSetResponse(shards=[pfs_pb2.PathRange()])  # one shard: all
+
+    def PutCache(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            tx.x("INSERT OR REPLACE INTO pfs_cache VALUES(?,?,?)",
+                 (req.key, req.value.SerializeToString(), req.tag))
+        return E()
+
+    def GetCache(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            row = tx.one("SELECT value FROM pfs_cache WHERE key=?", (req.key,))
+        if row is None:
+            raise errors.NotFound(f"cache key {req.key} not found")
+        resp = pfs_pb2.GetCacheResponse()
+        resp.value.ParseFromString(row["value"])
+        return resp
+
+    def ClearCache(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            tx.x("DELETE FROM pfs_cache WHERE substr(tag, 1, ?) = ?",
+                 (len(req.tag_prefix), req.tag_prefix))
+        return E()
+
+    def CheckStorage(self, req: Any, context: Any) -> Any:
+        count = filesets.check_storage(self.store.blobs, req.read_chunk_data)
+        return pfs_pb2.CheckStorageResponse(chunk_object_count=count)
+
+    def ListTask(self, req: Any, context: Any) -> Iterator[Any]:
+        return iter(())  # localpachd runs no storage tasks (compaction, validation)
+
     def Fsck(self, req: Any, context: Any) -> Iterator[Any]:
         from localpachd.pfs.diff import fsck
 
@@ -525,6 +584,7 @@ fill_unimplemented(PfsServicer, "pfs_v2.API")
 
 
 def register(server: grpc.Server, ctx: Ctx) -> None:
+    ctx.store.register_schema(filesets.SCHEMA)
     for name, req_type, apply, field in TXN_METHODS:
         ctx.transactions.register(f"/pfs_v2.API/{name}", req_type, apply, field)
     pfs_pb2_grpc.add_APIServicer_to_server(PfsServicer(ctx), server)

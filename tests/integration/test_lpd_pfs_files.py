@@ -199,3 +199,45 @@ def test_hostile_paths_invalid_argument(pach_client: Any, tmp_path: Path, hostil
     assert exc.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
     assert list(c.list_commit("h")) == []  # nothing was committed
     assert not (tmp_path / "etc").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def test_file_sets_cache_and_storage(tree: Any, localpachd: Any) -> None:
+    from google.protobuf import any_pb2, wrappers_pb2
+    from python_pachyderm.proto.v2.pfs import pfs_pb2_grpc
+
+    stub = pfs_pb2_grpc.APIStub(grpc.insecure_channel(localpachd.address))
+
+    def add(path: str, data: bytes) -> pfs_pb2.ModifyFileRequest:
+        return pfs_pb2.ModifyFileRequest(add_file=pfs_pb2.AddFile(
+            path=path, raw=wrappers_pb2.BytesValue(value=data)))
+
+    fs1 = stub.CreateFileSet(iter([add("/fs/a.txt", b"A"), add("/fs/b.txt", b"B")])).file_set_id
+    fs2 = stub.CreateFileSet(iter([pfs_pb2.ModifyFileRequest(
+        delete_file=pfs_pb2.DeleteFile(path="/fs/b.txt"))])).file_set_id
+    both = stub.ComposeFileSet(pfs_pb2.ComposeFileSetRequest(file_set_ids=[fs1, fs2]))
+    stub.RenewFileSet(pfs_pb2.RenewFileSetRequest(file_set_id=both.file_set_id, ttl_seconds=60))
+    assert len(stub.ShardFileSet(pfs_pb2.ShardFileSetRequest(
+        file_set_id=both.file_set_id)).shards) == 1
+    commit = tree.start_commit("r", "master")
+    stub.AddFileSet(pfs_pb2.AddFileSetRequest(commit=commit, file_set_id=both.file_set_id))
+    tree.finish_commit(commit)
+    assert _paths(tree.list_file(("r", "master"), "/fs")) == ["/fs/a.txt"]
+    snap = stub.GetFileSet(pfs_pb2.GetFileSetRequest(commit=commit)).file_set_id
+    copy = tree.start_commit("r", "copy")
+    stub.AddFileSet(pfs_pb2.AddFileSetRequest(commit=copy, file_set_id=snap))
+    tree.finish_commit(copy)
+    assert _paths(tree.walk_file(("r", "copy"), "/fs")) == ["/fs/", "/fs/a.txt"]
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.AddFileSet(pfs_pb2.AddFileSetRequest(commit=copy, file_set_id="nope"))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    value = any_pb2.Any()
+    value.Pack(wrappers_pb2.StringValue(value="cached"))
+    stub.PutCache(pfs_pb2.PutCacheRequest(key="k", value=value, tag="t1"))
+    got = stub.GetCache(pfs_pb2.GetCacheRequest(key="k")).value
+    assert got.type_url == value.type_url and got.value == value.value
+    stub.ClearCache(pfs_pb2.ClearCacheRequest(tag_prefix="t"))
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.GetCache(pfs_pb2.GetCacheRequest(key="k"))
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    blobs = stub.CheckStorage(pfs_pb2.CheckStorageRequest(read_chunk_data=True))
+    assert blobs.chunk_object_count == len(list((localpachd.data_dir / "blobs").glob("??/*")))

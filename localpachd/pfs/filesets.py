@@ -1,0 +1,132 @@
+"""Temporary file sets and the small storage RPCs: CreateFileSet, AddFileSet, GetFileSet,
+ComposeFileSet, RenewFileSet, ShardFileSet, PutCache/GetCache/ClearCache, CheckStorage.
+
+Used by the pfs servicer. A file set is an ordered list of deletes and puts (the net effect of a
+ModifyFile-like stream) kept in `pfs_filesets` until it expires (default 10 minutes, as
+Pachyderm's default TTL); AddFileSet applies it to an open commit. File sets do not survive a
+restart (Pachyderm's are temporary as well), which also keeps start-up blob collection simple.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from localpachd import errors
+from localpachd.blobs import BlobRef, BlobStore
+from localpachd.pfs import files, model
+from localpachd.pfs.files import Entry, ModifySession
+from localpachd.store import Tx
+
+DEFAULT_TTL = 600.0
+MAX_TTL = 1800.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pfs_filesets(
+    id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
+    hash TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL DEFAULT 0,
+    datum TEXT NOT NULL DEFAULT '', PRIMARY KEY(id, seq));
+CREATE TABLE IF NOT EXISTS pfs_fileset_ttl(id TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pfs_cache(
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, tag TEXT NOT NULL DEFAULT '');
+DELETE FROM pfs_filesets;
+DELETE FROM pfs_fileset_ttl;
+"""
+
+
+class _Target:
+    """What `modify._handle` needs: a session and the previous content of a path (none here)."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.session = ModifySession(blobs)
+
+    def existing(self, path: str) -> Entry | None:
+        return self.session.pending(path)[1]
+
+
+def _ttl(seconds: int) -> float:
+    return min(float(seconds), MAX_TTL) if seconds > 0 else DEFAULT_TTL
+
+
+def _save(tx: Tx, rows: Iterable[tuple[str, str, str, int, str]], ttl: float) -> str:
+    fid = uuid.uuid4().hex
+    tx.conn.executemany("INSERT INTO pfs_filesets VALUES(?,?,?,?,?,?,?)",
+                        [(fid, i, *r) for i, r in enumerate(rows)])
+    tx.x("INSERT INTO pfs_fileset_ttl VALUES(?,?)", (fid, time.time() + ttl))
+    return fid
+
+
+def _rows(tx: Tx, fid: str) -> list[tuple[str, str, str, int, str]]:
+    tx.x("DELETE FROM pfs_filesets WHERE id IN (SELECT id FROM pfs_fileset_ttl WHERE expires<?)",
+         (time.time(),))
+    tx.x("DELETE FROM pfs_fileset_ttl WHERE expires<?", (time.time(),))
+    if tx.one("SELECT 1 FROM pfs_fileset_ttl WHERE id=?", (fid,)) is None:
+        raise errors.NotFound(f"file set {fid} not found (it may have expired)")
+    return [(r["kind"], r["path"], r["hash"], r["size"], r["datum"]) for r in tx.q(
+        "SELECT kind, path, hash, size, datum FROM pfs_filesets WHERE id=? ORDER BY seq", (fid,))]
+
+
+def create(ctx: Any, requests: Iterable[Any]) -> str:
+    from localpachd.pfs.modify import _handle
+
+    target = _Target(ctx.store.blobs)
+    try:
+        for req in requests:
+            if req.WhichOneof("body") == "set_commit":
+                raise errors.InvalidArgument("CreateFileSet takes no set_commit")
+            _handle(ctx, target, req)
+        deletes, puts = target.session.net_effect()
+        rows = [("delete", p, "", 0, "") for p in deletes]
+        rows += [("put", p, ref.hash, ref.size, datum) for p, (ref, datum) in puts.items()]
+        with ctx.store.write() as tx:
+            return _save(tx, rows, DEFAULT_TTL)
+    finally:
+        target.session.abort()
+
+
+def add(tx: Tx, commit: model.Commit, fid: str) -> None:
+    """Apply a file set to an open commit: its deletes, then its puts."""
+    deletes: list[str] = []
+    puts: dict[str, tuple[BlobRef, str]] = {}
+    for kind, path, h, size, datum in _rows(tx, fid):
+        if kind == "delete":
+            deletes.append(path)
+            for p in [p for p in puts if p == path or p.startswith(path.rstrip("/") + "/")]:
+                del puts[p]
+        else:
+            puts[path] = (BlobRef(h, size), datum)
+    files.apply_changes(tx, commit, deletes, puts)
+
+
+def snapshot(tx: Tx, commit: model.Commit, ttl_seconds: int = 0) -> str:
+    """GetFileSet: a file set holding a commit's whole tree."""
+    rows = [("put", e.path, e.hash, e.size, e.datum) for e in files.tree(tx, commit.cid)]
+    return _save(tx, rows, _ttl(ttl_seconds))
+
+
+def compose(tx: Tx, fids: list[str], ttl_seconds: int) -> str:
+    rows = [r for fid in fids for r in _rows(tx, fid)]
+    return _save(tx, rows, _ttl(ttl_seconds))
+
+
+def renew(tx: Tx, fid: str, ttl_seconds: int) -> None:
+    _rows(tx, fid)
+    tx.x("UPDATE pfs_fileset_ttl SET expires=? WHERE id=?", (time.time() + _ttl(ttl_seconds), fid))
+
+
+def check_storage(blobs: BlobStore, verify: bool) -> int:
+    """Count blobs; with `verify`, re-hash each one and fail on the first corrupt blob."""
+    count = 0
+    for blob in sorted(blobs.root.glob("??/*")):
+        count += 1
+        if verify:
+            h = hashlib.sha256()
+            with open(blob, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            if h.hexdigest() != blob.name:
+                raise errors.Internal(f"blob {blob.name} is corrupt (content hash {h.hexdigest()})")
+    return count
