@@ -57,7 +57,7 @@ def _class(pattern: str, i: int) -> tuple[str, int]:
     negate = j < len(pattern) and pattern[j] in "!^"
     if negate:
         j += 1
-    body = []
+    body: list[str] = []
     while j < len(pattern) and (pattern[j] != "]" or not body):
         ch = pattern[j]
         body.append("\\\\" if ch == "\\" else ch)
