@@ -276,6 +276,8 @@ def fill_unimplemented(cls: type, service: str) -> type:
     """Make every generated-servicer method a class does not override fail UNIMPLEMENTED with
     the full method name (the generated default says only "Method not implemented!")."""
     for base in cls.__mro__[1:]:
+        if not base.__module__.endswith("_pb2_grpc"):
+            continue  # mixins of ours implement methods; only generated defaults are replaced
         for name, attr in vars(base).items():
             if name.startswith("_") or not callable(attr) or name in vars(cls):
                 continue

@@ -12,14 +12,18 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+from google.protobuf import empty_pb2
+from python_pachyderm.proto.v2.pfs import pfs_pb2
 
 from localpachd import errors
 from localpachd.blobs import BlobRef, BlobStore
 from localpachd.pfs import files, model
+from localpachd.pfs.convert import resolve
 from localpachd.pfs.files import Entry, ModifySession
-from localpachd.store import Tx
+from localpachd.store import Store, Tx
 
 DEFAULT_TTL = 600.0
 MAX_TTL = 1800.0
@@ -130,3 +134,67 @@ def check_storage(blobs: BlobStore, verify: bool) -> int:
             if h.hexdigest() != blob.name:
                 raise errors.Internal(f"blob {blob.name} is corrupt (content hash {h.hexdigest()})")
     return count
+
+
+class FileSetMethods:
+    """The file-set, cache and storage RPCs, a mixin of `PfsServicer`."""
+
+    ctx: Any
+    store: Store
+
+    def CreateFileSet(self, request_iterator: Any, context: Any) -> Any:
+        return pfs_pb2.CreateFileSetResponse(
+            file_set_id=create(self.ctx, request_iterator))
+
+    def AddFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            add(tx, resolve(tx, req.commit), req.file_set_id)
+        return empty_pb2.Empty()
+
+    def GetFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            fid = snapshot(tx, resolve(tx, req.commit))
+        return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
+
+    def ComposeFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            fid = compose(tx, list(req.file_set_ids), req.ttl_seconds)
+        return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
+
+    def RenewFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            renew(tx, req.file_set_id, req.ttl_seconds)
+        return empty_pb2.Empty()
+
+    def ShardFileSet(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            _rows(tx, req.file_set_id)  # exists?
+        return pfs_pb2.ShardFileSetResponse(shards=[pfs_pb2.PathRange()])  # one shard: all
+
+    def PutCache(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            tx.x("INSERT OR REPLACE INTO pfs_cache VALUES(?,?,?)",
+                 (req.key, req.value.SerializeToString(), req.tag))
+        return empty_pb2.Empty()
+
+    def GetCache(self, req: Any, context: Any) -> Any:
+        with self.store.read() as tx:
+            row = tx.one("SELECT value FROM pfs_cache WHERE key=?", (req.key,))
+        if row is None:
+            raise errors.NotFound(f"cache key {req.key} not found")
+        resp = pfs_pb2.GetCacheResponse()
+        resp.value.ParseFromString(row["value"])
+        return resp
+
+    def ClearCache(self, req: Any, context: Any) -> Any:
+        with self.store.write() as tx:
+            tx.x("DELETE FROM pfs_cache WHERE substr(tag, 1, ?) = ?",
+                 (len(req.tag_prefix), req.tag_prefix))
+        return empty_pb2.Empty()
+
+    def CheckStorage(self, req: Any, context: Any) -> Any:
+        count = check_storage(self.store.blobs, req.read_chunk_data)
+        return pfs_pb2.CheckStorageResponse(chunk_object_count=count)
+
+    def ListTask(self, req: Any, context: Any) -> Iterator[Any]:
+        return iter(())  # localpachd runs no storage tasks (compaction, validation)

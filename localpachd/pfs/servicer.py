@@ -1,9 +1,9 @@
 """The pfs_v2.API servicer: thin translation between python-pachyderm's messages and the model.
 
 Registered by `localpachd.pfs.register`. Transactional methods (CreateRepo, DeleteRepo,
-StartCommit, FinishCommit, SquashCommitSet, CreateBranch, DeleteBranch) are written as
-`apply_*(ctx, tx, request)` functions, registered with the transaction registry, and the ordinary
-RPC runs the same function in its own store transaction.
+StartCommit, FinishCommit, SquashCommitSet, CreateBranch, DeleteBranch) live in `ops` as
+`apply_*(ctx, tx, request)`; file reads are the `reading.FileReads` mixin; file sets, the cache
+and storage checks the `filesets.FileSetMethods` mixin.
 """
 
 from __future__ import annotations
@@ -13,139 +13,42 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2, wrappers_pb2
+from google.protobuf import empty_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
 from localpachd import errors
-from localpachd.paths import clean_glob, clean_path, glob_regex, is_under
-from localpachd.pfs import files, filesets, model, transfer
+from localpachd.pfs import files, filesets, model
 from localpachd.pfs.convert import (
     ORIGIN_NAMES,
     branch_info,
     branch_key,
     commit_info,
-    commit_pb,
-    commit_ref,
-    file_info,
     project_of,
     repo_info,
     repo_ref,
     resolve,
 )
+from localpachd.pfs.filesets import FileSetMethods
 from localpachd.pfs.model import BranchKey, Commit
+from localpachd.pfs.ops import (
+    TXN_METHODS,
+    apply_create_branch,
+    apply_create_repo,
+    apply_delete_branch,
+    apply_delete_repo,
+    apply_drop_commit_set,
+    apply_finish_commit,
+    apply_squash_commit_set,
+    apply_start_commit,
+    commit_set,
+    has_commit,
+)
+from localpachd.pfs.reading import FileReads
 from localpachd.server import fill_unimplemented
 from localpachd.store import Tx
 
 Ctx = Any
 E = empty_pb2.Empty
-
-
-# ---------------------------------------------------------------- transactional operations
-
-
-def apply_create_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
-    project, name = repo_ref(req.repo)
-    model.create_repo(tx, project, name, req.description, req.update, req.repo.type or "user")
-
-
-def apply_delete_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
-    project, name = repo_ref(req.repo)
-    if tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (project, name)) is None:
-        return  # Pachyderm 2.7 deletes a missing repo without complaint
-    if not req.force:
-        for guard in getattr(ctx, "delete_repo_guards", ()):
-            guard(tx, project, name)
-    model.delete_repo(tx, project, name, req.force)
-
-
-def _has_commit(c: Any) -> bool:
-    return bool(c.id or c.branch.name)
-
-
-def apply_start_commit(ctx: Ctx, tx: Tx, req: Any) -> pfs_pb2.Commit:
-    b = branch_key(req.branch)
-    parent = None
-    if req.HasField("parent") and _has_commit(req.parent):
-        project, repo, branch, cid = commit_ref(req.parent)
-        parent = model.resolve_commit(tx, project or b.project, repo or b.repo, branch, cid)
-    return commit_pb(model.start_commit(tx, b.project, b.repo, b.name, parent, req.description))
-
-
-def apply_finish_commit(ctx: Ctx, tx: Tx, req: Any) -> None:
-    commit = resolve(tx, req.commit)
-    if not req.force and not commit.is_finished:
-        for guard in getattr(ctx, "finish_commit_guards", ()):
-            guard(tx, commit)
-    model.finish_commit(tx, commit, req.error, req.description or None)
-
-
-def _commit_set(tx: Tx, cs: str) -> list[Commit]:
-    commits = model.commits_in_set(tx, cs)
-    if not commits:
-        raise errors.commit_set_not_found(cs)
-    return commits
-
-
-def apply_squash_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
-    commits = _commit_set(tx, req.commit_set.id)
-    for c in commits:
-        if not c.is_finished:
-            raise errors.FailedPrecondition(
-                f"cannot squash commit set {c.id}: commit {errors.repo_str(c.project, c.repo)}"
-                f"@{c.id} is not finished")
-        if not model.children(tx, c.cid):
-            raise errors.FailedPrecondition(
-                "cannot squash a commit that has no children as that would cause data loss, use "
-                f"the drop operation instead: {errors.commit_str(c.project, c.repo, c.id)}")
-    model.delete_commits(tx, commits, squash=True)
-
-
-def apply_drop_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
-    commits = _commit_set(tx, req.commit_set.id)
-    for c in commits:
-        if model.children(tx, c.cid):
-            raise errors.FailedPrecondition(
-                "cannot drop a commit that has children: "
-                f"{errors.commit_str(c.project, c.repo, c.id)}")
-    model.delete_commits(tx, commits, squash=False)
-
-
-def apply_create_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
-    b = branch_key(req.branch)
-    if req.HasField("trigger") and req.trigger.branch:
-        raise errors.Unimplemented("branch triggers are not supported by localpachd")
-    head = None
-    if req.HasField("head") and _has_commit(req.head):
-        project, repo, branch, cid = commit_ref(req.head)
-        head = model.resolve_commit(tx, project if repo else b.project, repo or b.repo,
-                                    branch, cid)
-    model.create_branch(tx, b, head, [branch_key(p) for p in req.provenance],
-                        req.new_commit_set)
-
-
-def apply_delete_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
-    model.delete_branch(tx, branch_key(req.branch), req.force)
-
-
-TXN_METHODS = [
-    ("CreateRepo", pfs_pb2.CreateRepoRequest, apply_create_repo, "create_repo"),
-    ("DeleteRepo", pfs_pb2.DeleteRepoRequest, apply_delete_repo, "delete_repo"),
-    ("StartCommit", pfs_pb2.StartCommitRequest, apply_start_commit, "start_commit"),
-    ("FinishCommit", pfs_pb2.FinishCommitRequest, apply_finish_commit, "finish_commit"),
-    ("SquashCommitSet", pfs_pb2.SquashCommitSetRequest, apply_squash_commit_set,
-     "squash_commit_set"),
-    ("CreateBranch", pfs_pb2.CreateBranchRequest, apply_create_branch, "create_branch"),
-    ("DeleteBranch", pfs_pb2.DeleteBranchRequest, apply_delete_branch, "delete_branch"),
-]
-
-
-def _paginate(entries: list[files.Entry], req: Any) -> list[files.Entry]:
-    if req.reverse:
-        entries = entries[::-1]
-    if req.HasField("paginationMarker") and req.paginationMarker.path:
-        marker = clean_path(req.paginationMarker.path)
-        entries = [e for e in entries if (e.path < marker if req.reverse else e.path > marker)]
-    return entries[: req.number] if req.number > 0 else entries
 
 
 CANCEL_GRACE = 0.005  # seconds
@@ -180,7 +83,7 @@ def _state_reached(tx: Tx, c: Commit, state: int) -> bool:
     return c.is_finished
 
 
-class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
+class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
         self.store = ctx.store
@@ -301,8 +204,8 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
         yield from out
 
     def _list_commits(self, tx: Tx, project: str, repo: str, req: Any) -> list[Commit]:
-        has_from = req.HasField("from") and _has_commit(getattr(req, "from"))
-        has_to = req.HasField("to") and _has_commit(req.to)
+        has_from = req.HasField("from") and has_commit(getattr(req, "from"))
+        has_to = req.HasField("to") and has_commit(req.to)
         if req.reverse and (has_from or has_to):
             raise errors.InvalidArgument("cannot use 'Reverse' while also using 'From' or 'To'")
         stop = resolve(tx, getattr(req, "from")).cid if has_from else None
@@ -329,7 +232,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
         with self.store.read() as tx:
             model.require_repo(tx, project, repo)
             start = 0  # the `from` commit itself is not sent (as Pachyderm)
-            if req.HasField("from") and _has_commit(getattr(req, "from")):
+            if req.HasField("from") and has_commit(getattr(req, "from")):
                 start = resolve(tx, getattr(req, "from")).cid + 1
         sent: set[int] = set()
         while context.is_active() and not self.ctx.stopping.is_set():
@@ -354,7 +257,7 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
     def InspectCommitSet(self, req: Any, context: Any) -> Iterator[Any]:
         cs = req.commit_set.id
         with self.store.read() as tx:
-            _commit_set(tx, cs)
+            commit_set(tx, cs)
 
         def check(tx: Tx) -> Any:
             commits = model.commits_in_set(tx, cs)
@@ -416,88 +319,6 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
         run_modify(self.ctx, request_iterator, lambda: _not_cancelled(context))
         return E()
 
-    def _file(self, tx: Tx, f: Any) -> tuple[Commit, str, files.Entry]:
-        c = resolve(tx, f.commit)
-        path = clean_path(f.path)
-        e = files.lookup(tx, c.cid, path)
-        if e is None:
-            raise errors.file_not_found(c.project, c.repo, c.id, path)
-        return c, path, e
-
-    def _selection(self, tx: Tx, f: Any, tar: bool) -> tuple[Commit, list[files.Entry]]:
-        """What GetFile/GetFileTAR send: a file, a directory's subtree, or (Pachyderm 2.x) every
-        match of a glob path such as `/dir/*.csv`."""
-        c = resolve(tx, f.commit)
-        path = clean_path(f.path)
-        e = files.lookup(tx, c.cid, path)
-        tops = [e] if e is not None else []
-        if e is not None and e.is_dir and not tar:
-            raise errors.PachError(errors.MATCHED_NON_FILE)
-        if e is None and any(ch in path for ch in "*?[{"):
-            rx = glob_regex(clean_glob(path))
-            tops = [x for x in files.walk(tx, c.cid, "/")[1:] if rx.match(x.path)]
-            tops = [x for x in tops if not any(is_under(x.path, t.path) and x is not t
-                                               for t in tops if t.is_dir)]
-        if not tops:
-            raise errors.file_not_found(c.project, c.repo, c.id, path)
-        out: list[files.Entry] = []
-        for t in tops:
-            if not t.is_dir:
-                out.append(t)
-            elif tar:
-                out.extend(x for x in files.walk(tx, c.cid, t.path) if x.path != "/")
-            else:
-                out.extend(files.files_under(tx, c.cid, t.path))
-        return c, out
-
-    def GetFile(self, req: Any, context: Any) -> Iterator[Any]:
-        if req.URL:
-            raise errors.Unimplemented("GetFile to a URL is not supported by localpachd")
-        with self.store.read() as tx:
-            _, entries = self._selection(tx, req.file, tar=False)
-        if len(entries) != 1 or entries[0].is_dir:  # Pachyderm 2.x: one regular file only
-            raise errors.PachError(errors.MATCHED_MULTIPLE if len(entries) > 1
-                                   else errors.MATCHED_NON_FILE)
-        for chunk in transfer.file_bytes(self.store.blobs, entries, req.offset):
-            yield wrappers_pb2.BytesValue(value=chunk)
-
-    def GetFileTAR(self, req: Any, context: Any) -> Iterator[Any]:
-        with self.store.read() as tx:
-            c, entries = self._selection(tx, req.file, tar=True)
-        mtime = c.finished or c.started
-        for chunk in transfer.tar_stream(self.store.blobs, entries, mtime):
-            yield wrappers_pb2.BytesValue(value=chunk)
-
-    def InspectFile(self, req: Any, context: Any) -> Any:
-        with self.store.read() as tx:
-            c, _, e = self._file(tx, req.file)
-            return file_info(c, e)
-
-    def ListFile(self, req: Any, context: Any) -> Iterator[Any]:
-        with self.store.read() as tx:
-            c, path, e = self._file(tx, req.file)
-            entries = files.children(tx, c.cid, path) if e.is_dir else [e]
-            out = [file_info(c, x) for x in _paginate(entries, req)]
-        yield from out
-
-    def WalkFile(self, req: Any, context: Any) -> Iterator[Any]:
-        with self.store.read() as tx:
-            c, path, _ = self._file(tx, req.file)
-            out = [file_info(c, x) for x in _paginate(files.walk(tx, c.cid, path), req)]
-        yield from out
-
-    def GlobFile(self, req: Any, context: Any) -> Iterator[Any]:
-        pattern = clean_glob(req.pattern)
-        rx = glob_regex(pattern)
-        lo, hi = req.path_range.lower, req.path_range.upper
-        with self.store.read() as tx:
-            c = resolve(tx, req.commit)
-            entries = files.walk(tx, c.cid, "/")
-            out = [file_info(c, e) for e in entries if rx.match(e.path)
-                   and (e.path != "/" or pattern == "/")
-                   and (not lo or e.path >= lo) and (not hi or e.path < hi)]
-        yield from out
-
     def DiffFile(self, req: Any, context: Any) -> Iterator[Any]:
         from localpachd.pfs.diff import diff
 
@@ -511,65 +332,6 @@ class PfsServicer(pfs_pb2_grpc.APIServicer):  # type: ignore[misc]
         with self.store.read() as tx:
             out = find_commits(tx, req)
         yield from out
-
-    # ------------------------------------------------------------ file sets, cache, storage
-
-    def CreateFileSet(self, request_iterator: Any, context: Any) -> Any:
-        return pfs_pb2.CreateFileSetResponse(
-            file_set_id=filesets.create(self.ctx, request_iterator))
-
-    def AddFileSet(self, req: Any, context: Any) -> Any:
-        with self.store.write() as tx:
-            filesets.add(tx, resolve(tx, req.commit), req.file_set_id)
-        return E()
-
-    def GetFileSet(self, req: Any, context: Any) -> Any:
-        with self.store.write() as tx:
-            fid = filesets.snapshot(tx, resolve(tx, req.commit))
-        return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
-
-    def ComposeFileSet(self, req: Any, context: Any) -> Any:
-        with self.store.write() as tx:
-            fid = filesets.compose(tx, list(req.file_set_ids), req.ttl_seconds)
-        return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
-
-    def RenewFileSet(self, req: Any, context: Any) -> Any:
-        with self.store.write() as tx:
-            filesets.renew(tx, req.file_set_id, req.ttl_seconds)
-        return E()
-
-    def ShardFileSet(self, req: Any, context: Any) -> Any:
-        with self.store.read() as tx:
-            filesets._rows(tx, req.file_set_id)  # exists?
-        return pfs_pb2.ShardFileSetResponse(shards=[pfs_pb2.PathRange()])  # one shard: all
-
-    def PutCache(self, req: Any, context: Any) -> Any:
-        with self.store.write() as tx:
-            tx.x("INSERT OR REPLACE INTO pfs_cache VALUES(?,?,?)",
-                 (req.key, req.value.SerializeToString(), req.tag))
-        return E()
-
-    def GetCache(self, req: Any, context: Any) -> Any:
-        with self.store.read() as tx:
-            row = tx.one("SELECT value FROM pfs_cache WHERE key=?", (req.key,))
-        if row is None:
-            raise errors.NotFound(f"cache key {req.key} not found")
-        resp = pfs_pb2.GetCacheResponse()
-        resp.value.ParseFromString(row["value"])
-        return resp
-
-    def ClearCache(self, req: Any, context: Any) -> Any:
-        with self.store.write() as tx:
-            tx.x("DELETE FROM pfs_cache WHERE substr(tag, 1, ?) = ?",
-                 (len(req.tag_prefix), req.tag_prefix))
-        return E()
-
-    def CheckStorage(self, req: Any, context: Any) -> Any:
-        count = filesets.check_storage(self.store.blobs, req.read_chunk_data)
-        return pfs_pb2.CheckStorageResponse(chunk_object_count=count)
-
-    def ListTask(self, req: Any, context: Any) -> Iterator[Any]:
-        return iter(())  # localpachd runs no storage tasks (compaction, validation)
 
     def Fsck(self, req: Any, context: Any) -> Iterator[Any]:
         from localpachd.pfs.diff import fsck
