@@ -310,11 +310,8 @@ def propagate(tx: Tx, b: BranchKey) -> list[Commit]:
     return opened
 
 
-def create_branch(tx: Tx, b: BranchKey, head: Commit | None, provenance: list[BranchKey],
-                  new_commit_set: bool = False) -> Commit | None:
-    """Create or update a branch. Provenance changes open a new AUTO commit on it (and
-    downstream), which a pipeline's job fills; a new branch without head gets an empty commit."""
-    require_repo(tx, b.project, b.repo)
+def _prepare_provenance(tx: Tx, b: BranchKey, provenance: list[BranchKey]) -> None:
+    """Refuse cycles and same-repo provenance; create missing upstream branches (empty)."""
     for up in provenance:
         if (up.project, up.repo) == (b.project, b.repo):
             raise errors.InvalidArgument(
@@ -327,6 +324,14 @@ def create_branch(tx: Tx, b: BranchKey, head: Commit | None, provenance: list[Br
         require_repo(tx, up.project, up.repo)
         if not branch_exists(tx, up):
             create_branch(tx, up, None, [])
+
+
+def create_branch(tx: Tx, b: BranchKey, head: Commit | None, provenance: list[BranchKey],
+                  new_commit_set: bool = False) -> Commit | None:
+    """Create or update a branch. Provenance changes open a new AUTO commit on it (and
+    downstream), which a pipeline's job fills; a new branch without head gets an empty commit."""
+    require_repo(tx, b.project, b.repo)
+    _prepare_provenance(tx, b, provenance)
     tx.emit(Event(BRANCH_CHANGED, b.project, b.repo, b.name))
     old_prov = set(direct_provenance(tx, b))
     existed = branch_exists(tx, b)
