@@ -112,11 +112,29 @@ def _conflict_reason(name: str, lp: LivePipeline | None, policy: Policy) -> str:
             f"{policy.source_id!r}); only one source may own a pipeline")
 
 
+# Memo of git's normalised specs by PipelineSpec identity: agent.sync reuses one DesiredState
+# per commit, so a poll that finds nothing new does not normalise 200 specs again. The entry
+# keeps the spec object alive, so an id can never be reused while its entry exists.
+_DESIRED_MEMO: dict[int, tuple[object, dict[str, Any], str]] = {}
+_DESIRED_MEMO_MAX = 4096
+
+
+def _normalized_desired(ps: PipelineSpec) -> tuple[dict[str, Any], str]:
+    hit = _DESIRED_MEMO.get(id(ps))
+    if hit is not None and hit[0] is ps:
+        return hit[1], hit[2]
+    desired = normalize_spec(ps.spec)
+    digest = spec_hash(desired)
+    if len(_DESIRED_MEMO) >= _DESIRED_MEMO_MAX:
+        _DESIRED_MEMO.clear()
+    _DESIRED_MEMO[id(ps)] = (ps, desired, digest)
+    return desired, digest
+
+
 def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
                     pipelines: Mapping[str, LivePipeline], repo_names: frozenset[str],
                     ) -> PipelineChange:
-    desired = normalize_spec(ps.spec)
-    digest = spec_hash(desired)
+    desired, digest = _normalized_desired(ps)
     project = project_of(ps.spec)
     qname = qualify(project, ps.name)
     base = PipelineChange(name=qname, action=CREATE, file=ps.file, project=project,
