@@ -112,7 +112,7 @@ def job_state(info: Any) -> str:
 
 
 def wait_jobs(pc: Any, names: list[str], timeout: float = 600, after: float = 0.0,
-              poll: float = 0.2, expect: Callable[[dict[str, Any]], bool] | None = None,
+              poll: float = 0.1, expect: Callable[[dict[str, Any]], bool] | None = None,
               ) -> dict[str, Any]:
     """Wait until the newest job of every pipeline is terminal, was created after `after`
     (a time.time()) and satisfies `expect`; returns those jobs (JobInfo).
