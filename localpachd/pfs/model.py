@@ -142,10 +142,11 @@ def resolve_commit(tx: Tx, project: str, repo: str, branch: str, commit_id: str)
 def _insert_commit(tx: Tx, project: str, repo: str, branch: str, parent: Commit | None,
                    origin: str, description: str) -> Commit:
     cid_id = tx.commit_set_id
-    if find_commit(tx, project, repo, cid_id) is not None:
-        import uuid
-
-        cid_id = uuid.uuid4().hex  # a second commit in one repo and one txn: its own set
+    if find_commit(tx, project, repo, cid_id) is not None:  # Pachyderm's ErrInconsistentCommit
+        raise errors.FailedPrecondition(
+            f"inconsistent dependencies: cannot create commit from "
+            f"{errors.commit_str(project, repo, cid_id, branch)}; repo ({repo}) already has a "
+            "commit in this transaction")
     pending = 1 if parent is not None and not parent.is_finished else 0
     cur = tx.x("INSERT INTO commits(project, repo, id, branch, parent_cid, origin, description,"
                " started, base_pending) VALUES(?,?,?,?,?,?,?,?,?)",

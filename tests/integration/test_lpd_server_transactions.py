@@ -89,3 +89,15 @@ def test_delete_transactions_and_batch(pach_client: Any) -> None:
     )
     info = c.batch_transaction([req])
     assert len(info.responses) == 1 and _repos(c) == ["batched"]
+
+
+def test_two_commits_in_one_repo_in_one_transaction_are_refused(pach_client: Any) -> None:
+    c = pach_client
+    c.create_repo("r")
+    with pytest.raises(grpc.RpcError) as exc:
+        with c.transaction():
+            c.start_commit("r", "master")
+            c.start_commit("r", "dev")
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already has a commit in this transaction" in exc.value.details()
+    assert list(c.list_commit("r", all=True)) == []
