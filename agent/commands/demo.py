@@ -169,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"localpachd keeps running at {server.address} (pid {server.process.pid}, "
                   f"also in {data_dir / 'localpachd.pid'}); stop it with: "
                   f"kill {server.process.pid}")
+            print(f"try: pachsync status --pachd {server.address}  |  pachsync plan --pachd "
+                  f"{server.address} --specs {args.specs} --source-id {prepared.policy.source_id}")
         else:
             server.stop()
     return EXIT_OK
