@@ -157,12 +157,18 @@ def _insert_commit(tx: Tx, project: str, repo: str, branch: str, parent: Commit 
         tx.x("INSERT INTO files SELECT ?, path, hash, size, datum FROM files WHERE cid=?",
              (cid, parent.cid))
     _set_head(tx, BranchKey(project, repo, branch), cid)
-    for up in direct_provenance(tx, BranchKey(project, repo, branch)):
+    _link_provenance(tx, cid, BranchKey(project, repo, branch))
+    tx.emit(Event(COMMIT_STARTED, project, repo, branch, cid_id, cid_id, origin))
+    return get_commit(tx, cid)
+
+
+def _link_provenance(tx: Tx, cid: int, b: BranchKey) -> None:
+    """A commit's direct provenance: the current heads of its branch's direct provenance."""
+    tx.x("DELETE FROM commit_prov WHERE cid=?", (cid,))
+    for up in direct_provenance(tx, b):
         head = branch_head(tx, up)
         if head is not None:
             tx.x("INSERT OR IGNORE INTO commit_prov VALUES(?, ?)", (cid, head.cid))
-    tx.emit(Event(COMMIT_STARTED, project, repo, branch, cid_id, cid_id, origin))
-    return get_commit(tx, cid)
 
 
 def _set_head(tx: Tx, b: BranchKey, cid: int | None) -> None:
@@ -306,6 +312,7 @@ def propagate(tx: Tx, b: BranchKey) -> list[Commit]:
             pending.remove(d)
             head = branch_head(tx, d)
             if head is not None and head.id == tx.commit_set_id:
+                _link_provenance(tx, head.cid, d)  # a later upstream commit of the same set
                 continue
             opened.append(_insert_commit(tx, d.project, d.repo, d.name, head, "AUTO", ""))
     return opened

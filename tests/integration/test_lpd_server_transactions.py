@@ -101,3 +101,22 @@ def test_two_commits_in_one_repo_in_one_transaction_are_refused(pach_client: Any
     assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "already has a commit in this transaction" in exc.value.details()
     assert list(c.list_commit("r", all=True)) == []
+
+
+def test_commits_on_two_inputs_in_one_transaction_share_one_downstream_commit(
+        pach_client: Any) -> None:
+    c = pach_client
+    for r in ("a", "b", "out"):
+        c.create_repo(r)
+    c.create_branch("a", "master")
+    c.create_branch("b", "master")
+    c.create_branch("out", "master", provenance=[
+        pfs_pb2.Branch(repo=pfs_pb2.Repo(name=n, type="user"), name="master") for n in "ab"])
+    c.finish_commit(("out", "master"))
+    with c.transaction() as txn:
+        c.start_commit("a", "master")
+        c.start_commit("b", "master")
+    out = next(c.inspect_commit(("out", "master")))
+    assert out.commit.id == txn.id
+    assert sorted((p.branch.repo.name, p.id) for p in out.direct_provenance) == [
+        ("a", txn.id), ("b", txn.id)]
