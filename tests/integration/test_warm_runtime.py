@@ -90,6 +90,10 @@ PROGRAMS = {
         print(random.random(), np.random.rand())
     """,
     "syntax_error.py": "def broken(:\n    pass\n",
+    "shadow.py": """
+        import pachsync_warm_state as state
+        print("state from", state.__file__, state.count)
+    """,
 }
 STATE = "items = []\ncount = 0\n"
 
@@ -212,6 +216,21 @@ def test_state_does_not_leak_between_datums(runtimes, progs, tmp_path) -> None:
         argv = _module("counter", arg)
         _, out, _, _ = _both(runtimes, tmp_path, argv, env=_env(progs), stdin=None)
         assert out == f"count 1 ['{arg}']\n".encode()
+
+
+def test_a_module_in_the_working_directory_shadows_a_preloaded_one(runtimes, progs, tmp_path):
+    """python -m puts the cwd first on sys.path: a local file wins over the zygote's module."""
+    _, warm = runtimes
+    argv = _module("shadow")
+    env = _env(progs, PYTHONDONTWRITEBYTECODE="1")  # a .pyc would record each copy's mtime
+    plain = _both(runtimes, tmp_path, argv, env=env, stdin=None)  # preloads the module
+    assert f"state from {progs}".encode() in plain[1]
+    (tmp_path / "pachsync_warm_state.py").write_text("count = 42\n")
+    cold_out = _run(runtimes[0], argv, tmp_path, env=env, stdin=None)
+    (tmp_path / "pachsync_warm_state.py").write_text("count = 42\n")
+    warm_out = _run(warm, argv, tmp_path, env=env, stdin=None)
+    assert warm_out == cold_out
+    assert b"count" not in cold_out[2] and b" 42\n" in cold_out[1]
 
 
 def test_each_datum_gets_fresh_randomness(runtimes, progs, tmp_path) -> None:
