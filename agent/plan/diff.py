@@ -37,6 +37,7 @@ from agent.plan.model import (
     RepoChange,
 )
 from agent.plan.normalize import (
+    ANN_APPLIED_VERSION,
     ANN_MANAGED_BY,
     ANN_REPROCESS,
     ANN_SOURCE_COMMIT,
@@ -71,8 +72,10 @@ def diff_values(before: Any, after: Any, path: str = "") -> list[FieldDiff]:
     return [FieldDiff(path or "(spec)", before, after)]
 
 
-def build_request(ps: PipelineSpec, policy: Policy, digest: str) -> dict[str, Any]:
-    """The spec to send: git's document plus the annotations that record what we applied."""
+def build_request(ps: PipelineSpec, policy: Policy, digest: str, version: int = 1
+                  ) -> dict[str, Any]:
+    """The spec to send: git's document plus the annotations that record what we applied
+    (`version` = the pipeline version this create/update will produce)."""
     doc = copy.deepcopy(dict(ps.spec))
     pipeline = dict(doc.get("pipeline") or {})
     pipeline["name"] = ps.name
@@ -82,6 +85,7 @@ def build_request(ps: PipelineSpec, policy: Policy, digest: str) -> dict[str, An
     annotations[ANN_MANAGED_BY] = policy.source_id
     annotations[ANN_SOURCE_COMMIT] = policy.commit
     annotations[ANN_SPEC_HASH] = digest
+    annotations[ANN_APPLIED_VERSION] = str(version)
     metadata["annotations"] = annotations
     doc["metadata"] = metadata
     return doc
@@ -145,7 +149,7 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
             return replace(base, action=CONFLICT, reason=_conflict_reason(ps.name, None, policy))
         return replace(base, reason="not in the cluster", will_apply=True,
                        diffs=tuple(diff_values(None, desired)),
-                       request=build_request(ps, policy, digest))
+                       request=build_request(ps, policy, digest, 1))
     ann = annotations_of(lp.spec)
     base = replace(base, managed_by=ann.get(ANN_MANAGED_BY, ""),
                    source_commit=ann.get(ANN_SOURCE_COMMIT, ""))
@@ -156,19 +160,35 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
     if live_digest == digest:
         return replace(base, action=UNCHANGED, reason="equal to git")
     diffs = tuple(diff_values(current, desired))
+    touched = _touched_by_others(ann, lp, live_digest)
+    if not touched and ann.get(ANN_SPEC_HASH) == digest:
+        # We applied exactly this spec and nobody updated the pipeline since: what differs is
+        # a default the server fills in that the normaliser does not know. Never loop on it.
+        paths = ", ".join(d.path for d in diffs)
+        return replace(base, action=UNCHANGED, diffs=diffs,
+                       reason=f"equal to git as applied; the server stores {paths} differently")
     reprocess, why = _reprocess(ps, policy, diffs)
     job = live.jobs.get(qname)
     change = replace(base, action=UPDATE, reason="git changed", will_apply=True, diffs=diffs,
                      reprocess=reprocess, reprocess_reason=why,
-                     request=build_request(ps, policy, digest),
+                     request=build_request(ps, policy, digest, lp.version + 1),
                      datums=job.total if (reprocess and job is not None) else None)
-    recorded = ann.get(ANN_SPEC_HASH)
-    if recorded and recorded != live_digest:
+    if touched:
         tail = "; reverting to git" if policy.self_heal else "; self-heal off, reported only"
         since = base.source_commit[:12] or "?"
         return replace(change, action=DRIFT, will_apply=policy.self_heal,
                        reason=f"changed outside git since commit {since}{tail}")
     return change
+
+
+def _touched_by_others(ann: Mapping[str, str], lp: LivePipeline, live_digest: str) -> bool:
+    """Was the pipeline updated since we applied it? By version when we recorded the version our
+    update produced (robust to server-side normalisation), else by the recorded spec hash."""
+    applied = ann.get(ANN_APPLIED_VERSION, "")
+    if applied.isdigit() and lp.version > 0:
+        return lp.version != int(applied)
+    recorded = ann.get(ANN_SPEC_HASH)
+    return bool(recorded) and recorded != live_digest
 
 
 def _live_only(lp: LivePipeline, policy: Policy, may_delete: bool) -> PipelineChange:

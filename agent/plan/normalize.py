@@ -14,7 +14,7 @@ Lives inside `agent.plan` (the planner may not import a sibling layer). Called b
 - drops proto3 default values (empty strings, 0, false, empty lists/maps) the way protobuf does,
   except inside maps (an env var set to "" is a real value);
 - strips the annotations the agent writes itself (`pachsync.io/managed-by`, `source-commit`,
-  `spec-hash`), so recording what was applied never looks like a change.
+  `spec-hash`, `applied-version`), so recording what was applied never looks like a change.
 
 No I/O here (enforced by tests/unit/test_layers.py).
 """
@@ -32,7 +32,11 @@ ANN_MANAGED_BY = "pachsync.io/managed-by"
 ANN_SOURCE_COMMIT = "pachsync.io/source-commit"
 ANN_SPEC_HASH = "pachsync.io/spec-hash"
 ANN_REPROCESS = "pachsync.io/reprocess"
-AGENT_ANNOTATIONS = frozenset({ANN_MANAGED_BY, ANN_SOURCE_COMMIT, ANN_SPEC_HASH})
+# The pipeline version our create/update produces (1 on create, live version + 1 on update):
+# a later version means someone else updated the pipeline (drift), whatever the server stores.
+ANN_APPLIED_VERSION = "pachsync.io/applied-version"
+AGENT_ANNOTATIONS = frozenset({ANN_MANAGED_BY, ANN_SOURCE_COMMIT, ANN_SPEC_HASH,
+                               ANN_APPLIED_VERSION})
 
 DEFAULT_IMAGE = "ubuntu:20.04"
 DEFAULT_PROJECT = "default"

@@ -184,3 +184,33 @@ def test_projects_keep_same_named_pipelines_apart() -> None:
     assert again.change("ml/a").action == "unchanged"  # type: ignore[union-attr]
     pruned = plan(_desired(A), _live(managed), Policy(SRC, prune=True))
     assert [c.name for c in pruned.to_delete] == ["ml/a"]
+
+
+def _versioned(ps: PipelineSpec, version: int, applied: int, **server_added: Any) -> LivePipeline:
+    """Live pipeline at `version` whose annotations say our update produced `applied`; the
+    server stored extra defaults (`server_added`) the normaliser does not know about."""
+    lp = _live_from(ps)
+    spec = {**lp.spec, **server_added}
+    spec["metadata"]["annotations"]["pachsync.io/applied-version"] = str(applied)
+    return LivePipeline(ps.name, "default", spec, version=version)
+
+
+def test_unknown_server_default_never_causes_an_update_loop() -> None:
+    gap = {"resource_requests": {"memory": "64M"}}
+    p = plan(_desired(A), _live(_versioned(A, 3, 3, **gap)), POLICY)
+    a = p.change("a")
+    assert a is not None and a.action == "unchanged" and not p.has_changes
+    assert "the server stores resource_requests differently" in a.reason
+
+
+def test_versions_tell_drift_from_git_changes() -> None:
+    gap = {"resource_requests": {"memory": "64M"}}
+    touched = plan(_desired(A), _live(_versioned(A, 4, 3, **gap)), POLICY).change("a")
+    assert touched is not None and touched.action == "drift"
+    new = _spec("a", "raw", image="busybox:2")
+    git_change = plan(_desired(new), _live(_versioned(A, 3, 3, **gap)), POLICY).change("a")
+    assert git_change is not None and git_change.action == "update" and git_change.reprocess
+    ann = git_change.request["metadata"]["annotations"]  # type: ignore[index]
+    assert ann["pachsync.io/applied-version"] == "4"
+    created = plan(_desired(A), _live(), POLICY).change("a")
+    assert created.request["metadata"]["annotations"]["pachsync.io/applied-version"] == "1"  # type: ignore[index,union-attr]
