@@ -1,8 +1,9 @@
 """`pachsync status`: every pipeline in the cluster, whether pachsync manages it, and its health.
 
 Thin: agent.cluster.observe (repos, pipelines, newest job per pipeline) -> one row per pipeline:
-managed or not, source commit, in sync or drifted (the live spec's normalised hash against the
-`pachsync.io/spec-hash` recorded when it was applied), state, last job and its datum counts.
+managed or not, source commit, in sync or drifted (updated since pachsync applied it: a newer
+version than `pachsync.io/applied-version`, or for older pipelines a normalised spec no longer
+matching `pachsync.io/spec-hash`), state, last job and its datum counts.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def register(subparsers: Any) -> None:
 
 def rows(live: Any) -> list[dict[str, Any]]:
     """PURE: LiveState (with jobs) -> one status dict per pipeline."""
+    from agent.plan.diff import touched_by_others
     from agent.plan.normalize import (
         ANN_MANAGED_BY,
         ANN_SOURCE_COMMIT,
-        ANN_SPEC_HASH,
         annotations_of,
         normalize_spec,
         spec_hash,
@@ -39,11 +40,10 @@ def rows(live: Any) -> list[dict[str, Any]]:
     out = []
     for lp in live.pipelines:
         ann = annotations_of(lp.spec)
-        recorded = ann.get(ANN_SPEC_HASH)
         sync = "unmanaged"
         if ann.get(ANN_MANAGED_BY):
             current = spec_hash(normalize_spec(lp.spec, lp.project))
-            sync = "in sync" if current == recorded else "drifted"
+            sync = "drifted" if touched_by_others(ann, lp, current) else "in sync"
         name = lp.name if lp.project in ("", "default") else f"{lp.project}/{lp.name}"
         job = live.jobs.get(name)
         out.append({

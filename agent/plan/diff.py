@@ -160,7 +160,7 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
     if live_digest == digest:
         return replace(base, action=UNCHANGED, reason="equal to git")
     diffs = tuple(diff_values(current, desired))
-    touched = _touched_by_others(ann, lp, live_digest)
+    touched = touched_by_others(ann, lp, live_digest)
     if not touched and ann.get(ANN_SPEC_HASH) == digest:
         # We applied exactly this spec and nobody updated the pipeline since: what differs is
         # a default the server fills in that the normaliser does not know. Never loop on it.
@@ -181,7 +181,7 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
     return change
 
 
-def _touched_by_others(ann: Mapping[str, str], lp: LivePipeline, live_digest: str) -> bool:
+def touched_by_others(ann: Mapping[str, str], lp: LivePipeline, live_digest: str) -> bool:
     """Was the pipeline updated since we applied it? By version when we recorded the version our
     update produced (robust to server-side normalisation), else by the recorded spec hash."""
     applied = ann.get(ANN_APPLIED_VERSION, "")

@@ -6,6 +6,9 @@ Real git remote and real localpachd; the only fault injection patches our own cl
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from agentcore_gitops import GitOps, make_gitops, put_files, spec_files, wait_jo
 from google.protobuf import json_format
 from python_pachyderm.proto.v2.pps import pps_pb2
 
+from agent.cli import main
 from agent.cluster.client import CountingClient
 from agent.sync import SyncOptions, SyncResult, sync_once
 
@@ -41,6 +45,13 @@ def _hand_update(client: Any, name: str, **changes: Any) -> None:
     client.create_pipeline_from_request(req)
 
 
+def _status(address: str) -> dict[str, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["status", "--pachd", address, "--format", "json"]) == 0
+    return {r["name"]: r["sync"] for r in json.loads(out.getvalue())["pipelines"]}
+
+
 def _names(client: Any) -> set[str]:
     return {p.pipeline.name for p in client.list_pipeline()}
 
@@ -49,6 +60,7 @@ def test_hand_change_is_drift_reverted_by_default(
         gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> None:
     assert _sync(gitops, localpachd.address, tmp_path).result == "applied"
     _hand_update(pach_client, "copy", parallelism_spec={"constant": 5})
+    assert _status(localpachd.address) == {"copy": "drifted", "count": "in sync"}
     report_only = _sync(gitops, localpachd.address, tmp_path, self_heal=False)
     assert report_only.actions["copy"] == "drift" and report_only.drift_detected == 1
     assert report_only.result == "unchanged" and report_only.out_of_sync == 1
@@ -59,6 +71,7 @@ def test_hand_change_is_drift_reverted_by_default(
     assert diffs == [{"path": "parallelism_spec.constant", "live": 5, "git": 1}]
     after = _sync(gitops, localpachd.address, tmp_path)
     assert after.result == "unchanged" and after.drift_detected == 0
+    assert _status(localpachd.address) == {"copy": "in sync", "count": "in sync"}
 
 
 def test_unmanaged_pipeline_with_same_name_is_a_conflict(
