@@ -70,6 +70,18 @@ def _counts(jobs: dict[str, Any]) -> dict[str, dict[str, int]]:
                 "total": int(j.data_total), "failed": int(j.data_failed)} for n, j in jobs.items()}
 
 
+def _job_marks(jobs: dict[str, Any], t0: float) -> dict[str, float]:
+    """When each job started and finished, in seconds since t0 (server clock = ours)."""
+    offset = time.time() - time.perf_counter()  # perf_counter t0 on the wall clock
+    out = {}
+    for name, job in jobs.items():
+        for what in ("started", "finished"):
+            ts = getattr(job, what)
+            if ts.seconds:
+                out[f"{name} {what}"] = round(ts.seconds + ts.nanos / 1e9 - offset - t0, 2)
+    return out
+
+
 def _full_done(models: int):  # type: ignore[no-untyped-def]
     def done(jobs: dict[str, Any]) -> bool:
         return int(jobs["model"].data_total) == models and int(jobs["test"].data_total) == models
@@ -79,15 +91,20 @@ def _full_done(models: int):  # type: ignore[no-untyped-def]
 def full_run(runtime: str, incremental: bool) -> dict[str, Any]:
     """(1) and, on the same server, (2). Returns the figures."""
     t0 = time.perf_counter()
+    marks: dict[str, float] = {}
     with local_server(runtime) as server:
+        marks["server listening"] = time.perf_counter() - t0
         pc = client(server)
         _load(pc)
+        marks["data loaded"] = time.perf_counter() - t0
         for spec in _specs():
             create_pipeline_from_spec(pc, spec)
+        marks["pipelines created"] = time.perf_counter() - t0
         jobs = wait_jobs(pc, PIPELINES, expect=_full_done(77))
         full = time.perf_counter() - t0
         result: dict[str, Any] = {"runtime": runtime, "full_s": full, "full_jobs": _counts(jobs),
-                                  "states": {n: job_state(j) for n, j in jobs.items()}}
+                                  "states": {n: job_state(j) for n, j in jobs.items()},
+                                  "marks_s": {**marks, **_job_marks(jobs, t0)}}
         files = len(list(pc.list_file(("model", "master"), "/")))
         result["models_in_repo"] = files
         if incremental:
@@ -120,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"localpachd full pipeline, runtime {args.runtime} (s)": round(warm["full_s"], 2),
         "full pipeline job states": warm["states"],
         "models in the model repo": warm["models_in_repo"],
+        "timeline (s since start)": {k: round(v, 2) for k, v in warm["marks_s"].items()},
         "incremental: add one C value (s)": round(warm["incremental_s"], 2),
         "incremental datums processed": {n: c["processed"]
                                          for n, c in warm["incremental_jobs"].items()},
