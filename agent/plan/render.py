@@ -32,6 +32,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= _MAX_VALUE else text[: _MAX_VALUE - 3] + "..."
 
 
+def short_commit(commit: str) -> str:
+    """`<12 hex>` (plus `+dirty` for a work tree with local changes)."""
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
 def describe(c: PipelineChange) -> str:
     """One phrase for what happens to a pipeline, e.g. `update with reprocess (77 datums)`."""
     if c.action in (UPDATE, DRIFT):
@@ -62,7 +67,7 @@ def summary(p: Plan) -> str:
 
 
 def render_text(p: Plan, verbose: bool = True) -> str:
-    commit = p.policy.commit[:12] or "(working tree)"
+    commit = short_commit(p.policy.commit) or "(no git commit)"
     lines = [f"Plan for {p.policy.source_id} at {commit}"]
     for r in p.repos_to_create:
         lines.append(f"  + repo {r.name}: create (input repo)")
@@ -131,7 +136,7 @@ def mermaid(p: Plan) -> list[str]:
 
 
 def render_markdown(p: Plan) -> str:
-    commit = p.policy.commit[:12] or "working tree"
+    commit = short_commit(p.policy.commit) or "no git commit"
     lines = [f"### pachsync plan for `{commit}`", "", f"**{summary(p)}**", ""]
     lines += ["| pipeline | action | reprocess | datums re-run | why |", "|---|---|---|---|---|"]
     for c in p.pipelines:

@@ -125,9 +125,13 @@ def fetch(source: str, branch: str = "main", cache_dir: Path | None = None) -> C
 
 
 def local_head(path: Path) -> str | None:
-    """The HEAD sha of the git work tree containing `path` (None if not in a repo)."""
+    """The HEAD sha of the git work tree containing `path`, with `+dirty` appended when files
+    under `path` differ from it (None if not in a repo)."""
     try:
         repo = git.Repo(path, search_parent_directories=True)
-        return str(repo.head.commit.hexsha)
+        sha = str(repo.head.commit.hexsha)
+        rel = Path(path).resolve().relative_to(Path(repo.working_tree_dir or path).resolve())
+        dirty = repo.is_dirty(untracked_files=True, path=str(rel))
+        return sha + ("+dirty" if dirty else "")
     except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
         return None

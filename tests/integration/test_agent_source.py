@@ -33,7 +33,9 @@ def test_fetch_follows_the_branch_and_resets_the_cache(tmp_path: Path) -> None:
     assert not (second.path / "specs" / "pipelines" / "count.yaml").exists()
     assert "tampered" not in (second.path / "specs" / "repos.yaml").read_text()
     assert not (second.path / "stray.txt").exists()
-    assert local_head(second.path / "specs") == sha
+    assert local_head(ops.work / "specs") == sha
+    (ops.work / "specs" / "repos.yaml").write_text("changed")
+    assert local_head(ops.work / "specs") == sha + "+dirty"
     assert local_head(tmp_path / "nowhere") is None
 
 
