@@ -115,10 +115,13 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
                 "no authentication token, or a wrong one: send metadata `authn-token`")))
         txn = meta.get("pach-transaction")
         if txn and self.ctx.transactions.is_transactional(details.method):
-            method = details.method
+            txn_method = details.method
             return _replace(handler, lambda fn: _guard(
-                lambda req, c: self.ctx.transactions.record(self.ctx, txn, method, req)))
-        return _replace(handler, _guard)
+                lambda req, c: self.ctx.transactions.record(self.ctx, txn, txn_method, req),
+                txn_method))
+        method = details.method
+        return _replace(handler, lambda fn: _guard(fn, method),
+                        lambda fn: _guard_stream(fn, method))
 
 
 def _fail(exc: errors.PachError) -> Callable[..., Any]:
@@ -137,40 +140,47 @@ def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
     context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _settle(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    """Turn an exception into the call's status (always raises)."""
+    if context.code() is not None:  # the generated default servicer or grpc set it already
+        if isinstance(exc, NotImplementedError):
+            context.set_details(f"{method} is not implemented by localpachd")
+        raise exc
+    _abort(context, exc)
+
+
+def _guard(fn: Callable[..., Any], method: str = "") -> Callable[..., Any]:
     def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return fn(request, context)
         except Exception as exc:
-            if context.code() is not None:  # already aborted by grpc machinery
-                raise
-            _abort(context, exc)
+            _settle(context, exc, method)
 
     return behaviour
 
 
-def _guard_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _guard_stream(fn: Callable[..., Any], method: str = "") -> Callable[..., Any]:
     def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             yield from fn(request, context)
         except Exception as exc:
-            if context.code() is not None:
-                raise
-            _abort(context, exc)
+            _settle(context, exc, method)
 
     return behaviour
 
 
-def _replace(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
-    """Wrap whichever behaviour the handler has (streaming responses get a generator guard)."""
+def _replace(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+             stream_wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+             ) -> Any:
+    """Wrap whichever behaviour the handler has (`stream_wrap` for streaming responses)."""
     if handler.unary_unary:
         return handler._replace(unary_unary=wrap(handler.unary_unary))
     if handler.stream_unary:
         return handler._replace(stream_unary=wrap(handler.stream_unary))
-    stream_wrap = _guard_stream if wrap is _guard else wrap
+    swrap = stream_wrap or wrap
     if handler.unary_stream:
-        return handler._replace(unary_stream=stream_wrap(handler.unary_stream))
-    return handler._replace(stream_stream=stream_wrap(handler.stream_stream))
+        return handler._replace(unary_stream=swrap(handler.unary_stream))
+    return handler._replace(stream_stream=swrap(handler.stream_stream))
 
 
 class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
