@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,24 @@ class _Zygote:
             self.proc.wait()
 
 
+@dataclass
+class _Live:
+    """A datum in flight: its job, its zygote and, once forked, its pid (= process group)."""
+
+    job_id: str
+    zygote: _Zygote
+    pid: int = 0
+
+    def kill(self, reply: socket.socket) -> None:
+        """Ask the zygote to kill the datum's group; if the zygote died, kill it ourselves."""
+        _send(reply, b"kill")
+        if self.pid and self.zygote.proc.poll() is not None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 class WarmRuntime:
     """Runtime protocol (localpachd.runtime.Runtime) with fork-from-zygote Python datums."""
 
@@ -106,7 +126,7 @@ class WarmRuntime:
         self._lock = threading.Lock()
         self._zygotes: dict[tuple[Any, ...], _Zygote] = {}
         self._failures: dict[tuple[Any, ...], int] = {}
-        self._live: dict[socket.socket, str] = {}  # reply socket -> PACH_JOB_ID
+        self._live: dict[socket.socket, _Live] = {}  # reply socket -> running datum
         self._closed = False
         self.stats = {"warm": 0, "cold": 0, "zygotes": 0}  # for benchmarks and tests
 
@@ -141,6 +161,13 @@ class WarmRuntime:
             if self._closed or self._failures.get(key, 0) >= _MAX_FAILURES:
                 return None
             zygote = self._zygotes.get(key)
+            if zygote is not None and zygote.proc.poll() is not None:  # it died: replace it
+                self._failures[key] = self._failures.get(key, 0) + 1
+                zygote.retired = True
+                del self._zygotes[key]
+                if self._failures[key] >= _MAX_FAILURES:
+                    return None
+                zygote = None
             if zygote is not None and zygote.stale():
                 zygote.retired = True
                 del self._zygotes[key]
@@ -171,53 +198,62 @@ class WarmRuntime:
 
     def _run_warm(self, zygote: _Zygote, target: Target, run: DatumRun) -> DatumOutcome:
         request = json.dumps(_request(target, run)).encode()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # open(..., "ab") as cold
+        out = os.open(run.stdout_path, flags, 0o666)
+        try:
+            err = os.open(run.stderr_path, flags, 0o666)
+        except OSError:
+            os.close(out)
+            raise
         stdin_fd, feeder = _stdin_pipe(run.stdin)
-        out = os.open(run.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
-        err = os.open(run.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
         try:
             reply = zygote.start(request, [stdin_fd, out, err])
+        except ZygoteUnavailable:
+            if feeder is not None:
+                os.close(feeder.fd)
+            raise
         finally:
             for fd in (stdin_fd, out, err):
                 os.close(fd)
         with self._lock:
-            self._live[reply] = run.env.get("PACH_JOB_ID", "")
+            self._live[reply] = live = _Live(run.env.get("PACH_JOB_ID", ""), zygote)
         try:
-            return self._wait(zygote, reply, run, feeder)
+            return self._wait(live, reply, run, feeder)
         finally:
             with self._lock:
                 self._live.pop(reply, None)
             reply.close()
 
     def _wait(
-        self, zygote: _Zygote, reply: socket.socket, run: DatumRun, feeder: _Feeder | None
+        self, live: _Live, reply: socket.socket, run: DatumRun, feeder: _Feeder | None
     ) -> DatumOutcome:
         """Messages arrive as: `watch` (before the fork), then `pid` (from the zygote) and
         `exit` (from the child) in either order, or `status` (the zygote reaped it)."""
         if feeder is not None:
             feeder.start()  # a zygote that never forks closes the pipe: the writer stops
         try:
-            return self._outcome(zygote, reply, run.timeout)
+            return self._outcome(live, reply, run.timeout)
         finally:
             if feeder is not None:
                 feeder.join()
 
-    def _outcome(self, zygote: _Zygote, reply: socket.socket, timeout: float | None
+    def _outcome(self, live: _Live, reply: socket.socket, timeout: float | None
                  ) -> DatumOutcome:
-        forked, timed_out = False, False
+        timed_out = False
         while True:
-            msg = _recv(reply, timeout if forked and not timed_out else None)
+            msg = _recv(reply, timeout if live.pid and not timed_out else None)
             if msg is TimeoutError:
                 timed_out = True
-                _send(reply, b"kill")
+                live.kill(reply)
                 continue
             if not isinstance(msg, dict) or "error" in msg:
-                if not forked:
+                if not live.pid:
                     raise ZygoteUnavailable(str(msg))  # nothing ran: the fallback may run it
-                return DatumOutcome(returncode=-9, timed_out=timed_out)  # the zygote died
+                return DatumOutcome(returncode=-9, timed_out=timed_out)  # killed, zygote gone
             if "watch" in msg:
-                zygote.watch.update(msg["watch"])
+                live.zygote.watch.update(msg["watch"])
             elif "pid" in msg:
-                forked = True
+                live.pid = int(msg["pid"])
             elif "exit" in msg:  # sent by the child itself as it exits
                 _send(reply, b"done")  # the zygote must not kill its process group on our EOF
                 return DatumOutcome(int(msg["exit"]), timed_out=timed_out)
@@ -227,9 +263,9 @@ class WarmRuntime:
     def kill_job(self, job_id: str) -> None:
         """Kill the running datums of one job (StopJob, pipeline update)."""
         with self._lock:
-            live = [r for r, j in self._live.items() if j == job_id]
-        for reply in live:
-            _send(reply, b"kill")
+            doomed = [(r, d) for r, d in self._live.items() if d.job_id == job_id]
+        for reply, datum in doomed:
+            datum.kill(reply)
         kill = getattr(self.fallback, "kill_job", None)
         if kill is not None:
             kill(job_id)

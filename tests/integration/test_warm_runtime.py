@@ -346,3 +346,45 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_zygote_that_cannot_start_the_datum_falls_back_exactly_once(
+    progs, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection in our own wrapper: nothing ran warm, so the datum runs cold, once."""
+    from localpachd import runtime_warm
+
+    def refuse(self: object, request: bytes, fds: list[int]) -> object:
+        raise runtime_warm.ZygoteUnavailable("injected")
+
+    monkeypatch.setattr(runtime_warm._Zygote, "start", refuse)
+    warm = WarmRuntime()
+    try:
+        for arg in ("a", "b", "c"):
+            outcome, out, _, _ = _run(warm, _module("counter", arg), tmp_path, env=_env(progs),
+                                      stdin=b"ignored")
+            assert outcome == DatumOutcome(0) and out == f"count 1 ['{arg}']\n".encode()
+        assert warm.stats == {"warm": 0, "cold": 3, "zygotes": 2}  # then the key stays cold
+    finally:
+        warm.close()
+
+
+def test_a_killed_zygote_fails_its_running_datum_and_is_replaced(progs, tmp_path) -> None:
+    warm = WarmRuntime()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(_run, warm, _module("sleeper"), tmp_path, env=_env(progs),
+                                  stdin=None, timeout=2)
+            while not (tmp_path / "stdout.log").exists() or not (
+                    tmp_path / "stdout.log").read_bytes():
+                time.sleep(0.05)
+            zygote = next(iter(warm._zygotes.values()))
+            zygote.proc.kill()
+            outcome = running.result()[0]
+        # the orphaned child keeps running; its datum_timeout is still enforced (by the runtime)
+        assert outcome == DatumOutcome(returncode=-signal.SIGKILL, timed_out=True)
+        again = _run(warm, _module("counter", "x"), tmp_path, env=_env(progs), stdin=None)
+        assert again[0] == DatumOutcome(0) and again[1] == b"count 1 ['x']\n"
+        assert warm.stats["zygotes"] == 2
+    finally:
+        warm.close()
