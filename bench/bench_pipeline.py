@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from bench.common import (
     job_state,
     local_server,
     show,
+    tree_cpu_seconds,
     wait_jobs,
 )
 
@@ -41,11 +43,14 @@ NEW_C = b"1.000\n"  # not in data/parameters: a new model name
 def baseline() -> dict[str, Any]:
     """Wall time of a fresh process doing the whole search (its imports included)."""
     with tempfile.TemporaryDirectory(prefix="pachsync-baseline-") as work:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "bench.baseline_iris", work], cwd=ROOT,
                              capture_output=True, text=True, check=True)
         wall = time.perf_counter() - t0
-    return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": wall}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_s": wall, "cpu_s": cpu}
 
 
 def _load(pc: Any) -> None:
@@ -102,7 +107,9 @@ def full_run(runtime: str, incremental: bool) -> dict[str, Any]:
         marks["pipelines created"] = time.perf_counter() - t0
         jobs = wait_jobs(pc, PIPELINES, expect=_full_done(77))
         full = time.perf_counter() - t0
-        result: dict[str, Any] = {"runtime": runtime, "full_s": full, "full_jobs": _counts(jobs),
+        cpu = tree_cpu_seconds(server.process.pid)
+        result: dict[str, Any] = {"runtime": runtime, "full_s": full, "cpu_s": cpu,
+                                  "full_jobs": _counts(jobs),
                                   "states": {n: job_state(j) for n, j in jobs.items()},
                                   "marks_s": {**marks, **_job_marks(jobs, t0)}}
         files = len(list(pc.list_file(("model", "master"), "/")))
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warm = full_run(args.runtime, incremental=True)
     after = baseline()  # before and after: the machine's load drifts while we measure
     base = {**after, "wall_s": (before["wall_s"] + after["wall_s"]) / 2,
+            "cpu_s": (before["cpu_s"] + after["cpu_s"]) / 2,
             "runs_s": [before["wall_s"], after["wall_s"]]}
     figures: dict[str, Any] = {
         "baseline single process, mean of 2 (s)": round(base["wall_s"], 2),
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"localpachd full pipeline, runtime {args.runtime} (s)": round(warm["full_s"], 2),
         "full pipeline job states": warm["states"],
         "models in the model repo": warm["models_in_repo"],
+        "CPU seconds: baseline / server+zygote+datums": [round(base["cpu_s"], 2),
+                                                         round(warm["cpu_s"], 2)],
         "timeline (s since start)": {k: round(v, 2) for k, v in warm["marks_s"].items()},
         "incremental: add one C value (s)": round(warm["incremental_s"], 2),
         "incremental datums processed": {n: c["processed"]

@@ -80,6 +80,22 @@ def _wait_listening(proc: subprocess.Popen[bytes], log: Path, timeout: float = 6
     raise RuntimeError("localpachd did not start listening within 60s")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU (user + system) used so far by `pid` and its live descendants, including the
+    children they have already reaped (Linux /proc; 0.0 elsewhere)."""
+    total, todo, tick = 0.0, [pid], os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def client(server: Server) -> Any:
     import python_pachyderm
 
