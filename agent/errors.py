@@ -49,7 +49,7 @@ class UsageError(PachsyncError):
 
 
 class SpecInvalid(PachsyncError):
-    """The desired state in git does not validate; nothing may be applied until the commit changes."""
+    """The desired state in git does not validate: nothing is applied until the commit changes."""
 
     exit_code = EXIT_CHANGES
 

@@ -1,6 +1,7 @@
 """Enforces DESIGN.md's layer rules by reading every module's imports (no code is executed).
 
-- `stages` imports neither `agent` nor `localpachd`; `agent` and `localpachd` never import each other.
+- `stages` imports neither `agent` nor `localpachd`; `agent` and `localpachd` never import
+  each other.
 - Inside `agent`, a module imports only from layers below its own (LAYERS).
 - Only `agent.cluster` imports grpc / python_pachyderm; only `agent.source` imports git.
 - `agent.plan` and `agent.normalize` import no I/O library at all: the planner stays pure.
