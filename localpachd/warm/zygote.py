@@ -4,9 +4,12 @@ Started by `localpachd.runtime_warm` (never forked from the multi-threaded gRPC 
 the startup environment of its datums, through the BOOT line below, and given one end of a
 SOCK_SEQPACKET control socket. Each request on it is a JSON datum description plus four file
 descriptors: a reply socket for that datum and the datum's stdin, stdout and stderr. The zygote
-preloads what the target imports (first time only), forks, and answers on the reply socket
-`{"pid": N}` and, when the child is reaped, `{"status": wait_status}`. A `kill` message on the
-reply socket, or the client closing it, kills the child's process group.
+preloads what the target imports (first time only; the library modules it names, never the
+target itself nor files of the datum's own directory), then on the reply socket:
+`{"watch": {file: mtime}}` (after a preload, before the fork), `{"pid": N}` after the fork,
+and `{"status": wait_status}` once the child is reaped. The child itself sends `{"exit": code}`
+just before it exits (see `child.py`), usually first. From the runtime: `kill` kills the
+child's process group; `done` says the exit code arrived; EOF without `done` kills the child.
 
 It serves many datums at once (one selector loop; children run in parallel), and exits — killing
 its children — when the control socket reaches EOF, i.e. when the server goes away.
