@@ -4,8 +4,9 @@ Started by `localpachd.runtime_warm` (never forked from the multi-threaded gRPC 
 the startup environment of its datums, through the BOOT line below, and given one end of a
 SOCK_SEQPACKET control socket. Each request on it is a JSON datum description plus four file
 descriptors: a reply socket for that datum and the datum's stdin, stdout and stderr. The zygote
-preloads what the target imports (first time only; the library modules it names, never the
-target itself nor files of the datum's own directory), then on the reply socket:
+preloads what the target imports (first time only: the installed and project modules its source
+names, never the target itself nor modules of the datum's own sys.path[0]), then on the reply
+socket:
 `{"watch": {file: mtime}}` (after a preload, before the fork), `{"pid": N}` after the fork,
 and `{"status": wait_status}` once the child is reaped. The child itself sends `{"exit": code}`
 just before it exits (see `child.py`), usually first. From the runtime: `kill` kills the
