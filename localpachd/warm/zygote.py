@@ -167,15 +167,28 @@ class Zygote:
             _prime()
         finally:
             sys.path[:] = saved
+        self._forget_project_modules()
         _flush_all()
         gc.collect()
         gc.freeze()  # children then share these pages instead of copying them on GC
         self.own = _own_modules()
         return self._watch(req.get("path0"))
 
+    def _forget_project_modules(self) -> None:
+        """Drop the modules that live outside the Python installation (the project's own code,
+        PYTHONPATH entries) once their imports are loaded: each child imports them afresh, so
+        their module-level code runs with the datum's own environment and working directory,
+        and an edited file is always the one that runs. Installed libraries stay preloaded."""
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if (path and not path.startswith(self.library_dirs) and name != "__main__"
+                    and name not in self.own and not name.startswith("localpachd.")):
+                del sys.modules[name]
+
     def _watch(self, path0: str | None) -> dict[str, int]:
-        """mtime of every loaded source file outside the Python installation: project code the
-        runtime checks before each datum, restarting the zygote when one changed."""
+        """mtime of every loaded source file outside the Python installation (editable installs
+        and the zygote's own code): the runtime checks them before each datum and restarts the
+        zygote when one changed."""
         files: dict[str, int] = {}
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
