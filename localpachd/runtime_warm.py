@@ -13,8 +13,20 @@ few environments a fork cannot reproduce (`warm.target.warm_blocker`), run on th
 
 Zygotes are shared by datums with the same startup environment (`warm.target.startup_env`):
 one zygote preloads the imports of every target it has served, so the four iris stages import
-numpy/pandas/scikit-learn once. `shared=False` gives one zygote per target instead. A zygote is
-replaced when a project source file it loaded changes (mtime), so edits are never run stale.
+numpy/pandas/scikit-learn once. `shared=False` gives one zygote per target instead. Project
+code is never kept preloaded (each datum imports it afresh); a zygote is replaced when an
+installed source file it loaded changes (mtime, e.g. an editable install).
+
+Known differences from a fresh interpreter, all outside what a datum normally observes:
+- `str` hashes use the zygote's random seed, shared by its children (equal when PYTHONHASHSEED
+  is set, which is then part of the zygote key); `random` and numpy's global generator are
+  reseeded from the OS in every child, as a fresh process would be.
+- sys.modules already holds the preloaded libraries (also those a datum does not import); their
+  import-time side effects happened once, in the zygote; a project module that registers
+  itself into a library at import does so in the zygote and again in the child.
+- one extra close-on-exec descriptor (the reply socket, numbered >= 1000) is open.
+- a file in the datum's sys.path[0] that would shadow a preloaded module makes the child
+  exec a fresh interpreter instead (then everything is exact).
 """
 
 from __future__ import annotations
