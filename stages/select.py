@@ -16,8 +16,9 @@ Run by the `select` pipeline (specs/pipelines/select.yaml), one datum over all m
 
 Exit 1 with one line on stderr (file and problem) when there are no metrics, a metric is not a
 number in [0, 1], a metric has no model, or the rule selects nothing; nothing is written then.
-scikit-learn and joblib are imported at module level on purpose: a warm worker runtime imports
-this module once and then calls `main(argv)` per datum (selected models are loaded as a check).
+scikit-learn and joblib are imported at module level on purpose (through `stages.evaluate`, whose
+`load_model` checks every selected model): a warm worker runtime imports this module once and
+then calls `main(argv)` per datum.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
-import sklearn.svm  # noqa: F401  (unpickling the models needs it; imported here to be warm)
-
 from stages.common import StageError, read_text, run, write_atomic
+from stages.evaluate import load_model
 
 METRIC_SUFFIX = "_metric.txt"
 NAME = re.compile(r"^model_C(?P<c>[^_]+)_G(?P<gamma>.+)$")
@@ -163,7 +162,7 @@ def _body(argv: Sequence[str] | None) -> None:
         )
     outputs = {args.output / "leaderboard.csv": leaderboard(entries, chosen)}
     for entry in chosen:
-        _check_loads(entry.model)
+        load_model(entry.model)  # a check: a selected file must really be a model
         outputs[args.output / entry.model.name] = entry.model.read_bytes()
     summary = {
         "rule": rule,
@@ -177,15 +176,6 @@ def _body(argv: Sequence[str] | None) -> None:
         f"stages.select: kept {len(chosen)} of {len(entries)} models "
         f"(best accuracy {entries[0].accuracy}, rule {rule})"
     )
-
-
-def _check_loads(path: Path) -> None:
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # unpickling raises anything; all mean "not a model"
-        raise StageError(path, f"cannot load model: {type(exc).__name__}: {exc}") from None
-    if not hasattr(model, "predict"):
-        raise StageError(path, f"not a model: a {type(model).__name__} has no predict()")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
