@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="where metadata and file contents are kept (default .localpachd)")
     s.add_argument("--auth-token", default=None,
                    help="require metadata `authn-token: TOKEN` on every call")
+    s.add_argument("--tls-cert", type=Path, metavar="FILE", default=None,
+                   help="PEM certificate (chain) to serve TLS with; needs --tls-key. Clients "
+                        "then connect with grpcs://HOST:PORT and trust this certificate's CA "
+                        "(pachsync: PACHSYNC_CA_FILE)")
+    s.add_argument("--tls-key", type=Path, metavar="FILE", default=None,
+                   help="PEM private key of --tls-cert")
     s.add_argument("--runtime", default="auto", help="worker runtime name (default auto)")
     s.add_argument("--max-parallelism", type=int, default=None,
                    help="cap on concurrent datum workers (default: number of CPU cores)")
@@ -46,7 +52,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server = start(args.data_dir, host=args.host, port=args.port,
                        auth_token=args.auth_token, runtime=args.runtime,
-                       max_parallelism=args.max_parallelism, fsync=not args.no_fsync)
+                       max_parallelism=args.max_parallelism, fsync=not args.no_fsync,
+                       tls_cert=args.tls_cert, tls_key=args.tls_key)
     except OSError as exc:
         print(f"localpachd: {exc}", file=sys.stderr)
         return 2
@@ -60,7 +67,9 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    print(f"localpachd listening on {server.address} (data dir {args.data_dir})", flush=True)
+    scheme = "TLS" if server.tls else "plaintext"
+    print(f"localpachd listening on {server.address} ({scheme}, data dir {args.data_dir})",
+          flush=True)
     while not done.wait(1.0):
         pass
     server.stop(grace=2.0)

@@ -62,6 +62,8 @@ class ServerConfig:
     max_parallelism: int | None = None  # cap on datum workers; None = os.cpu_count()
     fsync: bool = True  # fsync blobs and SQLite commits (off only for throwaway benchmarks)
     workers: int = 64  # gRPC handler threads (streams such as SubscribeCommit hold one each)
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key the port serves TLS only
+    tls_key: Path | None = None  # PEM private key of tls_cert
 
     @property
     def parallelism_cap(self) -> int:
@@ -220,6 +222,11 @@ class RunningServer:
     def address(self) -> str:
         return f"{_bracket(self.host)}:{self.port}"
 
+    @property
+    def tls(self) -> bool:
+        """True when the port serves TLS only (clients must use grpcs://)."""
+        return self.ctx.config.tls_cert is not None
+
     def stop(self, grace: float | None = 1.0) -> None:
         if self.ctx.stopping.is_set():
             return
@@ -244,13 +251,18 @@ class RunningServer:
 
 def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
           auth_token: str | None = None, **options: Any) -> RunningServer:
-    """Start localpachd on host:port (0 = a free port) storing under data_dir; returns at once."""
+    """Start localpachd on host:port (0 = a free port) storing under data_dir; returns at once.
+
+    Options `tls_cert` and `tls_key` (PEM files) make the port serve TLS (clients use
+    grpcs://); without them the port is plaintext.
+    """
     known = {f.name for f in fields(ServerConfig)}
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"unknown localpachd option(s): {', '.join(sorted(unknown))}")
     config = ServerConfig(data_dir=Path(data_dir), host=host, port=port, auth_token=auth_token,
                           **options)
+    credentials = _tls_credentials(config)  # before the store: a bad file leaves nothing open
     from localpachd.transaction import Registry
 
     store = Store(config.data_dir, fsync=config.fsync)
@@ -259,7 +271,10 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
                                                     thread_name_prefix="localpachd"),
                          interceptors=[_Boundary(ctx)], options=GRPC_OPTIONS)
     try:
-        bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
+        else:
+            bound = server.add_secure_port(f"{_bracket(host)}:{port}", credentials)
     except RuntimeError:
         bound = 0
     if bound == 0:
@@ -276,6 +291,28 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         running.stop(grace=None)  # runs the stop hooks registered so far, frees the data dir
         raise
     return running
+
+
+def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials when both tls_cert and tls_key are set, None for a plaintext port.
+
+    Raises OSError (as a failed bind does) for half a pair or an unreadable/non-PEM file, so
+    the CLI reports every startup problem the same way.
+    """
+    if config.tls_cert is None and config.tls_key is None:
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise OSError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+    pair = []
+    for what, path in (("key", config.tls_key), ("certificate", config.tls_cert)):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise OSError(f"cannot read TLS {what} {path}: {exc.strerror or exc}") from exc
+        if b"-----BEGIN " not in data:
+            raise OSError(f"TLS {what} {path} is not PEM (no -----BEGIN line)")
+        pair.append(data)
+    return grpc.ssl_server_credentials([(pair[0], pair[1])])
 
 
 def _bracket(host: str) -> str:

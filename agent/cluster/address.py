@@ -6,8 +6,9 @@ own config (`PACH_CONFIG`, `/pachctl/config.json`, `~/.pachyderm/config.json`: a
 `pachd_address`, `session_token`, `server_cas`), else the in-cluster service env
 (`PACHD_PEER_SERVICE_HOST/PORT`, then `PACHD_SERVICE_HOST/PORT`), else `localhost:30650`.
 The token comes from `PACH_PYTHON_AUTH_TOKEN`, else the file named by `PACHSYNC_AUTH_TOKEN_FILE`,
-else the config's session token. `grpcs://` (or `https://`) turns TLS on; `PACHSYNC_CA_FILE`
-may name a PEM bundle. Tokens are never part of `str()`/`describe()` output.
+else the config's session token; an empty or blank variable counts as unset. `grpcs://` (or
+`https://`) turns TLS on; the CA bundle it trusts is `PACHSYNC_CA_FILE` (PEM), else the config's
+`server_cas`, else the system/certifi CAs. Tokens are never part of `str()`/`describe()` output.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def _config(env: Mapping[str, str]) -> tuple[dict[str, Any], str] | None:
 
 
 def _token(env: Mapping[str, str], context: Mapping[str, Any] | None) -> str | None:
-    if env.get("PACH_PYTHON_AUTH_TOKEN"):
-        return env["PACH_PYTHON_AUTH_TOKEN"]
+    # An empty value means "no token" (CI maps unset secret variables to ""), never an empty one.
+    if env.get("PACH_PYTHON_AUTH_TOKEN", "").strip():
+        return env["PACH_PYTHON_AUTH_TOKEN"].strip()
     token_file = env.get("PACHSYNC_AUTH_TOKEN_FILE")
     if token_file:
         try:
@@ -92,10 +94,27 @@ def _token(env: Mapping[str, str], context: Mapping[str, Any] | None) -> str | N
 
 
 def _certs(env: Mapping[str, str], context: Mapping[str, Any] | None) -> bytes | None:
-    if env.get("PACHSYNC_CA_FILE"):
-        return Path(env["PACHSYNC_CA_FILE"]).read_bytes()
+    """The CA bundle that grpcs:// trusts: PACHSYNC_CA_FILE, else the config's `server_cas`
+    (base64 PEM, as pachctl writes it), else None (python-pachyderm then uses certifi's CAs)."""
+    ca_file = env.get("PACHSYNC_CA_FILE")
+    if ca_file:
+        try:
+            data = Path(ca_file).expanduser().read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read PACHSYNC_CA_FILE {ca_file}: {exc.strerror or exc}",
+                             hint="point PACHSYNC_CA_FILE at a PEM CA bundle, or unset it") from exc
+        if not data.lstrip().startswith(b"-----BEGIN"):
+            raise UsageError(f"PACHSYNC_CA_FILE {ca_file} is not a PEM file",
+                             hint="give the CA certificate in PEM form "
+                                  "(-----BEGIN CERTIFICATE-----)")
+        return data.lstrip()
     if context and context.get("server_cas"):
-        return base64.b64decode(str(context["server_cas"]))
+        try:
+            return base64.b64decode(str(context["server_cas"]), validate=True)
+        except ValueError as exc:
+            raise UsageError("pachyderm config: server_cas is not base64-encoded PEM",
+                             hint="fix the active context in the config, or set "
+                                  "PACHSYNC_CA_FILE") from exc
     return None
 
 
@@ -120,5 +139,8 @@ def resolve(flag: str | None = None, env: Mapping[str, str] | None = None) -> Pa
                                "in-cluster PACHD_SERVICE_HOST/PORT")
     else:
         target = PachdTarget("localhost", DEFAULT_PORT, False, "default")
+    # CAs only for grpcs://: python-pachyderm turns TLS on whenever it is given root certs,
+    # which would make a plaintext address silently speak TLS.
+    certs = _certs(env, context) if target.tls else None
     return PachdTarget(target.host, target.port, target.tls, target.origin,
-                       _token(env, context), _certs(env, context))
+                       _token(env, context), certs)

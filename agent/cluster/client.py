@@ -21,7 +21,7 @@ import grpc
 import python_pachyderm
 
 from agent.cluster.address import PachdTarget
-from agent.errors import Conflict, PachsyncError, Transient
+from agent.errors import Conflict, PachsyncError, Transient, UsageError
 
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
@@ -98,6 +98,11 @@ class CountingClient(python_pachyderm.Client):  # type: ignore[misc]
     def __init__(self, counter: RpcCounter, **kwargs: Any) -> None:
         self._rpc_counter = counter
         super().__init__(**kwargs)
+        if kwargs.get("auth_token") is None and self._auth_token is not None \
+                and not self._auth_token.strip():
+            # python-pachyderm falls back to PACH_PYTHON_AUTH_TOKEN even when it is "" (CI maps
+            # unset secrets to ""), which would send an empty authn-token: send none instead.
+            self.auth_token = None
 
     @property
     def _channel(self) -> grpc.Channel:
@@ -137,9 +142,13 @@ def connect(target: PachdTarget, timeout: float | None = DEFAULT_TIMEOUT_S) -> C
     Every call gets a deadline of `timeout` seconds (env PACHSYNC_RPC_TIMEOUT overrides)."""
     env_timeout = os.environ.get("PACHSYNC_RPC_TIMEOUT")
     counter = RpcCounter(float(env_timeout) if env_timeout else timeout)
-    client = CountingClient(counter, host=target.host, port=target.port,
-                            auth_token=target.auth_token, root_certs=target.root_certs,
-                            tls=target.tls, use_default_host=False)
+    try:
+        client = CountingClient(counter, host=target.host, port=target.port,
+                                auth_token=target.auth_token, root_certs=target.root_certs,
+                                tls=target.tls, use_default_host=False)
+    except (ValueError, TypeError) as exc:  # python-pachyderm rejects non-PEM root certs
+        raise UsageError(f"cannot use the TLS CA certificates for {target.address}: {exc}",
+                         hint="PACHSYNC_CA_FILE or the config's server_cas must be PEM") from exc
     return Connection(client, target, counter)
 
 
@@ -149,9 +158,27 @@ def _details(exc: BaseException) -> str:
     return str(exc)
 
 
+def _unreachable_hint(details: str, target: PachdTarget | None) -> str:
+    """What to do about UNAVAILABLE: TLS mismatches look like an outage but are not one."""
+    tls = bool(target and target.tls)
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return ("pachd's TLS certificate is not trusted: set PACHSYNC_CA_FILE to the PEM CA "
+                "bundle that signed it (or server_cas in the pachctl config)")
+    if "peer certificate" in details.lower() or "hostname" in details.lower():
+        return "pachd's TLS certificate does not name this host: connect with a name it lists"
+    if tls and ("WRONG_VERSION_NUMBER" in details or "handshake" in details.lower()):
+        return "TLS handshake failed: if pachd serves plaintext on this port, use grpc://HOST:PORT"
+    if not tls and "Socket closed" in details:
+        return ("pachd closed the connection: if it serves TLS, use grpcs://HOST:PORT "
+                "(and PACHSYNC_CA_FILE for a private CA)")
+    return "is pachd running? check --pachd / PACHD_ADDRESS"
+
+
 def map_error(exc: BaseException, what: str, target: PachdTarget | None = None) -> PachsyncError:
     """The agent error for a failed call: what we tried, what pachd said, what to do."""
     where = f" at {target.describe()}" if target else ""
+    if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, grpc.RpcError):
+        exc = exc.__cause__  # python-pachyderm's wrapper hides grpc's details (TLS mismatch...)
     if isinstance(exc, ConnectionError):
         return Transient(f"{what}: cannot reach pachd{where}",
                          hint="is pachd running? check --pachd / PACHD_ADDRESS")
@@ -159,7 +186,7 @@ def map_error(exc: BaseException, what: str, target: PachdTarget | None = None) 
     text = f"{what}: {_details(exc)}" + (f" ({code.name})" if code else "")
     if code == grpc.StatusCode.UNAVAILABLE:
         return Transient(f"{what}: cannot reach pachd{where}: {_details(exc)}",
-                         hint="is pachd running? check --pachd / PACHD_ADDRESS")
+                         hint=_unreachable_hint(_details(exc), target))
     if code in _TRANSIENT:
         return Transient(text + where, hint="pachd busy or interrupted; retrying later may pass")
     if code in _CONFLICT:

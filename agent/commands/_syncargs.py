@@ -1,4 +1,5 @@
-"""Options shared by `plan`, `apply` and `demo`: where the specs come from, where pachd is.
+"""Options shared by `plan`, `apply` and `demo` (and `--pachd` by every command that connects):
+where the specs come from, where pachd is.
 
 Used only by modules of `agent.commands`. `--specs DIR` reads a folder on disk (CI, local work);
 `--source URL_OR_PATH --branch B` fetches a git repo exactly as the agent does.
@@ -27,9 +28,21 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                           "from the source URL, branch and path, or local:<dir> for --specs)")
     src.add_argument("--cache-dir", type=Path, metavar="DIR",
                      help="where --source clones are kept (default: ~/.cache/pachsync/sources)")
-    p.add_argument("--pachd", metavar="ADDR",
-                   help="pachd address (host:port, grpc://, grpcs:// for TLS); default: "
-                        "PACHD_ADDRESS, pachctl config, in-cluster env, localhost:30650")
+    add_pachd_arg(p)
+
+
+PACHD_HELP = ("pachd address: host:port, grpc://HOST:PORT, or grpcs://HOST:PORT for TLS, which "
+              "trusts the PEM CA bundle named by env PACHSYNC_CA_FILE, else the pachctl "
+              "config's server_cas, else the system CAs. Default: env PACHD_ADDRESS, then the "
+              "pachctl config (PACH_CONFIG, ~/.pachyderm/config.json), then the in-cluster "
+              "PACHD_PEER_SERVICE_HOST/PORT, then localhost:30650. Auth token: env "
+              "PACH_PYTHON_AUTH_TOKEN (empty = none) or the file named by "
+              "PACHSYNC_AUTH_TOKEN_FILE")
+
+
+def add_pachd_arg(p: argparse.ArgumentParser) -> None:
+    """`--pachd ADDR`, documented the same way (resolution order, TLS, token) everywhere."""
+    p.add_argument("--pachd", metavar="ADDR", help=PACHD_HELP)
 
 
 def add_policy_args(p: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from agent.commands._syncargs import add_pachd_arg
 from agent.errors import EXIT_OK
 
 
@@ -27,7 +28,7 @@ def register(subparsers: Any) -> None:
                    help="one file per line, named with 16 hex digits like Pachyderm 1.x")
     p.add_argument("--branch", default="master", help="branch to commit to (default: master)")
     p.add_argument("--project", default="default", help="Pachyderm project (default: default)")
-    p.add_argument("--pachd", metavar="ADDR", help="pachd address (default: resolution order)")
+    add_pachd_arg(p)
     p.set_defaults(func=run)
 
 

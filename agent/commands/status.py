@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import Any
 
+from agent.commands._syncargs import add_pachd_arg
 from agent.errors import EXIT_OK
 
 
@@ -21,7 +22,7 @@ def register(subparsers: Any) -> None:
         description="Show every pipeline of the cluster: whether pachsync manages it (and from "
         "which source and commit), whether it still equals what was applied (drift), its state, "
         "and its newest job with datum counts.")
-    p.add_argument("--pachd", metavar="ADDR", help="pachd address (default: resolution order)")
+    add_pachd_arg(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=run)
 
