@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import io
 import json
 import sys
@@ -121,19 +120,19 @@ def _selection(conn: Any) -> str:
 
 
 def _report(address: str, out: Path) -> None:
-    """Run `pachsync report` if that command exists (it is optional for the demo)."""
+    """Write the HTML report (agent.report) and print its path, once. Optional for the demo:
+    a failure only skips it, the selection is already printed."""
     try:
-        module = importlib.import_module("agent.commands.report")
-    except ModuleNotFoundError:
+        from agent.report.collect import generate
+    except ImportError as exc:  # a plotting dependency missing
+        print(f"report skipped: {exc}", file=sys.stderr)
         return
-    parser = argparse.ArgumentParser(prog="pachsync")
-    module.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", "--pachd", address, "--out", str(out)])
     try:
-        if args.func(args) == EXIT_OK:
-            print(f"report: {out / 'report.html'}")
+        done = generate(address, out)
     except PachsyncError as exc:
         print(f"report skipped: {exc.message}", file=sys.stderr)
+        return
+    print(f"report: {done.files.html}")
 
 
 def run(args: argparse.Namespace) -> int:
