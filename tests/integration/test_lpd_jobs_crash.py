@@ -4,17 +4,15 @@ and no output commit ever shows a half-written datum."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import python_pachyderm
+from helpers import pachd
 from lpd_pps_helpers import pfs, put, read_repo, sh_pipeline, state
 from python_pachyderm.proto.v2.pps import pps_pb2
 
@@ -23,17 +21,8 @@ DATUM = ('echo partial > /pfs/out/$(basename $data)', 'sleep 1',
 
 
 def serve(data_dir: Path) -> tuple[subprocess.Popen[str], Any]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "localpachd", "serve", "--port", "0", "--data-dir", str(data_dir),
-         "--runtime", "subprocess", "--max-parallelism", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        m = re.search(r"listening on ([\d.]+):(\d+)", line)
-        if m:
-            return proc, python_pachyderm.Client(host=m.group(1), port=int(m.group(2)))
-    raise AssertionError("localpachd did not start")
+    proc, port = pachd.serve(data_dir, "--runtime", "subprocess", "--max-parallelism", "1")
+    return proc, pachd.client(port)
 
 
 @pytest.fixture
@@ -41,9 +30,7 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
     for p in started:
-        if p.poll() is None:
-            p.terminate()
-            p.wait(10)
+        pachd.stop(p, timeout=10)
 
 
 def test_kill_9_mid_job_then_restart_gives_the_same_result(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,22 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import python_pachyderm
+from helpers.pachd import serve
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _serve(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "localpachd", "serve", "--port", "0", "--data-dir", str(data_dir)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    assert m, f"unexpected first line: {line!r}"
-    return proc, int(m.group(1))
 
 
 class _StallingReader:
@@ -52,7 +38,7 @@ class _StallingReader:
 
 def test_kill_9_mid_upload_keeps_finished_commits(tmp_path: Path) -> None:
     data_dir = tmp_path / "pachd"
-    proc, port = _serve(data_dir)
+    proc, port = serve(data_dir)
     try:
         c = python_pachyderm.Client(host="127.0.0.1", port=port)
         c.create_repo("r")
@@ -90,7 +76,7 @@ def test_kill_9_mid_upload_keeps_finished_commits(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    proc, port = _serve(data_dir)
+    proc, port = serve(data_dir)
     try:
         c = python_pachyderm.Client(host="127.0.0.1", port=port)
         info = next(c.inspect_commit(("r", done.id)))

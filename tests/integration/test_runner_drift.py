@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from python_pachyderm.proto.v2.pps import pps_pb2
-from runner_gitops import GitOps, pipeline_info
+from runner_gitops import UpperGitOps, pipeline_info
 
 from agent.runner import Runner, RunnerConfig
 from agent.runner.status import to_dict
@@ -30,7 +30,7 @@ def hand_edit(client: object, name: str, description: str) -> None:
 @pytest.mark.parametrize("self_heal", [True, False], ids=["revert", "report-only"])
 def test_hand_change_is_detected_and_reverted_or_reported(
         tmp_path: Path, localpachd: object, pach_client: object, self_heal: bool) -> None:
-    repo = GitOps(tmp_path / "git")
+    repo = UpperGitOps(tmp_path / "git")
     repo.commit("from git")
     opts = SyncOptions(source=str(repo.remote), pachd=localpachd.address,  # type: ignore[attr-defined]
                        cache_dir=tmp_path / "cache", self_heal=self_heal)

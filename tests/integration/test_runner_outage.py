@@ -4,32 +4,22 @@ server is back on the same port and data dir. Real git remote, real localpachd s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import python_pachyderm
-from runner_gitops import GitOps, LocalPachdProcess, pipeline_info
+from helpers.pachd import LocalPachdProcess
+from runner_gitops import UpperGitOps, pipeline_info
 
 from agent.runner import BackoffPolicy, Runner, RunnerConfig
 from agent.sync import SyncOptions, sync_once
 
 
-@pytest.fixture
-def pachd(tmp_path: Path) -> Iterator[LocalPachdProcess]:
-    server = LocalPachdProcess(tmp_path / "pachd")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_outage_backs_off_and_converges_on_the_newest_commit(tmp_path: Path,
-                                                             pachd: LocalPachdProcess) -> None:
-    repo = GitOps(tmp_path / "git")
+def test_outage_backs_off_and_converges_on_the_newest_commit(
+    tmp_path: Path, pachd_process: LocalPachdProcess
+) -> None:
+    repo = UpperGitOps(tmp_path / "git")
     first = repo.commit("v1")
-    opts = SyncOptions(source=str(repo.remote), branch="main", pachd=pachd.address,
+    opts = SyncOptions(source=str(repo.remote), branch="main", pachd=pachd_process.address,
                        cache_dir=tmp_path / "cache")
     backoff = BackoffPolicy(initial_s=0.5, factor=2, max_s=2)
     runner = Runner(opts, sync_once, config=RunnerConfig(interval_s=3600, jitter=0,
@@ -39,7 +29,7 @@ def test_outage_backs_off_and_converges_on_the_newest_commit(tmp_path: Path,
         assert runner.wait_for(lambda s: s.runs >= 1, timeout=120)
         assert runner.status.last_applied_commit == first
 
-        pachd.stop()
+        pachd_process.stop()
         second = repo.commit("v2")
         runner.trigger("push")
         assert runner.wait_for(lambda s: s.consecutive_failures >= 2, timeout=120)
@@ -54,7 +44,7 @@ def test_outage_backs_off_and_converges_on_the_newest_commit(tmp_path: Path,
                                and s.last_attempt.commit == third, timeout=120)
         assert runner.status.last_applied_commit == first
 
-        pachd.start()  # same port, same data dir
+        pachd_process.start()  # same port, same data dir
         assert runner.wait_for(lambda s: s.last_applied_commit == third, timeout=120)
         s = runner.status
         assert s.consecutive_failures == 0 and s.backoff_s == 0
@@ -63,6 +53,6 @@ def test_outage_backs_off_and_converges_on_the_newest_commit(tmp_path: Path,
         assert failed is not None and failed >= 3
     finally:
         runner.stop(wait=True)
-    client = python_pachyderm.Client(host="127.0.0.1", port=pachd.port)
+    client = python_pachyderm.Client(host="127.0.0.1", port=pachd_process.port)
     description, annotations = pipeline_info(client, "upper")
     assert description == "v3" and annotations["pachsync.io/source-commit"] == third

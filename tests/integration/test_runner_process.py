@@ -14,29 +14,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import python_pachyderm
-from runner_gitops import PIPELINE, GitOps, LocalPachdProcess, pipeline_info
+from helpers.pachd import LocalPachdProcess
+from runner_gitops import PIPELINE, UpperGitOps, pipeline_info
 
 from agent.runner.webhook import sign
 
 HOOK_SECRET = "hmac-Secret-4711"
 BASIC = ("azure", "basic-Pass-0815")
 PACH_TOKEN = "pach-Token-9999"
-
-
-@pytest.fixture
-def pachd(tmp_path: Path) -> Iterator[LocalPachdProcess]:
-    server = LocalPachdProcess(tmp_path / "pachd")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class AgentProcess:
@@ -95,17 +85,18 @@ def applied(sha: str) -> Callable[[dict[str, Any]], bool]:
     return lambda doc: doc["lastApplied"]["commit"] == sha
 
 
-def test_agent_process_webhooks_stall_and_clean_logs(tmp_path: Path, pachd: LocalPachdProcess
-                                                     ) -> None:
+def test_agent_process_webhooks_stall_and_clean_logs(
+    tmp_path: Path, pachd_process: LocalPachdProcess
+) -> None:
 
-    repo = GitOps(tmp_path / "git")
+    repo = UpperGitOps(tmp_path / "git")
     v1 = repo.commit("v1")
     (tmp_path / "hook").write_text(HOOK_SECRET + "\n")
     (tmp_path / "basic").write_text(":".join(BASIC) + "\n")
     env = dict(os.environ, PACHSYNC_GIT_TOKEN="git-Token-1234", PACH_PYTHON_AUTH_TOKEN=PACH_TOKEN,
                PACH_CONFIG=str(tmp_path / "x"))
     agent = AgentProcess(
-        ["--source", str(repo.remote), "--branch", "main", "--pachd", pachd.address,
+        ["--source", str(repo.remote), "--branch", "main", "--pachd", pachd_process.address,
          "--listen", "127.0.0.1:0", "--interval", "3600", "--log-format", "json",
          "--webhook-secret-file", str(tmp_path / "hook"),
          "--basic-auth-file", str(tmp_path / "basic"), "--cache-dir", str(tmp_path / "cache")],
@@ -142,7 +133,7 @@ def test_agent_process_webhooks_stall_and_clean_logs(tmp_path: Path, pachd: Loca
     finally:
         code = agent.stop()
     assert code == 0
-    client = python_pachyderm.Client(host="127.0.0.1", port=pachd.port)
+    client = python_pachyderm.Client(host="127.0.0.1", port=pachd_process.port)
     assert pipeline_info(client, "upper")[0] == "v2"  # the invalid commit applied nothing
 
     log = "".join(agent.lines)

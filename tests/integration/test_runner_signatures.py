@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_gitops import GitOps, git, pipeline_info
+from helpers.gitops import git
+from runner_gitops import UpperGitOps, pipeline_info
 
 from agent.runner import Runner, RunnerConfig
 from agent.source.verify import SignatureInvalid, SignaturePolicy, make_verifier, verify_commit
@@ -40,7 +41,7 @@ def keys(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_verify_commit_accepts_only_allowed_ssh_signatures(tmp_path: Path,
                                                           keys: tuple[Path, Path, Path]) -> None:
     good, bad, signers = keys
-    repo = GitOps(tmp_path / "git")
+    repo = UpperGitOps(tmp_path / "git")
     policy = SignaturePolicy("ssh", allowed_signers=signers)
     signed = repo.commit("signed", signing_key=good)
     assert "ops@example.com" in verify_commit(repo.work, signed, policy)
@@ -60,7 +61,7 @@ def test_signed_head_applied_unsigned_head_refused(tmp_path: Path, localpachd: o
                                                    pach_client: object,
                                                    keys: tuple[Path, Path, Path]) -> None:
     good, bad, signers = keys
-    repo = GitOps(tmp_path / "git")
+    repo = UpperGitOps(tmp_path / "git")
     opts = SyncOptions(source=str(repo.remote), branch="main",
                        pachd=localpachd.address,  # type: ignore[attr-defined]
                        cache_dir=tmp_path / "cache")
@@ -124,7 +125,7 @@ def gpg_homes(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
 def test_verify_commit_with_a_gpg_keyring(tmp_path: Path, gpg_homes: tuple[Path, Path, str],
                                           keys: tuple[Path, Path, Path]) -> None:
     signer, keyring, fpr = gpg_homes
-    repo = GitOps(tmp_path / "git")
+    repo = UpperGitOps(tmp_path / "git")
     repo.commit("unsigned")
     (repo.work / "specs" / "pipelines" / "upper.yaml").write_text("changed\n")
     git(repo.work, "add", "-A")
