@@ -12,8 +12,11 @@ import argparse
 import signal
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from agent.commands._syncargs import add_pachd_arg
 
 EPILOG = """\
 credentials (never flags): PACHSYNC_GIT_TOKEN or --git-token-file (sent as an HTTP header to the
@@ -23,6 +26,10 @@ source's host only), PACH_PYTHON_AUTH_TOKEN or --pach-token-file, PACHSYNC_WEBHO
 endpoints: GET /healthz /readyz /status /metrics; POST /webhook/azure-devops (basic auth,
 Azure DevOps "code pushed" service hook) and /webhook/generic (header
 X-Pachsync-Signature: sha256=<hex HMAC-SHA256 of the body>).
+
+configuration from env (a flag wins over its variable; empty = unset): PACHSYNC_SOURCE,
+PACHSYNC_BRANCH, PACHSYNC_SPECS_PATH, PACHSYNC_INTERVAL, PACHSYNC_PRUNE (true/false),
+PACHSYNC_LISTEN, PACHSYNC_LOG_FORMAT; pachd: PACHD_ADDRESS, TLS CA bundle PACHSYNC_CA_FILE.
 
 exit codes with --once: 0 applied or unchanged, 1 specs invalid or signature refused, 2 failed.
 """
@@ -34,19 +41,22 @@ def register(subparsers: Any) -> None:
         description="Keep a Pachyderm cluster equal to the specs on a git branch: sync on an "
         "interval and on webhook, back off on failures, stall on invalid commits.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, metavar="URL",
-                   help="git URL or local path of the GitOps repo")
-    p.add_argument("--branch", default="main", metavar="B", help="branch to follow (default: main)")
-    p.add_argument("--specs-path", default="specs", metavar="DIR", help="specs folder in the repo")
-    p.add_argument("--pachd", metavar="ADDR",
-                   help="pachd address (default: PACHD_ADDRESS, config, in-cluster)")
-    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds between syncs")
+    p.add_argument("--source", metavar="URL",
+                   help="git URL or local path of the GitOps repo (env PACHSYNC_SOURCE; required)")
+    p.add_argument("--branch", metavar="B",
+                   help="branch to follow (env PACHSYNC_BRANCH; default: main)")
+    p.add_argument("--specs-path", metavar="DIR",
+                   help="specs folder in the repo (env PACHSYNC_SPECS_PATH; default: specs)")
+    add_pachd_arg(p)
+    p.add_argument("--interval", type=float, metavar="SECONDS",
+                   help="seconds between syncs (env PACHSYNC_INTERVAL; default: 60)")
     p.add_argument("--jitter", type=float, default=0.1, metavar="FRACTION",
                    help="up to this fraction of the interval is added at random (default 0.1)")
-    p.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT",
-                   help="HTTP address (default 0.0.0.0:8080)")
-    p.add_argument("--prune", action="store_true", help="delete managed pipelines gone from git")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="HTTP address (env PACHSYNC_LISTEN; default: 0.0.0.0:8080)")
+    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
+                   help="delete managed pipelines gone from git (env PACHSYNC_PRUNE=true|false; "
+                        "default: false)")
     p.add_argument("--allow-empty", action="store_true",
                    help="allow an empty desired state to prune everything")
     p.add_argument("--report-only-drift", action="store_true",
@@ -65,7 +75,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--git-token-file", type=Path, metavar="FILE",
                    help="token for an HTTPS git source")
     p.add_argument("--pach-token-file", type=Path, metavar="FILE", help="Pachyderm auth token")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   help="log lines as text or JSON (env PACHSYNC_LOG_FORMAT; default: text)")
     p.add_argument("--once", action="store_true", help="run one sync and exit with its code")
     p.add_argument("--cache-dir", type=Path, metavar="DIR",
                    help="where the git clone is kept (default: a temp dir for this process)")
@@ -79,6 +90,58 @@ def _verifier(args: argparse.Namespace) -> Any:
 
     return make_verifier(SignaturePolicy(args.verify_signatures, args.allowed_signers,
                                          args.gpg_home))
+
+
+# flag dest -> (env var, default). A flag given on the command line wins over its env var,
+# so the Kubernetes Deployment configures the agent from a ConfigMap without a shell wrapper.
+ENV_DEFAULTS: dict[str, tuple[str, Any]] = {
+    "source": ("PACHSYNC_SOURCE", None),
+    "branch": ("PACHSYNC_BRANCH", "main"),
+    "specs_path": ("PACHSYNC_SPECS_PATH", "specs"),
+    "interval": ("PACHSYNC_INTERVAL", 60.0),
+    "prune": ("PACHSYNC_PRUNE", False),
+    "listen": ("PACHSYNC_LISTEN", "0.0.0.0:8080"),
+    "log_format": ("PACHSYNC_LOG_FORMAT", "text"),
+}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _from_env(dest: str, var: str, raw: str) -> Any:
+    from agent.errors import UsageError
+
+    value = raw.strip()
+    if dest == "interval":
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"{var}={raw!r} is not a number of seconds",
+                             hint=f"set {var} to e.g. 60, or pass --interval") from None
+    if dest == "prune":
+        if value.lower() not in _TRUE + _FALSE:
+            raise UsageError(f"{var}={raw!r} is not true or false",
+                             hint=f"set {var} to true or false, or pass --prune/--no-prune")
+        return value.lower() in _TRUE
+    if dest == "log_format" and value not in ("text", "json"):
+        raise UsageError(f"{var}={raw!r} is not text or json", hint=f"set {var} to text or json")
+    return value
+
+
+def apply_env(args: argparse.Namespace, env: Mapping[str, str]) -> argparse.Namespace:
+    """Fill every flag left unset from its env var (empty = unset), else its default.
+
+    Returns a new namespace; raises UsageError for a bad value or a missing source."""
+    from agent.errors import UsageError
+
+    filled = argparse.Namespace(**vars(args))
+    for dest, (var, default) in ENV_DEFAULTS.items():
+        if getattr(filled, dest, None) is not None:
+            continue
+        raw = env.get(var, "")
+        setattr(filled, dest, _from_env(dest, var, raw) if raw.strip() else default)
+    if not filled.source:
+        raise UsageError("no git source to follow",
+                         hint="pass --source URL_OR_PATH or set PACHSYNC_SOURCE")
+    return filled
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -96,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.runner import logs
     from agent.runner.credentials import load_credentials
 
+    args = apply_env(args, os.environ)
     _check(args)
     creds = load_credentials(args.webhook_secret_file, args.basic_auth_file,
                              args.git_token_file, args.pach_token_file)

@@ -148,24 +148,25 @@ def test_service_exposes_webhook_and_metrics_for_prometheus() -> None:
 
 @pytest.mark.parametrize("prune", ["true", "false"])
 def test_container_command_is_accepted_by_pachsync_agent(prune: str) -> None:
-    """Expand the container's shell line with the ConfigMap's values (printf instead of exec)
-    and parse the resulting argv with the real `pachsync` parser."""
+    """The container's argv (no shell) parsed by the real `pachsync` parser, then completed from
+    the ConfigMap's env exactly as `pachsync agent` does at start-up."""
     from agent.cli import build_parser
+    from agent.commands.agent import apply_env
 
     (container,) = resources()["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["/bin/sh", "-c"]
-    line = container["args"][0]
-    assert line.startswith("exec python3 -m agent agent ")
-    env = dict(resources()["ConfigMap"]["data"], PACHSYNC_PRUNE=prune, PATH="/usr/bin:/bin")
-    shown = line.replace("exec python3", "printf '%s\\n' python3", 1)
-    out = subprocess.run(["/bin/sh", "-c", shown], env=env, capture_output=True, text=True,
-                         check=True)
-    argv = out.stdout.splitlines()
-    assert argv[:4] == ["python3", "-m", "agent", "agent"]
-    args = build_parser().parse_args(argv[3:])
+    assert container["command"] == ["python3", "-m", "agent"]
+    assert "/bin/sh" not in str(container["args"])
+    assert [e for e in container["envFrom"] if e["configMapRef"]["name"] == "pachsync-agent"]
+    env = dict(resources()["ConfigMap"]["data"], PACHSYNC_PRUNE=prune)
+    args = apply_env(build_parser().parse_args(container["args"]), env)
     assert args.source == env["PACHSYNC_SOURCE"] and args.branch == env["PACHSYNC_BRANCH"]
+    assert args.specs_path == env["PACHSYNC_SPECS_PATH"]
+    assert args.interval == float(env["PACHSYNC_INTERVAL"])
     assert args.prune is (prune == "true")
     assert args.cache_dir is not None and str(args.cache_dir) == "/var/cache/pachsync"
+    assert args.listen == "0.0.0.0:8080" and args.log_format == "json"
+    port = container["ports"][0]["containerPort"]
+    assert args.listen.endswith(f":{port}")
 
 
 def test_the_guide_creates_exactly_the_secrets_the_deployment_reads() -> None:
