@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.gitops import clone, git, seeded_remote, write_files
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.sync import SyncOptions, SyncResult, sync_once
@@ -59,20 +60,8 @@ SPECS = {
 TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
 
 
-def git(cwd: Path, *args: str, who: str = "Human") -> str:
-    ident = ["-c", f"user.name={who}", "-c", f"user.email={who.lower()}@example.invalid"]
-    return subprocess.run(["git", *ident, *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def spec_text(name: str, description: str = "a stage") -> str:
     return PIPELINE.format(name=name, description=description, **SPECS[name])
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
 
 
 def pachsync(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,17 +90,10 @@ def wait_new_jobs(client: Any, before: dict[str, set[str]], names: list[str],
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
-    bare = tmp_path / "remote.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    git(bare, "config", "core.logAllRefUpdates", "always")
-    seed = tmp_path / "seed"
-    subprocess.run(["git", "clone", "-q", str(bare), str(seed)], check=True, capture_output=True)
-    write(seed, {"specs/repos.yaml": REPOS, "stages/split.py": "print('v1')\n",
-                 **{f"specs/pipelines/{n}.yaml": spec_text(n) for n in SPECS}})
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "Initial GitOps repo")
-    git(seed, "push", "-q", "origin", "HEAD:main")
-    return bare
+    files = {"specs/repos.yaml": REPOS, "stages/split.py": "print('v1')\n",
+             **{f"specs/pipelines/{n}.yaml": spec_text(n) for n in SPECS}}
+    return seeded_remote(tmp_path, files, "Initial GitOps repo",
+                         config={"core.logAllRefUpdates": "always"})
 
 
 def test_merge_build_bump_race_then_the_agent_reprocesses(
@@ -132,10 +114,9 @@ def test_merge_build_bump_race_then_the_agent_reprocesses(
     before = {n: set(jobs_of(pach_client, n)) for n in SPECS}
 
     # 2. Alice merges a stage change
-    alice = tmp_path / "alice"
-    subprocess.run(["git", "clone", "-q", str(remote), str(alice)], check=True)
+    alice = clone(remote, tmp_path / "alice")
     git(alice, "checkout", "-q", "-b", "faster-split")
-    write(alice, {"stages/split.py": "print('v2')\n"})
+    write_files(alice, {"stages/split.py": "print('v2')\n"})
     git(alice, "commit", "-q", "-am", "Make split faster", who="Alice")
     git(alice, "checkout", "-q", "main")
     git(alice, "merge", "-q", "--no-ff", "faster-split", "-m", "Merge PR 1: faster split",
@@ -144,8 +125,7 @@ def test_merge_build_bump_race_then_the_agent_reprocesses(
     merge_sha = git(alice, "rev-parse", "HEAD")
 
     # 3. CI checks out the merge and decides what to build
-    ci = tmp_path / "ci"
-    subprocess.run(["git", "clone", "-q", str(remote), str(ci)], check=True)
+    ci = clone(remote, tmp_path / "ci")
     git(ci, "checkout", "-q", "--detach", merge_sha)
     changes = subprocess.run([sys.executable, str(ROOT / ".ci" / "changed_paths.py")], cwd=ci,
                              capture_output=True, text=True, check=True).stdout
@@ -153,9 +133,8 @@ def test_merge_build_bump_race_then_the_agent_reprocesses(
     assert "variable=agent;isOutput=true]false" in changes
 
     # 4. ... while Bob pushes a description change of `other`; then CI bumps and pushes
-    bob = tmp_path / "bob"
-    subprocess.run(["git", "clone", "-q", str(remote), str(bob)], check=True)
-    write(bob, {"specs/pipelines/other.yaml": spec_text("other", "counts the input files")})
+    bob = clone(remote, tmp_path / "bob")
+    write_files(bob, {"specs/pipelines/other.yaml": spec_text("other", "counts the input files")})
     git(bob, "commit", "-q", "-am", "Describe other", who="Bob")
     git(bob, "push", "-q", "origin", "main")
     out = pachsync(ci, "bump-image", IMAGE, merge_sha, "--specs", "specs", "--commit", "--push",

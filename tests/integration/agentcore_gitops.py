@@ -8,11 +8,10 @@ per file of `raw`) and `count` (one datum over all of copy's output).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import git
+from helpers.gitops import GitOps
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 REPOS = """\
@@ -67,38 +66,9 @@ def spec_files(image: str = "busybox:1.36.0", parallelism: int = 1,
     return files
 
 
-@dataclass
-class GitOps:
-    """A bare `remote` plus a work clone to push commits to it, as a developer would."""
-
-    remote: Path
-    work: Path
-    repo: git.Repo
-
-    def push(self, files: dict[str, str | None], message: str) -> str:
-        for rel, text in files.items():
-            path = self.work / rel
-            if text is None:
-                if path.exists():
-                    self.repo.index.remove([rel], working_tree=True)
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            self.repo.index.add([rel])
-        commit = self.repo.index.commit(message)
-        self.repo.remote("origin").push("HEAD:refs/heads/main")
-        return commit.hexsha
-
-
 def make_gitops(tmp: Path, files: dict[str, str | None]) -> GitOps:
-    remote = tmp / "remote.git"
-    git.Repo.init(remote, bare=True, initial_branch="main")
-    work = tmp / "work"
-    repo = git.Repo.init(work, initial_branch="main")
-    with repo.config_writer() as cfg:
-        cfg.set_value("user", "name", "Test").set_value("user", "email", "t@example.com")
-    repo.create_remote("origin", str(remote))
-    ops = GitOps(remote, work, repo)
+    """`tmp/remote.git` holding `files` in its first commit, "initial specs"."""
+    ops = GitOps(tmp)
     ops.push(files, "initial specs")
     return ops
 

@@ -86,7 +86,7 @@ def test_plan_and_apply_from_a_git_source(localpachd: Any, pach_client: Any, tmp
     assert list(pach_client.list_pipeline()) == []
     code, out = _run(capsys, "plan", *src, "--exit-code", "--format", "json")
     data = json.loads(out)
-    assert code == 1 and data["commit"] == ops.repo.head.commit.hexsha
+    assert code == 1 and data["commit"] == ops.head
     assert [p["action"] for p in data["pipelines"]] == ["create", "create"]
     code, out = _run(capsys, "apply", *src, "--format", "json")
     assert code == 0 and json.loads(out)["applied"]["pipelines"] == ["copy", "count"]

@@ -23,7 +23,7 @@ def test_fetch_follows_the_branch_and_resets_the_cache(tmp_path: Path) -> None:
     ops = make_gitops(tmp_path, spec_files())  # type: ignore[arg-type]
     cache = tmp_path / "cache"
     first = fetch(str(ops.remote), "main", cache)
-    assert first.commit == ops.repo.head.commit.hexsha and first.subject == "initial specs"
+    assert first.commit == ops.head and first.subject == "initial specs"
     assert (first.path / "specs" / "pipelines" / "copy.yaml").is_file()
     (first.path / "specs" / "repos.yaml").write_text("tampered")  # local edits never survive
     (first.path / "stray.txt").write_text("x")

@@ -6,11 +6,11 @@ driven by the git CLI. Faults (extra racing pushes) are injected by wrapping our
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.gitops import clone, git, seeded_remote
 
 from agent.bump import BumpOptions, run_bump
 from agent.cli import main
@@ -32,35 +32,13 @@ input:
 BOT = Author("ci-bot", "ci-bot@example.invalid")
 
 
-def git(cwd: Path, *args: str) -> str:
-    env_args = ["-c", "user.name=Human", "-c", "user.email=human@example.invalid"]
-    out = subprocess.run(["git", *env_args, *args], cwd=cwd, check=True, capture_output=True,
-                         text=True)
-    return out.stdout.strip()
-
-
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     """A bare remote whose main has two pipeline specs, a README, and a ref-update log."""
-    bare = tmp_path / "remote.git"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    git(bare, "config", "core.logAllRefUpdates", "always")
-    git(bare, "config", "receive.denyNonFastForwards", "true")
-    seed = tmp_path / "seed"
-    subprocess.run(["git", "clone", "-q", str(bare), str(seed)], check=True, capture_output=True)
-    (seed / "specs" / "pipelines").mkdir(parents=True)
-    for name in ("a", "b"):
-        (seed / "specs" / "pipelines" / f"{name}.yaml").write_text(SPEC.format(name=name))
-    (seed / "README.md").write_text("hello\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "seed")
-    git(seed, "push", "-q", "origin", "HEAD:main")
-    return bare
-
-
-def clone(remote: Path, dest: Path) -> Path:
-    subprocess.run(["git", "clone", "-q", str(remote), str(dest)], check=True, capture_output=True)
-    return dest
+    specs = {f"specs/pipelines/{name}.yaml": SPEC.format(name=name) for name in ("a", "b")}
+    return seeded_remote(tmp_path, {**specs, "README.md": "hello\n"}, "seed",
+                         config={"core.logAllRefUpdates": "always",
+                                 "receive.denyNonFastForwards": "true"})
 
 
 def human_commit(remote: Path, workdir: Path, path: str, text: str, message: str) -> str:
