@@ -54,7 +54,7 @@ def summary(p: Plan) -> str:
     n = {a: sum(1 for c in p.pipelines if c.action == a) for a in SYMBOLS}
     reproc = [c for c in p.pipelines if c.will_apply and c.reprocess]
     datums = sum(c.datums or 0 for c in reproc)
-    parts = [f"{len(p.repos_to_create)} repo(s) to create", f"{n[CREATE]} to create",
+    parts = [f"{len(p.repos_to_create)} repo(s) to create", f"{n[CREATE]} pipeline(s) to create",
              f"{n[UPDATE]} to update ({len(reproc)} with reprocess, {datums} datums to re-run)",
              f"{n[DELETE]} to delete", f"{n[DRIFT]} drifted", f"{n[UNCHANGED]} unchanged"]
     if n[ORPHAN]:
