@@ -100,18 +100,15 @@ class JobEngine:
 
     def reconcile(self, tx: Tx) -> None:
         """Create the job row of every open output commit that has none yet."""
-        for p in db.all_current(tx):
-            rows = tx.q(
-                "SELECT c.id FROM commits c LEFT JOIN pps_jobs j ON j.project=c.project AND "
-                "j.pipeline=c.repo AND j.id=c.id WHERE c.project=? AND c.repo=? AND c.branch=? "
-                "AND c.finished IS NULL AND j.id IS NULL ORDER BY c.cid",
-                (p.project, p.name, p.spec.output_branch),
-            )
-            for r in rows:
-                db.insert_job(tx, p.project, p.name, r[0], p.version)
+        for project, pipeline, commit_id, version in db.jobless_output_commits(tx):
+            db.insert_job(tx, project, pipeline, commit_id, version)
 
     def sync(self) -> None:
-        """Make job rows current before a read RPC (events are delivered asynchronously)."""
+        """Make job rows current before a read RPC (events are delivered asynchronously).
+        Checked in a read transaction first: read RPCs must not queue on the write lock."""
+        with self.store.read() as tx:
+            if not db.jobless_output_commits(tx):
+                return
         with self.store.write() as tx:
             self.reconcile(tx)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -89,15 +90,43 @@ def branch_info(tx: Tx, b: BranchKey) -> pfs_pb2.BranchInfo:
     return info
 
 
-def repo_info(tx: Tx, row: Any) -> pfs_pb2.RepoInfo:
-    project, name = row["project"], row["name"]
-    size = model.repo_size(tx, project, name)
-    info = pfs_pb2.RepoInfo(repo=repo_pb(project, name, row["type"]), created=ts(row["created"]),
-                            size_bytes_upper_bound=size, description=row["description"],
-                            details=pfs_pb2.RepoInfo.Details(size_bytes=size))
-    for b in tx.q("SELECT name FROM branches WHERE project=? AND repo=? ORDER BY seq DESC",
-                  (project, name)):
-        info.branches.append(branch_pb(BranchKey(project, name, b["name"])))
+def repo_infos(tx: Tx, rows: list[Any]) -> list[pfs_pb2.RepoInfo]:
+    """RepoInfo of each `repos` row in at most three queries whatever their number (sizes of the
+    `master` heads, branches, and the file sizes of open heads)."""
+    only = (rows[0]["project"], rows[0]["name"]) if len(rows) == 1 else None
+    where, params = (" AND b.project=? AND b.repo=?", only) if only else ("", ())
+    sizes: dict[tuple[str, str], int] = {}
+    open_heads: dict[int, tuple[str, str]] = {}
+    for h in tx.q("SELECT b.project, b.repo, c.cid, c.finished, c.size FROM branches b JOIN "
+                  f"commits c ON c.cid=b.head_cid WHERE b.name='master'{where}", params):
+        if h["finished"] is None:
+            open_heads[h["cid"]] = (h["project"], h["repo"])
+        else:
+            sizes[(h["project"], h["repo"])] = int(h["size"])
+    if open_heads:  # an open head's size is that of its current files (model.repo_size)
+        marks = ",".join("?" * len(open_heads))
+        for t in tx.q(f"SELECT cid, COALESCE(SUM(size), 0) FROM files WHERE cid IN ({marks}) "
+                      "GROUP BY cid", tuple(open_heads)):  # fmt: skip
+            sizes[open_heads[t[0]]] = int(t[1])
+    branches: dict[tuple[str, str], list[str]] = {}
+    for b in tx.q(f"SELECT b.project, b.repo, b.name FROM branches b WHERE 1{where} "
+                  "ORDER BY b.seq DESC", params):  # fmt: skip
+        branches.setdefault((b[0], b[1]), []).append(b[2])
+    return [_repo_info(r["project"], r["name"], r["type"], r["created"], r["description"],
+                       sizes.get((r["project"], r["name"]), 0),
+                       tuple(branches.get((r["project"], r["name"]), ())))
+            for r in rows]  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _repo_info(project: str, name: str, repo_type: str, created: float, description: str,
+               size: int, branches: tuple[str, ...]) -> pfs_pb2.RepoInfo:  # fmt: skip
+    """Memoised on everything it shows (pure-Python protobuf is slow to build), so a change
+    is a new key; the message is shared between calls and must not be modified."""
+    info = pfs_pb2.RepoInfo(repo=repo_pb(project, name, repo_type), created=ts(created),
+                            size_bytes_upper_bound=size, description=description,
+                            details=pfs_pb2.RepoInfo.Details(size_bytes=size))  # fmt: skip
+    info.branches.extend(branch_pb(BranchKey(project, name, b)) for b in branches)
     return info
 
 

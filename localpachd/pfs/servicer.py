@@ -24,7 +24,7 @@ from localpachd.pfs.convert import (
     branch_key,
     commit_info,
     project_of,
-    repo_info,
+    repo_infos,
     repo_ref,
     resolve,
 )
@@ -134,15 +134,15 @@ class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type:
         with self.store.read() as tx:
             model.require_repo(tx, project, name)
             row = tx.one("SELECT * FROM repos WHERE project=? AND name=?", (project, name))
-            return repo_info(tx, row)
+            return repo_infos(tx, [row])[0]
 
     def ListRepo(self, req: Any, context: Any) -> Iterator[Any]:
         projects = {project_of(p) for p in req.projects}
         with self.store.read() as tx:
             rows = tx.q("SELECT * FROM repos ORDER BY created DESC, name")
-            out = [repo_info(tx, r) for r in rows
-                   if (not req.type or r["type"] == req.type)
-                   and (not projects or r["project"] in projects)]
+            out = repo_infos(tx, [r for r in rows
+                                  if (not req.type or r["type"] == req.type)
+                                  and (not projects or r["project"] in projects)])
         yield from out
 
     def DeleteRepo(self, req: Any, context: Any) -> Any:

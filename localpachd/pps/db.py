@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from python_pachyderm.proto.v2.pps import pps_pb2
@@ -55,6 +56,8 @@ class PipelineRow:
     stopped: bool = False
     state: str = "PIPELINE_RUNNING"
     reason: str = ""
+    # The stored spec as serialised: a hashable identity of `spec` for caches of derived values.
+    blob: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -107,26 +110,46 @@ class DatumRow:
 # ------------------------------------------------------------------ pipelines
 
 
-def _spec(blob: bytes) -> pps_pb2.CreatePipelineRequest:
+@lru_cache(maxsize=4096)
+def parse_spec(blob: bytes) -> pps_pb2.CreatePipelineRequest:
+    """Parsed once per distinct stored spec: pure-Python protobuf parsing dominated listings.
+    The message is shared by every row with this spec, so readers must never modify it."""
     return pps_pb2.CreatePipelineRequest.FromString(blob)
 
 
+_CURRENT = (
+    "SELECT p.project, p.name, p.version, p.spec, p.created, c.stopped, c.state, c.reason "
+    "FROM pps_current c JOIN pps_pipelines p ON p.project=c.project AND p.name=c.name "
+    "AND p.version=c.version"
+)
+
+
+def _current_row(r: Any) -> PipelineRow:
+    return PipelineRow(r[0], r[1], r[2], parse_spec(r[3]), r[4], bool(r[5]), r[6], r[7],
+                       blob=r[3])
+
+
 def current(tx: Tx, project: str, name: str) -> PipelineRow | None:
-    row = tx.one(
-        "SELECT p.project, p.name, p.version, p.spec, p.created, c.stopped, c.state, c.reason "
-        "FROM pps_current c JOIN pps_pipelines p ON p.project=c.project AND p.name=c.name "
-        "AND p.version=c.version WHERE c.project=? AND c.name=?",
-        (project, name),
-    )
-    if row is None:
-        return None
-    return PipelineRow(row[0], row[1], row[2], _spec(row[3]), row[4], bool(row[5]), row[6], row[7])
+    row = tx.one(f"{_CURRENT} WHERE c.project=? AND c.name=?", (project, name))
+    return None if row is None else _current_row(row)
 
 
 def all_current(tx: Tx) -> list[PipelineRow]:
-    rows = tx.q("SELECT project, name FROM pps_current ORDER BY seq")
-    found = [current(tx, r[0], r[1]) for r in rows]
-    return [p for p in found if p is not None]
+    """Every pipeline's current version in creation order, in one query."""
+    return [_current_row(r) for r in tx.q(f"{_CURRENT} ORDER BY c.seq")]
+
+
+def _with_history(cur: PipelineRow, older: list[Any], depth: int) -> list[PipelineRow]:
+    """`cur` then up to `depth` (-1 = all) of `older` (version, spec, created), newest first."""
+    out = [cur]
+    for r in older:
+        if r[0] == cur.version:
+            continue
+        if depth >= 0 and len(out) > depth:
+            break
+        out.append(PipelineRow(cur.project, cur.name, r[0], parse_spec(r[1]), r[2],
+                               cur.stopped, cur.state, blob=r[1]))  # fmt: skip
+    return out
 
 
 def history(tx: Tx, project: str, name: str, depth: int) -> list[PipelineRow]:
@@ -134,18 +157,26 @@ def history(tx: Tx, project: str, name: str, depth: int) -> list[PipelineRow]:
     cur = current(tx, project, name)
     if cur is None:
         return []
-    rows = tx.q(
+    older = [] if depth == 0 else tx.q(
         "SELECT version, spec, created FROM pps_pipelines WHERE project=? AND name=? "
         "ORDER BY version DESC",
         (project, name),
-    )
-    out = [cur]
-    for r in rows:
-        if r[0] == cur.version:
-            continue
-        if depth >= 0 and len(out) > depth:
-            break
-        out.append(PipelineRow(project, name, r[0], _spec(r[1]), r[2], cur.stopped, cur.state))
+    )  # fmt: skip
+    return _with_history(cur, older, depth)
+
+
+def all_history(tx: Tx, depth: int) -> list[PipelineRow]:
+    """`history` of every pipeline (creation order) in at most two queries."""
+    currents = all_current(tx)
+    if depth == 0:
+        return currents
+    older: dict[tuple[str, str], list[Any]] = {}
+    for r in tx.q("SELECT project, name, version, spec, created FROM pps_pipelines "
+                  "ORDER BY project, name, version DESC"):  # fmt: skip
+        older.setdefault((r[0], r[1]), []).append(r[2:])
+    out: list[PipelineRow] = []
+    for cur in currents:
+        out.extend(_with_history(cur, older.get((cur.project, cur.name), []), depth))
     return out
 
 
@@ -156,7 +187,7 @@ def version_spec(tx: Tx, project: str, name: str, version: int) -> pps_pb2.Creat
     )
     if row is None:
         raise KeyError(f"pipeline {project}/{name} v{version}")
-    return _spec(row[0])
+    return pps_pb2.CreatePipelineRequest.FromString(row[0])  # the caller's own copy
 
 
 def put_version(
@@ -178,6 +209,19 @@ def put_version(
             "INSERT INTO pps_current(project, name, version, seq) VALUES(?,?,?,?)",
             (project, name, version, seq[0] if seq else 1),
         )
+
+
+def jobless_output_commits(tx: Tx) -> list[tuple[str, str, str, int]]:
+    """(project, pipeline, commit id, pipeline version) of each open commit on a pipeline's
+    output branch that has no job row yet, by pipeline creation order then commit order."""
+    rows = tx.q(
+        "SELECT c.project, c.repo, c.id, p.version, c.branch, p.spec FROM pps_current cur "
+        "JOIN pps_pipelines p ON p.project=cur.project AND p.name=cur.name "
+        "AND p.version=cur.version JOIN commits c ON c.project=cur.project AND c.repo=cur.name "
+        "LEFT JOIN pps_jobs j ON j.project=c.project AND j.pipeline=c.repo AND j.id=c.id "
+        "WHERE c.finished IS NULL AND j.id IS NULL ORDER BY cur.seq, c.cid"
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows if r[4] == parse_spec(r[5]).output_branch]
 
 
 def set_stopped(tx: Tx, project: str, name: str, stopped: bool) -> None:
@@ -229,6 +273,28 @@ def jobs_of(tx: Tx, project: str, pipeline: str) -> list[JobRow]:
         (project, pipeline),
     )
     return [_job(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    last_state: str | None  # state of the newest job; None without jobs
+    unfinished: int  # jobs not in a terminal state
+
+
+def job_summaries(tx: Tx, project: str | None = None, pipeline: str | None = None
+                  ) -> dict[tuple[str, str], JobSummary]:  # fmt: skip
+    """Per pipeline (or just the one named): its newest job's state and its unfinished jobs, in
+    one query whatever the number of pipelines."""
+    where, params = ("", ()) if pipeline is None else (
+        "WHERE project=? AND pipeline=?", (project, pipeline))
+    marks = ",".join("?" * len(TERMINAL))
+    rows = tx.q(
+        f"SELECT j.project, j.pipeline, j.state, a.unfinished FROM (SELECT MAX(seq) AS last, "
+        f"SUM(state NOT IN ({marks})) AS unfinished FROM pps_jobs {where} "
+        "GROUP BY project, pipeline) a JOIN pps_jobs j ON j.seq=a.last",
+        (*TERMINAL, *params),
+    )
+    return {(r[0], r[1]): JobSummary(r[2], int(r[3])) for r in rows}
 
 
 def jobs_in_set(tx: Tx, job_id: str) -> list[JobRow]:

@@ -15,10 +15,10 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
 from localpachd import errors, pps_spec
-from localpachd.datums import DatumError, InputSource, RepoFile, compute_datums, pfs_inputs
+from localpachd.datums import DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
-from localpachd.pps import convert, db, logstream, pipelines
+from localpachd.pps import convert, db, listing, logstream, pipelines
 from localpachd.store import Tx
 
 
@@ -60,14 +60,6 @@ def _input_commit_ids(tx: Tx, job: db.JobRow) -> set[str]:
     if out is not None:
         ids.update(c.id for c in model.commit_provenance(tx, out.cid))
     return ids
-
-
-def _missing_inputs(tx: Tx, row: db.PipelineRow) -> str:
-    for pfs in pfs_inputs(pps_spec.input_dict(row.spec.input)):
-        project, repo = pfs.get("project") or row.project, pfs["repo"]
-        if tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (project, repo)) is None:
-            return f"{project}/{repo}"
-    return ""
 
 
 def _fill_input_commits(tx: Tx, job: db.JobRow, inp: pps_pb2.Input) -> None:
@@ -120,23 +112,11 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             pipelines.set_stopped(self.ctx, tx, req.pipeline, True)
         return empty_pb2.Empty()
 
-    def _pipeline_info(self, tx: Tx, row: db.PipelineRow, details: bool) -> pps_pb2.PipelineInfo:
-        jobs = db.jobs_of(tx, row.project, row.name)
-        last = jobs[-1].state if jobs else None
-        info = convert.pipeline_info(row, details, last, self.engine.cap)
-        if not row.stopped and row.spec.autoscaling and all(j.terminal for j in jobs):
-            info.state = pps_pb2.PIPELINE_STANDBY  # autoscaled to zero: nothing to process
-        missing = _missing_inputs(tx, row)
-        if missing:  # e.g. an upstream repo deleted with force: this pipeline cannot run
-            info.state = pps_pb2.PIPELINE_FAILURE
-            info.reason = f"input repo {missing} not found"
-        return info
-
     def InspectPipeline(self, req: Any, context: Any) -> Any:
         self.engine.sync()
         with self.store.read() as tx:
             row = pipelines.require(tx, _project(req.pipeline), req.pipeline.name)
-            return self._pipeline_info(tx, row, req.details)
+            return listing.pipeline_infos(tx, [row], req.details, self.engine.cap)[0]
 
     def ListPipeline(self, req: Any, context: Any) -> Iterator[Any]:
         self.engine.sync()
@@ -146,15 +126,12 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
                 pipelines.require(tx, _project(req.pipeline), req.pipeline.name)
                 rows = db.history(tx, _project(req.pipeline), req.pipeline.name, req.history)
             else:
-                rows = []
-                for cur in db.all_current(tx):
-                    if projects and cur.project not in projects:
-                        continue
-                    rows.extend(db.history(tx, cur.project, cur.name, req.history))
+                rows = [r for r in db.all_history(tx, req.history)
+                        if not projects or r.project in projects]  # fmt: skip
             if req.commit_set.id:
                 ids = {(j.project, j.pipeline) for j in db.jobs_in_set(tx, req.commit_set.id)}
                 rows = [r for r in rows if (r.project, r.name) in ids]
-            infos = [self._pipeline_info(tx, r, req.details) for r in rows]
+            infos = listing.pipeline_infos(tx, rows, req.details, self.engine.cap)
         yield from infos
 
     # ------------------------------------------------------------ jobs
