@@ -59,7 +59,8 @@ def parse_address(text: str, origin: str) -> PachdTarget:
     try:
         port = url.port or DEFAULT_PORT
     except ValueError as exc:
-        raise UsageError(f"invalid port in pachd address {text!r} (from {origin})") from exc
+        raise UsageError(f"invalid port in pachd address {text!r} (from {origin})",
+                         hint="the port is a number from 1 to 65535, e.g. localhost:30650") from exc
     return PachdTarget(url.hostname, port, url.scheme in ("grpcs", "https"), origin)
 
 

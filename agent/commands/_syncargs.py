@@ -77,4 +77,14 @@ def prepared_from_args(args: argparse.Namespace) -> Any:
                            cache_dir=args.cache_dir, source_id=args.source_id,
                            **policy_kwargs(args))
         return prepare(opts)
-    return prepare_local(args.specs or Path("specs"), args.source_id, **policy_kwargs(args))
+    return prepare_local(require_specs_dir(args.specs or Path("specs")), args.source_id,
+                         **policy_kwargs(args))
+
+
+def require_specs_dir(specs: Path) -> Path:
+    """A missing folder is a usage error (exit 2), as in `validate`, not a spec error."""
+    if not specs.is_dir():
+        raise UsageError(f"specs folder {str(specs)!r} not found",
+                         hint="pass --specs DIR, the folder holding repos.yaml and pipelines/ "
+                              "(or --source URL for a git repo)")
+    return specs

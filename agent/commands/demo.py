@@ -139,11 +139,13 @@ def run(args: argparse.Namespace) -> int:
     from agent.cluster.address import resolve
     from agent.cluster.client import connect
     from agent.commands._localserver import start_local
+    from agent.commands._syncargs import require_specs_dir
     from agent.plan import render
     from agent.sync import prepare_local, reconcile
 
     started = time.perf_counter()
-    prepared = prepare_local(args.specs, None)  # invalid specs fail before anything starts
+    # invalid specs fail before anything starts
+    prepared = prepare_local(require_specs_dir(args.specs), None)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="pachsync-demo-"))
     server = start_local(data_dir, detach=args.keep_running)
     print(f"localpachd listening on {server.address} (data in {data_dir}, log {server.log})")

@@ -111,9 +111,8 @@ def fetch(source: str, branch: str = "main", cache_dir: Path | None = None) -> C
             repo.git.checkout("--force", "--detach", head.hexsha)
             repo.git.clean("-ffdx")
     except git.GitCommandError as exc:
-        detail = redact(str(exc.stderr or exc).strip())
-        hint = ("check the branch name" if "couldn't find remote ref" in detail
-                else "check the URL, network and PACHSYNC_GIT_TOKEN")
+        detail = git_detail(redact(str(exc.stderr or exc)))
+        hint = fetch_hint(detail, branch)
         raise Transient(f"git fetch of {canonical_source(source)} ({branch}) failed: {detail}",
                         hint=hint) from exc
     except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
@@ -122,6 +121,30 @@ def fetch(source: str, branch: str = "main", cache_dir: Path | None = None) -> C
     message = head.message if isinstance(head.message, str) else head.message.decode()
     return Checkout(target, head.hexsha, branch, canonical_source(source),
                     message.splitlines()[0] if message else "")
+
+
+def git_detail(stderr: str) -> str:
+    """git's error output as one line: its fatal:/error: lines (GitPython wraps stderr as
+    `stderr: '...'`, with git's advice lines after the reason)."""
+    text = stderr.strip()
+    if text.startswith("stderr:"):
+        text = text[len("stderr:"):].strip().strip("'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))] or lines[:1]
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def fetch_hint(detail: str, branch: str) -> str:
+    """What to do about a failed fetch, from git's reason."""
+    low = detail.lower()
+    if "couldn't find remote ref" in low:
+        return f"branch {branch!r} does not exist in the source: check the branch name (--branch)"
+    if "does not appear to be a git repository" in low or "repository not found" in low \
+            or ("not found" in low and "http" in low):
+        return "check --source: a git URL, or the path of a git repository (not a plain folder)"
+    if "authentication" in low or "could not read username" in low or "403" in low:
+        return "the source needs credentials: set PACHSYNC_GIT_TOKEN (or --git-token-file)"
+    return "check the URL, network and PACHSYNC_GIT_TOKEN"
 
 
 def local_head(path: Path) -> str | None:

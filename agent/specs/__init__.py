@@ -99,7 +99,8 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
             0,
             "",
             "specs directory not found",
-            "pass --specs DIR pointing at the folder holding repos.yaml and pipelines/",
+            "point --specs DIR (or --specs-path in a --source repo) at the folder holding "
+            "repos.yaml and pipelines/",
         )
         return SpecReport(errors=(problem,))
     errors: list[SpecError] = []
