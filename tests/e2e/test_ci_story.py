@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from helpers.gitops import clone, git, seeded_remote, write_files
+from helpers.jobs import is_finished
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.sync import SyncOptions, SyncResult, sync_once
@@ -57,7 +58,6 @@ SPECS = {
     "other": dict(image="busybox:1.36.0", input="raw", glob="/",
                   script="ls /pfs/raw | wc -l > /pfs/out/count"),
 }
-TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
 
 
 def spec_text(name: str, description: str = "a stage") -> str:
@@ -80,8 +80,7 @@ def wait_new_jobs(client: Any, before: dict[str, set[str]], names: list[str],
     while True:
         new = {n: [j for i, j in jobs_of(client, n).items() if i not in before.get(n, set())]
                for n in names}
-        done = all(new[n] and all(pps_pb2.JobState.Name(j.state) in TERMINAL for j in new[n])
-                   for n in names)
+        done = all(new[n] and all(map(is_finished, new[n])) for n in names)
         if done:
             return {n: new[n][0] for n in names}
         assert time.monotonic() < deadline, f"jobs not finished: {new}"

@@ -15,28 +15,15 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import python_pachyderm
+from helpers.jobs import newest_job, wait_jobs
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 PACHSYNC = [sys.executable, "-m", "agent"]
-
-
-def _newest(client: python_pachyderm.Client, name: str) -> pps_pb2.JobInfo:
-    jobs = list(client.list_job(pipeline_name=name))
-    return max(jobs, key=lambda j: (j.created.seconds, j.created.nanos))
-
-
-def _wait(client: python_pachyderm.Client, names: list[str], timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    done = {pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_KILLED}
-    while not all(_newest(client, n).state in done for n in names):
-        assert time.monotonic() < deadline, "jobs did not finish"
-        time.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -55,8 +42,8 @@ def test_demo_then_image_bump_reprocesses(tmp_path: Path) -> None:
         addr = re.search(r"listening on (\S+)", out).group(1)  # type: ignore[union-attr]
         host, port = addr.rsplit(":", 1)
         client = python_pachyderm.Client(host=host, port=int(port))
-        model_job = _newest(client, "model").job.id
-        test_job = _newest(client, "test").job.id
+        model_job = newest_job(client, "model").job.id
+        test_job = newest_job(client, "test").job.id
 
         specs = tmp_path / "specs"
         (specs / "pipelines").mkdir(parents=True)
@@ -80,12 +67,11 @@ def test_demo_then_image_bump_reprocesses(tmp_path: Path) -> None:
         applied = subprocess.run([*PACHSYNC, "apply", *common], capture_output=True,
                                  text=True, timeout=60)
         assert applied.returncode == 0, applied.stdout + applied.stderr
-        _wait(client, ["select"])
-        select_job = _newest(client, "select")
+        select_job = wait_jobs(client, ["select"], timeout=40)["select"]
         assert (select_job.state, select_job.data_processed, select_job.data_skipped) == (
             pps_pb2.JOB_SUCCESS, 1, 0)
-        assert _newest(client, "model").job.id == model_job  # upstream untouched, no re-run
-        assert _newest(client, "test").job.id == test_job
+        assert newest_job(client, "model").job.id == model_job  # upstream untouched, no re-run
+        assert newest_job(client, "test").job.id == test_job
     finally:
         pid_file = data_dir / "localpachd.pid"  # written by demo even if we never saw its output
         pid = int(pid_file.read_text()) if pid_file.exists() else None

@@ -9,12 +9,12 @@ stage makes the next sync update all four pipelines with reprocess, and every da
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-import git
 import pytest
+from helpers.gitops import GitOps
+from helpers.jobs import wait_jobs
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cluster.address import resolve
@@ -26,38 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["split", "model", "test", "select"]
 
 
-def _newest(client: Any, name: str) -> Any:
-    return max(client.list_job(pipeline_name=name),
-               key=lambda j: (j.created.seconds, j.created.nanos))
-
-
-def _wait(client: Any, after: dict[str, str] | None = None, timeout: float = 200) -> dict[str, Any]:
-    """Newest jobs once all are finished (and, with `after`, newer than those job ids)."""
-    done = {pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_KILLED, pps_pb2.JOB_UNRUNNABLE}
-    deadline = time.monotonic() + timeout
-    while True:
-        jobs = {n: _newest(client, n) for n in NAMES}
-        fresh = after is None or all(jobs[n].job.id != after[n] for n in NAMES)
-        if fresh and all(j.state in done for j in jobs.values()):
-            return jobs
-        assert time.monotonic() < deadline, {n: j.state for n, j in jobs.items()}
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_image_bump_in_git_reprocesses_every_datum(localpachd: Any, pach_client: Any,
                                                    tmp_path: Path) -> None:
-    remote = tmp_path / "remote.git"
-    git.Repo.init(remote, bare=True, initial_branch="main")
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "specs", work / "specs")
-    repo = git.Repo.init(work, initial_branch="main")
-    with repo.config_writer() as cfg:
-        cfg.set_value("user", "name", "CI").set_value("user", "email", "ci@example.com")
-    repo.git.add("specs")
-    repo.index.commit("specs")
-    repo.create_remote("origin", str(remote)).push("HEAD:refs/heads/main")
-    opts = SyncOptions(source=str(remote), pachd=localpachd.address, cache_dir=tmp_path / "c")
+    ops = GitOps(tmp_path)
+    shutil.copytree(ROOT / "specs", ops.work / "specs")
+    ops.push({}, "specs")
+    opts = SyncOptions(source=str(ops.remote), pachd=localpachd.address, cache_dir=tmp_path / "c")
 
     first = sync_once(opts)
     assert first.result == "applied" and set(first.actions.values()) == {"create"}, first.errors
@@ -65,21 +40,20 @@ def test_image_bump_in_git_reprocesses_every_datum(localpachd: Any, pach_client:
     load_path(conn, "raw_data", ROOT / "data" / "iris.csv")
     load_path(conn, "parameters", ROOT / "data" / "parameters", dest="/", split=True)
     conn.close()
-    before = _wait(pach_client)
+    before = wait_jobs(pach_client, NAMES, timeout=200)
     assert before["model"].data_total == 77 and before["select"].state == pps_pb2.JOB_SUCCESS
 
-    for path in (work / "specs" / "pipelines").glob("*.yaml"):
+    for path in (ops.work / "specs" / "pipelines").glob("*.yaml"):
         path.write_text(path.read_text().replace("iris-stages:0.1.0", "iris-stages:0.2.0"))
-    repo.git.add("specs")
-    sha = repo.index.commit("bump iris-stages to 0.2.0").hexsha
-    repo.remote("origin").push("HEAD:refs/heads/main")
+    sha = ops.push({}, "bump iris-stages to 0.2.0")
 
     bumped = sync_once(opts)
     assert bumped.result == "applied" and bumped.commit == sha, bumped.errors
     assert bumped.actions == dict.fromkeys(NAMES, "update+reprocess")
     datums = {p["name"]: p["datums"] for p in bumped.plan["pipelines"]}
     assert datums == {"split": 1, "model": 77, "test": 77, "select": 1}
-    after = _wait(pach_client, after={n: before[n].job.id for n in NAMES})
+    after = wait_jobs(pach_client, NAMES, timeout=200,
+                      after={n: before[n].job.id for n in NAMES})
     assert {n: (j.data_processed, j.data_skipped) for n, j in after.items()} == {
         "split": (1, 0), "model": (77, 0), "test": (77, 0), "select": (1, 0)}
     assert after["select"].state == pps_pb2.JOB_SUCCESS

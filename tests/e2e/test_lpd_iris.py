@@ -15,22 +15,8 @@ from typing import Any
 
 import pytest
 import python_pachyderm
-import yaml
+from helpers.iris import PIPELINES, load_inputs, pipeline_request
 from python_pachyderm.proto.v2.pps import pps_pb2
-
-ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = ("split", "model", "test", "select")
-
-
-def spec(name: str, **changes: Any) -> pps_pb2.CreatePipelineRequest:
-    doc = yaml.safe_load((ROOT / "specs" / "pipelines" / f"{name}.yaml").read_text())
-    doc.update(changes)
-    return python_pachyderm.parse_dict_pipeline_spec(doc)
-
-
-def param_files(name: str) -> dict[str, bytes]:
-    values = (ROOT / "data" / "parameters" / name).read_text().split()
-    return {f"/{name}/{i:016x}": f"{v}\n".encode() for i, v in enumerate(values)}
 
 
 def job_of(client: Any, pipeline: str, job_id: str) -> Any:
@@ -71,17 +57,10 @@ def client(tmp_path: Path) -> Iterator[Any]:
 def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
     # -- from empty: load data, create the four pipelines (as the agent does, one transaction)
     started = time.monotonic()
-    client.create_repo("raw_data")
-    client.create_repo("parameters")
-    with client.commit("raw_data", "master") as c:
-        client.put_file_bytes(c, "/iris.csv", (ROOT / "data" / "iris.csv").read_bytes())
-    with client.commit("parameters", "master") as c:
-        for name in ("c_parameters.txt", "gamma_parameters.txt"):
-            for path, data in param_files(name).items():
-                client.put_file_bytes(c, path, data)
+    load_inputs(client)
     with client.transaction():
         for name in PIPELINES:
-            client.create_pipeline_from_request(spec(name))
+            client.create_pipeline_from_request(pipeline_request(name))
     first = {name: latest(client, name) for name in PIPELINES}
     wall = time.monotonic() - started
     print(f"\nfull iris pipeline from empty: {wall:.1f}s wall")
@@ -117,7 +96,7 @@ def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
 
     # -- update without reprocess: a new version, no datum runs again
     client.create_pipeline_from_request(
-        spec("model", description="same code, new words", update=True)
+        pipeline_request("model", description="same code, new words", update=True)
     )
     job = latest(client, "model")
     assert job.pipeline_version == 2
@@ -125,7 +104,7 @@ def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
     assert counts(job_of(client, "test", job.job.id)) == ("JOB_SUCCESS", 0, 77, 0, 77)
 
     # -- update with reprocess: every model datum runs again
-    client.create_pipeline_from_request(spec("model", update=True, reprocess=True))
+    client.create_pipeline_from_request(pipeline_request("model", update=True, reprocess=True))
     job = latest(client, "model")
     assert job.pipeline_version == 3
     assert counts(job) == ("JOB_SUCCESS", 77, 0, 0, 77)

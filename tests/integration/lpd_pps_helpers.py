@@ -1,12 +1,14 @@
-"""Helpers shared by the localpachd pps/jobs integration tests (tiny shell pipelines)."""
+"""Helpers shared by the localpachd pps/jobs integration tests (tiny shell pipelines); `state`
+comes from tests/helpers/jobs.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from helpers.jobs import state
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
+__all__ = ["counts", "last_job", "pfs", "put", "read_repo", "sh_pipeline", "state", "wait_all"]
 
 
 def pfs(repo: str, glob: str, **kw: Any) -> pps_pb2.Input:
@@ -25,10 +27,6 @@ def put(client: Any, repo: str, files: dict[str, str], delete: tuple[str, ...] =
         for path, text in files.items():
             client.put_file_bytes(c, path, text.encode())
     return str(c.id)
-
-
-def state(job: Any) -> str:
-    return str(pps_pb2.JobState.Name(job.state))
 
 
 def wait_all(client: Any, pipeline: str) -> list[Any]:

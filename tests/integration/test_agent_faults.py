@@ -15,8 +15,10 @@ from typing import Any
 
 import grpc
 import pytest
-from agentcore_gitops import GitOps, make_gitops, put_files, spec_files, wait_jobs
+from agentcore_gitops import make_gitops, put_files, spec_files
 from google.protobuf import json_format
+from helpers.gitops import GitOps
+from helpers.jobs import wait_jobs
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cli import main

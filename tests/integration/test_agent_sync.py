@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentcore_gitops import GitOps, make_gitops, put_files, spec_files, wait_jobs
+from agentcore_gitops import make_gitops, put_files, spec_files
+from helpers.gitops import GitOps
+from helpers.jobs import wait_jobs
 
 from agent.plan.normalize import ANN_MANAGED_BY, ANN_SOURCE_COMMIT, ANN_SPEC_HASH
 from agent.sync import SyncOptions, SyncResult, sync_once

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import python_pachyderm
-import yaml
+from helpers.iris import PIPELINES, load_inputs, pipeline_request
+from helpers.jobs import newest_job
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd.server import start
 
-ROOT = Path(__file__).resolve().parents[2]
 STAGE = """
     import hashlib, json, os, sys
     from pathlib import Path
@@ -50,11 +50,11 @@ def _server(tmp: Path, runtime: str) -> Iterator[tuple[Any, Any]]:
 
 
 def _wait(client: Any, pipeline: str, timeout: float = 240) -> Any:
+    """The pipeline's newest job, waited until finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        jobs = list(client.list_job(pipeline_name=pipeline))
-        if jobs:
-            newest = max(jobs, key=lambda j: (j.created.seconds, j.created.nanos))
+        newest = newest_job(client, pipeline)
+        if newest is not None:
             return next(iter(client.inspect_job(newest.job.id, pipeline, wait=True)))
         time.sleep(0.1)
     raise AssertionError(f"no job of {pipeline} within {timeout}s")
@@ -112,23 +112,10 @@ def test_iris_search_on_the_warm_runtime_matches_one_plain_process(tmp_path: Pat
     expected = {name: {p.name: p.read_bytes() for p in (tmp_path / "baseline" / name).iterdir()}
                 for name in ("model", "test", "select")}
     with _server(tmp_path, "warm") as (server, client):
-        client.create_repo("raw_data")
-        client.create_repo("parameters")
-        with client.commit("raw_data", "master") as c:
-            client.put_file_bytes(c, "/iris.csv", (ROOT / "data" / "iris.csv").read_bytes())
-        with client.commit("parameters", "master") as c:
-            for kind in ("c", "gamma"):
-                text = (ROOT / "data" / "parameters" / f"{kind}_parameters.txt").read_bytes()
-                for i, line in enumerate(text.splitlines(keepends=True)):
-                    client.put_file_bytes(c, f"/{kind}_parameters.txt/{i:016x}", line)
-        from google.protobuf import json_format
-
-        for name in ("split", "model", "test", "select"):
-            spec = yaml.safe_load((ROOT / "specs" / "pipelines" / f"{name}.yaml").read_text())
-            client.create_pipeline_from_request(
-                json_format.ParseDict(spec, pps_pb2.CreatePipelineRequest()))
-        names = ("split", "model", "test", "select")
-        jobs = {name: _wait(client, name, timeout=280) for name in names}
+        load_inputs(client)
+        for name in PIPELINES:
+            client.create_pipeline_from_request(pipeline_request(name))
+        jobs = {name: _wait(client, name, timeout=280) for name in PIPELINES}
         while jobs["test"].data_total < 77 or jobs["select"].data_processed < 1:
             jobs = {name: _wait(client, name, timeout=280) for name in ("test", "select")} | {
                 "model": jobs["model"], "split": jobs["split"]}
