@@ -140,8 +140,7 @@ class Connection:
 def connect(target: PachdTarget, timeout: float | None = DEFAULT_TIMEOUT_S) -> Connection:
     """A client for `target`. Makes no RPC: failures surface on the first call (as Transient).
     Every call gets a deadline of `timeout` seconds (env PACHSYNC_RPC_TIMEOUT overrides)."""
-    env_timeout = os.environ.get("PACHSYNC_RPC_TIMEOUT")
-    counter = RpcCounter(float(env_timeout) if env_timeout else timeout)
+    counter = RpcCounter(_env_timeout(timeout))
     try:
         client = CountingClient(counter, host=target.host, port=target.port,
                                 auth_token=target.auth_token, root_certs=target.root_certs,
@@ -150,6 +149,20 @@ def connect(target: PachdTarget, timeout: float | None = DEFAULT_TIMEOUT_S) -> C
         raise UsageError(f"cannot use the TLS CA certificates for {target.address}: {exc}",
                          hint="PACHSYNC_CA_FILE or the config's server_cas must be PEM") from exc
     return Connection(client, target, counter)
+
+
+def _env_timeout(default: float | None) -> float | None:
+    raw = os.environ.get("PACHSYNC_RPC_TIMEOUT", "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise UsageError(f"PACHSYNC_RPC_TIMEOUT={raw!r} is not a positive number of seconds",
+                         hint="set it to e.g. 300, or unset it for the default")
+    return value
 
 
 def _details(exc: BaseException) -> str:
@@ -191,6 +204,10 @@ def map_error(exc: BaseException, what: str, target: PachdTarget | None = None) 
         return Transient(text + where, hint="pachd busy or interrupted; retrying later may pass")
     if code in _CONFLICT:
         return Conflict(text, hint="the cluster state forbids this change; see the message")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return PachsyncError(text, hint="it does not exist on this pachd: check the name "
+                                        "(`pachsync apply` creates the repos of repos.yaml and "
+                                        "the pipelines; `pachsync status` lists them)")
     if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
         return PachsyncError(text, hint="set PACH_PYTHON_AUTH_TOKEN or PACHSYNC_AUTH_TOKEN_FILE")
     return PachsyncError(text)

@@ -105,3 +105,18 @@ def test_load_missing_file(tmp_path: Path, capsys: Any) -> None:
 def test_agent_without_a_source(capsys: Any) -> None:
     error, hint = _fails(capsys, "agent", "--once")
     assert "PACHSYNC_SOURCE" in hint
+
+
+def test_load_into_a_missing_repo(localpachd: Any, tmp_path: Path, capsys: Any) -> None:
+    data = tmp_path / "x.csv"
+    data.write_text("1\n")
+    error, hint = _fails(capsys, "load", "nosuchrepo", str(data), "--pachd", localpachd.address)
+    assert "repo default/nosuchrepo not found (NOT_FOUND)" in error
+    assert "`pachsync apply` creates the repos" in hint
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_bad_rpc_timeout_env(value: str, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACHSYNC_RPC_TIMEOUT", value)
+    error, _ = _fails(capsys, "status", "--pachd", UNREACHABLE)
+    assert f"PACHSYNC_RPC_TIMEOUT='{value}' is not a positive number" in error
