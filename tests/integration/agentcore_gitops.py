@@ -12,6 +12,8 @@ from typing import Any
 
 from helpers.gitops import GitOps
 
+from agent.sync import SyncOptions, SyncResult, sync_once
+
 REPOS = """\
 repos:
   - name: raw
@@ -67,6 +69,12 @@ def make_gitops(tmp: Path, files: dict[str, str | None]) -> GitOps:
     ops = GitOps(tmp)
     ops.push(files, "initial specs")
     return ops
+
+
+def sync(gitops: GitOps, address: str, tmp_path: Path, **options: Any) -> SyncResult:
+    """One `sync_once` of the remote's main onto the pachd at `address` (cache in tmp_path)."""
+    return sync_once(SyncOptions(source=str(gitops.remote), pachd=address,
+                                 cache_dir=tmp_path / "cache", **options))
 
 
 def put_files(client: Any, repo: str, files: dict[str, bytes]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
-from agentcore_gitops import make_gitops, put_files, spec_files
+from agentcore_gitops import make_gitops, put_files, spec_files, sync
 from google.protobuf import json_format
 from helpers.gitops import GitOps
 from helpers.jobs import wait_jobs
@@ -23,17 +23,11 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cli import main
 from agent.cluster.client import CountingClient
-from agent.sync import SyncOptions, SyncResult, sync_once
 
 
 @pytest.fixture
 def gitops(tmp_path: Path) -> GitOps:
     return make_gitops(tmp_path, spec_files())  # type: ignore[arg-type]
-
-
-def _sync(gitops: GitOps, address: str, tmp_path: Path, **kw: Any) -> SyncResult:
-    return sync_once(SyncOptions(source=str(gitops.remote), pachd=address,
-                                 cache_dir=tmp_path / "cache", **kw))
 
 
 def _hand_update(client: Any, name: str, **changes: Any) -> None:
@@ -60,18 +54,18 @@ def _names(client: Any) -> set[str]:
 
 def test_hand_change_is_drift_reverted_by_default(
         gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> None:
-    assert _sync(gitops, localpachd.address, tmp_path).result == "applied"
+    assert sync(gitops, localpachd.address, tmp_path).result == "applied"
     _hand_update(pach_client, "copy", parallelism_spec={"constant": 5})
     assert _status(localpachd.address) == {"copy": "drifted", "count": "in sync"}
-    report_only = _sync(gitops, localpachd.address, tmp_path, self_heal=False)
+    report_only = sync(gitops, localpachd.address, tmp_path, self_heal=False)
     assert report_only.actions["copy"] == "drift" and report_only.drift_detected == 1
     assert report_only.result == "unchanged" and report_only.out_of_sync == 1
-    healed = _sync(gitops, localpachd.address, tmp_path)
+    healed = sync(gitops, localpachd.address, tmp_path)
     assert healed.actions == {"copy": "drift", "count": "unchanged"}
     assert healed.result == "applied" and healed.out_of_sync == 0
     diffs = {p["name"]: p["diffs"] for p in healed.plan["pipelines"]}["copy"]
     assert diffs == [{"path": "parallelism_spec.constant", "live": 5, "git": 1}]
-    after = _sync(gitops, localpachd.address, tmp_path)
+    after = sync(gitops, localpachd.address, tmp_path)
     assert after.result == "unchanged" and after.drift_detected == 0
     assert _status(localpachd.address) == {"copy": "in sync", "count": "in sync"}
 
@@ -81,7 +75,7 @@ def test_unmanaged_pipeline_with_same_name_is_a_conflict(
     pach_client.create_repo("raw")
     pach_client.create_pipeline("count", transform=pps_pb2.Transform(cmd=["true"]),
                                 input=pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="raw", glob="/")))
-    res = _sync(gitops, localpachd.address, tmp_path)
+    res = sync(gitops, localpachd.address, tmp_path)
     assert res.result == "failed" and res.error_kind == "Conflict"
     assert "not managed by pachsync" in res.errors[0]
     assert res.actions == {"copy": "create", "count": "conflict"} and res.out_of_sync == 2
@@ -109,14 +103,14 @@ def test_failure_inside_the_transaction_applies_nothing_and_next_run_converges(
         real(self, req)
 
     monkeypatch.setattr(CountingClient, "create_pipeline_from_request", second_fails)
-    res = _sync(gitops, localpachd.address, tmp_path)
+    res = sync(gitops, localpachd.address, tmp_path)
     assert res.result == "failed" and res.error_kind == "Error"
     assert "injected failure" in res.errors[0] and calls == ["copy", "count"]
     assert res.actions == {"copy": "create", "count": "create"} and res.out_of_sync == 2
     assert _names(pach_client) == set()  # the first create was rolled back with the transaction
     assert "raw" in {r.repo.name for r in pach_client.list_repo()}  # phase 1 happened
     monkeypatch.setattr(CountingClient, "create_pipeline_from_request", real)
-    again = _sync(gitops, localpachd.address, tmp_path)
+    again = sync(gitops, localpachd.address, tmp_path)
     assert again.result == "applied" and again.actions == {"copy": "create", "count": "create"}
     put_files(pach_client, "raw", {"/a": b"1"})
     assert wait_jobs(pach_client, ["count"])["count"].data_processed == 1
@@ -127,10 +121,10 @@ def test_pachd_down_is_transient_and_the_next_run_converges(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
-    down = _sync(gitops, dead, tmp_path)
+    down = sync(gitops, dead, tmp_path)
     assert down.result == "failed" and down.error_kind == "Transient"
     assert down.commit is not None and "listing repos" in down.errors[0]
-    up = _sync(gitops, localpachd.address, tmp_path)
+    up = sync(gitops, localpachd.address, tmp_path)
     assert up.result == "applied" and _names(pach_client) == {"copy", "count"}
 
 
@@ -142,7 +136,7 @@ class _Unavailable(_Boom):
 def test_failure_between_phases_is_completed_by_the_next_run(
         gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _sync(gitops, localpachd.address, tmp_path).result == "applied"
+    assert sync(gitops, localpachd.address, tmp_path).result == "applied"
     gitops.push({**spec_files(image="busybox:1.37.0", count=False),
                  "specs/pipelines/count.yaml": None}, "bump copy, drop count")
     real = CountingClient.delete_pipeline
@@ -151,11 +145,11 @@ def test_failure_between_phases_is_completed_by_the_next_run(
         raise _Unavailable()
 
     monkeypatch.setattr(CountingClient, "delete_pipeline", down)
-    res = _sync(gitops, localpachd.address, tmp_path, prune=True)
+    res = sync(gitops, localpachd.address, tmp_path, prune=True)
     assert res.result == "failed" and res.error_kind == "Transient"
     assert _names(pach_client) == {"copy", "count"}  # phase 2 applied, phase 3 did not
     monkeypatch.setattr(CountingClient, "delete_pipeline", real)
-    done = _sync(gitops, localpachd.address, tmp_path, prune=True)
+    done = sync(gitops, localpachd.address, tmp_path, prune=True)
     assert done.actions == {"copy": "unchanged", "count": "delete"} and done.result == "applied"
     assert _names(pach_client) == {"copy"}
 
@@ -166,6 +160,6 @@ def test_a_silent_pachd_cannot_hang_a_sync(gitops: GitOps, tmp_path: Path,
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        res = _sync(gitops, f"127.0.0.1:{silent.getsockname()[1]}", tmp_path)
+        res = sync(gitops, f"127.0.0.1:{silent.getsockname()[1]}", tmp_path)
     assert res.result == "failed" and res.error_kind == "Transient", res.errors
     assert res.rpc_count == 1
