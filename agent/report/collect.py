@@ -33,8 +33,7 @@ from agent.report.model import (
     results_from_metrics,
 )
 from agent.report.render import ReportFiles, summary, write_report
-
-_COMBINERS = ("cross", "union", "join", "group")
+from agent.specs.semantic import walk_pfs
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,7 @@ class Options:
 
 def input_repos(node: dict[str, Any] | None) -> Iterator[str]:
     """Repos named by a pipeline's input tree, depth first, in spec order."""
-    if not node:
-        return
-    if "pfs" in node:
-        yield str(node["pfs"].get("repo", ""))
-    for key in _COMBINERS:
-        for child in node.get(key, []) or []:
-            yield from input_repos(child)
+    return (str(pfs.get("repo", "")) for _, pfs in walk_pfs(node))
 
 
 def pipeline_view(live: LivePipeline, jobs: tuple[outputs.JobRecord, ...]) -> PipelineView:
