@@ -31,6 +31,8 @@ import types
 from importlib.machinery import EXTENSION_SUFFIXES, SourceFileLoader
 from typing import Any, NoReturn
 
+from localpachd.warm import codecache
+
 _LIBC = ctypes.CDLL(None)
 _REPLY = -1
 
@@ -196,7 +198,7 @@ def _run_script(main: types.ModuleType, given: str) -> None:
     main.__dict__.update(
         __file__=filename, __cached__=None, __loader__=SourceFileLoader("__main__", filename)
     )
-    code = compile(source, filename, "exec", dont_inherit=True)
+    code = codecache.lookup(filename) or compile(source, filename, "exec", dont_inherit=True)
     exec(code, main.__dict__)
 
 

@@ -32,7 +32,7 @@ import sys
 import sysconfig
 from typing import Any
 
-from localpachd.warm import scan
+from localpachd.warm import codecache, scan
 from localpachd.warm.child import become_datum
 
 # Run as `python -c BOOT ROOT FD`: records what a bare interpreter has loaded and its sys.path
@@ -155,7 +155,7 @@ class Zygote:
         if key in self.preloaded:
             return None
         self.preloaded.add(key)
-        names = _first_imports(req, self.base_path)
+        source_file, names = _first_imports(req, self.base_path)
         saved = sys.path[:]
         sys.path[:] = self.base_path
         try:
@@ -168,6 +168,7 @@ class Zygote:
         finally:
             sys.path[:] = saved
         self._forget_project_modules()
+        codecache.remember(source_file)  # the target itself: each child runs it as __main__
         _flush_all()
         gc.collect()
         gc.freeze()  # children then share these pages instead of copying them on GC
@@ -183,6 +184,7 @@ class Zygote:
             path = getattr(module, "__file__", None)
             if (path and not path.startswith(self.library_dirs) and name != "__main__"
                     and name not in self.own and not name.startswith("localpachd.")):
+                codecache.remember(path)  # the child imports it again, without compiling it
                 del sys.modules[name]
 
     def _watch(self, path0: str | None) -> dict[str, int]:
@@ -226,8 +228,8 @@ class Zygote:
         self.control.close()
 
 
-def _first_imports(req: dict[str, Any], base_path: list[str]) -> list[str]:
-    """The names the target's own source imports (read, not executed)."""
+def _first_imports(req: dict[str, Any], base_path: list[str]) -> tuple[str | None, list[str]]:
+    """The target's source file and the names it imports (read, not executed)."""
     path0 = req.get("path0")
     if req["kind"] == "script":
         source_file: str | None = os.path.join(req["cwd"], req["name"])
@@ -235,12 +237,12 @@ def _first_imports(req: dict[str, Any], base_path: list[str]) -> list[str]:
     else:
         source_file, package = _module_source(req["name"], path0, base_path)
     if not source_file:
-        return []
+        return None, []
     try:
         with open(source_file, "rb") as f:
-            return scan.imports_in_source(f.read(), package)
+            return source_file, scan.imports_in_source(f.read(), package)
     except OSError:
-        return []
+        return None, []
 
 
 def _module_source(name: str, path0: str | None, base_path: list[str]) -> tuple[str | None, str]:
@@ -321,6 +323,7 @@ def _flush_all() -> None:
 def main(startup: frozenset[str], base_path: list[str], control_fd: int) -> None:
     """Entry point (see BOOT): serve, and in a forked child become the datum."""
     control = socket.socket(fileno=control_fd)
+    codecache.install()
     zygote = Zygote(control, base_path)
     job = zygote.serve()
     if job is None:
