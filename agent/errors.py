@@ -24,10 +24,15 @@ class SpecError:
     message: str
     hint: str = ""
 
-    def format(self) -> str:
-        where = f"{self.file}:{self.line}"
+    @property
+    def detail(self) -> str:
+        """`path: message (hint: …)`: the problem without its location."""
         what = f"{self.path}: {self.message}" if self.path else self.message
-        return f"{where}: {what}" + (f" (hint: {self.hint})" if self.hint else "")
+        return what + (f" (hint: {self.hint})" if self.hint else "")
+
+    def format(self, severity: str = "") -> str:
+        """`file:line: [severity: ]path: message (hint: …)`, as compilers print it."""
+        return f"{self.file}:{self.line}: " + (f"{severity}: " if severity else "") + self.detail
 
 
 class PachsyncError(Exception):

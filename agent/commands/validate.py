@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def _text(report: Any, specs_dir: Path, root: Path | None = None) -> str:
     for error in report.errors:
         lines += [error.format(), *_snippet(root, error)]
     for warning in report.warnings:
-        lines += [_warning(warning), *_snippet(root, warning)]
+        lines += [warning.format("warning"), *_snippet(root, warning)]
     if report.errors:
         files = len({e.file for e in report.errors})
         lines.append(f"{len(report.errors)} error(s) in {files} file(s): {specs_dir} is invalid")
@@ -100,28 +101,14 @@ def _snippet(root: Path | None, e: Any) -> list[str]:
     return [f"  {e.line:>4} | {text[e.line - 1]}"] if e.line <= len(text) else []
 
 
-def _warning(w: Any) -> str:
-    what = f"{w.path}: {w.message}" if w.path else w.message
-    return f"{w.file}:{w.line}: warning: {what}" + (f" (hint: {w.hint})" if w.hint else "")
-
-
 def _json(report: Any, specs_dir: Path) -> str:
-    def item(e: Any) -> dict[str, Any]:
-        return {
-            "file": e.file,
-            "line": e.line,
-            "path": e.path,
-            "message": e.message,
-            "hint": e.hint,
-        }
-
     state = report.state
     doc = {
         "valid": not report.errors,
         "specs": str(specs_dir),
         "files": list(report.files),
-        "errors": [item(e) for e in report.errors],
-        "warnings": [item(w) for w in report.warnings],
+        "errors": [asdict(e) for e in report.errors],
+        "warnings": [asdict(w) for w in report.warnings],
         "repos": [r.name for r in state.repos] if state else [],
         "pipelines": [
             {"name": p.name, "file": p.file, "inputs": list(p.inputs)} for p in state.pipelines
@@ -134,10 +121,7 @@ def _json(report: Any, specs_dir: Path) -> str:
 
 def _azure(report: Any, specs_dir: Path) -> str:
     def issue(kind: str, e: Any) -> str:
-        text = f"{e.path}: {e.message}" if e.path else e.message
-        if e.hint:
-            text += f" (hint: {e.hint})"
-        text = text.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A")
+        text = e.detail.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A")
         return f"##vso[task.logissue type={kind};sourcepath={e.file};linenumber={e.line}]{text}"
 
     lines = [issue("error", e) for e in report.errors]
