@@ -8,7 +8,8 @@ module imports, and each datum is a fresh fork of it, so it starts in millisecon
 
 Semantics are those of the subprocess runtime (`localpachd.runtime_subprocess`): same argv,
 environment, working directory, stdin, stdout/stderr files (appended), exit status, own session,
-datum_timeout (kills the process group: -9, timed_out) and `kill_job`. Every other argv, and the
+datum_timeout (kills the process group: -9, timed_out), `kill_job` and `kill_datum`
+(RestartDatum). Every other argv, and the
 few environments a fork cannot reproduce (`warm.target.warm_blocker`), run on that fallback.
 
 Zygotes are shared by datums with the same startup environment (`warm.target.startup_env`):
@@ -107,9 +108,11 @@ class _Zygote:
 
 @dataclass
 class _Live:
-    """A datum in flight: its job, its zygote and, once forked, its pid (= process group)."""
+    """A datum in flight: its job and datum, its zygote and, once forked, its pid (= process
+    group)."""
 
     job_id: str
+    datum_id: str
     zygote: _Zygote
     pid: int = 0
 
@@ -228,7 +231,9 @@ class WarmRuntime:
             for fd in (stdin_fd, out, err):
                 os.close(fd)
         with self._lock:
-            self._live[reply] = live = _Live(run.env.get("PACH_JOB_ID", ""), zygote)
+            self._live[reply] = live = _Live(
+                run.env.get("PACH_JOB_ID", ""), run.env.get("PACH_DATUM_ID", ""), zygote
+            )
         try:
             return self._wait(live, reply, run, feeder)
         finally:
@@ -281,6 +286,17 @@ class WarmRuntime:
         kill = getattr(self.fallback, "kill_job", None)
         if kill is not None:
             kill(job_id)
+
+    def kill_datum(self, job_id: str, datum_id: str) -> None:
+        """Kill one running datum (RestartDatum), warm or on the fallback."""
+        with self._lock:
+            doomed = [(r, d) for r, d in self._live.items()
+                      if (d.job_id, d.datum_id) == (job_id, datum_id)]  # fmt: skip
+        for reply, datum in doomed:
+            datum.kill(reply)
+        kill = getattr(self.fallback, "kill_datum", None)
+        if kill is not None:
+            kill(job_id, datum_id)
 
     def close(self) -> None:
         """Kill every running datum and stop every zygote (server shutdown)."""
