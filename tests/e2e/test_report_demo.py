@@ -8,7 +8,6 @@ same data dir (its state is durable) to read select's selected.json as the groun
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.report import data_island
 from PIL import Image
 
 from agent.report.browser import find_chromium, screenshot
@@ -34,13 +34,6 @@ class DemoRun:
     stdout: str
     page: dict[str, Any]  # the page's JSON data island
     selected_json: dict[str, Any]  # select's own output, read back from the server
-
-
-def _island(html: str) -> dict[str, Any]:
-    m = re.search(r'<script type="application/json" id="pachsync-report">(.*?)</script>', html,
-                  re.S)  # fmt: skip
-    assert m, "report.html has no JSON data island"
-    return dict(json.loads(m.group(1)))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +56,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         selected = json.loads(client.get_file(("select", "master"), "/selected.json").read())
     finally:
         server.stop()
-    page = _island((out / "report.html").read_text(encoding="utf-8"))
+    page = data_island((out / "report.html").read_text(encoding="utf-8"))
     yield DemoRun(out, proc.stdout, page, selected)
 
 

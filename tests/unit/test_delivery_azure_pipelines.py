@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.gitops import git, write_files
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -205,18 +206,11 @@ def test_changed_paths_decides_per_image(files: list[str] | None, expected: dict
 
 
 def test_changed_paths_sets_output_variables_from_real_git(tmp_path: Path) -> None:
-    def git(*args: str) -> None:
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", *args], cwd=tmp_path,
-                       check=True, capture_output=True)
-
-    git("init", "-q")
-    (tmp_path / "README.md").write_text("x\n")
-    git("add", "-A")
-    git("commit", "-q", "-m", "one")
-    (tmp_path / "stages").mkdir()
-    (tmp_path / "stages" / "split.py").write_text("x\n")
-    git("add", "-A")
-    git("commit", "-q", "-m", "two")
+    git(tmp_path, "init", "-q")
+    for commit, path in (("one", "README.md"), ("two", "stages/split.py")):
+        write_files(tmp_path, {path: "x\n"})
+        git(tmp_path, "add", "-A")
+        git(tmp_path, "commit", "-q", "-m", commit)
     out = subprocess.run([sys.executable, str(ROOT / ".ci" / "changed_paths.py")], cwd=tmp_path,
                          capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"})
     assert "##vso[task.setvariable variable=stages;isOutput=true]true" in out.stdout

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.report import data_island
 from PIL import Image
 
 from agent.report.dag import dag_pixels
@@ -92,14 +92,6 @@ def _outline_pixels(png: Path) -> int:
     return int((np.abs(rgb - np.array(want)).max(axis=2) < 30).sum())
 
 
-def _island(html: str) -> dict:
-    m = re.search(
-        r'<script type="application/json" id="pachsync-report">(.*?)</script>', html, re.S
-    )
-    assert m, "the page has no JSON data island"
-    return json.loads(m.group(1))
-
-
 def test_report_files_are_valid_pngs_of_the_expected_size(tmp_path: Path) -> None:
     data = synthetic(compare=True)
     files = write_report(data, tmp_path / "out")
@@ -136,7 +128,7 @@ def test_page_embeds_every_image_and_lists_all_77_models(tmp_path: Path) -> None
     assert "default-src 'none'; img-src data:" in html  # and the browser holds it to that
     assert len(re.findall(r'<tr(?: class="selected")? data-model=', html)) == 77
     assert re.findall(r'<tr class="selected" data-model="([^"]+)"', html) == ["model_C32.0_G0.063"]
-    data = _island(html)
+    data = data_island(html)
     assert data["cells"] == 77 and data["models"] == 77
     assert data["selected"] == ["model_C32.0_G0.063"]
     assert data["best"]["model"] == "model_C32.0_G0.063"
@@ -179,7 +171,7 @@ def test_selected_models_are_outlined(tmp_path: Path) -> None:
 
 def test_an_empty_cluster_still_renders_a_page(tmp_path: Path) -> None:
     files = write_report(ReportData(results=()), tmp_path)
-    data = _island(files.html.read_text())
+    data = data_island(files.html.read_text())
     assert (data["models"], data["cells"], data["best"]) == (0, 0, None)
     with Image.open(files.heatmap) as img:
         assert img.size == PIXELS
