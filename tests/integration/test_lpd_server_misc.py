@@ -4,6 +4,7 @@ UNIMPLEMENTED naming unknown methods, the --auth-token mode, and concurrent writ
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,24 @@ import python_pachyderm
 from grpc_health.v1 import health_pb2
 
 from localpachd.server import start
+
+
+def _in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+    """Runs work(0) … work(count - 1) in parallel threads; what they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 (returned to the test)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
 
 
 def test_version_health_cluster(pach_client: Any) -> None:
@@ -68,23 +87,14 @@ def test_concurrent_writers_do_not_corrupt_state(pach_client: Any, localpachd: A
     c = pach_client
     for r in ("r0", "r1"):
         c.create_repo(r)
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
         client = python_pachyderm.Client(host=localpachd.host, port=localpachd.port)
         repo, branch = f"r{n % 2}", f"b{n}"
-        try:
-            for i in range(8):
-                client.put_file_bytes((repo, branch), f"/w{n}/f{i}", f"{n}-{i}".encode() * 100)
-        except BaseException as exc:  # noqa: BLE001 (reported below)
-            errors.append(exc)
+        for i in range(8):
+            client.put_file_bytes((repo, branch), f"/w{n}/f{i}", f"{n}-{i}".encode() * 100)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert _in_threads(writer, 6) == []
     for n in range(6):
         repo, branch = f"r{n % 2}", f"b{n}"
         assert len(list(c.list_commit(repo, to_commit=(repo, branch)))) == 8
@@ -128,22 +138,13 @@ def test_cli_refuses_busy_port_and_busy_data_dir(localpachd: Any, tmp_path: Path
 
 def test_concurrent_writers_on_one_branch_lose_nothing(pach_client: Any, localpachd: Any) -> None:
     pach_client.create_repo("shared")
-    failures: list[BaseException] = []
 
     def writer(n: int) -> None:
         client = python_pachyderm.Client(host=localpachd.host, port=localpachd.port)
-        try:
-            for i in range(5):
-                client.put_file_bytes(("shared", "master"), f"/w{n}-{i}", b"x" * (n + 1))
-        except BaseException as exc:  # noqa: BLE001 (reported below)
-            failures.append(exc)
+        for i in range(5):
+            client.put_file_bytes(("shared", "master"), f"/w{n}-{i}", b"x" * (n + 1))
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert failures == []
+    assert _in_threads(writer, 4) == []
     assert len(list(pach_client.list_commit("shared"))) == 20  # one commit per put, serialised
     assert len(list(pach_client.list_file(("shared", "master"), "/"))) == 20
 
