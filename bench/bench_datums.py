@@ -21,7 +21,9 @@ from bench.common import (
     create_pipeline_from_spec,
     job_state,
     local_server,
+    own_cpu_seconds,
     show,
+    tree_cpu_seconds,
     wait_jobs,
 )
 
@@ -45,21 +47,25 @@ def measure(datums: int, runtime: str, parallelism: int | None) -> dict[str, Any
     with local_server(runtime) as server:
         pc = client(server)
         pc.create_repo("inputs")
+        pid = server.process.pid
         with pc.commit("inputs", "master") as c, pc.modify_file_client(c) as mfc:
             for i in range(datums):
                 mfc.put_file_from_bytes(f"/f{i:05d}.txt", f"datum {i}\n".encode())
+        own0, tree0 = own_cpu_seconds(pid), tree_cpu_seconds(pid)
         t0 = time.perf_counter()
         create_pipeline_from_spec(pc, spec(parallelism))
         jobs = wait_jobs(pc, ["copy"], poll=0.1,
                          expect=lambda j: int(j["copy"].data_processed) == datums)
         wall = time.perf_counter() - t0
+        own, tree = own_cpu_seconds(pid) - own0, tree_cpu_seconds(pid) - tree0
         job = jobs["copy"]
         outputs = sum(1 for _ in pc.list_file(("copy", "master"), "/"))
         inside = None
         if job.started.seconds and job.finished.seconds:
             inside = _seconds(job.finished) - _seconds(job.started)
     return {"wall_s": wall, "job_s": inside, "state": job_state(job), "outputs": outputs,
-            "processed": int(job.data_processed)}
+            "processed": int(job.data_processed), "server_cpu_s": own,
+            "datum_cpu_s": tree - own}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -77,6 +83,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "output files": r["outputs"],
         "create -> job finished (s)": round(r["wall_s"], 2),
         "job started -> finished (s)": round(r["job_s"], 2) if r["job_s"] else "n/a",
+        "CPU ms per datum: server / datum processes": [
+            round(1000 * r["server_cpu_s"] / args.datums, 2),
+            round(1000 * r["datum_cpu_s"] / args.datums, 2)],
     }
     checks = [check("(4) datums/s", rate, 150.0, higher_is_better=True)]
     show(f"(4) datum throughput, {args.datums} `cp` shell datums", figures, checks)

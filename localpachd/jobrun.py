@@ -10,11 +10,13 @@ and the final job state are written in ONE store transaction at the end.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from python_pachyderm.proto.v2.pps import pps_pb2
@@ -32,7 +34,14 @@ from localpachd.datums import (
 from localpachd.pfs import files, model
 from localpachd.pps import db
 from localpachd.store import Tx
-from localpachd.worker import DatumResult, JobContext, OutputFile, run_datum
+from localpachd.worker import (
+    DatumResult,
+    JobContext,
+    OutputFile,
+    copy_file,
+    remove_tree,
+    run_datum,
+)
 
 if TYPE_CHECKING:
     from localpachd.jobs import JobEngine
@@ -220,31 +229,44 @@ class JobRun:
         results: dict[str, DatumResult] = {}
         if not todo:
             return results
-        batch: list[tuple[Datum, DatumResult, float, str]] = []
-        flushed = time.monotonic()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
-            futs = {pool.submit(self._run_one, ctx, d): d for d in todo}
-            for fut in as_completed(futs):
-                d = futs[fut]
-                res, took = fut.result()
-                results[d.id] = res
-                batch.append((d, res, took, hashes[d.id]))
-                # Progress is written in batches: one durable commit per datum is too slow.
-                if len(batch) >= RECORD_BATCH or time.monotonic() - flushed > RECORD_EVERY:
-                    self._record(batch)
-                    batch, flushed = [], time.monotonic()
-        self._record(batch)
+        # One directory per job for the logs, one per execution for scratch trees: a datum
+        # process orphaned by a crash never writes into a later run's scratch.
+        log_dir = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, "x")
+        log_dir.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.engine.scratch / f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}"
+        scratch.mkdir(parents=True)
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
+                self._submit_all(pool, ctx, todo, hashes, scratch, results)
+        finally:
+            remove_tree(scratch)
         return results
 
-    def _run_one(self, ctx: JobContext, d: Datum) -> tuple[DatumResult, float]:
+    def _submit_all(
+        self, pool: ThreadPoolExecutor, ctx: JobContext, todo: list[Datum],
+        hashes: dict[str, str], scratch: Path, results: dict[str, DatumResult],
+    ) -> None:  # fmt: skip
+        batch: list[tuple[Datum, DatumResult, float, str]] = []
+        flushed = time.monotonic()
+        futs = {pool.submit(self._run_one, ctx, d, scratch): d for d in todo}
+        for fut in as_completed(futs):
+            d = futs[fut]
+            res, took = fut.result()
+            results[d.id] = res
+            batch.append((d, res, took, hashes[d.id]))
+            # Progress is written in batches: one durable commit per datum is too slow.
+            if len(batch) >= RECORD_BATCH or time.monotonic() - flushed > RECORD_EVERY:
+                self._record(batch)
+                batch, flushed = [], time.monotonic()
+        self._record(batch)
+
+    def _run_one(self, ctx: JobContext, d: Datum, scratch: Path) -> tuple[DatumResult, float]:
         if self.cancel.is_set():
             return DatumResult(False, 0, reason="job was stopped"), 0.0
         blobs = self.store.blobs
         log_path = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_bytes(b"")
-        # A fresh directory per run: a datum process orphaned by a crash never writes into it.
-        root = self.engine.scratch / f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}" / d.id[:16]
+        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+        root = scratch / d.id[:16]
 
         def ingest(p: Any) -> tuple[str, int]:
             ref = blobs.ingest(p)
@@ -257,7 +279,8 @@ class JobRun:
             try:
                 res = run_datum(
                     ctx, d, root, log_path, self.engine.runtime,
-                    lambda f, dest: blobs.materialize(f.hash, dest), ingest, self.cancel.is_set,
+                    lambda f, dest: copy_file(str(blobs.path(f.hash)), dest, f.size), ingest,
+                    self.cancel.is_set,
                     lambda: self._take_restart(d.id),
                 )  # fmt: skip
             finally:

@@ -25,7 +25,8 @@ class SubprocessRuntime:
         self._closed = False
 
     def run(self, run: DatumRun) -> DatumOutcome:
-        with open(run.stdout_path, "ab") as out, open(run.stderr_path, "ab") as err:
+        out, err = open_logs(run)
+        try:
             try:
                 proc = subprocess.Popen(
                     list(run.argv),
@@ -37,20 +38,20 @@ class SubprocessRuntime:
                     start_new_session=True,
                 )
             except OSError as e:  # command not found, not executable, bad cwd
-                err.write(f"localpachd: cannot start {run.argv[0]!r}: {e}\n".encode())
+                os.write(err, f"localpachd: cannot start {run.argv[0]!r}: {e}\n".encode())
                 return DatumOutcome(returncode=127)
+        finally:
+            for fd in {out, err}:
+                os.close(fd)
+        with self._lock:
+            if self._closed:
+                _kill_group(proc)
+            self._live[proc] = (run.env.get("PACH_JOB_ID", ""), run.env.get("PACH_DATUM_ID", ""))
+        try:
+            return self._wait(proc, run)
+        finally:
             with self._lock:
-                if self._closed:
-                    _kill_group(proc)
-                self._live[proc] = (
-                    run.env.get("PACH_JOB_ID", ""),
-                    run.env.get("PACH_DATUM_ID", ""),
-                )
-            try:
-                return self._wait(proc, run)
-            finally:
-                with self._lock:
-                    self._live.pop(proc, None)
+                self._live.pop(proc, None)
 
     def _wait(self, proc: subprocess.Popen[bytes], run: DatumRun) -> DatumOutcome:
         try:
@@ -86,6 +87,20 @@ class SubprocessRuntime:
             live = list(self._live)
         for proc in live:
             _kill_group(proc)
+
+
+def open_logs(run: DatumRun) -> tuple[int, int]:
+    """The stdout and stderr files opened for appending, as `open(path, "ab")` would (one
+    descriptor when both are the same file, as the worker's datum log is)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    out = os.open(run.stdout_path, flags, 0o666)
+    if run.stderr_path == run.stdout_path:
+        return out, out
+    try:
+        return out, os.open(run.stderr_path, flags, 0o666)
+    except OSError:
+        os.close(out)
+        raise
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

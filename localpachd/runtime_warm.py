@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from localpachd.runtime import DatumOutcome, DatumRun, Runtime
+from localpachd.runtime_subprocess import open_logs
 from localpachd.warm.target import Target, classify, startup_env, warm_blocker
 from localpachd.warm.zygote import BOOT
 
@@ -213,13 +214,7 @@ class WarmRuntime:
 
     def _run_warm(self, zygote: _Zygote, target: Target, run: DatumRun) -> DatumOutcome:
         request = json.dumps(_request(target, run)).encode()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # open(..., "ab") as cold
-        out = os.open(run.stdout_path, flags, 0o666)
-        try:
-            err = os.open(run.stderr_path, flags, 0o666)
-        except OSError:
-            os.close(out)
-            raise
+        out, err = open_logs(run)  # as the subprocess runtime opens them
         stdin_fd, feeder = _stdin_pipe(run.stdin)
         try:
             reply = zygote.start(request, [stdin_fd, out, err])
@@ -228,7 +223,7 @@ class WarmRuntime:
                 os.close(feeder.fd)
             raise
         finally:
-            for fd in (stdin_fd, out, err):
+            for fd in {stdin_fd, out, err}:
                 os.close(fd)
         with self._lock:
             self._live[reply] = live = _Live(

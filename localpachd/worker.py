@@ -115,18 +115,64 @@ def build_env(
 
 
 def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
-    """Create `root/pfs/<name>/<path>` for every input file and an empty `root/pfs/out`."""
+    """Create `root/pfs/<name>/<path>` for every input file and an empty `root/pfs/out`.
+
+    Every directory is made once, without probing first: a datum's scratch tree is built and
+    removed ~1,000 times a job, and each file-system call is a GIL round trip in the server."""
     pfs_root = root / "pfs"
-    if root.exists():
-        shutil.rmtree(root)
-    (pfs_root / "out").mkdir(parents=True)
+    if os.path.lexists(root):  # an earlier attempt of this datum
+        remove_tree(root)
+    try:
+        os.mkdir(root)
+    except FileNotFoundError:
+        os.makedirs(root)
+    os.mkdir(pfs_root)
+    os.mkdir(pfs_root / "out")
+    made: set[Path] = {pfs_root, pfs_root / "out"}
     for inp in datum.inputs:
-        (pfs_root / inp.name).mkdir(parents=True, exist_ok=True)
+        for d in (pfs_root / inp.name, *(
+            (pfs_root / inp.name / f.path.lstrip("/")).parent for f in inp.files
+        )):  # fmt: skip
+            if d not in made:
+                os.makedirs(d, exist_ok=True)
+                made.add(d)
         for f in inp.files:
-            dest = pfs_root / inp.name / f.path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            materialize(f, dest)
+            materialize(f, pfs_root / inp.name / f.path.lstrip("/"))
     return pfs_root
+
+
+def copy_file(src: str, dest: Path, size: int) -> None:
+    """Copy a stored blob to a new file at `dest` (whose directory exists) with the fewest
+    system calls: a copy, never a link — datums run as the server's user (often root, which
+    ignores the blob's read-only mode) and must not be able to change a stored blob."""
+    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fout = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            done = 0
+            while done < size:
+                sent = os.sendfile(fout, fin, None, max(size - done, 1 << 20))
+                if sent == 0:
+                    break
+                done += sent
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def remove_tree(root: Path) -> None:
+    """shutil.rmtree with about half the system calls for a small scratch tree; anything
+    unusual (a symlink to a directory, a permission problem) falls back to rmtree itself."""
+    try:
+        for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+            for name in filenames:
+                os.unlink(os.path.join(dirpath, name))
+            for name in dirnames:
+                os.rmdir(os.path.join(dirpath, name))
+        os.rmdir(root)
+    except OSError:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def collect_outputs(out_dir: Path, ingest: Ingest) -> tuple[OutputFile, ...]:
@@ -186,9 +232,9 @@ def run_datum(
     """Run one datum with up to `datum_tries` attempts; outputs only from a successful one.
 
     `restarted()` tells (once) that the last attempt was killed by RestartDatum: that attempt
-    does not count as a try. After the last failed try, `err_cmd` may recover the datum.
+    does not count as a try. After the last failed try, `err_cmd` may recover the datum. The
+    log's directory must exist.
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     if not ctx.cmd:
         # Real Pachyderm falls back to the image's entrypoint; there is no image here.
         reason = "transform.cmd is empty: localpachd runs no image, so it needs a command"
@@ -208,7 +254,7 @@ def run_datum(
         ok = outcome.returncode == 0 or outcome.returncode in ctx.accept_return_code
         if ok and not outcome.timed_out and not cancelled():
             outputs = collect_outputs(pfs_root / "out", ingest)
-            shutil.rmtree(root, ignore_errors=True)
+            remove_tree(root)
             return DatumResult(True, attempt, outputs, upload_bytes=sum(o.size for o in outputs))
         if restarted() and restarts < MAX_RESTARTS and not cancelled():
             restarts, attempt = restarts + 1, attempt - 1
@@ -217,10 +263,10 @@ def run_datum(
         reason = _failure(ctx, outcome)
         _log(log_path, f"attempt {attempt}/{tries} failed: {reason}")
     if cancelled():
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         return DatumResult(False, attempt, reason="job was stopped")
     recovered = bool(ctx.err_cmd) and _run_err_cmd(ctx, datum, root, log_path, runtime, materialize)
-    shutil.rmtree(root, ignore_errors=True)
+    remove_tree(root)
     return DatumResult(False, attempt, reason=reason, recovered=recovered)
 
 
