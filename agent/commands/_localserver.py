@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import PachsyncError
+from agent.errors import PachsyncError, UsageError
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
@@ -48,7 +48,12 @@ def _tail(path: Path, lines: int = 15) -> str:
 def start_local(data_dir: Path, timeout: float = 60.0, detach: bool = False,
                 extra: tuple[str, ...] = ()) -> LocalServer:
     """Start localpachd on a free port; returns once it listens (or raises with its log)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot use {data_dir} as localpachd's data dir: "
+                         f"{exc.strerror or exc}",
+                         hint="choose another --data-dir: a folder, or a path to create") from exc
     log = data_dir / "localpachd.log"
     cmd = [sys.executable, "-m", "localpachd", "serve", "--host", "127.0.0.1", "--port", "0",
            "--data-dir", str(data_dir), *extra]

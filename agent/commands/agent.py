@@ -204,12 +204,18 @@ def _run_once(args: argparse.Namespace, options: Any, verify: Any, secrets: Any)
 
 
 def _serve(args: argparse.Namespace, options: Any, verify: Any, creds: Any, log: Any) -> int:
+    from agent.errors import UsageError
     from agent.runner import AgentServer, WebhookAuth
 
     runner = _runner(args, options, verify, creds.values())
     auth = WebhookAuth(hmac_secret=creds.webhook_secret.encode() if creds.webhook_secret else None,
                        basic_auth=creds.basic_auth)
-    server = AgentServer(runner, args.listen, auth).start()
+    try:
+        server = AgentServer(runner, args.listen, auth).start()
+    except OSError as exc:  # port in use, address not on this host, privileged port
+        raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}",
+                         hint="choose another --listen HOST:PORT (or PACHSYNC_LISTEN); "
+                              "port 0 picks a free one") from exc
     host, port = server.address
     log.info(f"agent listening on {host}:{port}", extra={"fields": {
         "event": "start", "listen": f"{host}:{port}", "branch": args.branch,

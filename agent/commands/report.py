@@ -60,8 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    done = generate(args.pachd, args.out, Options(jobs_per_pipeline=args.jobs,
-                                                  compare=args.compare))  # fmt: skip
+    try:
+        done = generate(args.pachd, args.out, Options(jobs_per_pipeline=args.jobs,
+                                                      compare=args.compare))  # fmt: skip
+    except ConnectionError:
+        raise
+    except OSError as exc:  # --out not writable: a usage problem, not a crash
+        raise UsageError(f"cannot write the report into {args.out}: {exc.strerror or exc}",
+                         hint="pass --out DIR, a folder you can write") from exc
     files = [str(p) for p in done.files.all()]
     if args.screenshot:
         from agent.report.browser import screenshot

@@ -120,3 +120,28 @@ def test_bad_rpc_timeout_env(value: str, capsys: Any, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PACHSYNC_RPC_TIMEOUT", value)
     error, _ = _fails(capsys, "status", "--pachd", UNREACHABLE)
     assert f"PACHSYNC_RPC_TIMEOUT='{value}' is not a positive number" in error
+
+
+def test_agent_listen_port_in_use(tmp_path: Path, capsys: Any) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        error, hint = _fails(capsys, "agent", "--source", str(tmp_path), "--listen",
+                             f"127.0.0.1:{port}", "--pachd", UNREACHABLE)
+    assert f"cannot listen on 127.0.0.1:{port}" in error and "PACHSYNC_LISTEN" in hint
+
+
+def test_report_into_an_unwritable_place(localpachd: Any, tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "afile").write_text("x")
+    error, hint = _fails(capsys, "report", "--pachd", localpachd.address, "--out",
+                         str(tmp_path / "afile" / "r"))
+    assert "cannot write the report into" in error and "--out DIR" in hint
+
+
+def test_demo_data_dir_that_is_a_file(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "afile").write_text("x")
+    error, hint = _fails(capsys, "demo", "--data-dir", str(tmp_path / "afile"))
+    assert "cannot use" in error and "--data-dir" in hint
