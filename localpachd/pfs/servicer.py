@@ -157,6 +157,9 @@ class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type:
             rows = tx.q("SELECT project, name, type FROM repos ORDER BY created DESC")
             for r in rows:
                 if req.all or r["project"] in projects:
+                    if not req.force:
+                        for guard in getattr(self.ctx, "delete_repo_guards", ()):
+                            guard(tx, r["project"], r["name"])
                     model.delete_repo(tx, r["project"], r["name"], force=True)
                     deleted.append(pfs_pb2.Repo(name=r["name"], type=r["type"],
                                                 project=pfs_pb2.Project(name=r["project"])))

@@ -3,7 +3,8 @@
 `db` (tables), `pipelines` (create/update/delete inside a transaction), `convert` (protobuf),
 `servicer` (pps_v2 gRPC methods), `logstream` (GetLogs). The job engine is `localpachd.jobs`.
 `register` is called by `localpachd.server`: it starts the engine, registers the servicer and the
-transactional methods (CreatePipeline, DeletePipeline, StopJob), and stops the engine on shutdown.
+transactional methods (CreatePipeline, DeletePipeline, StopJob) and the guards on pipeline output
+repos and commits (`guards`), and stops the engine on shutdown.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ def register(server: grpc.Server, ctx: Any) -> None:
     from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
     from localpachd.jobs import JobEngine
-    from localpachd.pps import servicer
+    from localpachd.pps import guards, servicer
 
     engine = JobEngine(
         ctx.store, runtime=ctx.config.runtime, parallelism_cap=ctx.config.parallelism_cap
     )
     ctx.pps_engine = engine
     ctx.on_stop.append(engine.close)
+    ctx.delete_repo_guards.append(guards.refuse_pipeline_repo)
+    ctx.finish_commit_guards.append(guards.refuse_pipeline_commit)
     reg = ctx.transactions
     reg.register("/pps_v2.API/CreatePipeline", pps_pb2.CreatePipelineRequest,
                  servicer.apply_create_pipeline, field="create_pipeline")  # fmt: skip
