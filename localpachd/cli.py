@@ -55,7 +55,11 @@ def serve(args: argparse.Namespace) -> int:
                        max_parallelism=args.max_parallelism, fsync=not args.no_fsync,
                        tls_cert=args.tls_cert, tls_key=args.tls_key)
     except OSError as exc:
-        print(f"localpachd: {exc}", file=sys.stderr)
+        if exc.filename is not None and exc.strerror:  # the data dir (or a TLS file) itself
+            print(f"localpachd: cannot use {exc.filename}: {exc.strerror} "
+                  "(check --data-dir / --tls-cert / --tls-key)", file=sys.stderr)
+        else:
+            print(f"localpachd: {exc}", file=sys.stderr)
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.auth_token:
         print(f"localpachd: warning: listening on {args.host} without --auth-token: anyone who "

@@ -145,3 +145,15 @@ def test_demo_data_dir_that_is_a_file(tmp_path: Path, capsys: Any) -> None:
     (tmp_path / "afile").write_text("x")
     error, hint = _fails(capsys, "demo", "--data-dir", str(tmp_path / "afile"))
     assert "cannot use" in error and "--data-dir" in hint
+
+
+def test_localpachd_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    import sys
+
+    (tmp_path / "afile").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "localpachd", "serve", "--port", "0",
+                           "--data-dir", str(tmp_path / "afile")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"localpachd: cannot use {tmp_path / 'afile'}: File exists "
+                                   "(check --data-dir / --tls-cert / --tls-key)")
