@@ -19,8 +19,10 @@ import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
+
+from localpachd import paths
+from localpachd.errors import InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -114,46 +116,13 @@ def clean_glob(glob: str) -> str:
     return "/" + "/".join(parts)
 
 
-@lru_cache(maxsize=256)
 def glob_regex(glob: str) -> re.Pattern[str]:
-    """Translate a cleaned glob into a regex; `(...)` stay capture groups for `$1` keys."""
-    out: list[str] = []
-    i, n = 0, len(glob)
-    while i < n:
-        c = glob[i]
-        if c == "*":
-            if glob.startswith("**", i):
-                out.append(".*")
-                i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = glob.find("]", i + 1)
-            if j < 0:
-                raise DatumError(f"glob {glob!r}: unclosed '['")
-            body = glob[i + 1 : j]
-            if body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body + "]")
-            i = j
-        elif c == "{":
-            j = glob.find("}", i + 1)
-            if j < 0:
-                raise DatumError(f"glob {glob!r}: unclosed '{{'")
-            alts = glob[i + 1 : j].split(",")
-            out.append("(?:" + "|".join(re.escape(a) for a in alts) + ")")
-            i = j
-        elif c in "()":
-            out.append(c)
-        else:
-            out.append(re.escape(c))
-        i += 1
+    """The cleaned glob as a regex, `(...)` kept as capture groups for `$1` keys. The very glob
+    GlobFile uses (`localpachd.paths`), as Pachyderm lists datums with GlobFile."""
     try:
-        return re.compile("".join(out) + r"\Z")
-    except re.error as e:
-        raise DatumError(f"glob {glob!r}: {e}") from e
+        return paths.glob_regex(glob)
+    except InvalidArgument as exc:
+        raise DatumError(exc.message) from exc
 
 
 def _dirs_of(files: Sequence[RepoFile]) -> set[str]:

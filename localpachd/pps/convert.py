@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import pps_spec
+from localpachd.pfs.convert import ts as ts  # re-exported: pps timestamps are the same
 from localpachd.pps import db
 
 JOB_STATES = pps_pb2.JobState
 PIPELINE_STATES = pps_pb2.PipelineState
-
-
-def ts(t: float | None) -> timestamp_pb2.Timestamp | None:
-    if t is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromNanoseconds(int(t * 1e9))
-    return out
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
