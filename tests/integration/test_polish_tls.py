@@ -152,3 +152,19 @@ def test_in_process_start_with_tls(cert: tuple[Path, Path], tmp_path: Path) -> N
                                          root_certs=cert[0].read_bytes())
         client.create_repo("r")
         assert [r.repo.name for r in client.list_repo()] == ["r"]
+
+
+def test_pachctl_config_with_server_cas(tls_server: int, cert: tuple[Path, Path], tmp_path: Path,
+                                        capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No flag, no env: the active pachctl context's grpcs:// address and base64 server_cas."""
+    import base64
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"v2": {"active_context": "tls", "contexts": {"tls": {
+        "pachd_address": f"grpcs://localhost:{tls_server}",
+        "server_cas": base64.b64encode(cert[0].read_bytes()).decode()}}}}))
+    monkeypatch.setenv("PACH_CONFIG", str(config))
+    monkeypatch.delenv("PACHSYNC_CA_FILE", raising=False)
+    code, out = _run(capsys, "status", "--format", "json")
+    assert code == 0, out
+    assert json.loads(out) == {"pachd": f"grpcs://localhost:{tls_server}", "pipelines": []}
