@@ -75,9 +75,3 @@ def sync(gitops: GitOps, address: str, tmp_path: Path, **options: Any) -> SyncRe
     """One `sync_once` of the remote's main onto the pachd at `address` (cache in tmp_path)."""
     return sync_once(SyncOptions(source=str(gitops.remote), pachd=address,
                                  cache_dir=tmp_path / "cache", **options))
-
-
-def put_files(client: Any, repo: str, files: dict[str, bytes]) -> None:
-    with client.commit(repo, "master") as c:
-        for path, data in files.items():
-            client.put_file_bytes(c, path, data)

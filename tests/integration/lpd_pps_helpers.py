@@ -1,11 +1,12 @@
-"""Helpers shared by the localpachd pps/jobs integration tests (tiny shell pipelines); `state`
-comes from tests/helpers/jobs.py."""
+"""Helpers shared by the localpachd pps/jobs integration tests (tiny shell pipelines); `state`,
+`put` and `read_repo` come from tests/helpers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from helpers.jobs import state
+from helpers.pfs import put, read_repo
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 __all__ = ["counts", "last_job", "pfs", "put", "read_repo", "sh_pipeline", "state", "wait_all"]
@@ -20,15 +21,6 @@ def sh_pipeline(client: Any, name: str, inp: pps_pb2.Input, *stdin: str, **kw: A
     client.create_pipeline(name, transform=transform, input=inp, **kw)
 
 
-def put(client: Any, repo: str, files: dict[str, str], delete: tuple[str, ...] = ()) -> str:
-    with client.commit(repo, "master") as c:
-        for path in delete:
-            client.delete_file(c, path)
-        for path, text in files.items():
-            client.put_file_bytes(c, path, text.encode())
-    return str(c.id)
-
-
 def wait_all(client: Any, pipeline: str) -> list[Any]:
     """Every job of the pipeline, waited until terminal, newest first."""
     jobs = list(client.list_job(pipeline, history=-1))
@@ -41,12 +33,3 @@ def last_job(client: Any, pipeline: str) -> Any:
 
 def counts(job: Any) -> tuple[int, int, int, int]:
     return (job.data_processed, job.data_skipped, job.data_failed, job.data_total)
-
-
-def read_repo(client: Any, repo: str, branch: str = "master") -> dict[str, str]:
-    out = {}
-    for fi in client.walk_file((repo, branch), "/"):
-        if fi.file_type == 1:  # FILE
-            data = client.get_file((repo, branch), fi.file.path).read()
-            out[fi.file.path] = data.decode()
-    return out

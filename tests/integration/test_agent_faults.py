@@ -15,10 +15,11 @@ from typing import Any
 
 import grpc
 import pytest
-from agentcore_gitops import make_gitops, put_files, spec_files, sync
+from agentcore_gitops import make_gitops, spec_files, sync
 from google.protobuf import json_format
 from helpers.gitops import GitOps
 from helpers.jobs import wait_jobs
+from helpers.pfs import put
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cli import main
@@ -112,7 +113,7 @@ def test_failure_inside_the_transaction_applies_nothing_and_next_run_converges(
     monkeypatch.setattr(CountingClient, "create_pipeline_from_request", real)
     again = sync(gitops, localpachd.address, tmp_path)
     assert again.result == "applied" and again.actions == {"copy": "create", "count": "create"}
-    put_files(pach_client, "raw", {"/a": b"1"})
+    put(pach_client, "raw", {"/a": b"1"})
     assert wait_jobs(pach_client, ["count"])["count"].data_processed == 1
 
 

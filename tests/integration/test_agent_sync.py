@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentcore_gitops import make_gitops, put_files, spec_files, sync
+from agentcore_gitops import make_gitops, spec_files, sync
 from helpers.gitops import GitOps
 from helpers.jobs import wait_jobs
+from helpers.pfs import put
 
 from agent.plan.normalize import ANN_MANAGED_BY, ANN_SOURCE_COMMIT, ANN_SPEC_HASH
 from agent.sync import SyncResult
@@ -34,7 +35,7 @@ def _annotations(client: Any, name: str) -> dict[str, str]:
 def synced(gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> SyncResult:
     """First sync applied and three input files processed by both pipelines."""
     first = sync(gitops, localpachd.address, tmp_path)
-    put_files(pach_client, "raw", {f"/f{i}.txt": f"{i}\n".encode() for i in range(3)})
+    put(pach_client, "raw", {f"/f{i}.txt": f"{i}\n".encode() for i in range(3)})
     wait_jobs(pach_client, ["copy", "count"])
     return first
 

@@ -21,6 +21,7 @@ import pytest
 import python_pachyderm
 from helpers.iris import PIPELINES, load_inputs, pipeline_request
 from helpers.jobs import newest_job
+from helpers.pfs import read_repo_bytes
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd.server import start
@@ -60,11 +61,6 @@ def _wait(client: Any, pipeline: str, timeout: float = 240) -> Any:
     raise AssertionError(f"no job of {pipeline} within {timeout}s")
 
 
-def _read_repo(client: Any, repo: str) -> dict[str, bytes]:
-    return {fi.file.path: client.get_file((repo, "master"), fi.file.path).read()
-            for fi in client.walk_file((repo, "master"), "/") if fi.file_type == 1}
-
-
 def _runtime_stats(server: Any) -> dict[str, int]:
     """Warm/cold datum counts of the server's runtime (0s for the subprocess runtime)."""
     engine = getattr(server.ctx, "pps_engine", None)
@@ -83,7 +79,7 @@ def _small_pipeline(tmp: Path, runtime: str, mods: Path) -> dict[str, Any]:
         client.create_pipeline("stage", transform=transform,
                                input=pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="nums", glob="/*")))
         job = _wait(client, "stage")
-        outputs = _read_repo(client, "stage")
+        outputs = read_repo_bytes(client, "stage")
         return {"state": pps_pb2.JobState.Name(job.state), "outputs": outputs,
                 "counts": (job.data_processed, job.data_skipped, job.data_failed, job.data_total),
                 "stats": _runtime_stats(server)}
@@ -119,7 +115,7 @@ def test_iris_search_on_the_warm_runtime_matches_one_plain_process(tmp_path: Pat
         while jobs["test"].data_total < 77 or jobs["select"].data_processed < 1:
             jobs = {name: _wait(client, name, timeout=280) for name in ("test", "select")} | {
                 "model": jobs["model"], "split": jobs["split"]}
-        got = {name: {Path(k).name: v for k, v in _read_repo(client, name).items()}
+        got = {name: {Path(k).name: v for k, v in read_repo_bytes(client, name).items()}
                for name in ("model", "test", "select")}
         stats = _runtime_stats(server)
     assert [pps_pb2.JobState.Name(j.state) for j in jobs.values()] == ["JOB_SUCCESS"] * 4
