@@ -74,3 +74,18 @@ def test_plain_repo_with_provenance_and_force_are_not_guarded(client: Any) -> No
     put(c, "data", {"/d.txt": "d\n"})
     c.finish_commit(("p", "master"), force=True)  # force skips the guard, as in Pachyderm
     assert next(iter(c.inspect_commit(("p", "master")))).finished.seconds > 0
+
+
+def test_delete_repos_refuses_pipeline_repos(client: Any, localpachd: Any) -> None:
+    """DeleteRepos (not sent by python-pachyderm 7.6: through the generated stub)."""
+    from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
+
+    with grpc.insecure_channel(localpachd.address) as channel:
+        stub = pfs_pb2_grpc.APIStub(channel)
+        with pytest.raises(grpc.RpcError) as exc:
+            stub.DeleteRepos(pfs_pb2.DeleteReposRequest(all=True))
+        assert "delete the pipeline instead" in exc.value.details()
+        assert sorted(r.repo.name for r in client.list_repo()) == ["data", "p"]  # all or nothing
+        client.delete_pipeline("p")
+        deleted = stub.DeleteRepos(pfs_pb2.DeleteReposRequest(all=True))
+        assert [r.name for r in deleted.repos] == ["data"]
