@@ -3,27 +3,34 @@ its input repos loaded from data/ the way `pachsync demo` loads them, and its sp
 CreatePipelineRequests.
 
 Used by the slow tests that run all 77 models (tests/e2e/test_lpd_iris.py,
-tests/integration/test_warm_pipeline.py); the agent's own loading is tested elsewhere.
+tests/integration/test_warm_pipeline.py; the agent's own loading is tested elsewhere) and, for
+the C x gamma grid, by the report tests.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import python_pachyderm
 import yaml
-from python_pachyderm.proto.v2.pps import pps_pb2
+
+if TYPE_CHECKING:
+    from python_pachyderm.proto.v2.pps import pps_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ("split", "model", "test", "select")
 PARAMETER_FILES = ("c_parameters.txt", "gamma_parameters.txt")
+# data/parameters/*: the 11 x 7 grid of the search, as literals for tests of the report's grid.
+C_VALUES = (0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0)
+GAMMA_VALUES = (0.001, 0.004, 0.016, 0.063, 0.25, 1.0, 4.0)
 
 
 def pipeline_request(name: str, **changes: Any) -> pps_pb2.CreatePipelineRequest:
     """specs/pipelines/<name>.yaml with top-level fields replaced by `changes`."""
     doc = yaml.safe_load((ROOT / "specs" / "pipelines" / f"{name}.yaml").read_text())
     doc.update(changes)
+    import python_pachyderm  # here: unit tests use the constants above without loading grpc
+
     return python_pachyderm.parse_dict_pipeline_spec(doc)
 
 

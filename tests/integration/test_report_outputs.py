@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.iris import C_VALUES, GAMMA_VALUES
 
 from agent.cluster import outputs
 from agent.errors import PachsyncError, UsageError
 from agent.report.collect import Options, collect
 
-C = [0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0]
-G = [0.001, 0.004, 0.016, 0.063, 0.25, 1.0, 4.0]
+C, G = C_VALUES, GAMMA_VALUES
 BEST = "model_C32.0_G0.063"
 
 

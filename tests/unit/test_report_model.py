@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers.iris import C_VALUES, GAMMA_VALUES
 
 from agent.report.model import (
     ModelResult,
@@ -15,8 +16,7 @@ from agent.report.model import (
     summarize_change,
 )
 
-C = [0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0]
-G = [0.001, 0.004, 0.016, 0.063, 0.25, 1.0, 4.0]
+C, G = C_VALUES, GAMMA_VALUES
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.iris import C_VALUES, GAMMA_VALUES
 from helpers.report import data_island
 from PIL import Image
 
@@ -26,8 +27,7 @@ from agent.report.model import (
 )
 from agent.report.render import write_report
 
-C = [0.031, 0.125, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0, 2048.0, 8192.0, 32768.0]
-G = [0.001, 0.004, 0.016, 0.063, 0.25, 1.0, 4.0]
+C, G = C_VALUES, GAMMA_VALUES
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
