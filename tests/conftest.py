@@ -1,7 +1,9 @@
 """Shared fixtures: a real localpachd on port 0 in a temp dir, and a real python-pachyderm client.
 
-Feature-specific fixtures (git remotes, loaded iris data, …) live in the test files that use them
-or in a `conftest.py` of their own folder.
+Feature-specific fixtures live in the test files that use them or in a `conftest.py` of their own
+folder. Helpers used by several test files (git remotes, localpachd as a subprocess, waiting for
+jobs, PFS reads and writes, the iris data) live in tests/helpers/, importable as `helpers.*`
+because this file's folder is on sys.path.
 """
 
 from __future__ import annotations
