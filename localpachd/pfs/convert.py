@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 
+from localpachd import wire
 from localpachd.pfs import model
 from localpachd.pfs.files import Entry
 from localpachd.pfs.model import BranchKey, Commit
@@ -127,7 +128,7 @@ def _repo_info(project: str, name: str, repo_type: str, created: float, descript
                             size_bytes_upper_bound=size, description=description,
                             details=pfs_pb2.RepoInfo.Details(size_bytes=size))  # fmt: skip
     info.branches.extend(branch_pb(BranchKey(project, name, b)) for b in branches)
-    return info
+    return wire.remember(info)  # serialised once, too
 
 
 def file_info(c: Commit, e: Entry) -> pfs_pb2.FileInfo:

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import empty_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
-from localpachd import errors
+from localpachd import errors, wire
 from localpachd.pfs import files, filesets, model
 from localpachd.pfs.convert import (
     ORIGIN_NAMES,
@@ -352,4 +352,5 @@ def register(server: grpc.Server, ctx: Ctx) -> None:
     ctx.store.register_schema(filesets.SCHEMA)
     for name, req_type, apply, field in TXN_METHODS:
         ctx.transactions.register(f"/pfs_v2.API/{name}", req_type, apply, field)
-    pfs_pb2_grpc.add_APIServicer_to_server(PfsServicer(ctx), server)
+    wire.register_fast(pfs_pb2_grpc.add_APIServicer_to_server, PfsServicer(ctx), server,
+                       ("/pfs_v2.API/ListRepo", "/pfs_v2.API/InspectRepo"))  # fmt: skip

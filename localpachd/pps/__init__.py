@@ -18,6 +18,7 @@ def register(server: grpc.Server, ctx: Any) -> None:
     from python_pachyderm.proto.v2.pps import pps_pb2
     from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
+    from localpachd import wire
     from localpachd.jobs import JobEngine
     from localpachd.pps import guards, servicer
 
@@ -35,4 +36,6 @@ def register(server: grpc.Server, ctx: Any) -> None:
                  servicer.apply_delete_pipeline)  # fmt: skip
     reg.register("/pps_v2.API/StopJob", pps_pb2.StopJobRequest, servicer.apply_stop_job,
                  field="stop_job")  # fmt: skip
-    grpc_pb.add_APIServicer_to_server(servicer.PPSServicer(ctx), server)
+    listings = ("/pps_v2.API/ListPipeline", "/pps_v2.API/InspectPipeline")
+    wire.register_fast(grpc_pb.add_APIServicer_to_server, servicer.PPSServicer(ctx), server,
+                       listings)  # fmt: skip

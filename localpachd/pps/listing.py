@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from localpachd import pps_spec
+from localpachd import pps_spec, wire
 from localpachd.datums import pfs_inputs
 from localpachd.pps import convert, db
 from localpachd.store import Tx
@@ -74,7 +74,7 @@ def _info(row: db.PipelineRow, facts: _Facts) -> pps_pb2.PipelineInfo:
         info = _build(row, facts)
         if len(_cache) >= _CACHE_SIZE:  # crude bound: entries of old versions just go away
             _cache.clear()
-        _cache[key] = info
+        _cache[key] = wire.remember(info)  # serialised once, too
     return info
 
 
