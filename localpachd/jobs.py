@@ -127,13 +127,16 @@ class JobEngine:
         with self.store.write() as tx:
             self.reconcile(tx)
             starts = []
+            oldest: dict[tuple[str, str], db.JobRow] = {}  # each pipeline's oldest unfinished job
+            for j in db.unfinished_jobs(tx):
+                oldest.setdefault((j.project, j.pipeline), j)
             for p in db.all_current(tx):
                 key = (p.project, p.name)
                 with self._lock:
                     busy = key in self._active
                 if busy or p.stopped:
                     continue
-                job = next((j for j in db.jobs_of(tx, *key) if not j.terminal), None)
+                job = oldest.get(key)
                 if job is not None and self._ready(tx, job):
                     db.update_job(tx, job, state="JOB_STARTING")
                     starts.append(job)
