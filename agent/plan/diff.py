@@ -48,6 +48,7 @@ from agent.plan.normalize import (
     qualify,
     spec_hash,
 )
+from agent.util.inputs import walk_pfs
 
 if TYPE_CHECKING:
     from agent.specs import DesiredState, PipelineSpec
@@ -208,20 +209,7 @@ def _live_only(lp: LivePipeline, policy: Policy, may_delete: bool) -> PipelineCh
 
 def live_inputs(spec: Mapping[str, Any]) -> list[str]:
     """Repos a live (or desired) spec reads, from its input tree."""
-    out: list[str] = []
-
-    def walk(node: Any) -> None:
-        if not isinstance(node, Mapping):
-            return
-        pfs = node.get("pfs")
-        if isinstance(pfs, Mapping) and pfs.get("repo"):
-            out.append(str(pfs["repo"]))
-        for kind in ("cross", "union", "join", "group"):
-            for child in node.get(kind) or ():
-                walk(child)
-
-    walk(spec.get("input"))
-    return sorted(set(out))
+    return sorted({str(pfs["repo"]) for _, pfs in walk_pfs(spec.get("input")) if pfs.get("repo")})
 
 
 def downstream_first(names: Iterable[str], inputs: Mapping[str, Sequence[str]]) -> list[str]:

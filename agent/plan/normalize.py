@@ -27,6 +27,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from agent.util.inputs import COMBINATORS
+
 ANN_PREFIX = "pachsync.io/"
 ANN_MANAGED_BY = "pachsync.io/managed-by"
 ANN_SOURCE_COMMIT = "pachsync.io/source-commit"
@@ -59,7 +61,6 @@ _INT_FIELDS = frozenset({
     "err_accept_return_code", "memory_volume", "internal_port", "external_port",
     "toleration_seconds",
 })
-_COMPOSITES = ("cross", "union", "join", "group")
 _DURATION_RX = re.compile(r"^(\d+(?:\.\d+)?)s$")
 _CAMEL_RX = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -118,7 +119,7 @@ def input_name(inp: Mapping[str, Any]) -> str:
         if kind in inp:
             node = inp[kind]
             return str(node.get("name") or node.get("repo") or "")
-    for kind in _COMPOSITES:
+    for kind in COMBINATORS:
         if inp.get(kind):
             return input_name(inp[kind][0])
     return ""
@@ -149,7 +150,7 @@ def _default_input(inp: Mapping[str, Any], project: str, pipeline: str = "") -> 
         cron.setdefault("repo", f"{pipeline}_{cron.get('name', '')}")
         cron.pop("start", None)  # the server stamps "now" when unset: never comparable
         out["cron"] = cron
-    for kind in _COMPOSITES:
+    for kind in COMBINATORS:
         if kind in out:
             children = [_default_input(c, project, pipeline) for c in out[kind]]
             out[kind] = sorted(children, key=input_name)

@@ -33,7 +33,7 @@ from agent.report.model import (
     results_from_metrics,
 )
 from agent.report.render import ReportFiles, summary, write_report
-from agent.specs.semantic import walk_pfs
+from agent.util.inputs import walk_pfs
 
 
 @dataclass(frozen=True)

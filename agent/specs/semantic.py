@@ -17,6 +17,7 @@ from agent.errors import SpecError
 from agent.specs.images import image_problem
 from agent.specs.schema import dotted, load_schema
 from agent.specs.yamlread import LoadedYaml, Path_
+from agent.util.inputs import COMBINATORS, walk_pfs
 
 PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
 MAX_PIPELINE_NAME = 51  # Pachyderm derives Kubernetes names (<= 63) from it
@@ -44,19 +45,6 @@ class PipelineDoc:
 
     def err(self, path: Path_, message: str, hint: str = "") -> SpecError:
         return SpecError(self.file, self.doc.line_of(path), dotted(path), message, hint)
-
-
-def walk_pfs(node: Any, path: Path_ = ("input",)) -> Iterator[tuple[Path_, dict[str, Any]]]:
-    """Every pfs input under an input node, with its path, in document order."""
-    if not isinstance(node, dict):
-        return
-    if isinstance(node.get("pfs"), dict):
-        yield path + ("pfs",), node["pfs"]
-    for combo in ("cross", "union", "join", "group"):
-        children = node.get(combo)
-        if isinstance(children, list):
-            for index, child in enumerate(children):
-                yield from walk_pfs(child, path + (combo, index))
 
 
 def input_repos(spec: dict[str, Any]) -> list[tuple[Path_, str, str]]:
@@ -169,7 +157,7 @@ def _all_input_names(node: Any) -> Iterator[str]:
     name = _input_name(node)
     if name:
         yield name
-    for combo in ("cross", "union", "join", "group"):
+    for combo in COMBINATORS:
         children = node.get(combo)
         for child in children if isinstance(children, list) else []:
             yield from _all_input_names(child)
@@ -179,7 +167,7 @@ def _duplicate_input_names(doc: PipelineDoc, node: Any, path: Path_) -> list[Spe
     if not isinstance(node, dict):
         return []
     errors: list[SpecError] = []
-    for combo in ("cross", "union", "join", "group"):
+    for combo in COMBINATORS:
         children = node.get(combo)
         if not isinstance(children, list):
             continue
