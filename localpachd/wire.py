@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 M = TypeVar("M")
-_MAX = 8192
+_MAX = 4096
 _bytes: dict[int, tuple[Any, bytes]] = {}
 
 

@@ -119,7 +119,7 @@ def repo_infos(tx: Tx, rows: list[Any]) -> list[pfs_pb2.RepoInfo]:
             for r in rows]  # fmt: skip
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=2048)
 def _repo_info(project: str, name: str, repo_type: str, created: float, description: str,
                size: int, branches: tuple[str, ...]) -> pfs_pb2.RepoInfo:  # fmt: skip
     """Memoised on everything it shows (pure-Python protobuf is slow to build), so a change

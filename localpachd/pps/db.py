@@ -110,7 +110,7 @@ class DatumRow:
 # ------------------------------------------------------------------ pipelines
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=2048)
 def parse_spec(blob: bytes) -> pps_pb2.CreatePipelineRequest:
     """Parsed once per distinct stored spec: pure-Python protobuf parsing dominated listings.
     The message is shared by every row with this spec, so readers must never modify it."""

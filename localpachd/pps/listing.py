@@ -32,7 +32,7 @@ class _Facts:
     details: bool
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=2048)
 def _input_repos(blob: bytes, project: str) -> tuple[tuple[str, str], ...]:
     spec = db.parse_spec(blob)
     return tuple((pfs.get("project") or project, pfs["repo"])
@@ -52,7 +52,7 @@ def _facts(row: db.PipelineRow, jobs: db.JobSummary | None, repos: set[tuple[str
     return _Facts(jobs.last_state if jobs else None, standby, missing, cap, details)
 
 
-_CACHE_SIZE = 4096
+_CACHE_SIZE = 2048  # ~12 KiB each (pure-Python messages)
 _cache: dict[tuple[object, ...], pps_pb2.PipelineInfo] = {}
 
 
