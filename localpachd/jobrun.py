@@ -265,7 +265,7 @@ class JobRun:
             return DatumResult(False, 0, reason="job was stopped"), 0.0
         blobs = self.store.blobs
         log_path = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
-        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+        _empty_log(log_path)
         root = scratch / d.id[:16]
 
         def ingest(p: Any) -> tuple[str, int]:
@@ -279,7 +279,7 @@ class JobRun:
             try:
                 res = run_datum(
                     ctx, d, root, log_path, self.engine.runtime,
-                    lambda f, dest: copy_file(str(blobs.path(f.hash)), dest, f.size), ingest,
+                    lambda f, dest: copy_file(str(blobs.path(f.hash)), dest), ingest,
                     self.cancel.is_set,
                     lambda: self._take_restart(d.id),
                 )  # fmt: skip
@@ -356,6 +356,17 @@ class JobRun:
         for path, _ref, did in entries:
             by_datum.setdefault(did, []).append(path)
         return entries, check_duplicate_outputs(by_datum)
+
+
+def _empty_log(path: Path) -> None:
+    """Create or truncate a datum's log (its directory is made once per job, or again here if
+    something removed it meanwhile)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        os.close(os.open(path, flags, 0o644))
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, flags, 0o644))
 
 
 __all__ = ["JobRun", "OutputFile"]

@@ -141,7 +141,7 @@ def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
     return pfs_root
 
 
-def copy_file(src: str, dest: Path, size: int) -> None:
+def copy_file(src: str, dest: Path) -> None:
     """Copy a stored blob to a new file at `dest` (whose directory exists) with the fewest
     system calls: a copy, never a link — datums run as the server's user (often root, which
     ignores the blob's read-only mode) and must not be able to change a stored blob."""
@@ -149,12 +149,8 @@ def copy_file(src: str, dest: Path, size: int) -> None:
     try:
         fout = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            done = 0
-            while done < size:
-                sent = os.sendfile(fout, fin, None, max(size - done, 1 << 20))
-                if sent == 0:
-                    break
-                done += sent
+            while os.sendfile(fout, fin, None, 1 << 24):
+                pass
         finally:
             os.close(fout)
     finally:
