@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -106,7 +107,9 @@ def test_branches_newest_first_head_and_provenance(pach_client: Any) -> None:
     c.delete_branch("r", "copy")
     assert c.get_file(("r", "stable"), "/f").read() == b"1"
     dev_head = c.inspect_branch("r", "dev").head
-    assert len(dev_head.id) == 32  # a new empty commit heads a branch created without one
+    # a new empty commit heads a branch created without one; ids are uuid4 hex, like Pachyderm's
+    assert re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{19}", dev_head.id), dev_head.id
+    assert re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{19}", first.id), first.id
     assert list(c.list_file(("r", "dev"), "/")) == []
     c.create_repo("out")
     c.create_branch("out", "master", provenance=[_branch("r")])
