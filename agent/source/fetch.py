@@ -71,6 +71,16 @@ def _git_env() -> dict[str, str]:
     return env
 
 
+def origin_url(source: str) -> str:
+    """What the cache clone's `origin` points at: an existing local path made absolute (a
+    relative `.` would otherwise name the cache clone itself), anything else (URL, scp-like
+    host:path) unchanged."""
+    if "://" in source or re.match(r"^[\w.-]+@[\w.-]+:", source):
+        return source
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
 def _clone_dir(cache_dir: Path, source: str, branch: str) -> Path:
     key = hashlib.sha256(f"{canonical_source(source)}#{branch}".encode()).hexdigest()[:16]
     return cache_dir / key
@@ -102,7 +112,7 @@ def fetch(source: str, branch: str = "main", cache_dir: Path | None = None) -> C
     target = _clone_dir(cache_dir or default_cache_dir(), source, branch)
     env = _git_env()
     try:
-        repo = _open_or_clone(target, source, env)
+        repo = _open_or_clone(target, origin_url(source), env)
         with repo.git.custom_environment(**env):
             repo.git.fetch("--prune", "--force", "origin",
                            f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
