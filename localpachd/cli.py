@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     from localpachd.server import start
 
+    if not 0 <= args.port <= 65535:  # grpc would silently pick another port
+        print(f"localpachd: --port {args.port} is not a TCP port: use 0..65535 "
+              "(0 = any free port)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
