@@ -84,7 +84,14 @@ def prepared_from_args(args: argparse.Namespace) -> Any:
 def require_specs_dir(specs: Path) -> Path:
     """A missing folder is a usage error (exit 2), as in `validate`, not a spec error."""
     if not specs.is_dir():
-        raise UsageError(f"specs folder {str(specs)!r} not found",
+        raise UsageError(specs_dir_problem(specs),
                          hint="pass --specs DIR, the folder holding repos.yaml and pipelines/ "
                               "(or --source URL for a git repo)")
     return specs
+
+
+def specs_dir_problem(specs: Path) -> str:
+    """Why `specs` is not a usable specs folder: missing, or a file (e.g. `--specs README.md`)."""
+    if specs.exists():
+        return f"specs path {str(specs)!r} is a file, not a folder"
+    return f"specs folder {str(specs)!r} not found"

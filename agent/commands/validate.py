@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from agent.commands._syncargs import specs_dir_problem
 from agent.errors import EXIT_CHANGES, EXIT_OK, UsageError
 
 FORMATS = ("text", "json", "azure")
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     specs_dir: Path = args.specs
     if not specs_dir.is_dir():
         raise UsageError(
-            f"specs folder {str(specs_dir)!r} not found",
+            specs_dir_problem(specs_dir),
             "pass --specs DIR, the folder holding repos.yaml and pipelines/",
         )
     root = _root_for(specs_dir)
