@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import threading
+from pathlib import Path
 from typing import Any
 
-from lpd_pps_helpers import last_job, pfs, put, sh_pipeline
+from lpd_pps_helpers import last_job, pfs, put, sh_pipeline, state
 
 
 def test_logs_by_pipeline_job_and_datum(pach_client: Any) -> None:
@@ -26,12 +28,40 @@ def test_logs_by_pipeline_job_and_datum(pach_client: Any) -> None:
     assert sorted(only_a) == ["err a", "out a"]
     filtered = [m.message for m in client.get_pipeline_logs("talk", data_filters=["/b"])]
     assert sorted(filtered) == ["err b", "out b"]
-    assert [m.message for m in client.get_pipeline_logs("talk", tail=1)] in (
-        ["out b"],
-        ["err b"],
-        ["out a"],
-        ["err a"],
-    )
+    # which datum logs last is not fixed here; test_follow_streams_before_the_datum_ends pins
+    # tail's content on a single datum
+    assert len(list(client.get_pipeline_logs("talk", tail=1))) == 1
+
+
+def test_follow_streams_before_the_datum_ends(pach_client: Any, tmp_path: Path) -> None:
+    """The datum prints a line, then waits for a flag file the test creates only after the
+    followed log stream has delivered that line: the job can only end if logs stream live."""
+    client = pach_client
+    client.create_repo("data")
+    put(client, "data", {"/a": "1"})
+    flag = tmp_path / "flag"
+    wait = f'i=0; while [ ! -e {flag} ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done'
+    gate = f"test -e {flag} || exit 3"
+    steps = ["echo first", wait, gate, "echo second", "echo last"]
+    sh_pipeline(client, "gate", pfs("data", "/"), *steps)
+    job = next(iter(client.list_job("gate")))
+    lines: queue.Queue[str] = queue.Queue()
+
+    def follow() -> None:
+        for m in client.get_job_logs("gate", job.job.id, follow=True):
+            lines.put(m.message)
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    assert lines.get(timeout=60) == "first"
+    assert state(next(iter(client.inspect_job(job.job.id, "gate")))) == "JOB_RUNNING"
+    flag.touch()
+    t.join(timeout=60)
+    assert not t.is_alive(), "follow did not end with the job"
+    assert [lines.get_nowait() for _ in range(lines.qsize())] == ["second", "last"]
+    assert state(last_job(client, "gate")) == "JOB_SUCCESS"
+    assert [m.message for m in client.get_job_logs("gate", job.job.id, tail=1)] == ["last"]
+    assert [m.message for m in client.get_pipeline_logs("gate", tail=2)] == ["second", "last"]
 
 
 def test_follow_streams_until_the_job_ends(pach_client: Any) -> None:
