@@ -128,7 +128,9 @@ def test_bad_commit_is_rejected_with_file_and_line_then_next_commit_syncs(
     sha = gitops.push(bad, "typo")  # type: ignore[arg-type]
     res = sync(gitops, localpachd.address, tmp_path)
     assert res.result == "invalid" and res.error_kind == "SpecInvalid" and res.commit == sha
-    assert any(e.startswith("specs/pipelines/copy.yaml:") for e in res.errors), res.errors
+    # line 14 of copy.yaml is the `bogus_key: 1` the commit added
+    assert any(e.startswith("specs/pipelines/copy.yaml:14:") and "bogus_key" in e
+               for e in res.errors), res.errors
     assert _annotations(pach_client, "copy")[ANN_SOURCE_COMMIT] == synced.commit
     good = gitops.push(spec_files(image="busybox:1.37.0"), "fix typo")
     fixed = sync(gitops, localpachd.address, tmp_path)

@@ -125,7 +125,9 @@ def test_agent_process_webhooks_stall_and_clean_logs(
         assert agent.call("/webhook/azure-devops", push, {"Authorization": auth})[0] == 202
         doc = agent.status_until(lambda d: d["stalled"] is not None)
         assert doc["stalled"]["commit"] == bad and doc["lastApplied"]["commit"] == v2
-        assert "specs/pipelines/upper.yaml:" in doc["stalled"]["reason"]
+        # line 5 of upper.yaml is `image: example.org/tools:latest`
+        assert "specs/pipelines/upper.yaml:5:" in doc["stalled"]["reason"], doc["stalled"]
+        assert "'latest'" in doc["stalled"]["reason"]
         assert doc["lastAttempted"]["result"] == "invalid"
         metrics = agent.call("/metrics")[1]
         assert 'pachsync_sync_total{result="invalid"} 1.0' in metrics
