@@ -76,3 +76,4 @@ def test_1gib_put_and_get_stream_with_bounded_server_memory(tmp_path: Path) -> N
         assert peak < PEAK_RSS_LIMIT, f"server peak RSS {peak // MIB} MiB for a 1 GiB file"
     finally:
         stop(proc)
+        shutil.rmtree(tmp_path / "pachd", ignore_errors=True)  # pytest keeps tmp dirs of 3 runs
