@@ -58,13 +58,15 @@ def test_rewrite_only_touches_pfs_paths() -> None:
 def test_shell_datum_sees_pachyderm_layout_and_env(tmp_path: Path) -> None:
     script = (
         'cat "$c" > /pfs/out/value.txt',
-        'echo "$c_COMMIT $PACH_JOB_ID $PPS_PIPELINE_NAME $PPS_PROJECT_NAME $GREETING"'
-        " > /pfs/out/env",
+        'echo "$c_COMMIT $PACH_JOB_ID $PACH_OUTPUT_COMMIT_ID $PPS_PIPELINE_NAME"'
+        ' "$PPS_PROJECT_NAME $GREETING" > /pfs/out/env',
         "mkdir -p /pfs/out/sub && ls /pfs/c/c_parameters.txt > /pfs/out/sub/ls",
         'python3 -c "import sys; print(sys.prefix)" > /pfs/out/py',
     )
+    # an output commit id other than the job id, so the test tells the two variables apart
     res = run_datum(
-        ctx(stdin=script, env={"GREETING": "hi /pfs/out"}), datum(), tmp_path / "s",
+        ctx(stdin=script, env={"GREETING": "hi /pfs/out"}, output_commit="o" * 32), datum(),
+        tmp_path / "s",
         tmp_path / "log", make_runtime("subprocess"), materialize, ingest,
     )  # fmt: skip
     assert res.ok, (tmp_path / "log").read_text()
@@ -74,6 +76,7 @@ def test_shell_datum_sees_pachyderm_layout_and_env(tmp_path: Path) -> None:
     assert out["/env"].split() == [
         "a" * 32,
         "j" * 32,
+        "o" * 32,  # PACH_OUTPUT_COMMIT_ID = the job's output commit
         "p",
         "default",
         "hi",
