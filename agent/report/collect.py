@@ -112,12 +112,19 @@ def _finished_commit(client: Any, repo: str, opts: Options, target: PachdTarget 
 
 def _selection(client: Any, commit: str, opts: Options, target: PachdTarget | None,
                warnings: list[str]) -> Selection | None:  # fmt: skip
-    """select's output of the same commit set as the metrics (same id), else its newest."""
+    """select's newest output when it was made after the metrics' commit (so it read those
+    metrics: e.g. only select's rule changed since), else select's output of the same commit set
+    as the metrics (same id), else its newest (warned)."""
     try:
         same = outputs.head_commit(client, opts.select_repo, commit, target)
     except PachsyncError:
         same = None
-    if same is not None and same.finished and not same.error:
+    later = _later_selection_commit(client, commit, opts, target)
+    if later is not None:
+        chosen = later
+        warnings.append(f"{opts.select_repo}@{chosen} comes from another commit set than "
+                        f"{opts.test_repo}@{commit}, made after it: it read them")  # fmt: skip
+    elif same is not None and same.finished and not same.error:
         chosen = same.id
     else:
         newest = _finished_commit(client, opts.select_repo, opts, target, warnings)
@@ -131,6 +138,18 @@ def _selection(client: Any, commit: str, opts: Options, target: PachdTarget | No
     if sel is None:
         warnings.append(f"{opts.select_repo}@{chosen} has no selected.json or leaderboard.csv")
     return sel
+
+
+def _later_selection_commit(client: Any, commit: str, opts: Options,
+                            target: PachdTarget | None) -> str | None:  # fmt: skip
+    """select's head when it is good and started no earlier than the metrics commit `commit`."""
+    head = outputs.head_commit(client, opts.select_repo, opts.branch, target)
+    if head is None or not head.finished or head.error or head.id == commit:
+        return None
+    metrics = outputs.head_commit(client, opts.test_repo, commit, target)
+    if metrics is None or metrics.started is None or head.started is None:
+        return None
+    return head.id if head.started >= metrics.started else None
 
 
 def _same_set_selection(client: Any, commit: str, opts: Options,
