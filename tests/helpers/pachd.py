@@ -1,6 +1,6 @@
 """localpachd as a real subprocess (`python -m localpachd serve`), for tests that kill, stop or
-restart the server; tests that only need a server use the in-process `localpachd` fixture of
-tests/conftest.py instead.
+restart the server; tests that only need a default server use the in-process `localpachd`
+fixture of tests/conftest.py, and tests that need server options use `in_process_client`.
 
 Used by the runner's outage/process tests and localpachd's crash and durability tests.
 """
@@ -11,7 +11,10 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import python_pachyderm
 
@@ -74,3 +77,16 @@ def stop(proc: subprocess.Popen[str], timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def in_process_client(data_dir: Path, **options: Any) -> Iterator[Any]:
+    """A client of an in-process localpachd on a free port started with server `options`
+    (runtime=..., max_parallelism=...); the server stops when the block ends."""
+    from localpachd.server import start
+
+    srv = start(data_dir=data_dir, port=0, **options)
+    try:
+        yield python_pachyderm.Client(host=srv.host, port=srv.port)
+    finally:
+        srv.stop()

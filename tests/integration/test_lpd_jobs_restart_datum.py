@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import python_pachyderm
+from helpers.pachd import in_process_client
 from lpd_pps_helpers import counts, last_job, pfs, put, read_repo, sh_pipeline, state
 
 # The first run of the datum hangs; any later run finishes at once.
@@ -21,14 +21,9 @@ HANG_ONCE = (
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[Any]:
-    from localpachd.server import start
-
     # kill_datum is an optional runtime extension; the subprocess runtime has it.
-    srv = start(data_dir=tmp_path / "pachd", port=0, runtime="subprocess")
-    try:
-        yield python_pachyderm.Client(host=srv.host, port=srv.port)
-    finally:
-        srv.stop()
+    with in_process_client(tmp_path / "pachd", runtime="subprocess") as client:
+        yield client
 
 
 def test_restart_datum_reruns_a_running_datum_without_using_a_try(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import python_pachyderm
+from helpers.pachd import in_process_client
 from lpd_pps_helpers import counts, last_job, pfs, put, read_repo, sh_pipeline
 from python_pachyderm.proto.v2.pps import pps_pb2
 
@@ -22,16 +22,10 @@ PROBE = (
 
 
 def server(tmp_path: Path, cap: int) -> Iterator[Any]:
-    from localpachd.server import start
-
-    srv = start(data_dir=tmp_path / "pachd", port=0, max_parallelism=cap)
-    try:
-        client = python_pachyderm.Client(host=srv.host, port=srv.port)
+    with in_process_client(tmp_path / "pachd", max_parallelism=cap) as client:
         client.create_repo("data")
         put(client, "data", {f"/{i}": str(i) for i in range(4)})
         yield client
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import python_pachyderm
+from helpers.pachd import in_process_client
 from lpd_pps_helpers import counts, last_job, pfs, put, read_repo, state
 from python_pachyderm.proto.v2.pps import pps_pb2
 
@@ -86,13 +86,8 @@ def test_kill_datum_kills_only_that_datum(module_dir: Path, tmp_path: Path) -> N
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[Any]:
-    from localpachd.server import start
-
-    srv = start(data_dir=tmp_path / "pachd", port=0, runtime="auto")
-    try:
-        yield python_pachyderm.Client(host=srv.host, port=srv.port)
-    finally:
-        srv.stop()
+    with in_process_client(tmp_path / "pachd", runtime="auto") as client:
+        yield client
 
 
 def test_restart_datum_under_the_warm_runtime(client: Any, module_dir: Path, tmp_path: Path
