@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from helpers.iris import C_VALUES, GAMMA_VALUES
 from helpers.report import data_island
 from PIL import Image
 
-from agent.report.dag import dag_pixels
+from agent.report.dag import dag_pixels, render_dag
 from agent.report.graph import build_graph, layout
 from agent.report.heatmap import OUTLINE, PIXELS, render_heatmap
 from agent.report.model import (
@@ -118,6 +119,48 @@ def test_report_files_are_valid_pngs_of_the_expected_size(tmp_path: Path) -> Non
             assert img.size == size, png.name
     assert PIXELS == (900, 700)
     assert dag_pixels(layout(graph)) == (1790, 350)
+
+
+def png_size(png: Path) -> tuple[int, int]:
+    """(width, height) from the PNG's IHDR chunk, read with struct (independent of PIL)."""
+    head = png.read_bytes()[:24]
+    assert head[:8] == PNG_MAGIC and head[12:16] == b"IHDR", png.name
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def _chain(n: int) -> tuple[PipelineView, ...]:
+    """raw -> p0 -> p1 -> ... -> p(n-1): n + 1 layers of one row each."""
+    return tuple(PipelineView(f"p{i}", "RUNNING", ("raw" if i == 0 else f"p{i - 1}",))
+                 for i in range(n))  # fmt: skip
+
+
+def _fan(k: int) -> tuple[PipelineView, ...]:
+    """raw -> f0 .. f(k-1): two layers, k rows."""
+    return tuple(PipelineView(f"f{i}", "RUNNING", ("raw",)) for i in range(k))
+
+
+# One layout unit is one inch at 100 dpi (agent.report.dag): a layer column adds 3.6 in, a row
+# 1.5 in; a single box with its margins and title is 2.9 + 0.6 in wide, 1.05 + 0.6 + 0.35 tall.
+@pytest.mark.parametrize(
+    ("pipelines", "size"),
+    [
+        (_chain(1), (710, 200)),
+        (_chain(2), (1070, 200)),
+        (_chain(6), (2510, 200)),
+        (_fan(3), (710, 500)),
+        (_fan(6), (710, 950)),
+    ],
+    ids=["chain1", "chain2", "chain6", "fan3", "fan6"],
+)
+def test_dag_png_grows_with_the_graph(
+    tmp_path: Path, pipelines: tuple[PipelineView, ...], size: tuple[int, int]
+) -> None:
+    graph = build_graph(pipelines)
+    png = render_dag(graph, layout(graph), tmp_path / "dag.png")
+    assert png_size(png) == size == dag_pixels(layout(graph))
+    width, height = size
+    assert 100 < width < 20_000 and 100 < height < 20_000  # sane for a page
 
 
 def test_page_embeds_every_image_and_lists_all_77_models(tmp_path: Path) -> None:
