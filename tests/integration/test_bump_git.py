@@ -6,6 +6,7 @@ driven by the git CLI. Faults (extra racing pushes) are injected by wrapping our
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -259,3 +260,78 @@ def test_local_changes_in_the_way_of_the_replay_stop_with_conflict(
     assert git(ci, "log", "-1", "--format=%s").startswith("Bump")  # put back as it was
     assert (ci / "README.md").read_text() == "my uncommitted edit\n"
     assert log(remote)[0] == "Alice README"
+
+
+ENV_IDENTITY = ("PACHSYNC_AUTHOR_NAME", "PACHSYNC_AUTHOR_EMAIL", "GIT_AUTHOR_NAME",
+                "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL")
+PAT = {"PACHSYNC_AUTHOR_NAME": "Pat Sync", "PACHSYNC_AUTHOR_EMAIL": "pat@example.invalid"}
+GITA = {"GIT_AUTHOR_NAME": "Gita Env", "GIT_AUTHOR_EMAIL": "gita@example.invalid"}
+CONF = {"user.name": "Conf Igured", "user.email": "conf@example.invalid"}
+BOT_ID = ("pachsync-bot", "pachsync-bot@users.noreply.localhost")
+
+
+def no_git_identity(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """No identity anywhere: an empty HOME, no global or system config, no identity variables,
+    and git may not guess one from the host name (user.useConfigOnly)."""
+    home.mkdir()
+    for name in ENV_IDENTITY:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "user.useConfigOnly")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "true")
+
+
+@pytest.mark.parametrize(
+    ("env", "config", "expected"),
+    [
+        ({**PAT, **GITA}, {}, ("Pat Sync", "pat@example.invalid")),
+        (GITA, CONF, ("Gita Env", "gita@example.invalid")),
+        ({"PACHSYNC_AUTHOR_NAME": "Pat Sync", **GITA}, {}, ("Pat Sync", "gita@example.invalid")),
+        ({}, CONF, ("Conf Igured", "conf@example.invalid")),
+        ({"GIT_AUTHOR_NAME": "Gita Env"}, CONF, ("Gita Env", "conf@example.invalid")),
+        ({}, {}, BOT_ID),
+        ({"PACHSYNC_AUTHOR_EMAIL": "pat@example.invalid"}, {}, ("pachsync-bot",
+                                                                "pat@example.invalid")),
+    ],
+    ids=["pachsync-env-over-git-env", "git-env-over-config", "per-field", "git-config",
+         "env-name-config-email", "bot-default", "bot-name-env-email"],
+)
+def test_author_falls_back_to_the_environment_then_git_config_then_a_bot(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], config: dict[str, str],
+    expected: tuple[str, str],
+) -> None:
+    """Without --author-*: PACHSYNC_AUTHOR_* over GIT_AUTHOR_* (field by field), then the
+    clone's git config, then pachsync-bot; the committer is the author."""
+    ci = clone(remote, tmp_path / "ci")
+    for key, value in config.items():
+        git(ci, "config", key, value)
+    no_git_identity(monkeypatch, tmp_path / "home")
+    if not config:  # the test's own environment really has no identity to fall back on
+        assert subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=ci,
+                              capture_output=True, check=False).returncode != 0
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(["bump-image", IMAGE, "feed123", "--specs", str(ci / "specs"), "--push",
+                 "--backoff", "0"])
+    assert code == 0, capsys.readouterr().out
+    head = git(remote, "log", "-1", "--format=%s|%an|%ae|%cn|%ce", "main")
+    assert head == "|".join((f"Bump {IMAGE} to feed123 [skip ci]", *expected, *expected))
+    assert log(remote)[1:] == ["seed"]
+
+
+def test_author_options_beat_the_environment(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ci = clone(remote, tmp_path / "ci")
+    no_git_identity(monkeypatch, tmp_path / "home")
+    for name, value in {**PAT, **GITA}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["bump-image", IMAGE, "feed123", "--specs", str(ci / "specs"), "--push",
+                 "--backoff", "0", "--author-name", "Opt", "--author-email", "opt@x.invalid"]) == 0
+    assert git(remote, "log", "-1", "--format=%an|%ae|%cn|%ce", "main") == (
+        "Opt|opt@x.invalid|Opt|opt@x.invalid")
