@@ -70,7 +70,7 @@ def measure(n: int, noop: bool) -> dict[str, float]:
 
     try:
         run(0)
-        pid = next(iter(warm._zygotes.values())).proc.pid  # noqa: SLF001 - a benchmark's peek
+        pid = next(iter(warm.pool.current.values())).proc.pid
         before, t0 = _proc(pid), time.perf_counter()
         for i in range(1, n + 1):
             run(i)

@@ -65,12 +65,19 @@ def _seconds(d: Any) -> float | None:
 
 
 def job_context(job: db.JobRow, spec: pps_pb2.CreatePipelineRequest) -> JobContext:
+    return pipeline_context(job.project, job.pipeline, spec, job.id)
+
+
+def pipeline_context(
+    project: str, pipeline: str, spec: pps_pb2.CreatePipelineRequest, job_id: str = ""
+) -> JobContext:
+    """What the datums of a job of this pipeline share (`job_id` empty: no job yet)."""
     t = spec.transform
     return JobContext(
-        project=job.project,
-        pipeline=job.pipeline,
-        job_id=job.id,
-        output_commit=job.id,
+        project=project,
+        pipeline=pipeline,
+        job_id=job_id,
+        output_commit=job_id,
         cmd=tuple(t.cmd),
         stdin=tuple(t.stdin),
         env=dict(t.env),

@@ -16,7 +16,9 @@ Zygotes are shared by datums with the same startup environment (`warm.target.sta
 one zygote preloads the imports of every target it has served, so the four iris stages import
 numpy/pandas/scikit-learn once. `shared=False` gives one zygote per target instead. Project
 code is never kept preloaded (each datum imports it afresh); a zygote is replaced when an
-installed source file it loaded changes (mtime, e.g. an editable install).
+installed source file it loaded changes (mtime, e.g. an editable install). `prewarm` (called
+at CreatePipeline) starts a zygote and its imports before the first datum; which zygote serves
+what, and how a prewarm never holds up datums of targets already loaded: `warm.pool`.
 
 Known differences from a fresh interpreter, all outside what a datum normally observes:
 - `str` hashes use the zygote's random seed, shared by its children (equal when PYTHONHASHSEED
@@ -36,75 +38,14 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from localpachd.runtime import DatumOutcome, DatumRun, Runtime
 from localpachd.runtime_subprocess import open_logs
+from localpachd.warm.pool import Pool, ZygoteHandle, ZygoteUnavailable
 from localpachd.warm.target import Target, classify, startup_env, warm_blocker
-from localpachd.warm.zygote import BOOT
-
-_ROOT = str(Path(__file__).resolve().parents[1])
-_MAX_FAILURES = 2  # zygote start failures for one key before that key always runs cold
-
-
-class ZygoteUnavailable(Exception):
-    """The zygote could not start the datum; nothing ran, so the fallback may run it."""
-
-
-class _Zygote:
-    """Client side of one zygote process: its control socket and the files it depends on."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", BOOT, _ROOT, str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
-            env=env,
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
-        theirs.close()
-        self.control = mine
-        self.lock = threading.Lock()
-        self.watch: dict[str, int] = {}
-        self.inflight = 0
-        self.retired = False
-
-    def start(self, request: bytes, fds: list[int]) -> socket.socket:
-        """Send one datum; returns the socket its pid and status arrive on."""
-        reply, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            with self.lock:
-                socket.send_fds(self.control, [request], [theirs.fileno(), *fds])
-        except OSError as e:
-            reply.close()
-            raise ZygoteUnavailable(str(e)) from e
-        finally:
-            theirs.close()
-        return reply
-
-    def stale(self) -> bool:
-        for path, mtime in list(self.watch.items()):
-            try:
-                if os.stat(path).st_mtime_ns != mtime:
-                    return True
-            except OSError:
-                return True
-        return False
-
-    def close(self) -> None:
-        self.control.close()  # EOF: the zygote kills what is left and exits
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @dataclass
@@ -114,7 +55,7 @@ class _Live:
 
     job_id: str
     datum_id: str
-    zygote: _Zygote
+    zygote: ZygoteHandle
     pid: int = 0
 
     def kill(self, reply: socket.socket) -> None:
@@ -140,79 +81,88 @@ class WarmRuntime:
         self.fallback = fallback
         self.shared = shared
         self._lock = threading.Lock()
-        self._zygotes: dict[tuple[Any, ...], _Zygote] = {}
-        self._failures: dict[tuple[Any, ...], int] = {}
+        self.pool = Pool()
         self._live: dict[socket.socket, _Live] = {}  # reply socket -> running datum
-        self._closed = False
-        self.stats = {"warm": 0, "cold": 0, "zygotes": 0}  # for benchmarks and tests
+        self._counts = {"warm": 0, "cold": 0, "prewarmed": 0}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Datums run warm and cold, zygote processes started, prewarms sent (benchmarks, tests)."""
+        with self._lock:
+            return {**self._counts, "zygotes": self.pool.started}
 
     def run(self, run: DatumRun) -> DatumOutcome:
         target = classify(run.argv, str(run.cwd))
         if target is None or warm_blocker(run.env) or not run.cwd.is_dir():
             return self._cold(run)
-        key: tuple[Any, ...] = startup_env(run.env)
-        if not self.shared:
-            key += ((target.kind, target.name),)
-        zygote = self._zygote(key, run.env)
+        key = self._key(target, run.env)
+        zygote = self.pool.for_datum(key, run.env, (target.kind, target.name))
         if zygote is None:
             return self._cold(run)
         try:
             outcome = self._run_warm(zygote, target, run)
         except ZygoteUnavailable:
-            self._forget(key, zygote, failed=True)
+            self.pool.forget(key, zygote, failed=True)
             return self._cold(run)
         finally:
-            self._release(zygote)
+            self.pool.release(zygote)
         with self._lock:
-            self.stats["warm"] += 1
+            self._counts["warm"] += 1
         return outcome
+
+    def prewarm(self, run: DatumRun, placeholder: str) -> bool:
+        """Start the zygote that `run` would use and have it preload `run`'s imports now,
+        running nothing (called at CreatePipeline: the pipeline's first datum then finds
+        scikit-learn loaded instead of waiting for it). `placeholder` is the path that stands
+        for each datum's own scratch directory in `run`. Returns at once; False when `run`
+        would not run warm, or when its startup environment names the placeholder (then every
+        datum has its own zygote key and no prewarm can serve them). A datum arriving
+        meanwhile waits for the preload, as it would have waited for its own."""
+        target = classify(run.argv, str(run.cwd))
+        if target is None or warm_blocker(run.env) or not run.cwd.is_dir():
+            return False
+        key = self._key(target, run.env)
+        if any(placeholder in value for _, value in key if isinstance(value, str)):
+            return False
+        request = json.dumps({**_request(target, run), "preload_only": True}).encode()
+        chosen = self.pool.for_prewarm(key, run.env, (target.kind, target.name), request)
+        if chosen is None:
+            return False
+        zygote, seeds = chosen
+        for req in [*seeds, request]:
+            try:
+                reply = zygote.start(req, [])
+            except ZygoteUnavailable:
+                self.pool.forget(key, zygote, failed=True)
+                self.pool.preloaded(zygote)
+                continue
+            threading.Thread(target=self._await_preload, args=(zygote, reply),
+                             name="warm-prewarm", daemon=True).start()  # fmt: skip
+        with self._lock:
+            self._counts["prewarmed"] += 1
+        return True
+
+    def _await_preload(self, zygote: ZygoteHandle, reply: socket.socket) -> None:
+        try:
+            msg = _recv(reply, None)
+            if isinstance(msg, dict) and isinstance(msg.get("watch"), dict):
+                zygote.watch.update(msg["watch"])
+        finally:
+            reply.close()
+            self.pool.preloaded(zygote)
+
+    def _key(self, target: Target, env: dict[str, str]) -> tuple[Any, ...]:
+        key: tuple[Any, ...] = startup_env(env)
+        if not self.shared:
+            key += ((target.kind, target.name),)
+        return key
 
     def _cold(self, run: DatumRun) -> DatumOutcome:
         with self._lock:
-            self.stats["cold"] += 1
+            self._counts["cold"] += 1
         return self.fallback.run(run)
 
-    def _zygote(self, key: tuple[Any, ...], env: dict[str, str]) -> _Zygote | None:
-        with self._lock:
-            if self._closed or self._failures.get(key, 0) >= _MAX_FAILURES:
-                return None
-            zygote = self._zygotes.get(key)
-            if zygote is not None and zygote.proc.poll() is not None:  # it died: replace it
-                self._failures[key] = self._failures.get(key, 0) + 1
-                zygote.retired = True
-                del self._zygotes[key]
-                if self._failures[key] >= _MAX_FAILURES:
-                    return None
-                zygote = None
-            if zygote is not None and zygote.stale():
-                zygote.retired = True
-                del self._zygotes[key]
-                self._close_if_idle(zygote)
-                zygote = None
-            if zygote is None:
-                zygote = self._zygotes[key] = _Zygote(env)
-                self.stats["zygotes"] += 1
-            zygote.inflight += 1
-            return zygote
-
-    def _release(self, zygote: _Zygote) -> None:
-        with self._lock:
-            zygote.inflight -= 1
-            self._close_if_idle(zygote)
-
-    def _close_if_idle(self, zygote: _Zygote) -> None:
-        if zygote.retired and zygote.inflight == 0:
-            threading.Thread(target=zygote.close, daemon=True).start()
-
-    def _forget(self, key: tuple[Any, ...], zygote: _Zygote, failed: bool) -> None:
-        with self._lock:
-            if self._zygotes.get(key) is zygote:
-                del self._zygotes[key]
-                zygote.retired = True
-            if failed:
-                self._failures[key] = self._failures.get(key, 0) + 1
-
-    def _run_warm(self, zygote: _Zygote, target: Target, run: DatumRun) -> DatumOutcome:
+    def _run_warm(self, zygote: ZygoteHandle, target: Target, run: DatumRun) -> DatumOutcome:
         request = json.dumps(_request(target, run)).encode()
         out, err = open_logs(run)  # as the subprocess runtime opens them
         stdin_fd, feeder = _stdin_pipe(run.stdin)
@@ -295,11 +245,7 @@ class WarmRuntime:
 
     def close(self) -> None:
         """Kill every running datum and stop every zygote (server shutdown)."""
-        with self._lock:
-            self._closed = True
-            zygotes = list(self._zygotes.values())
-            self._zygotes.clear()
-        for zygote in zygotes:
+        for zygote in self.pool.close():
             zygote.close()
         self.fallback.close()
 

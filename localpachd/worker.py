@@ -208,6 +208,18 @@ def _datum_run(
     return run, pfs_root
 
 
+def prototype_run(ctx: JobContext, root: Path) -> DatumRun | None:
+    """The process every datum of `ctx` would start, minus its inputs, with `root` standing
+    for the datum's scratch directory (nothing is laid out): what a runtime prepares from at
+    CreatePipeline (the warm runtime's prewarm). None without a command."""
+    if not ctx.cmd:
+        return None
+    pfs_root = root / "pfs"
+    env = build_env(ctx, Datum(()), pfs_root)
+    return DatumRun(argv=build_argv(ctx.cmd, pfs_root), env=env, cwd=_cwd(ctx, root, pfs_root),
+                    stdin=None, stdout_path=Path(os.devnull), stderr_path=Path(os.devnull))
+
+
 def _failure(ctx: JobContext, outcome: DatumOutcome) -> str:
     if outcome.timed_out:
         return f"datum timed out after {ctx.datum_timeout}s"

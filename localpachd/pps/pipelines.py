@@ -70,6 +70,7 @@ def create_pipeline(ctx: Any, tx: Tx, req: pps_pb2.CreatePipelineRequest) -> Non
         _update(ctx, tx, existing, spec, req.reprocess, out, prov)
     if req.dry_run:
         raise DryRun()
+    tx.after_commit(lambda: ctx.pps_engine.prewarm(project, name, spec))
 
 
 class DryRun(Exception):

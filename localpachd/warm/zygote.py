@@ -3,7 +3,9 @@
 Started by `localpachd.runtime_warm` (never forked from the multi-threaded gRPC server) with
 the startup environment of its datums, through the BOOT line below, and given one end of a
 SOCK_SEQPACKET control socket. Each request on it is a JSON datum description plus four file
-descriptors: a reply socket for that datum and the datum's stdin, stdout and stderr. The zygote
+descriptors: a reply socket for that datum and the datum's stdin, stdout and stderr (a prewarm,
+`"preload_only": true`, sends the reply socket only: the zygote preloads, answers `watch` and
+forks nothing). The zygote
 preloads what the target imports (first time only: the installed and project modules its source
 names, never the target itself nor modules of the datum's own sys.path[0]), then on the reply
 socket:
@@ -32,7 +34,7 @@ import sys
 import sysconfig
 from typing import Any
 
-from localpachd.warm import codecache, scan
+from localpachd.warm import codecache, hugepages, scan
 from localpachd.warm.child import become_datum
 
 # Run as `python -c BOOT ROOT FD`: records what a bare interpreter has loaded and its sys.path
@@ -94,6 +96,11 @@ class Zygote:
         stdio = fds[1:4]
         req = json.loads(msg)
         watch = self._preload(req)
+        if req.get("preload_only"):  # a prewarm: import now, run nothing
+            _send(reply, {"watch": watch or {}})
+            reply.close()
+            _close_fds(stdio)
+            return None
         if watch is not None:
             _send(reply, {"watch": watch})  # before the fork: the child's `exit` comes later
         try:
@@ -172,6 +179,7 @@ class Zygote:
         _flush_all()
         gc.collect()
         gc.freeze()  # children then share these pages instead of copying them on GC
+        hugepages.collapse_heap()
         self.own = _own_modules()
         return self._watch(req.get("path0"))
 

@@ -57,7 +57,7 @@ def test_children_reuse_the_code_compiled_by_the_zygote(tmp_path: Path) -> None:
                  "import pachsync_cc_helper\nprint('main-2', pachsync_cc_helper.VALUE)\n", True)
         _rewrite(pkg / "pachsync_cc_helper.py", "VALUE = 'helper-2'\n", True)
         assert _run(warm, cwd, env, "pachsync_cc_main") == (0, b"main-1 helper-1\n")
-        assert warm.stats == {"warm": 2, "cold": 0, "zygotes": 1}
+        assert warm.stats == {"warm": 2, "cold": 0, "zygotes": 1, "prewarmed": 0}
     finally:
         warm.close()
 
@@ -77,6 +77,6 @@ def test_an_edited_target_or_helper_is_compiled_afresh(tmp_path: Path) -> None:
         code, out = _run(warm, cwd, env, "pachsync_cc_main")
         assert code == 1, out
         assert b"SyntaxError" in out and b"pachsync_cc_helper.py\", line 1" in out
-        assert warm.stats == {"warm": 4, "cold": 0, "zygotes": 1}
+        assert warm.stats == {"warm": 4, "cold": 0, "zygotes": 1, "prewarmed": 0}
     finally:
         warm.close()

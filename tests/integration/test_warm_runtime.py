@@ -270,7 +270,7 @@ def test_concurrent_datums_share_one_zygote(progs, tmp_path) -> None:
             results = list(pool.map(one, range(16)))
         assert [r[1] for r in results] == [f"count 1 ['{i}']\n".encode() for i in range(16)]
         assert all(r[0] == DatumOutcome(0) for r in results)
-        assert warm.stats == {"warm": 16, "cold": 0, "zygotes": 1}
+        assert warm.stats == {"warm": 16, "cold": 0, "zygotes": 1, "prewarmed": 0}
     finally:
         warm.close()
 
@@ -300,7 +300,8 @@ def test_edited_project_module_is_never_run_stale(progs, tmp_path) -> None:
         (pkg / "pachsync_warm_edit.py").write_text("VALUE = 'new'\n")
         os.utime(pkg / "pachsync_warm_edit.py", ns=(time.time_ns() + 10**9,) * 2)
         assert _run(warm, _module("pachsync_warm_main"), cwd, env=env, stdin=None)[1] == b"new\n"
-        assert warm.stats == {"warm": 2, "cold": 0, "zygotes": 1}  # project code is never preloaded
+        # project code is never preloaded
+        assert warm.stats == {"warm": 2, "cold": 0, "zygotes": 1, "prewarmed": 0}
     finally:
         warm.close()
 
@@ -371,19 +372,20 @@ def test_a_zygote_that_cannot_start_the_datum_falls_back_exactly_once(
     progs, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault injection in our own wrapper: nothing ran warm, so the datum runs cold, once."""
-    from localpachd import runtime_warm
+    from localpachd.warm import pool
 
     def refuse(self: object, request: bytes, fds: list[int]) -> object:
-        raise runtime_warm.ZygoteUnavailable("injected")
+        raise pool.ZygoteUnavailable("injected")
 
-    monkeypatch.setattr(runtime_warm._Zygote, "start", refuse)
+    monkeypatch.setattr(pool.ZygoteHandle, "start", refuse)
     warm = WarmRuntime()
     try:
         for arg in ("a", "b", "c"):
             outcome, out, _, _ = _run(warm, _module("counter", arg), tmp_path, env=_env(progs),
                                       stdin=b"ignored")
             assert outcome == DatumOutcome(0) and out == f"count 1 ['{arg}']\n".encode()
-        assert warm.stats == {"warm": 0, "cold": 3, "zygotes": 2}  # then the key stays cold
+        # then the key stays cold
+        assert warm.stats == {"warm": 0, "cold": 3, "zygotes": 2, "prewarmed": 0}
     finally:
         warm.close()
 
@@ -397,7 +399,7 @@ def test_a_killed_zygote_fails_its_running_datum_and_is_replaced(progs, tmp_path
             while not (tmp_path / "stdout.log").exists() or not (
                     tmp_path / "stdout.log").read_bytes():
                 time.sleep(0.05)
-            zygote = next(iter(warm._zygotes.values()))
+            zygote = next(iter(warm.pool.current.values()))
             zygote.proc.kill()
             outcome = running.result()[0]
         # the orphaned child keeps running; its datum_timeout is still enforced (by the runtime)
