@@ -11,6 +11,7 @@ and the final job state are written in ONE store transaction at the end.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 import uuid
@@ -242,20 +243,24 @@ class JobRun:
         log_dir.parent.mkdir(parents=True, exist_ok=True)
         scratch = self.engine.scratch / f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}"
         scratch.mkdir(parents=True)
+        # One scratch tree per worker, reused datum after datum (see worker.layout).
+        slots: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        for k in range(workers):
+            slots.put(scratch / f"slot-{k}")
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
-                self._submit_all(pool, ctx, todo, hashes, scratch, results)
+                self._submit_all(pool, ctx, todo, hashes, slots, results)
         finally:
             remove_tree(scratch)
         return results
 
     def _submit_all(
         self, pool: ThreadPoolExecutor, ctx: JobContext, todo: list[Datum],
-        hashes: dict[str, str], scratch: Path, results: dict[str, DatumResult],
+        hashes: dict[str, str], slots: queue.SimpleQueue[Path], results: dict[str, DatumResult],
     ) -> None:  # fmt: skip
         batch: list[tuple[Datum, DatumResult, float, str]] = []
         flushed = time.monotonic()
-        futs = {pool.submit(self._run_one, ctx, d, scratch): d for d in todo}
+        futs = {pool.submit(self._run_one, ctx, d, slots): d for d in todo}
         for fut in as_completed(futs):
             d = futs[fut]
             res, took = fut.result()
@@ -267,13 +272,21 @@ class JobRun:
                 batch, flushed = [], time.monotonic()
         self._record(batch)
 
-    def _run_one(self, ctx: JobContext, d: Datum, scratch: Path) -> tuple[DatumResult, float]:
+    def _run_one(
+        self, ctx: JobContext, d: Datum, slots: queue.SimpleQueue[Path]
+    ) -> tuple[DatumResult, float]:
         if self.cancel.is_set():
             return DatumResult(False, 0, reason="job was stopped"), 0.0
+        root = slots.get()  # never empty: one slot per pool thread
+        try:
+            return self._run_in(ctx, d, root)
+        finally:
+            slots.put(root)
+
+    def _run_in(self, ctx: JobContext, d: Datum, root: Path) -> tuple[DatumResult, float]:
         blobs = self.store.blobs
         log_path = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
         _empty_log(log_path)
-        root = scratch / d.id[:16]
 
         def ingest(p: Any) -> tuple[str, int]:
             ref = blobs.ingest(p)
@@ -289,6 +302,7 @@ class JobRun:
                     lambda f, dest: copy_file(str(blobs.path(f.hash)), dest), ingest,
                     self.cancel.is_set,
                     lambda: self._take_restart(d.id),
+                    reuse_root=True,
                 )  # fmt: skip
             finally:
                 with self._lock:

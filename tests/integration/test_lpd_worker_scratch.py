@@ -59,3 +59,56 @@ def test_remove_tree_never_follows_links_out_of_the_tree(tmp_path: Path) -> None
     assert not root.exists()
     assert (outside / "keep.txt").read_text() == "keep" and (outside / "sub").is_dir()
     remove_tree(root)  # already gone: nothing to do, no error
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(("d " if p.is_dir() and not p.is_symlink() else "f ") + p.relative_to(root)
+                  .as_posix() for p in root.rglob("*"))  # fmt: skip
+
+
+def test_a_reused_slot_holds_exactly_the_next_datums_tree(tmp_path: Path) -> None:
+    """A worker slot keeps the directories both datums need (emptied, mode reset) and removes
+    everything else the first datum had or left: the second sees what a fresh tree shows."""
+    store = tmp_path / "blobs"
+    store.mkdir()
+    (store / "blob").write_bytes(b"data")
+    slot, fresh = tmp_path / "slot", tmp_path / "fresh"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    put = lambda f, dest: copy_file(str(store / "blob"), dest)  # noqa: E731
+    first = layout(_datum({"/x/1.txt": b"", "/y/z/2.txt": b""}), slot, put)
+    # what a datum may leave behind: outputs, files in its cwd, new directories, odd modes,
+    # a link out of the tree where a kept directory was, a file where a directory will be
+    (first / "out" / "model.pkl").write_bytes(b"m")
+    (slot / "note.txt").write_text("cwd file")
+    (first / "out" / "deep" / "er").mkdir(parents=True)
+    os.chmod(first / "in" / "x", 0o500)
+    os.chmod(first / "out", 0o700)
+    (first / "in" / "y" / "z" / "2.txt").unlink()
+    (first / "in" / "y" / "link").symlink_to(outside)
+    (first / "in" / "w").write_text("not a directory")
+
+    second_datum = _datum({"/x/3.txt": b"", "/w/4.txt": b""})
+    second = layout(second_datum, slot, put)
+    layout(second_datum, fresh, put)
+    assert _tree(slot) == _tree(fresh) == [
+        "d pfs", "d pfs/in", "d pfs/in/w", "d pfs/in/x", "d pfs/out",
+        "f pfs/in/w/4.txt", "f pfs/in/x/3.txt",
+    ]  # fmt: skip
+    for d in ("in", "in/x", "out"):
+        assert os.stat(second / d).st_mode == os.stat(fresh / "pfs" / d).st_mode
+    assert (outside / "keep.txt").read_text() == "keep"  # links are never followed
+
+
+def test_a_slot_that_became_a_link_is_replaced_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    slot = tmp_path / "slot"
+    slot.symlink_to(outside)  # a datum replaced its own working directory by a link
+    (tmp_path / "blob").write_bytes(b"data")
+    pfs = layout(_datum({"/a": b""}), slot,
+                 lambda f, dest: copy_file(str(tmp_path / "blob"), dest))  # fmt: skip
+    assert not slot.is_symlink() and (pfs / "in" / "a").read_bytes() == b"data"
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
