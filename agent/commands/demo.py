@@ -1,8 +1,8 @@
 """`pachsync demo`: the whole GitOps flow on one machine, ending with the selected models.
 
-Starts localpachd as a child process (agent.commands._localserver), creates the input repos,
-loads data/ (iris.csv into raw_data; the C and gamma grids into parameters, one file per line
-as Pachyderm 1.x named them), applies specs/ from this checkout in one transaction, shows
+Starts localpachd as a child process (agent.commands._localserver), applies specs/ from this
+checkout in one transaction (input repos and pipelines), loads data/ (iris.csv into raw_data;
+the C and gamma grids into parameters, one file per line as Pachyderm 1.x named them), shows
 progress while the 77-model search runs (per pipeline: datums done / total), prints the selected
 models with their accuracy, writes the report when `pachsync report` is available, and stops the
 server unless --keep-running.
@@ -151,9 +151,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"localpachd listening on {server.address} (data in {data_dir}, log {server.log})")
     conn = connect(resolve(server.address))
     try:
-        _load_data(conn, prepared, args.data)
+        # Specs first, then data, as in GitOps: localpachd starts importing the pipelines'
+        # libraries (its warm runtime's prewarm) while the data loads.
         outcome = reconcile(conn, prepared.desired, prepared.policy)
         print(render(outcome.plan, "text"), flush=True)
+        _load_data(conn, prepared, args.data)
         order = [ps.name for ps in prepared.desired.pipelines]
         jobs = wait_for_jobs(conn, order, args.timeout)
         failed = [n for n, j in jobs.items() if j.state != "JOB_SUCCESS"]
