@@ -255,6 +255,8 @@ class BumpOptions:
     retries: int = 5
     backoff_s: float = 1.0
     author: Author | None = None  # default: env, then git config (agent.source.push.default_author)
+    author_name: str | None = None  # with `author` None: these win over the defaults, per field
+    author_email: str | None = None
     allow_older: bool = False  # write TAG even when the specs already name a newer commit
     dry_run: bool = False  # compute and verify, write nothing (no commit, no push)
 
@@ -326,7 +328,7 @@ def _commit_and_push(opts: BumpOptions, plan: BumpPlan, root: Path) -> BumpOutco
             "HEAD is detached, so the branch to push to is unknown",
             hint="pass --branch (Azure Pipelines: --branch $(Build.SourceBranchName))",
         )
-    author = opts.author or default_author(root)
+    author = opts.author or default_author(root, opts.author_name, opts.author_email)
     message = commit_message(opts.image, opts.tag)
     write_bump(plan)
     sha = commit_paths(root, paths, message, author)

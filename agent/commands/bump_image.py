@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +68,14 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from agent.bump import BumpOptions, run_bump
     from agent.errors import UsageError
-    from agent.source.push import Author
 
     if args.retries < 0:
         raise UsageError("--retries must be >= 0")
-    name = args.author_name or os.environ.get("PACHSYNC_AUTHOR_NAME")
-    email = args.author_email or os.environ.get("PACHSYNC_AUTHOR_EMAIL")
-    author = Author(name, email) if name and email else None
     outcome = run_bump(BumpOptions(
         specs_dir=args.specs, image=args.image, tag=args.tag, commit=args.commit or args.push,
         push=args.push, remote=args.remote, branch=args.branch, retries=args.retries,
-        backoff_s=args.backoff, author=author, allow_older=args.allow_older,
-        dry_run=args.dry_run,
+        backoff_s=args.backoff, author_name=args.author_name, author_email=args.author_email,
+        allow_older=args.allow_older, dry_run=args.dry_run,
     ))
     if args.format == "json":
         print(json.dumps(to_json(outcome), indent=2))

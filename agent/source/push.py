@@ -244,10 +244,13 @@ def _last_lines(text: str, n: int = 4) -> str:
     return " | ".join(lines[-n:])
 
 
-def default_author(root: Path | None) -> Author:
-    """PACHSYNC_AUTHOR_NAME/EMAIL, else GIT_AUTHOR_NAME/EMAIL, else git config, else a bot name."""
-    name = os.environ.get("PACHSYNC_AUTHOR_NAME") or os.environ.get("GIT_AUTHOR_NAME")
-    email = os.environ.get("PACHSYNC_AUTHOR_EMAIL") or os.environ.get("GIT_AUTHOR_EMAIL")
+def default_author(root: Path | None, name: str | None = None, email: str | None = None
+                   ) -> Author:
+    """Field by field: the given `name`/`email` (command-line options), else
+    PACHSYNC_AUTHOR_NAME/EMAIL, else GIT_AUTHOR_NAME/EMAIL, else git config, else a bot name."""
+    name = name or os.environ.get("PACHSYNC_AUTHOR_NAME") or os.environ.get("GIT_AUTHOR_NAME")
+    email = (email or os.environ.get("PACHSYNC_AUTHOR_EMAIL")
+             or os.environ.get("GIT_AUTHOR_EMAIL"))
     if name and email:
         return Author(name, email)
     configured = configured_author(root) if root is not None else None

@@ -335,3 +335,29 @@ def test_author_options_beat_the_environment(
                  "--backoff", "0", "--author-name", "Opt", "--author-email", "opt@x.invalid"]) == 0
     assert git(remote, "log", "-1", "--format=%an|%ae|%cn|%ce", "main") == (
         "Opt|opt@x.invalid|Opt|opt@x.invalid")
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "expected"),
+    [
+        (["--author-name", "Opt"], {"GIT_AUTHOR_EMAIL": "gita@example.invalid"},
+         ("Opt", "gita@example.invalid")),
+        (["--author-email", "opt@x.invalid"], PAT, ("Pat Sync", "opt@x.invalid")),
+        (["--author-name", "Opt"], {}, ("Opt", BOT_ID[1])),
+    ],
+    ids=["option-name-env-email", "env-name-option-email", "option-name-bot-email"],
+)
+def test_one_author_option_wins_for_its_field_only(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    options: list[str], env: dict[str, str], expected: tuple[str, str],
+) -> None:
+    """A lone --author-name (or --author-email) is never dropped: it wins for its own field and
+    the other field falls back as usual."""
+    ci = clone(remote, tmp_path / "ci")
+    no_git_identity(monkeypatch, tmp_path / "home")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["bump-image", IMAGE, "feed123", "--specs", str(ci / "specs"), "--push",
+                 "--backoff", "0", *options]) == 0
+    assert git(remote, "log", "-1", "--format=%an|%ae|%cn|%ce", "main") == "|".join(
+        (*expected, *expected))
