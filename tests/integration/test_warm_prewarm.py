@@ -166,3 +166,34 @@ def test_create_pipeline_prewarms_before_any_data(progs: Path, tmp_path: Path) -
         assert (job.data_processed, runtime.stats["warm"], runtime.stats["zygotes"]) == (1, 1, 1)
     finally:
         srv.stop()
+
+
+def test_a_restarted_server_prewarms_the_pipelines_it_already_has(
+    progs: Path, tmp_path: Path
+) -> None:
+    from localpachd.server import start
+
+    (progs / "release").touch()
+    transform = pps_pb2.Transform(cmd=["python3", "-m", "pw_heavy"],
+                                  env={"PYTHONPATH": str(progs)})  # fmt: skip
+    srv = start(data_dir=tmp_path / "pachd", port=0, runtime="warm")
+    try:
+        client = python_pachyderm.Client(host=srv.host, port=srv.port)
+        client.create_repo("in")
+        light = pps_pb2.Transform(cmd=["python3", "-m", "pw_light"],
+                                  env={"PYTHONPATH": str(progs)})  # fmt: skip
+        for name, t in (("heavy", transform), ("stopped", light)):
+            client.create_pipeline(name, transform=t, input=pps_pb2.Input(
+                pfs=pps_pb2.PFSInput(repo="in", glob="/*")))
+        client.stop_pipeline("stopped")
+    finally:
+        srv.stop()
+    srv = start(data_dir=tmp_path / "pachd", port=0, runtime="warm")
+    try:
+        runtime = srv.ctx.pps_engine.runtime  # type: ignore[attr-defined]
+        # no RPC at all: the running pipeline was prewarmed at start, the stopped one was not
+        assert runtime.stats["prewarmed"] == 1
+        zygote = next(iter(runtime.pool.current.values()))
+        _wait(lambda: zygote.proc.pid in _importers(progs), "the prewarm at start")
+    finally:
+        srv.stop()
