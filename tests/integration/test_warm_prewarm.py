@@ -13,7 +13,7 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +50,15 @@ def progs(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def warm() -> Iterator[WarmRuntime]:
+    runtime = WarmRuntime()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
 def _run(progs: Path, cwd: Path, module: str) -> DatumRun:
     cwd.mkdir(exist_ok=True)
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(progs)}
@@ -69,72 +78,62 @@ def _wait(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-def test_prewarm_imports_in_the_zygote_before_any_datum(progs: Path, tmp_path: Path) -> None:
-    warm = WarmRuntime()
-    try:
-        heavy = _run(progs, tmp_path / "proto", "pw_heavy")
-        assert warm.prewarm(heavy, placeholder=str(tmp_path / "nowhere")) is True
-        _wait(lambda: len(_importers(progs)) == 1, "the zygote's preload")
-        zygote = next(iter(warm.pool.current.values()))
-        assert _importers(progs) == [zygote.proc.pid]  # the zygote imported it, nothing ran
-        assert warm.stats == {"warm": 0, "cold": 0, "zygotes": 1, "prewarmed": 1}
-        # the same target again: nothing to do
-        assert warm.prewarm(heavy, placeholder=str(tmp_path / "nowhere")) is False
-        (progs / "release").touch()
-        outcome = warm.run(_run(progs, tmp_path / "d1", "pw_heavy"))
-        assert outcome == DatumOutcome(0)
-        assert (tmp_path / "d1" / "out.log").read_text() == "heavy\n"
-        # project code is imported afresh by the datum too (never kept preloaded)
-        assert len(_importers(progs)) == 2 and _importers(progs)[0] == zygote.proc.pid
-        assert warm.stats == {"warm": 1, "cold": 0, "zygotes": 1, "prewarmed": 1}
-    finally:
-        warm.close()
+def test_prewarm_imports_in_the_zygote_before_any_datum(
+    progs: Path, tmp_path: Path, warm: WarmRuntime
+) -> None:
+    heavy = _run(progs, tmp_path / "proto", "pw_heavy")
+    assert warm.prewarm(heavy, placeholder=str(tmp_path / "nowhere")) is True
+    _wait(lambda: len(_importers(progs)) == 1, "the zygote's preload")
+    zygote = next(iter(warm.pool.current.values()))
+    assert _importers(progs) == [zygote.proc.pid]  # the zygote imported it, nothing ran
+    assert warm.stats == {"warm": 0, "cold": 0, "zygotes": 1, "prewarmed": 1}
+    # the same target again: nothing to do
+    assert warm.prewarm(heavy, placeholder=str(tmp_path / "nowhere")) is False
+    (progs / "release").touch()
+    outcome = warm.run(_run(progs, tmp_path / "d1", "pw_heavy"))
+    assert outcome == DatumOutcome(0)
+    assert (tmp_path / "d1" / "out.log").read_text() == "heavy\n"
+    # project code is imported afresh by the datum too (never kept preloaded)
+    assert len(_importers(progs)) == 2 and _importers(progs)[0] == zygote.proc.pid
+    assert warm.stats == {"warm": 1, "cold": 0, "zygotes": 1, "prewarmed": 1}
 
 
 def test_a_prewarm_importing_something_new_never_holds_up_a_loaded_target(
-    progs: Path, tmp_path: Path
+    progs: Path, tmp_path: Path, warm: WarmRuntime
 ) -> None:
-    warm = WarmRuntime()
-    try:
-        nowhere = str(tmp_path / "nowhere")
-        assert warm.prewarm(_run(progs, tmp_path / "p1", "pw_light"), nowhere)
-        first = next(iter(warm.pool.current.values()))
-        assert warm.prewarm(_run(progs, tmp_path / "p2", "pw_heavy"), nowhere)
-        _wait(lambda: len(_importers(progs)) == 1, "the loader's preload")
-        loader = next(iter(warm.pool.loading.values()))
-        assert loader is not first and _importers(progs) == [loader.proc.pid]
-        # the loader is stuck importing; a datum of the loaded target runs on the first zygote
-        with ThreadPoolExecutor(1) as pool:
-            light = pool.submit(warm.run, _run(progs, tmp_path / "d1", "pw_light"))
-            assert light.result(timeout=30) == DatumOutcome(0)
-        assert (tmp_path / "d1" / "out.log").read_text() == "light\n"
-        assert warm.pool.current[next(iter(warm.pool.current))] is first
-        (progs / "release").touch()
-        assert warm.run(_run(progs, tmp_path / "d2", "pw_heavy")) == DatumOutcome(0)
-        # the loader answered its prewarms: it is the current zygote, the first one retires
-        _wait(lambda: not warm.pool.loading, "the loader's promotion")
-        assert next(iter(warm.pool.current.values())) is loader
-        _wait(lambda: first.proc.poll() is not None, "the retired zygote to exit")
-        assert warm.run(_run(progs, tmp_path / "d3", "pw_light")) == DatumOutcome(0)
-        assert (tmp_path / "d3" / "out.log").read_text() == "light\n"
-        assert warm.stats == {"warm": 3, "cold": 0, "zygotes": 2, "prewarmed": 2}
-    finally:
-        warm.close()
+    nowhere = str(tmp_path / "nowhere")
+    assert warm.prewarm(_run(progs, tmp_path / "p1", "pw_light"), nowhere)
+    first = next(iter(warm.pool.current.values()))
+    assert warm.prewarm(_run(progs, tmp_path / "p2", "pw_heavy"), nowhere)
+    _wait(lambda: len(_importers(progs)) == 1, "the loader's preload")
+    loader = next(iter(warm.pool.loading.values()))
+    assert loader is not first and _importers(progs) == [loader.proc.pid]
+    # the loader is stuck importing; a datum of the loaded target runs on the first zygote
+    with ThreadPoolExecutor(1) as pool:
+        light = pool.submit(warm.run, _run(progs, tmp_path / "d1", "pw_light"))
+        assert light.result(timeout=30) == DatumOutcome(0)
+    assert (tmp_path / "d1" / "out.log").read_text() == "light\n"
+    assert warm.pool.current[next(iter(warm.pool.current))] is first
+    (progs / "release").touch()
+    assert warm.run(_run(progs, tmp_path / "d2", "pw_heavy")) == DatumOutcome(0)
+    # the loader answered its prewarms: it is the current zygote, the first one retires
+    _wait(lambda: not warm.pool.loading, "the loader's promotion")
+    assert next(iter(warm.pool.current.values())) is loader
+    _wait(lambda: first.proc.poll() is not None, "the retired zygote to exit")
+    assert warm.run(_run(progs, tmp_path / "d3", "pw_light")) == DatumOutcome(0)
+    assert (tmp_path / "d3" / "out.log").read_text() == "light\n"
+    assert warm.stats == {"warm": 3, "cold": 0, "zygotes": 2, "prewarmed": 2}
 
 
 def test_no_prewarm_when_the_startup_environment_names_each_datums_directory(
-    progs: Path, tmp_path: Path
+    progs: Path, tmp_path: Path, warm: WarmRuntime
 ) -> None:
-    warm = WarmRuntime()
-    try:
-        run = _run(progs, tmp_path / "proto", "pw_light")
-        placeholder = str(tmp_path / "proto")
-        env = {**run.env, "PYTHONPATH": f"{progs}:{placeholder}/pfs/code"}
-        assert warm.prewarm(DatumRun(**{**run.__dict__, "env": env}), placeholder) is False
-        assert warm.prewarm(_run(progs, tmp_path / "x", "no such module!"), placeholder) is False
-        assert warm.stats["zygotes"] == 0 and warm.stats["prewarmed"] == 0
-    finally:
-        warm.close()
+    run = _run(progs, tmp_path / "proto", "pw_light")
+    placeholder = str(tmp_path / "proto")
+    env = {**run.env, "PYTHONPATH": f"{progs}:{placeholder}/pfs/code"}
+    assert warm.prewarm(DatumRun(**{**run.__dict__, "env": env}), placeholder) is False
+    assert warm.prewarm(_run(progs, tmp_path / "x", "no such module!"), placeholder) is False
+    assert warm.stats["zygotes"] == 0 and warm.stats["prewarmed"] == 0
 
 
 def test_create_pipeline_prewarms_before_any_data(progs: Path, tmp_path: Path) -> None:
