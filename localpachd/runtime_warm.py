@@ -133,8 +133,7 @@ class WarmRuntime:
             try:
                 reply = zygote.start(req, [])
             except ZygoteUnavailable:
-                self.pool.forget(key, zygote, failed=True)
-                self.pool.preloaded(zygote)
+                self.pool.preloaded(zygote, ok=False)
                 continue
             threading.Thread(target=self._await_preload, args=(zygote, reply),
                              name="warm-prewarm", daemon=True).start()  # fmt: skip
@@ -143,13 +142,15 @@ class WarmRuntime:
         return True
 
     def _await_preload(self, zygote: ZygoteHandle, reply: socket.socket) -> None:
+        ok = False
         try:
             msg = _recv(reply, None)
             if isinstance(msg, dict) and isinstance(msg.get("watch"), dict):
                 zygote.watch.update(msg["watch"])
+                ok = True
         finally:
             reply.close()
-            self.pool.preloaded(zygote)
+            self.pool.preloaded(zygote, ok)
 
     def _key(self, target: Target, env: dict[str, str]) -> tuple[Any, ...]:
         key: tuple[Any, ...] = startup_env(env)

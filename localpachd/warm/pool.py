@@ -147,11 +147,19 @@ class Pool:
             chosen.pending += 1 + len(seeds)
             return chosen, seeds
 
-    def preloaded(self, zygote: ZygoteHandle) -> None:
-        """One prewarm was answered (or failed): a loader with none left becomes current."""
+    def preloaded(self, zygote: ZygoteHandle, ok: bool) -> None:
+        """One prewarm was answered (`ok`) or failed (the zygote died importing, or could not be
+        reached): a loader with none left becomes current; a failed zygote is dropped (a failed
+        loader leaves the current zygote serving) and counted as a start failure."""
         with self.lock:
             zygote.pending -= 1
             zygote.inflight -= 1
+            for table in (self.current, self.loading) if not ok else ():
+                for key, held in list(table.items()):
+                    if held is zygote:  # no longer handed out; counts as a start failure
+                        del table[key]
+                        zygote.retired = True
+                        self.failures[key] = self.failures.get(key, 0) + 1
             for key, loader in list(self.loading.items()):
                 if loader is zygote and zygote.pending == 0:
                     del self.loading[key]

@@ -196,3 +196,27 @@ def test_a_restarted_server_prewarms_the_pipelines_it_already_has(
         _wait(lambda: zygote.proc.pid in _importers(progs), "the prewarm at start")
     finally:
         srv.stop()
+
+
+def test_a_zygote_killed_by_a_prewarmed_import_never_fails_a_datum(
+    progs: Path, tmp_path: Path, warm: WarmRuntime
+) -> None:
+    """A library whose import kills the process (a crashing C extension) takes the loader down
+    during the prewarm: the datum then runs exactly as a plain process would (here: it dies the
+    same death), and datums of other targets still run."""
+    crash_lib = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    (progs / "pw_crashlib.py").write_text(crash_lib)
+    (progs / "pw_crash.py").write_text("import pw_crashlib\nprint('unreachable')\n")
+    nowhere = str(tmp_path / "nowhere")
+    assert warm.prewarm(_run(progs, tmp_path / "p1", "pw_light"), nowhere)
+    assert warm.prewarm(_run(progs, tmp_path / "p2", "pw_crash"), nowhere)
+    loader = next(iter(warm.pool.loading.values()))
+    _wait(lambda: loader.proc.poll() is not None, "the loader to die importing")
+    assert loader.proc.returncode == -11
+    crash = warm.run(_run(progs, tmp_path / "d1", "pw_crash"))
+    assert crash == DatumOutcome(-11)  # what `python -m pw_crash` does on its own
+    assert warm.run(_run(progs, tmp_path / "d2", "pw_light")) == DatumOutcome(0)
+    assert (tmp_path / "d2" / "out.log").read_text() == "light\n"
+    # two zygotes died for this startup environment (the loader, then the first one preloading
+    # for the datum): from then on its datums run as plain processes, as before prewarm existed
+    assert warm.stats == {"warm": 0, "cold": 2, "zygotes": 2, "prewarmed": 2}
