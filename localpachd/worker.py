@@ -126,13 +126,13 @@ def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
     (~4 ms per datum for the iris model's 8 directories, against ~0.1 ms for its files), and a
     datum's tree is built ~1,000 times a job. Each call is a GIL round trip in the server too."""
     pfs_root = root / "pfs"
-    needed: dict[Path, None] = dict.fromkeys((root, pfs_root, pfs_root / "out"))
+    needed = {root, pfs_root, pfs_root / "out"}
     for inp in datum.inputs:
-        needed[pfs_root / inp.name] = None
+        needed.add(pfs_root / inp.name)
         for f in inp.files:
             parent = (pfs_root / inp.name / f.path.lstrip("/")).parent
             while parent not in needed and parent != pfs_root:
-                needed[parent] = None
+                needed.add(parent)
                 parent = parent.parent
     if os.path.lexists(root):
         try:
@@ -154,7 +154,7 @@ def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
     return pfs_root
 
 
-def _clear(path: Path, keep: Mapping[Path, None]) -> None:
+def _clear(path: Path, keep: set[Path]) -> None:
     """Remove everything below the directory `path` except the directories in `keep`, which
     are emptied of files and get a fresh directory's mode back; links are never followed."""
     with os.scandir(path) as it:
