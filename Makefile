@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-fast lint typecheck bench clean
+.PHONY: help venv demo test test-fast fuzz lint typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,9 @@ test: $(STAMP)  ## run the whole test suite (fails if no test ran)
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
+
+fuzz: $(STAMP)  ## the property-based fuzz tests with many more examples (minutes, not seconds)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m fuzz -p no:cacheprovider
 
 lint: $(STAMP)  ## ruff lint
 	$(BIN)/ruff check agent localpachd stages tests bench
