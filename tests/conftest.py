@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Property-based fuzz tests (marked `fuzz`): a bounded run in `make test`, a long one in `make fuzz`.
+# Property-based fuzz tests (marked `fuzz`): bounded in `make test`, long in `make fuzz`.
 # No deadline per example: CI shares two cores, and "bounded time" is asserted by the tests
 # themselves through counts and limits, never by the wall clock.
 settings.register_profile(
