@@ -1,8 +1,9 @@
-"""File trees of commits: lookups, listings, and the ModifyFile write session.
+"""File trees of commits: lookups, listings, and writing a net set of changes into a commit.
 
-Used by the pfs servicer and by the pps/jobs modules (`replace_tree`, `tree`, `write_entries` to
-fill an output commit). Directories are implicit (a directory exists while a file lies under it),
-as in Pachyderm 2.x; directory paths are reported with a trailing `/`.
+Used by the pfs servicer, `session` (a ModifyFile stream's changes) and the pps/jobs modules
+(`replace_tree`, `tree`, `write_entries` to fill an output commit). Directories are implicit (a
+directory exists while a file lies under it), as in Pachyderm 2.x; directory paths are reported
+with a trailing `/`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from localpachd.blobs import BlobRef, BlobStore, BlobWriter
+from localpachd.blobs import BlobRef
 from localpachd.errors import InvalidArgument
 from localpachd.paths import clean_path, is_under, parent_dirs
 from localpachd.pfs import model
@@ -125,87 +126,6 @@ def replace_tree(tx: Tx, cid: int, entries: Iterable[tuple[str, BlobRef, str]]) 
     """Make an open commit's tree exactly `entries` (used to finish pipeline output commits)."""
     tx.x("DELETE FROM files WHERE cid=?", (cid,))
     write_entries(tx, cid, entries)
-
-
-class ModifySession:
-    """Collects one ModifyFile stream's operations; `apply` writes them in one transaction.
-
-    Blobs are streamed to disk as chunks arrive (bounded memory). Consecutive `add` calls on the
-    same path extend one file, and an `add` without a preceding delete appends to the existing
-    content (this is how Pachyderm 2.x and the client's 19 MiB chunking work). Only the net
-    effect is kept (deletes, then the puts that no later delete covered), so 10,000 small files
-    cost a few dictionary operations each and two batched SQL statements.
-    """
-
-    def __init__(self, blobs: BlobStore) -> None:
-        self.blobs = blobs
-        self._seq = 0
-        self._puts: dict[str, tuple[int, BlobRef, str]] = {}
-        self._deletes: dict[str, int] = {}
-        self._put_dirs: set[str] = set()
-        self._writer: BlobWriter | None = None
-        self._wpath = ""
-        self._wdatum = ""
-
-    def add(self, path: str, data: bytes, datum: str, existing: Entry | None) -> None:
-        if self._writer is None or self._wpath != path:
-            self.flush()
-            self._writer = self.blobs.writer()
-            self._wpath, self._wdatum = path, datum
-            if existing is not None and not existing.is_dir:
-                with self.blobs.open(existing.hash) as f:
-                    self._writer.write_from(f)
-        if data:
-            self._writer.write(data)
-
-    def current(self, path: str) -> bool:
-        return self._writer is not None and self._wpath == path
-
-    def flush(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            self._put(self._wpath, writer.commit(), self._wdatum)
-
-    def _put(self, path: str, ref: BlobRef, datum: str) -> None:
-        self._seq += 1
-        self._puts[path] = (self._seq, ref, datum)
-        self._put_dirs.update(parent_dirs(path))
-
-    def put(self, path: str, ref: BlobRef, datum: str) -> None:
-        self.flush()
-        self._put(path, ref, datum)
-
-    def delete(self, path: str) -> None:
-        self.flush()
-        self._seq += 1
-        self._deletes[path] = self._seq
-        self._puts.pop(path, None)
-        if path == "/" or path in self._put_dirs:  # a directory with earlier puts under it
-            for p in [p for p in self._puts if is_under(p, path)]:
-                del self._puts[p]
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.abort()
-            self._writer = None
-
-    def pending(self, path: str) -> tuple[bool, Entry | None]:
-        """The session's own view of a file: (known, entry); unknown means read the commit."""
-        put = self._puts.get(path)
-        deleted = max((self._deletes.get(d, 0) for d in ("/", *parent_dirs(path), path)),
-                      default=0)
-        if put is not None and put[0] > deleted:
-            return True, Entry(path, False, put[1].size, put[1].hash, put[2])
-        return (True, None) if deleted else (False, None)
-
-    def net_effect(self) -> tuple[list[str], dict[str, tuple[BlobRef, str]]]:
-        """(paths deleted, {path: (blob, datum)} put): deletes apply first, then puts."""
-        self.flush()
-        return list(self._deletes), {p: (ref, datum) for p, (_, ref, datum) in self._puts.items()}
-
-    def apply(self, tx: Tx, commit: model.Commit) -> None:
-        deletes, puts = self.net_effect()
-        apply_changes(tx, commit, deletes, puts)
 
 
 def apply_changes(tx: Tx, commit: model.Commit, deletes: Iterable[str],

@@ -22,7 +22,8 @@ from localpachd import errors
 from localpachd.blobs import BlobRef, BlobStore
 from localpachd.pfs import files, model
 from localpachd.pfs.convert import resolve
-from localpachd.pfs.files import Entry, ModifySession
+from localpachd.pfs.files import Entry
+from localpachd.pfs.session import ModifySession
 from localpachd.store import Store, Tx
 
 DEFAULT_TTL = 600.0

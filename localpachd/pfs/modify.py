@@ -4,10 +4,13 @@ Called by the pfs servicer. File contents are streamed to blobs as chunks arrive
 the metadata changes of the whole stream are applied in ONE store transaction at the end, so a
 stream that breaks (client gone, server killed) leaves no trace. Writing to a branch whose head is
 finished (or that does not exist yet) opens a commit on it and finishes it, as Pachyderm does.
+Concurrent streams serialise at that transaction: an append lands on the file's content at that
+moment (`session.ModifySession.apply`), never on a copy read when the stream started.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -16,9 +19,12 @@ from localpachd.blobs import BlobRef
 from localpachd.paths import clean_path
 from localpachd.pfs import files, model
 from localpachd.pfs.convert import commit_ref, resolve
-from localpachd.pfs.files import Entry, ModifySession
+from localpachd.pfs.files import Entry
 from localpachd.pfs.model import BranchKey, Commit
+from localpachd.pfs.session import INLINE_REBASE, ModifySession, Stale
 from localpachd.store import Tx
+
+OPTIMISTIC_TRIES = 3  # re-bases of large appends outside the lock before one inside it
 
 
 class Writable(Protocol):
@@ -81,13 +87,9 @@ def _copy(ctx: Any, target: Writable, req: Any) -> None:
                  [(dst.rstrip("/") + f.path[len(src_path.rstrip("/")):], f)
                   for f in files.files_under(tx, src.cid, src_path)])
     for path, f in pairs:
-        existing = target.existing(path) if req.append else None
-        if existing is not None and not existing.is_dir:
-            target.session.add(path, b"", req.datum, existing)
-            with ctx.store.blobs.open(f.hash) as fh:
-                while chunk := fh.read(4 * 1024 * 1024):
-                    target.session.add(path, chunk, req.datum, None)
-            target.session.flush()
+        if req.append:
+            target.session.append_blob(path, BlobRef(f.hash, f.size), req.datum,
+                                       target.existing(path))
         else:
             target.session.put(path, BlobRef(f.hash, f.size), req.datum or f.datum)
 
@@ -126,12 +128,25 @@ def run_modify(ctx: Any, requests: Iterable[Any],
             raise errors.Aborted("ModifyFile was cancelled by the client: nothing was written")
         for t in targets:
             t.session.flush()
-        with ctx.store.write() as tx:
-            for t in targets:
-                commit, opened = t.commit_for_apply(tx)
-                t.session.apply(tx, commit)
-                if opened:
-                    model.finish_commit(tx, model.get_commit(tx, commit.cid))
+        _apply(ctx, targets)
     finally:
         for t in targets:
             t.session.abort()
+
+
+def _apply(ctx: Any, targets: list[_Target]) -> None:
+    """Apply every target in one store transaction. A large append whose file another stream
+    changed meanwhile is re-based outside the write lock and the transaction retried; the last
+    try re-bases whatever it must inside the lock, so the stream always lands."""
+    for attempt in range(OPTIMISTIC_TRIES + 1):
+        inline = INLINE_REBASE if attempt < OPTIMISTIC_TRIES else sys.maxsize
+        try:
+            with ctx.store.write() as tx:
+                for t in targets:
+                    commit, opened = t.commit_for_apply(tx)
+                    t.session.apply(tx, commit, inline)
+                    if opened:
+                        model.finish_commit(tx, model.get_commit(tx, commit.cid))
+            return
+        except Stale as stale:
+            stale.rebase()
