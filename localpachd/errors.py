@@ -52,6 +52,12 @@ class Internal(PachError):
     code = grpc.StatusCode.INTERNAL
 
 
+class ResourceExhausted(PachError):
+    """A bound was reached: a message over the size limit, or no wait slot left."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 AUTH_NOT_ACTIVATED = "the auth service is not activated"
 
 

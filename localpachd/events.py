@@ -7,7 +7,8 @@ write lock is held, so they may open their own `store.write()`. A subscriber tha
 and does not stop the others.
 
 Waiters (InspectCommit wait, SubscribeCommit, InspectCommitSet wait) use `wait_change`, a condition
-variable bumped on every commit.
+variable bumped on every commit; the RPCs among them first take a wait slot (`localpachd.waits`),
+so they never hold every gRPC handler thread.
 """
 
 from __future__ import annotations

@@ -38,8 +38,9 @@ from typing import Any
 
 import grpc
 
-from localpachd import errors
+from localpachd import errors, waits
 from localpachd.store import Store
+from localpachd.waits import WaitSlots
 
 log = logging.getLogger("localpachd")
 
@@ -61,7 +62,11 @@ class ServerConfig:
     runtime: str = "auto"  # worker runtime name (localpachd.runtime.make_runtime)
     max_parallelism: int | None = None  # cap on datum workers; None = os.cpu_count()
     fsync: bool = True  # fsync blobs and SQLite commits (off only for throwaway benchmarks)
-    workers: int = 64  # gRPC handler threads (streams such as SubscribeCommit hold one each)
+    workers: int = 64  # gRPC handler threads (a call holds one until it returns)
+    # Blocking calls (waits, SubscribeCommit, GetLogs follow) hold at most `wait_slots` threads,
+    # at most `wait_slots_per_peer` per client connection; None = localpachd.waits.sizes().
+    wait_slots: int | None = None
+    wait_slots_per_peer: int | None = None
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key the port serves TLS only
     tls_key: Path | None = None  # PEM private key of tls_cert
 
@@ -76,6 +81,8 @@ class ServerContext:
     store: Store
     transactions: Any  # localpachd.transaction.Registry (Any avoids an import cycle)
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Blocking calls take a slot first (localpachd.waits), so they never hold every handler thread.
+    waits: WaitSlots = field(default_factory=lambda: WaitSlots(1, 1))
     on_stop: list[Callable[[], None]] = field(default_factory=list)
     # Checks the pps module may add, run by the DeleteRepo / FinishCommit RPCs (not by the
     # model functions) unless the request has `force`: `guard(tx, commit_or_repo)` raises a
@@ -123,7 +130,7 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
                 txn_method))
         method = details.method
         return _replace(handler, lambda fn: _guard(fn, method),
-                        lambda fn: _guard_stream(fn, method))
+                        lambda fn: _guard_stream(fn, method, self.ctx.waits))
 
 
 def _fail(exc: errors.PachError) -> Callable[..., Any]:
@@ -161,10 +168,19 @@ def _guard(fn: Callable[..., Any], method: str = "") -> Callable[..., Any]:
     return behaviour
 
 
-def _guard_stream(fn: Callable[..., Any], method: str = "") -> Callable[..., Any]:
+def _guard_stream(fn: Callable[..., Any], method: str = "",
+                  slots: WaitSlots | None = None) -> Callable[..., Any]:
+    """The error boundary of a streaming response; a stream that lasts until the client leaves
+    (localpachd.waits.STREAMS) holds a wait slot for its whole life."""
+    name = method.rsplit("/", 1)[-1]
+
     def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
-            yield from fn(request, context)
+            if slots is not None and waits.stream_holds_slot(method, request):
+                with slots.hold(waits.peer_of(context), name):
+                    yield from fn(request, context)
+            else:
+                yield from fn(request, context)
         except Exception as exc:
             _settle(context, exc, method)
 
@@ -263,10 +279,12 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     config = ServerConfig(data_dir=Path(data_dir), host=host, port=port, auth_token=auth_token,
                           **options)
     credentials = _tls_credentials(config)  # before the store: a bad file leaves nothing open
+    slots = WaitSlots(*waits.sizes(config.workers, config.wait_slots,
+                                         config.wait_slots_per_peer))
     from localpachd.transaction import Registry
 
     store = Store(config.data_dir, fsync=config.fsync)
-    ctx = ServerContext(config=config, store=store, transactions=Registry())
+    ctx = ServerContext(config=config, store=store, transactions=Registry(), waits=slots)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers,
                                                     thread_name_prefix="localpachd"),
                          interceptors=[_Boundary(ctx)], options=GRPC_OPTIONS)

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import empty_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
-from localpachd import errors, wire
+from localpachd import errors, waits, wire
 from localpachd.pfs import files, filesets, model
 from localpachd.pfs.convert import (
     ORIGIN_NAMES,
@@ -193,7 +193,7 @@ class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type:
             c = model.get_commit(tx, cid)
             return commit_info(tx, c) if _state_reached(tx, c, req.wait) else None
 
-        info = self.store.wait_until(check, alive=context.is_active)
+        info = waits.wait_until(self.ctx, context, "InspectCommit", check)
         if info is None:
             raise errors.Aborted("InspectCommit: the call ended before the commit was ready")
         return info
@@ -268,7 +268,7 @@ class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type:
                 return None
             return [commit_info(tx, c) for c in commits]
 
-        infos = self.store.wait_until(check, alive=context.is_active)
+        infos = waits.wait_until(self.ctx, context, "InspectCommitSet", check)
         yield from infos or []
 
     def ListCommitSet(self, req: Any, context: Any) -> Iterator[Any]:

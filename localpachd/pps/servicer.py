@@ -14,7 +14,7 @@ from google.protobuf import empty_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
-from localpachd import errors, pps_spec
+from localpachd import errors, pps_spec, waits
 from localpachd.datums import DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
@@ -153,14 +153,14 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             _fill_input_commits(tx, job, info.details.input)
         return info
 
-    def _wait_job(self, job: Any, context: Any) -> None:
+    def _wait_job(self, job: Any, context: Any, what: str = "InspectJob") -> None:
         project, pipeline = _project(job.pipeline), job.pipeline.name
 
         def done(tx: Tx) -> bool:
             row = db.get_job(tx, project, pipeline, job.id)
             return row is None or row.terminal
 
-        self.store.wait_until(done, None, alive=context.is_active)
+        waits.wait_until(self.ctx, context, what, done)
 
     def InspectJob(self, req: Any, context: Any) -> Any:
         self.engine.sync()
@@ -177,7 +177,8 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             jobs = db.jobs_in_set(tx, req.job_set.id)
         for job in jobs:
             if req.wait:
-                self._wait_job(convert.job_pb(job.project, job.pipeline, job.id), context)
+                self._wait_job(convert.job_pb(job.project, job.pipeline, job.id), context,
+                               "InspectJobSet")
             with self.store.read() as tx:
                 cur = db.get_job(tx, job.project, job.pipeline, job.id)
                 info = self._job_info(tx, cur, req.details) if cur is not None else None
