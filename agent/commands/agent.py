@@ -24,8 +24,11 @@ source's host only), PACH_PYTHON_AUTH_TOKEN or --pach-token-file, PACHSYNC_WEBHO
 --webhook-secret-file, PACHSYNC_BASIC_AUTH ("user:password") or --basic-auth-file.
 
 endpoints: GET /healthz /readyz /status /metrics; POST /webhook/azure-devops (basic auth,
-Azure DevOps "code pushed" service hook) and /webhook/generic (header
-X-Pachsync-Signature: sha256=<hex HMAC-SHA256 of the body>).
+Azure DevOps "code pushed" service hook; a repeated event id triggers nothing) and
+/webhook/generic (headers X-Pachsync-Timestamp: <Unix seconds> and X-Pachsync-Signature:
+sha256=<hex HMAC-SHA256 of timestamp + "." + body>; refused when the timestamp is more than
+5 minutes off, and a replay is refused). Requests: head within 10 s, whole request within 30 s,
+body at most 1 MiB with a Content-Length (no chunked bodies).
 
 configuration from env (a flag wins over its variable; empty = unset): PACHSYNC_SOURCE,
 PACHSYNC_BRANCH, PACHSYNC_SPECS_PATH, PACHSYNC_INTERVAL, PACHSYNC_PRUNE (true/false),
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     creds = load_credentials(args.webhook_secret_file, args.basic_auth_file,
                              args.git_token_file, args.pach_token_file)
-    log = logs.configure(args.log_format, secrets=creds.values())
+    log = logs.configure(args.log_format, secrets=creds.values(), capture_all=True)
     # agent.source.fetch and agent.cluster.address read the tokens themselves (env or the file
     # named in env): hand over file paths, so no token is copied around by this command.
     if args.git_token_file:

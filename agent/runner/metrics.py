@@ -64,6 +64,10 @@ class AgentMetrics:
         self.webhooks = Counter(
             "pachsync_webhook_requests", "Webhook calls by endpoint and outcome.",
             ["endpoint", "outcome"], registry=r)
+        self.http_refused = Counter(
+            "pachsync_http_refused", "HTTP requests the agent refused before handling them "
+            "(408 slow, 411/413/431 too big or unbounded, 400 truncated, 503 busy).",
+            ["status"], registry=r)
         self.info = Info("pachsync", "Agent build and source.", registry=r)
         self.info.info({"version": version, "source": source, "branch": branch})
 

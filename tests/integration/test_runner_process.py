@@ -107,12 +107,15 @@ def test_agent_process_webhooks_stall_and_clean_logs(
 
         v2 = repo.commit("v2")
         body = json.dumps({"ref": "refs/heads/main"}).encode()
+        stamp = str(int(time.time()))
         forged = agent.call("/webhook/generic", body, {"X-Pachsync-Signature":
-                                                        sign(b"guess", body)})
+                                                        sign(b"guess", body, stamp),
+                                                        "X-Pachsync-Timestamp": stamp})
         assert forged[0] == 401
         assert agent.call("/status")[1]["runs"] == 1  # the forged call triggered nothing
         ok = agent.call("/webhook/generic", body, {"X-Pachsync-Signature":
-                                                    sign(HOOK_SECRET.encode(), body)})
+                                                    sign(HOOK_SECRET.encode(), body, stamp),
+                                                    "X-Pachsync-Timestamp": stamp})
         assert ok == (202, {"triggered": True, "reason": "signed trigger"})
         doc = agent.status_until(applied(v2))
         assert doc["lastApplied"]["commit"] == v2 and doc["runs"] == 2

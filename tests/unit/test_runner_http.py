@@ -49,6 +49,11 @@ def agent() -> Iterator[Agent]:
         server.stop()
 
 
+def signed(body: bytes, secret: bytes = SECRET) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    return {"X-Pachsync-Signature": sign(secret, body, stamp), "X-Pachsync-Timestamp": stamp}
+
+
 def call(url: str, body: bytes | None = None, headers: dict[str, str] | None = None
          ) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, headers=headers or {},
@@ -80,8 +85,7 @@ def test_readyz_flips_after_the_first_sync(agent: Agent) -> None:
 def test_generic_webhook_triggers_a_sync_at_once(agent: Agent) -> None:
     ready(agent)
     body = b'{"ref": "refs/heads/main"}'
-    status, reply = call(agent.base + "/webhook/generic", body,
-                         {"X-Pachsync-Signature": sign(SECRET, body)})
+    status, reply = call(agent.base + "/webhook/generic", body, signed(body))
     assert status == 202 and json.loads(reply)["triggered"] is True
     # Generous timeout: the point is that it runs without waiting for the 1 h interval.
     assert agent.runner.wait_for(lambda s: s.runs == 2, timeout=30)
@@ -105,9 +109,10 @@ def _assert_nothing_triggered(a: Agent) -> None:
 def test_forged_hmac_is_401_and_triggers_nothing(agent: Agent) -> None:
     ready(agent)
     body = b'{"ref": "refs/heads/main"}'
-    for signature in (sign(b"guessed", body), "sha256=" + "0" * 64, ""):
+    for signature in (signed(body, b"guessed")["X-Pachsync-Signature"], "sha256=" + "0" * 64,
+                      ""):
         status, reply = call(agent.base + "/webhook/generic", body,
-                             {"X-Pachsync-Signature": signature})
+                             {**signed(body), "X-Pachsync-Signature": signature})
         assert status == 401 and json.loads(reply)["triggered"] is False
     status, _ = call(agent.base + "/webhook/generic", body)  # no header at all
     assert status == 401
@@ -178,7 +183,6 @@ def test_valid_webhook_while_shutting_down_is_503(agent: Agent) -> None:
     ready(agent)
     agent.runner.stop(wait=True)
     body = b"{}"
-    status, reply = call(agent.base + "/webhook/generic", body,
-                         {"X-Pachsync-Signature": sign(SECRET, body)})
+    status, reply = call(agent.base + "/webhook/generic", body, signed(body))
     assert status == 503 and json.loads(reply)["triggered"] is False
     assert agent.fake.calls == 1

@@ -5,6 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
+import threading
+import warnings
+
+import pytest
 
 from agent.runner import logs
 
@@ -37,3 +42,38 @@ def test_configure_twice_does_not_duplicate_lines() -> None:
     logs.configure("text", stream=out)
     logging.getLogger("pachsync.test").info("once")
     assert out.getvalue().count("once") == 1
+
+
+def test_capture_all_formats_what_would_otherwise_reach_stderr_raw(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uncaught exceptions in any thread, other libraries' warnings and warnings.warn: each a
+    formatted, redacted line (the agent process runs with capture_all)."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # restored after the test
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    out = io.StringIO()
+    logs.configure("json", secrets=["tok-123"], stream=out, capture_all=True)
+    try:
+        def boom() -> None:
+            raise RuntimeError("handler died holding tok-123")
+
+        thread = threading.Thread(target=boom, name="worker-7")
+        thread.start()
+        thread.join()
+        sys.excepthook(ValueError, ValueError("main died"), None)
+        logging.getLogger("some.library").warning("library warning")
+        logging.getLogger("some.library").info("library chatter")  # below WARNING: dropped
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # pytest may have shown it already
+            warnings.warn("deprecated thing", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+    docs = [json.loads(line) for line in out.getvalue().splitlines()]
+    msgs = [d["msg"] for d in docs]
+    assert msgs[:3] == ["uncaught exception in thread worker-7", "uncaught exception",
+                        "library warning"]
+    assert "deprecated thing" in msgs[3] and len(docs) == 4
+    assert "RuntimeError: handler died holding ***" in docs[0]["exception"]
+    assert "tok-123" not in out.getvalue()
