@@ -4,16 +4,28 @@ Each command lives in `agent/commands/<name>.py` and exposes `register(subparser
 its parser and sets `func(args) -> int`. Commands stay thin: the work lives in the layers below
 (`runner`, `sync`, `plan`, `specs`, `source`, `cluster`). Heavy imports happen inside `func`, so
 `pachsync --help` stays fast. Exit codes are decided here and in `agent.errors`, nowhere else.
+
+This is also the output boundary. Commands escape every value they print
+(`agent.util.safetext`); on top of that, while a command runs, sys.stdout and sys.stderr are
+`GuardedStream`s that neutralise any `##vso[` or `##[` the project did not deliberately emit
+(through `agent.commands._output.emit_logging_command`), so nothing a pull request controls can
+become an Azure Pipelines logging command — tracebacks and library warnings included.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import sys
-from collections.abc import Sequence
+import threading
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
 
 from agent.errors import EXIT_ERROR, PachsyncError, exit_code_for
+from agent.util.safetext import LineGuard, one_line
 
 # Order is the order `pachsync --help` lists them.
 COMMANDS = (
@@ -48,7 +60,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class GuardedStream(io.TextIOBase):
+    """A text stream that writes through `LineGuard` to `raw`; `write_trusted` writes one of the
+    project's own logging-command lines as is, at the start of a line."""
+
+    def __init__(self, raw: TextIO) -> None:
+        super().__init__()
+        self.raw = raw
+        self._guard = LineGuard()
+        self._lock = threading.Lock()  # the agent logs from several threads
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self.raw.write(self._guard.feed(text))
+        return len(text)
+
+    def write_trusted(self, line: str) -> None:
+        with self._lock:
+            self.raw.write(self._guard.line_start() + line.rstrip("\n") + "\n")
+
+    def flush(self) -> None:
+        with self._lock:
+            self.raw.write(self._guard.flush())
+            self.raw.flush()
+
+    def finish(self) -> None:
+        """Write out whatever is pending (the command is over: nothing can follow)."""
+        with self._lock:
+            self.raw.write(self._guard.end())
+            self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.raw.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.raw.errors
+
+
+@contextmanager
+def guarded_output() -> Iterator[None]:
+    """sys.stdout and sys.stderr guarded for the duration of the block (once, if nested)."""
+    if isinstance(sys.stdout, GuardedStream):
+        yield
+        return
+    saved = sys.stdout, sys.stderr
+    out, err = GuardedStream(sys.stdout), GuardedStream(sys.stderr)
+    sys.stdout, sys.stderr = out, err
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+        out.finish()
+        err.finish()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with guarded_output():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -57,11 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PachsyncError as exc:
-        print(exc.format(), file=sys.stderr)
+        print(exc.format(show=one_line), file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: its traceback goes through the guard too (exit 1, as Python's)
+        traceback.print_exc()
+        return 1
 
 
 if __name__ == "__main__":

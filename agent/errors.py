@@ -3,15 +3,32 @@
 Every layer raises these (never bare exceptions for expected failures); `agent.cli` turns them
 into messages and exit codes, `agent.runner` decides from their type whether to retry
 (`Transient`), stall until the commit changes (`SpecInvalid`) or report (`Conflict`).
+
+Their texts quote file names and values from the repository or the cluster. Every `format`
+takes `show`, applied to each value (or line) it prints; the CLI passes
+`agent.util.safetext.one_line` (one printable line, never a CI logging command), which this
+module cannot import (both are rank 0 in tests/unit/test_layers.py). The fields keep the raw
+values, for code and for JSON.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 EXIT_OK = 0
 EXIT_CHANGES = 1  # plan --exit-code: changes pending; validate: specs invalid
 EXIT_ERROR = 2
+
+Show = Callable[[str], str]
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def _lines(text: str, show: Show) -> str:
+    return "\n".join(show(line) for line in text.split("\n"))
 
 
 @dataclass(frozen=True)
@@ -30,9 +47,11 @@ class SpecError:
         what = f"{self.path}: {self.message}" if self.path else self.message
         return what + (f" (hint: {self.hint})" if self.hint else "")
 
-    def format(self, severity: str = "") -> str:
-        """`file:line: [severity: ]path: message (hint: …)`, as compilers print it."""
-        return f"{self.file}:{self.line}: " + (f"{severity}: " if severity else "") + self.detail
+    def format(self, severity: str = "", show: Show = _as_is) -> str:
+        """`file:line: [severity: ]path: message (hint: …)`, as compilers print it, with the
+        file name and the detail passed through `show`."""
+        where = f"{show(self.file)}:{self.line}: " + (f"{severity}: " if severity else "")
+        return where + show(self.detail)
 
 
 class PachsyncError(Exception):
@@ -45,8 +64,10 @@ class PachsyncError(Exception):
         self.message = message
         self.hint = hint
 
-    def format(self) -> str:
-        return f"error: {self.message}" + (f"\nhint: {self.hint}" if self.hint else "")
+    def format(self, show: Show = _as_is) -> str:
+        """`error: message` (each of its lines through `show`) and `hint: …`."""
+        return f"error: {_lines(self.message, show)}" + \
+            (f"\nhint: {show(self.hint)}" if self.hint else "")
 
 
 class UsageError(PachsyncError):
@@ -63,8 +84,9 @@ class SpecInvalid(PachsyncError):
         lines = "\n".join(e.format() for e in self.errors)
         super().__init__(f"{len(self.errors)} spec error(s):\n{lines}")
 
-    def format(self) -> str:
-        return self.message
+    def format(self, show: Show = _as_is) -> str:
+        head = f"{len(self.errors)} spec error(s):"
+        return "\n".join([head, *(e.format(show=show) for e in self.errors)])
 
 
 class Transient(PachsyncError):

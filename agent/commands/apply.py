@@ -2,17 +2,18 @@
 
 Thin: options -> agent.sync (prepare, reconcile) -> printed plan and result. Repos first, then
 creates/updates in one Pachyderm transaction, then deletions (only with --prune). `--dry-run`
-prints the plan and changes nothing.
+prints the plan and changes nothing. Output goes through `agent.plan.render` and
+`agent.util.safetext.json_dumps`: names and values from git or the cluster are escaped.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from agent.commands._syncargs import add_policy_args, add_source_args, prepared_from_args
 from agent.errors import EXIT_OK
+from agent.util.safetext import json_dumps
 
 
 def register(subparsers: Any) -> None:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             "repos_created": list(done.repos_created), "pipelines": list(done.applied),
             "deleted": list(done.deleted)}
         data["rpc_count"] = conn.rpc_count
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(json_dumps(data, indent=2, sort_keys=True, default=str))
         return EXIT_OK
     print(render(outcome.plan, "text"))
     if done is None:

@@ -8,9 +8,10 @@ afterwards, or already name a newer commit; 2 on any error.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from agent.util.safetext import json_dumps, one_line
 
 HELP = "point every spec that runs IMAGE at TAG (optionally commit and push)"
 DESCRIPTION = """\
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         allow_older=args.allow_older, dry_run=args.dry_run,
     ))
     if args.format == "json":
-        print(json.dumps(to_json(outcome), indent=2))
+        print(json_dumps(to_json(outcome), indent=2))
     else:
         print(to_text(outcome))
     return 0
@@ -110,7 +111,7 @@ def to_text(outcome: Any) -> str:
     lines = [f"bump-image {plan.image} -> {plan.new_ref}"]
     if outcome.status not in ("changed", "would-change"):
         lines.append(f"nothing to do ({outcome.status}): {outcome.note}")
-        return "\n".join(lines)
+        return "\n".join(one_line(line) for line in lines)
     for f in plan.files:
         for c in f.changes:
             lines.append(f"  {f.file}:{c.line}: {c.old} -> {c.new}")
@@ -121,4 +122,4 @@ def to_text(outcome: Any) -> str:
                      f"({outcome.attempts} attempt(s), {outcome.replays} replay(s))")
     elif outcome.commit:
         lines.append(f"committed {outcome.commit} (not pushed)")
-    return "\n".join(lines)
+    return "\n".join(one_line(line) for line in lines)  # file names and tags come from git

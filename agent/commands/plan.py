@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.commands._syncargs import add_policy_args, add_source_args, prepared_from_args
 from agent.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, SpecInvalid
+from agent.util.safetext import one_line
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     except SpecInvalid as exc:
         if not args.exit_code:
             raise
-        print(exc.format(), file=sys.stderr)
+        print(exc.format(show=one_line), file=sys.stderr)
         return EXIT_ERROR  # with --exit-code, 1 means "valid changes pending", never "invalid"
     conn = connect(resolve(args.pachd))
     try:

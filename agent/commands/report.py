@@ -8,7 +8,6 @@ or its summary (json). Exit 0 when the page was written, 2 when the cluster coul
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from agent.errors import UsageError
     from agent.report.collect import Options, generate
+    from agent.util.safetext import json_dumps, one_line
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -75,21 +75,21 @@ def run(args: argparse.Namespace) -> int:
         files.append(str(screenshot(done.files.html, args.screenshot)))
     if args.format == "json":
         shown = {"files": files, "rpc_count": done.rpc_count, **_brief(done.summary)}
-        print(json.dumps(shown, indent=2, sort_keys=True))
+        print(json_dumps(shown, indent=2, sort_keys=True))
         return 0
     s = done.summary
     best = f"{s['best']['accuracy']:.4f} ({s['best']['model']})" if s["best"] else "-"
-    print(f"report written: {done.files.html}")
+    print(one_line(f"report written: {done.files.html}"))
     if args.screenshot:
-        print(f"  screenshot: {args.screenshot}")
-    print(f"  models: {s['models']}  best: {best}  selected: {len(s['selected'])}  "
-          f"pipelines: {len(s['pipelines'])}")  # fmt: skip
+        print(one_line(f"  screenshot: {args.screenshot}"))
+    print(one_line(f"  models: {s['models']}  best: {best}  selected: {len(s['selected'])}  "
+                   f"pipelines: {len(s['pipelines'])}"))  # fmt: skip
     if "compare" in s:
         c = s["compare"]
-        print(f"  compared with test@{c['commit']}: {c['cells_changed']} cells changed, "
-              f"mean change {c['mean_change']:+.4f}")  # fmt: skip
+        print(one_line(f"  compared with test@{c['commit']}: {c['cells_changed']} cells "
+                       f"changed, mean change {c['mean_change']:+.4f}"))  # fmt: skip
     for warning in s["warnings"]:
-        print(f"  warning: {warning}")
+        print(f"  warning: {one_line(warning)}")
     return 0
 
 

@@ -9,11 +9,11 @@ matching `pachsync.io/spec-hash`), state, last job and its datum counts.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from agent.commands._syncargs import add_pachd_arg
 from agent.errors import EXIT_OK
+from agent.util.safetext import json_dumps, one_line
 
 
 def register(subparsers: Any) -> None:
@@ -70,7 +70,7 @@ def _text(table: list[dict[str, Any]], address: str) -> str:
             f"{job['failed']} failed")
         lines.append(f"{r['name']:<20} {r['sync']:<10} {(r['source_commit'] or '-')[:12]:<12} "
                      f"{r['state'].replace('PIPELINE_', '').lower():<18} {jt}")
-    return "\n".join(lines)
+    return "\n".join(one_line(line) for line in lines)  # names, annotations: cluster data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
     table = rows(live)
     if args.format == "json":
-        print(json.dumps({"pachd": target.address, "pipelines": table}, indent=2,
+        print(json_dumps({"pachd": target.address, "pipelines": table}, indent=2,
                          sort_keys=True))
     else:
         print(_text(table, target.address))

@@ -4,18 +4,23 @@ Registered by `agent.cli`; the work is `agent.specs.check_specs`. Exit 0 when th
 valid, 1 when not (malformed YAML included: it is reported like any other error, never as a
 traceback). `--format json` is for scripts, `--format azure` emits Azure Pipelines logging
 commands so CI annotates the pull request at the offending line.
+
+Everything printed quotes the pull request (file names, keys, values, the offending line), so
+it goes out through `agent.util.safetext`: text lines are `one_line`, JSON is `json_dumps`, and
+the azure format's `##vso[task.logissue ...]` lines are built and written only by
+`agent.commands._output.emit_logging_command`, which escapes their properties and message.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from agent.commands._syncargs import specs_dir_problem
 from agent.errors import EXIT_CHANGES, EXIT_OK, UsageError
+from agent.util.safetext import json_dumps, one_line
 
 FORMATS = ("text", "json", "azure")
 
@@ -59,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     report = check_specs(specs_dir, root=root)
     if args.format == "text":
         print(_text(report, specs_dir, root))
+    elif args.format == "json":
+        print(_json(report, specs_dir))
     else:
-        print({"json": _json, "azure": _azure}[args.format](report, specs_dir))
+        _azure(report, specs_dir)
     return EXIT_CHANGES if report.errors else EXIT_OK
 
 
@@ -75,31 +82,33 @@ def _root_for(specs_dir: Path) -> Path:
 def _text(report: Any, specs_dir: Path, root: Path | None = None) -> str:
     lines = []
     for error in report.errors:
-        lines += [error.format(), *_snippet(root, error)]
+        lines += [error.format(show=one_line), *map(one_line, _snippet(root, error))]
     for warning in report.warnings:
-        lines += [warning.format("warning"), *_snippet(root, warning)]
+        lines += [warning.format("warning", one_line), *map(one_line, _snippet(root, warning))]
     if report.errors:
         files = len({e.file for e in report.errors})
-        lines.append(f"{len(report.errors)} error(s) in {files} file(s): {specs_dir} is invalid")
+        lines.append(f"{len(report.errors)} error(s) in {files} file(s): "
+                     f"{one_line(str(specs_dir))} is invalid")
     else:
         state = report.state
         order = " -> ".join(p.name for p in state.pipelines) or "no pipelines"
-        lines.append(
+        lines.append(one_line(
             f"{specs_dir} is valid: {len(state.repos)} input repo(s), "
             f"{len(state.pipelines)} pipeline(s) ({order})"
-        )
+        ))
     return "\n".join(lines)
 
 
 def _snippet(root: Path | None, e: Any) -> list[str]:
-    """The offending line of the file, indented under the message, as DVC and compilers do."""
+    """The offending line of the file, indented under the message, as DVC and compilers do;
+    read as the specs were (agent.specs.safefs: never through a link, never a FIFO or device,
+    at most 1 MiB), so a snippet cannot print a file outside the checkout."""
+    from agent.specs.safefs import read_line
+
     if root is None or e.line < 1:
         return []
-    try:
-        text = (root / e.file).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    return [f"  {e.line:>4} | {text[e.line - 1]}"] if e.line <= len(text) else []
+    text = read_line(str(root), e.file, e.line)
+    return [f"  {e.line:>4} | {text[:200]}"] if text is not None else []
 
 
 def _json(report: Any, specs_dir: Path) -> str:
@@ -117,15 +126,17 @@ def _json(report: Any, specs_dir: Path) -> str:
         if state
         else [],
     }
-    return json.dumps(doc, indent=2)
+    return json_dumps(doc, indent=2)
 
 
-def _azure(report: Any, specs_dir: Path) -> str:
-    def issue(kind: str, e: Any) -> str:
-        text = e.detail.replace("%", "%AZP25").replace("\r", "%0D").replace("\n", "%0A")
-        return f"##vso[task.logissue type={kind};sourcepath={e.file};linenumber={e.line}]{text}"
+def _azure(report: Any, specs_dir: Path) -> None:
+    """One `task.logissue` per problem (sourcepath and message shown as `one_line`, then
+    escaped as Azure documents), then the summary line."""
+    from agent.commands._output import emit_logging_command
 
-    lines = [issue("error", e) for e in report.errors]
-    lines += [issue("warning", w) for w in report.warnings]
-    lines.append(_text(report, specs_dir).splitlines()[-1])
-    return "\n".join(lines)
+    for kind, problems in (("error", report.errors), ("warning", report.warnings)):
+        for e in problems:
+            emit_logging_command("task.logissue",
+                                 {"type": kind, "sourcepath": e.file, "linenumber": e.line},
+                                 e.detail)
+    print(_text(report, specs_dir).splitlines()[-1])

@@ -2,6 +2,11 @@
 
 Called by the `plan` and `apply` commands and by CI (`pachsync plan --format markdown`). The
 Markdown form has a summary table, the field-level diffs and the pipeline DAG as a Mermaid graph.
+
+Names, reasons, diff values, warnings and the source id come from git or from the cluster, so
+each form shows them through `agent.util.safetext`: every text line is `one_line`, JSON is
+`json_dumps`, and Markdown escapes each value for its place (table cell, code, code block,
+Mermaid label), so no value can print a CI logging command or break the PR comment.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from agent.plan.model import (
     UPDATE,
     PipelineChange,
     Plan,
+)
+from agent.util.safetext import (
+    html_code,
+    json_dumps,
+    md_code,
+    md_fence,
+    md_text,
+    mermaid_label,
+    one_line,
 )
 
 SYMBOLS = {CREATE: "+", UPDATE: "~", DELETE: "-", DRIFT: "!", UNCHANGED: "=", ORPHAN: "?",
@@ -84,7 +98,7 @@ def render_text(p: Plan, verbose: bool = True) -> str:
     lines += [f"warning: {w}" for w in p.warnings]
     lines += [f"conflict: {c}" for c in p.conflicts]
     lines.append("Summary: " + summary(p))
-    return "\n".join(lines)
+    return "\n".join(one_line(line) for line in lines)
 
 
 def to_dict(p: Plan) -> dict[str, Any]:
@@ -112,7 +126,7 @@ def to_dict(p: Plan) -> dict[str, Any]:
 
 
 def render_json(p: Plan) -> str:
-    return json.dumps(to_dict(p), indent=2, sort_keys=True, default=str)
+    return json_dumps(to_dict(p), indent=2, sort_keys=True, default=str)
 
 
 def _mermaid_id(name: str) -> str:
@@ -124,9 +138,10 @@ def mermaid(p: Plan) -> list[str]:
     lines = ["```mermaid", "graph LR"]
     pipes = {c.name: c for c in p.pipelines}
     sources = sorted({up for up, _ in p.edges if up not in pipes} | {r.name for r in p.repos})
-    lines += [f"  {_mermaid_id(r)}[({r})]" for r in sources]
+    lines += [f"  {_mermaid_id(r)}[({mermaid_label(r)})]" for r in sources]
     for c in p.pipelines:
-        lines.append(f'  {_mermaid_id(c.name)}["{c.name}<br/>{describe(c)}"]:::{c.action}')
+        label = f"{mermaid_label(c.name)}<br/>{describe(c)}"
+        lines.append(f'  {_mermaid_id(c.name)}["{label}"]:::{c.action}')
     lines += [f"  {_mermaid_id(a)} --> {_mermaid_id(b)}" for a, b in p.edges]
     styles = {CREATE: "#d4f7d4", UPDATE: "#fff2b3", DELETE: "#f7d4d4", DRIFT: "#ffd8a8",
               UNCHANGED: "#eeeeee", ORPHAN: "#e0e0ff", UNMANAGED: "#ffffff", CONFLICT: "#ff9999"}
@@ -137,23 +152,24 @@ def mermaid(p: Plan) -> list[str]:
 
 def render_markdown(p: Plan) -> str:
     commit = short_commit(p.policy.commit) or "no git commit"
-    lines = [f"### pachsync plan for `{commit}`", "", f"**{summary(p)}**", ""]
+    lines = [f"### pachsync plan for {md_code(commit)}", "", f"**{md_text(summary(p))}**", ""]
     lines += ["| pipeline | action | reprocess | datums re-run | why |", "|---|---|---|---|---|"]
     for c in p.pipelines:
         rep = "yes" if c.reprocess and c.action in (UPDATE, DRIFT) else ""
         datums = "" if not rep or c.datums is None else str(c.datums)
-        why = (c.reason + (f"; {c.reprocess_reason}" if rep else "")).replace("|", "\\|")
-        lines.append(f"| `{c.name}` | {SYMBOLS[c.action]} {describe(c)} | {rep} | {datums} | {why} |")  # noqa: E501
+        why = md_text(c.reason + (f"; {c.reprocess_reason}" if rep else ""))
+        lines.append(f"| {md_code(c.name)} | {SYMBOLS[c.action]} {describe(c)} | {rep} | {datums} | {why} |")  # noqa: E501
     if p.repos_to_create:
-        lines += ["", "Input repos to create: " + ", ".join(f"`{r.name}`" for r in p.repos_to_create)]  # noqa: E501
+        lines += ["", "Input repos to create: " + ", ".join(md_code(r.name) for r in p.repos_to_create)]  # noqa: E501
     for c in p.pipelines:
         if c.action in (UPDATE, DRIFT) and c.diffs:
-            lines += ["", f"<details><summary><code>{c.name}</code>: {len(c.diffs)} field(s) "
-                      f"changed</summary>", "", "```diff"]
-            for d in c.diffs:
-                lines += [f"- {d.path}: {_short(d.before)}", f"+ {d.path}: {_short(d.after)}"]
-            lines += ["```", "</details>"]
-    lines += [""] + [f"> warning: {w}" for w in p.warnings] + [f"> conflict: {c}" for c in p.conflicts]  # noqa: E501
+            lines += ["", f"<details><summary>{html_code(c.name)}: {len(c.diffs)} field(s) "
+                      f"changed</summary>", ""]
+            changes = [f"{sign} {d.path}: {_short(value)}" for d in c.diffs
+                       for sign, value in (("-", d.before), ("+", d.after))]
+            lines += [*md_fence(changes, "diff"), "</details>"]
+    lines += [""] + [f"> warning: {md_text(w)}" for w in p.warnings]
+    lines += [f"> conflict: {md_text(c)}" for c in p.conflicts]
     lines += ["", "#### Pipeline DAG", ""] + mermaid(p)
     return "\n".join(lines) + "\n"
 
