@@ -217,9 +217,11 @@ def _record(started: float, t0: float, commit: str | None,
             conn: Connection | None, outcome: Outcome | None, result: str,
             errors: tuple[str, ...], kind: str | None) -> SyncResult:
     p = outcome.plan if outcome else None
+    # Answers lost during apply and settled by re-observing the cluster are reported too.
+    notes = outcome.applied.notes if (outcome and outcome.applied) else ()
     return SyncResult(
         commit=commit, result=result, started_at=started, duration_s=time.perf_counter() - t0,
-        actions=_actions(p) if p else {}, errors=errors + (p.warnings if p else ()),
+        actions=_actions(p) if p else {}, errors=errors + notes + (p.warnings if p else ()),
         error_kind=kind,
         drift_detected=sum(1 for c in p.pipelines if c.action == DRIFT) if p else 0,
         out_of_sync=out_of_sync(p, outcome.applied is not None) if (p and outcome) else 0,

@@ -5,6 +5,8 @@ Called by every command and by `agent.sync` through `connect(target)`. The count
 at most 3 RPCs) and `SyncResult.rpc_count`. `rpc_errors()` is the one boundary where
 `grpc.RpcError` becomes an `agent.errors` type: unreachable/overloaded -> Transient, an existing
 thing or a failed precondition -> Conflict, anything else -> PachsyncError with the server text.
+`outcome_unknown()` tells a refusal (nothing changed) from a failure that may have come after the
+server acted (`agent.cluster.apply` then re-observes the cluster instead of guessing).
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
               grpc.StatusCode.CANCELLED}
 _CONFLICT = {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
+# Answers that say the server refused the call, so it changed nothing. Any other failure of a
+# call that was sent (lost or oversized answer, timeout, broken connection, internal error) may
+# have come after the server acted.
+_REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED}
 
 
 DEFAULT_TIMEOUT_S = 300.0  # no call may hang a sync forever (a stuck pachd = Transient)
@@ -211,6 +220,16 @@ def map_error(exc: BaseException, what: str, target: PachdTarget | None = None) 
     if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
         return PachsyncError(text, hint="set PACH_PYTHON_AUTH_TOKEN or PACHSYNC_AUTH_TOKEN_FILE")
     return PachsyncError(text)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """True when a failed call may still have taken effect: look before reporting it failed."""
+    if isinstance(exc, ConnectionError):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code not in _REFUSED
+    return False
 
 
 @contextmanager
