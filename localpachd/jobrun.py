@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import logs, pps_spec
-from localpachd.blobs import BlobRef
+from localpachd.blobs import CHUNK, BlobRef
 from localpachd.datums import (
     Datum,
     DatumError,
@@ -32,13 +32,13 @@ from localpachd.datums import (
     check_duplicate_outputs,
     compute_datums,
 )
+from localpachd.outputs import OutputFile, Reader
 from localpachd.pfs import files, model
 from localpachd.pps import db
 from localpachd.store import Tx
 from localpachd.worker import (
     DatumResult,
     JobContext,
-    OutputFile,
     copy_file,
     remove_tree,
     run_datum,
@@ -288,8 +288,15 @@ class JobRun:
         log_path = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
         _empty_log(log_path)
 
-        def ingest(p: Any) -> tuple[str, int]:
-            ref = blobs.ingest(p)
+        def ingest(src: Reader) -> tuple[str, int]:
+            w = blobs.writer()
+            try:
+                while chunk := src.read(CHUNK):
+                    w.write(chunk)
+                ref = w.commit()
+            except BaseException:
+                w.abort()
+                raise
             return ref.hash, ref.size
 
         with self.engine.slots:  # held while the datum runs: the machine-wide cap

@@ -16,14 +16,17 @@ from google.protobuf.json_format import MessageToDict
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd.datums import clean_glob
+from localpachd.safepath import is_single_name
 
 DEFAULT_IMAGE = "ubuntu:20.04"
 DEFAULT_DATUM_TRIES = 3
 REPROCESS_UNTIL_SUCCESS = "until_success"
 REPROCESS_EVERY_JOB = "every_job"
 MAX_NAME_LEN = 51
-_NAME_RX = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+_NAME_RX = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
 _COMPOSITES = ("cross", "union", "join", "group")
+# Pachyderm 2.7 (pps server validateName): /pfs/out collects the output, /pfs/.env is reserved.
+RESERVED_INPUT_NAMES = ("out", ".env")
 
 # Details fields copied from the CreatePipelineRequest (same names in both messages).
 DETAIL_FIELDS = (
@@ -69,10 +72,30 @@ def validate_name(name: str) -> None:
             f"pipeline name {name!r} is {len(name)} characters long, "
             f"but must have at most {MAX_NAME_LEN} characters"
         )
-    if not _NAME_RX.match(name):
+    if not _NAME_RX.fullmatch(name):  # `$` would also match before a final newline
         raise SpecInvalid(
             f"pipeline name {name!r} must start with an alphanumeric character and contain "
             "only alphanumeric characters, '_' and '-'"
+        )
+
+
+def validate_input_name(name: str, where: str = "input") -> None:
+    """Pachyderm 2.7's rule for a (defaulted) pfs input name, with its texts, plus what
+    localpachd needs to make `/pfs/<name>` one directory and `$<name>` one environment variable
+    (Pachyderm 2.7 does not check these, and joins the name to its /pfs path as given)."""
+    if not name:
+        raise SpecInvalid("input must specify a name")
+    if name in RESERVED_INPUT_NAMES:
+        raise SpecInvalid(f"input cannot be named {name}")
+    if not is_single_name(name):
+        raise SpecInvalid(
+            f"{where}.pfs: input name {name!r} is invalid: it must be a single directory name "
+            "under /pfs (not empty, '.' or '..', without '/' or NUL): set `name` to one"
+        )
+    if "=" in name:
+        raise SpecInvalid(
+            f"{where}.pfs: input name {name!r} is invalid: '=' cannot be part of the name of "
+            "the environment variable that holds the input's path: set `name` without it"
         )
 
 
@@ -94,6 +117,7 @@ def _validate_input(inp: pps_pb2.Input, where: str, names: list[str]) -> None:
             raise SpecInvalid(f"{where}.pfs: input cannot specify a commit")
         if pfs.outer_join and not pfs.join_on:
             raise SpecInvalid(f"{where}.pfs: outer joins are only supported on join inputs")
+        validate_input_name(pfs.name or pfs.repo, where)
         names.append(pfs.name or pfs.repo)
         return
     if kind == "cron":

@@ -6,8 +6,10 @@ Called by `localpachd.jobs` from its datum threads. For each datum it lays out a
 `PPS_PIPELINE_NAME`, `PPS_PROJECT_NAME`, `transform.env`), rewrites `/pfs` in cmd, stdin and env
 values to the scratch `pfs` directory (a real `/pfs` cannot exist on every machine), replaces
 `python3`/`python` by the interpreter localpachd runs under, and hands a `DatumRun` to the
-`Runtime`. Attempts are retried up to `datum_tries`; outputs are collected only from a
-successful attempt, so a failed or killed attempt never leaks half-written files.
+`Runtime`. Attempts are retried up to `datum_tries`; outputs are collected (`localpachd.outputs`:
+bounded, links never followed out of the datum's /pfs) only from a successful attempt, so a failed
+or killed attempt never leaks half-written files; output that cannot be stored fails the attempt.
+Every path built from a name goes through `localpachd.safepath.safe_join`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localpachd.datums import Datum, RepoFile
+from localpachd.outputs import DEFAULT_LIMITS, Ingest, Limits, OutputError, OutputFile, collect
 from localpachd.runtime import DatumOutcome, DatumRun, Runtime
+from localpachd.safepath import UnsafePath, safe_join
 
 _PFS_RX = re.compile(r"(?<![\w./-])/pfs(?=/|$|[^\w.-])")
 _PYTHON_RX = re.compile(r"^python(3(\.\d+)?)?$")
@@ -31,7 +35,6 @@ _PYTHON_RX = re.compile(r"^python(3(\.\d+)?)?$")
 MAX_RESTARTS = 10  # RestartDatum requests honoured per datum run
 
 Materialize = Callable[[RepoFile, Path], None]  # copy one input file's content to a path
-Ingest = Callable[[Path], tuple[str, int]]  # store an output file: (content hash, size)
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,6 @@ class JobContext:
     datum_tries: int = 3
     err_cmd: tuple[str, ...] = ()
     err_stdin: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class OutputFile:
-    path: str  # "/model_C1_G2.pkl"
-    hash: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -104,7 +100,7 @@ def build_env(
     env.update({k: rewrite_pfs(v, pfs_root) for k, v in ctx.env.items()})
     for inp in datum.inputs:
         rel = inp.path.strip("/")
-        env[inp.name] = str(pfs_root / inp.name / rel) if rel else str(pfs_root / inp.name)
+        env[inp.name] = str(safe_join(pfs_root, inp.name, *([rel] if rel else [])))
         env[f"{inp.name}_COMMIT"] = inp.commit
     env.update(
         PACH_JOB_ID=ctx.job_id,
@@ -124,16 +120,19 @@ def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
     directories that this datum also needs are kept, emptied and their mode reset; every other
     file and directory is removed. Creating and removing directories is what costs on ext4
     (~4 ms per datum for the iris model's 8 directories, against ~0.1 ms for its files), and a
-    datum's tree is built ~1,000 times a job. Each call is a GIL round trip in the server too."""
+    datum's tree is built ~1,000 times a job. Each call is a GIL round trip in the server too.
+    Raises UnsafePath, before touching anything, if a name or path would leave `root/pfs`."""
     pfs_root = root / "pfs"
     needed = {root, pfs_root, pfs_root / "out"}
+    dests = [(f, safe_join(pfs_root, inp.name, f.path.lstrip("/")))
+             for inp in datum.inputs for f in inp.files]  # fmt: skip
     for inp in datum.inputs:
-        needed.add(pfs_root / inp.name)
-        for f in inp.files:
-            parent = (pfs_root / inp.name / f.path.lstrip("/")).parent
-            while parent not in needed and parent != pfs_root:
-                needed.add(parent)
-                parent = parent.parent
+        needed.add(safe_join(pfs_root, inp.name))
+    for _f, dest in dests:
+        parent = dest.parent
+        while parent not in needed and parent != pfs_root:
+            needed.add(parent)
+            parent = parent.parent
     if os.path.lexists(root):
         try:
             if root.is_symlink() or not root.is_dir():
@@ -148,9 +147,8 @@ def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
             pass  # kept from the earlier datum, already emptied
         except FileNotFoundError:
             os.makedirs(d)  # root's own parents
-    for inp in datum.inputs:
-        for f in inp.files:
-            materialize(f, pfs_root / inp.name / f.path.lstrip("/"))
+    for f, dest in dests:
+        materialize(f, dest)
     return pfs_root
 
 
@@ -215,20 +213,6 @@ def remove_tree(root: Path) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def collect_outputs(out_dir: Path, ingest: Ingest) -> tuple[OutputFile, ...]:
-    """Every regular file under pfs/out (symlinks followed, as Pachyderm uploads them)."""
-    found: list[OutputFile] = []
-    for dirpath, _dirs, files in os.walk(out_dir, followlinks=True):
-        for name in files:
-            p = Path(dirpath) / name
-            if not p.is_file():
-                continue
-            digest, size = ingest(p)
-            rel = "/" + p.relative_to(out_dir).as_posix()
-            found.append(OutputFile(rel, digest, size))
-    return tuple(sorted(found, key=lambda o: o.path))
-
-
 def _cwd(ctx: JobContext, root: Path, pfs_root: Path) -> Path:
     if not ctx.working_dir:
         return root
@@ -281,19 +265,52 @@ def run_datum(
     cancelled: Callable[[], bool] = lambda: False,
     restarted: Callable[[], bool] = lambda: False,
     reuse_root: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> DatumResult:
     """Run one datum with up to `datum_tries` attempts; outputs only from a successful one.
 
     `restarted()` tells (once) that the last attempt was killed by RestartDatum: that attempt
-    does not count as a try. After the last failed try, `err_cmd` may recover the datum. The
-    log's directory must exist. `root` is removed at the end, unless `reuse_root` (a worker
-    slot: the next datum's `layout` empties it, the caller removes it when the job is done).
+    does not count as a try. An attempt whose output cannot be stored (`localpachd.outputs`,
+    within `limits`) fails like a non-zero exit. After the last failed try, `err_cmd` may
+    recover the datum. The log's directory must exist. `root` is removed at the end, unless
+    `reuse_root` (a worker slot: the next datum's `layout` empties it, the caller removes it
+    when the job is done). A name that would lay the datum out beyond `root` fails it at once.
     """
     if not ctx.cmd:
         # Real Pachyderm falls back to the image's entrypoint; there is no image here.
         reason = "transform.cmd is empty: localpachd runs no image, so it needs a command"
         _log(log_path, reason)
         return DatumResult(False, 0, reason=reason)
+    try:
+        return _attempts(ctx, datum, root, log_path, runtime, materialize,
+                         _Collect(ingest, limits, cancelled), restarted, reuse_root)  # fmt: skip
+    except UnsafePath as exc:
+        reason = f"the datum's inputs cannot be laid out: {exc}"
+        _log(log_path, reason)
+        _done(root, reuse_root)
+        return DatumResult(False, 1, reason=reason)
+
+
+@dataclass(frozen=True)
+class _Collect:
+    ingest: Ingest
+    limits: Limits
+    cancelled: Callable[[], bool]
+
+    def __call__(self, pfs_root: Path, log_path: Path) -> tuple[OutputFile, ...]:
+        """The attempt's outputs; raises OutputError (the reason) if they cannot be stored."""
+        got = collect(str(pfs_root / "out"), str(pfs_root), self.ingest, self.limits,
+                      self.cancelled)  # fmt: skip
+        for note in got.notes:
+            _log(log_path, note)
+        return got.files
+
+
+def _attempts(
+    ctx: JobContext, datum: Datum, root: Path, log_path: Path, runtime: Runtime,
+    materialize: Materialize, outputs: _Collect, restarted: Callable[[], bool], reuse_root: bool,
+) -> DatumResult:  # fmt: skip
+    cancelled = outputs.cancelled
     reason, tries, attempt, restarts = "", max(1, ctx.datum_tries), 0, 0
     while attempt < tries and not cancelled():
         attempt += 1
@@ -307,9 +324,14 @@ def run_datum(
         outcome = runtime.run(run)
         ok = outcome.returncode == 0 or outcome.returncode in ctx.accept_return_code
         if ok and not outcome.timed_out and not cancelled():
-            outputs = collect_outputs(pfs_root / "out", ingest)
+            try:
+                files = outputs(pfs_root, log_path)
+            except OutputError as exc:
+                reason = str(exc)
+                _log(log_path, f"attempt {attempt}/{tries} failed: {reason}")
+                continue
             _done(root, reuse_root)
-            return DatumResult(True, attempt, outputs, upload_bytes=sum(o.size for o in outputs))
+            return DatumResult(True, attempt, files, upload_bytes=sum(o.size for o in files))
         if restarted() and restarts < MAX_RESTARTS and not cancelled():
             restarts, attempt = restarts + 1, attempt - 1
             _log(log_path, "datum restarted (RestartDatum)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from localpachd.datums import Datum, DatumInput, RepoFile
+from localpachd.outputs import Reader
 from localpachd.runtime import make_runtime
 from localpachd.worker import JobContext, build_argv, rewrite_pfs, run_datum
 
@@ -23,8 +24,8 @@ def materialize(f: RepoFile, dest: Path) -> None:
 STORED: dict[str, bytes] = {}
 
 
-def ingest(p: Path) -> tuple[str, int]:
-    data = p.read_bytes()
+def ingest(src: Reader) -> tuple[str, int]:
+    data = src.read()
     STORED[hashlib.sha256(data).hexdigest()] = data
     return hashlib.sha256(data).hexdigest(), len(data)
 

@@ -113,3 +113,28 @@ def test_union_may_repeat_names_and_parallelism_is_capped() -> None:
     spec = pps_spec.with_defaults(req(parallelism_spec=pps_pb2.ParallelismSpec(constant=8)))
     assert pps_spec.parallelism(spec, cap=2) == 2
     assert pps_spec.parallelism(pps_spec.with_defaults(req()), cap=2) == 1
+
+
+@pytest.mark.parametrize("name", ["p\n", "p\r\n", "p\x00", "p/q", "p q", "é"])
+def test_pipeline_names_with_a_trailing_newline_or_odd_characters_are_refused(name: str) -> None:
+    """The name becomes a directory of logs and a repo: `$` also matched before a final newline."""
+    with pytest.raises(SpecInvalid, match="alphanumeric"):
+        pps_spec.validate(req(name))
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("out", "^input cannot be named out$"), (".env", "^input cannot be named .env$"),
+    ("..", "single directory name"), ("a/b", "single directory name"),
+    ("x\x00", "single directory name"), ("a=b", "'='"),
+])  # fmt: skip
+def test_input_names_pachyderm_or_the_scratch_tree_cannot_take(name: str, text: str) -> None:
+    inp = pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="d", glob="/", name=name))
+    with pytest.raises(SpecInvalid, match=text):
+        pps_spec.validate(req(input=inp))
+    union = pps_pb2.Input(union=[pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="d", glob="/")), inp])
+    with pytest.raises(SpecInvalid, match=text):
+        pps_spec.validate(req(input=union))
+    repo_named = pps_pb2.Input(pfs=pps_pb2.PFSInput(repo=name, glob="/"))
+    if name in pps_spec.RESERVED_INPUT_NAMES:  # the name defaults to the repo
+        with pytest.raises(SpecInvalid, match=text):
+            pps_spec.validate(req(input=repo_named))
