@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         sock.setblocking(True)
         sock.settimeout(self.limits.write_timeout_s)  # a client that never reads cannot pin us
         self.rfile = io.BytesIO(raw)
-        self.wfile = sock.makefile("wb")
+        self.wfile = _SendAll(sock)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         path = self.path.split("?", 1)[0]
@@ -188,6 +188,23 @@ class _Handler(BaseHTTPRequestHandler):
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
         _log.info("http request refused", extra={"fields": {
             "event": "http", "reason": format % args, "client": self.client_address[0]}})
+
+
+class _SendAll(io.BufferedIOBase):
+    """The handler's wfile: every write is one `sendall`, whose timeout bounds the whole write
+    (a buffered socket file would allow a timeout per partial send: a trickling reader could
+    keep a worker for ever)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.sendall(data)
+        return len(data)
 
 
 def _bind(host: str, port: int) -> socket.socket:
