@@ -20,6 +20,10 @@ Extension points for pps
 - Errors: servicers raise `localpachd.errors` types (NotFound, AlreadyExists, InvalidArgument,
   FailedPrecondition, ...); the interceptor below turns them into gRPC status codes with their text.
   Any other exception becomes INTERNAL with its message (and is logged). Never call context.abort.
+- Limits: request and response sizes are Pachyderm's 20 MiB (`localpachd.limits`). A servicer
+  method that blocks until some state is reached waits through `localpachd.waits.wait_until`, and
+  a stream that lasts until the client leaves is listed in `localpachd.waits.STREAMS`: both take
+  a bounded wait slot, so blocking calls never hold every handler thread.
 - PFS helpers for the job engine: `localpachd.pfs.model` (commits, branches, provenance, finish with
   `error`) and `localpachd.pfs.files` (`tree`, `replace_tree`, `write_entries`).
 """
@@ -38,16 +42,14 @@ from typing import Any
 
 import grpc
 
-from localpachd import errors, waits
+from localpachd import errors, limits, waits
 from localpachd.store import Store
 from localpachd.waits import WaitSlots
 
 log = logging.getLogger("localpachd")
 
-MAX_MESSAGE = 64 * 1024 * 1024  # Pachyderm accepts 20 MiB messages; keep headroom
 GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
+    *limits.GRPC_OPTIONS,  # Pachyderm's 20 MiB messages (localpachd.limits)
     ("grpc.so_reuseport", 0),
     ("grpc.http2.bdp_probe", 0),  # no window growth: receive memory bounded per message
 ]
@@ -116,6 +118,7 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(details)
         if handler is None:
             return None
+        handler = limits.bounded(handler)  # oversized requests fail before the servicer runs
         meta = dict(details.invocation_metadata or ())
         token = self.ctx.config.auth_token
         if token is not None and not hmac.compare_digest(
@@ -126,7 +129,8 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
         if txn and self.ctx.transactions.is_transactional(details.method):
             txn_method = details.method
             return _replace(handler, lambda fn: _guard(
-                lambda req, c: self.ctx.transactions.record(self.ctx, txn, txn_method, req),
+                lambda req, c: self.ctx.transactions.record(self.ctx, txn, txn_method,
+                                                            limits.check(req)),
                 txn_method))
         method = details.method
         return _replace(handler, lambda fn: _guard(fn, method),

@@ -18,6 +18,10 @@ Semantics (as Pachyderm): recording a call first dry-runs every recorded call pl
 the new one fails, its error is returned and it is not recorded. FinishTransaction applies all
 calls in order in ONE store transaction: if any fails, nothing is applied and the transaction
 stays, as in Pachyderm. Every commit started inside has the transaction's ID as its commit-set ID.
+Like Pachyderm 2.7's, the TransactionInfo that FinishTransaction, BatchTransaction and
+InspectTransaction answer echoes every request with its response; where that would exceed the
+20 MiB a client accepts, the requests are left out (`localpachd.limits.fit`), so an applied
+transaction is never reported as failed.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.transaction import transaction_pb2 as tpb
 from python_pachyderm.proto.v2.transaction import transaction_pb2_grpc as tgrpc
 
-from localpachd import errors
+from localpachd import errors, limits
 from localpachd.store import Tx
 
 Apply = Callable[[Any, Tx, Any], "message.Message | None"]
@@ -121,7 +125,7 @@ class Registry:
             del info.responses[:]
             info.responses.extend(_response(r) for r in self._run(ctx, tx, self._ops(tx, txn)))
             _delete(tx, txn)
-        return info
+            return limits.fit(info)  # inside the write: if it cannot be answered, undo it all
 
     def batch(self, ctx: Any, requests: list[tpb.TransactionRequest]) -> tpb.TransactionInfo:
         info = tpb.TransactionInfo(transaction=tpb.Transaction(id=uuid.uuid4().hex))
@@ -133,7 +137,7 @@ class Registry:
                 ops.append((self._by_field(name), getattr(treq, name)))
                 info.requests.append(treq)
             info.responses.extend(_response(r) for r in self._run(ctx, tx, ops))
-        return info
+            return limits.fit(info)
 
     def info(self, tx: Tx, txn: str) -> tpb.TransactionInfo:
         row = tx.one("SELECT id, started FROM transactions WHERE id=?", (txn,))
@@ -189,12 +193,13 @@ class TransactionServicer(tgrpc.APIServicer):  # type: ignore[misc]
 
     def InspectTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self.ctx.store.read() as tx:
-            return self.reg.info(tx, request.transaction.id)
+            return limits.fit(self.reg.info(tx, request.transaction.id))
 
     def ListTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self.ctx.store.read() as tx:
             ids = [r["id"] for r in tx.q("SELECT id FROM transactions ORDER BY started")]
-            return tpb.TransactionInfos(transaction_info=[self.reg.info(tx, i) for i in ids])
+            return limits.fit(tpb.TransactionInfos(
+                transaction_info=[self.reg.info(tx, i) for i in ids]))
 
     def DeleteTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self.ctx.store.write() as tx:
