@@ -87,7 +87,8 @@ class WaitSlots:
                 raise errors.ResourceExhausted(
                     f"{what} would wait, but all {self.total} wait slots of localpachd are in "
                     "use (each waiting call holds a server thread; the other threads are kept "
-                    "for ordinary calls): retry later, or start localpachd with more workers")
+                    "for ordinary calls): retry once some waits have returned, or give the "
+                    "server more threads (its `workers` option)")
             if self._by_peer[peer] >= self.per_peer:
                 self.refused += 1
                 raise errors.ResourceExhausted(
