@@ -35,6 +35,7 @@ from localpachd.datums import (
 from localpachd.outputs import OutputFile, Reader
 from localpachd.pfs import files, model
 from localpachd.pps import db
+from localpachd.safepath import safe_join
 from localpachd.store import Tx
 from localpachd.worker import (
     DatumResult,
@@ -241,7 +242,7 @@ class JobRun:
         # process orphaned by a crash never writes into a later run's scratch.
         log_dir = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, "x")
         log_dir.parent.mkdir(parents=True, exist_ok=True)
-        scratch = self.engine.scratch / f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}"
+        scratch = safe_join(self.engine.scratch, f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}")
         scratch.mkdir(parents=True)
         # One scratch tree per worker, reused datum after datum (see worker.layout).
         slots: queue.SimpleQueue[Path] = queue.SimpleQueue()

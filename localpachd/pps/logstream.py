@@ -2,7 +2,9 @@
 
 Called by the pps servicer. Logs are the files `localpachd.logs` keeps per datum; with `follow`
 the stream keeps polling for new lines until the job is terminal (job scope) or the client
-goes away (pipeline scope), like `pachctl logs -f`.
+goes away (pipeline scope), like `pachctl logs -f`. Memory stays bounded whatever the logs'
+size: lines are read and sent one at a time (`localpachd.logs` cuts a line at MAX_LINE bytes),
+and `tail` is a counting pass followed by a skipping one, not a buffer of the last lines.
 """
 
 from __future__ import annotations
@@ -61,12 +63,26 @@ def _message(line: logs.LogLine, inputs: list[dict[str, Any]]) -> pps_pb2.LogMes
     return msg
 
 
+def _tails(
+    data_dir: Any, req: Any, jobs: list[db.JobRow], inputs: dict[str, dict[str, Any]],
+    tails: dict[str, logs.Tail],
+) -> Iterator[tuple[logs.Tail, db.JobRow, list[dict[str, Any]]]]:  # fmt: skip
+    """The wanted log files of `jobs` (datum and data filters applied), each with its Tail."""
+    for job in jobs:
+        for path in logs.job_files(data_dir, job.project, job.pipeline, job.id):
+            did = path.stem
+            if req.datum.id and did != req.datum.id:
+                continue
+            if not _wanted(inputs[job.id].get(did, []), list(req.data_filters)):
+                continue
+            tail = tails.setdefault(str(path), logs.Tail(path, job.project, job.pipeline, job.id))
+            yield tail, job, inputs[job.id].get(did, [])
+
+
 def get_logs(ctx: Any, req: Any, context: Any) -> Iterator[pps_pb2.LogMessage]:
-    data_dir = ctx.store.data_dir
-    datum_id = req.datum.id
-    filters = list(req.data_filters)
+    """Streams: one line in memory at a time (at most `logs.MAX_LINE` bytes of it). `tail`
+    counts the lines first (up to each file's size then) and skips all but the last ones."""
     tails: dict[str, logs.Tail] = {}
-    pending: list[pps_pb2.LogMessage] = []
     first = True
     ctx.pps_engine.sync()  # once: later polls only read (the engine keeps job rows current)
     while True:
@@ -74,23 +90,22 @@ def get_logs(ctx: Any, req: Any, context: Any) -> Iterator[pps_pb2.LogMessage]:
             _project, _name, jobs = _scope(tx, req)
             inputs = {j.id: _inputs(tx, j) for j in jobs}
             terminal = all(j.terminal for j in jobs) and bool(req.job.id or req.datum.job.id)
-        for job in jobs:
-            for path in logs.job_files(data_dir, job.project, job.pipeline, job.id):
-                did = path.stem
-                if datum_id and did != datum_id:
-                    continue
-                if not _wanted(inputs[job.id].get(did, []), filters):
-                    continue
-                tail = tails.setdefault(
-                    str(path), logs.Tail(path, job.project, job.pipeline, job.id)
-                )
-                for line in tail.read():
-                    pending.append(_message(line, inputs[job.id].get(did, [])))
+        wanted = list(_tails(ctx.store.data_dir, req, jobs, inputs, tails))
+        # a job's last line without a newline is read once the job can write no more
+        final = {j.id: j.terminal or not req.follow for j in jobs}
+        ends: dict[str, int | None] = {}
+        skip = 0
         if first and req.tail > 0:
-            pending = pending[-req.tail :]
+            ends = {str(t.path): t.size() for t, _j, _i in wanted}
+            total = sum(t.count(final[j.id], ends[str(t.path)] or 0) for t, j, _i in wanted)
+            skip = max(0, total - req.tail)
         first = False
-        yield from pending
-        pending = []
+        for tail, job, data in wanted:
+            for line in tail.read(final[job.id], ends.get(str(tail.path))):
+                if skip:
+                    skip -= 1
+                    continue
+                yield _message(line, data)
         if not req.follow or terminal or not context.is_active() or ctx.stopping.is_set():
             return
         time.sleep(POLL)

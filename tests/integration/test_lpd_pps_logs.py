@@ -1,4 +1,6 @@
-"""GetLogs: by pipeline, job and datum, with follow, through the real client."""
+"""GetLogs: by pipeline, job and datum, with follow, through the real client; and the bounded
+reader under it (`localpachd.logs.Tail`: over-long lines cut once, a last line without newline).
+The memory bound itself is tested in test_lpd_logs_memory.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lpd_pps_helpers import last_job, pfs, put, sh_pipeline, state
+
+from localpachd import logs
 
 
 def test_logs_by_pipeline_job_and_datum(pach_client: Any) -> None:
@@ -81,3 +85,50 @@ def test_follow_streams_until_the_job_ends(pach_client: Any) -> None:
     t.join(timeout=30)
     assert not t.is_alive()
     assert got == ["first", "second"]
+
+
+def test_a_last_line_without_newline_is_returned_once_the_job_ends(pach_client: Any) -> None:
+    client = pach_client
+    client.create_repo("data")
+    put(client, "data", {"/a": "1"})
+    sh_pipeline(client, "bare", pfs("data", "/"), "echo first", "printf 'no newline'")
+    job = last_job(client, "bare")
+    assert [m.message for m in client.get_job_logs("bare", job.job.id)] == ["first", "no newline"]
+    followed = [m.message for m in client.get_job_logs("bare", job.job.id, follow=True)]
+    assert followed == ["first", "no newline"]
+
+
+def _tail(tmp_path: Path) -> tuple[Path, logs.Tail]:
+    path = tmp_path / "d.log"
+    path.write_bytes(b"")
+    return path, logs.Tail(path, "default", "p", "j")
+
+
+def test_tail_cuts_over_long_lines_complete_or_still_being_written(tmp_path: Path) -> None:
+    """A line longer than MAX_LINE is sent once, cut, with a marker; a line still being written
+    is cut as soon as it is too long and its rest is consumed without being sent again."""
+    path, tail = _tail(tmp_path)
+    big = logs.MAX_LINE + 10
+    with open(path, "ab") as f:
+        f.write(b"a\n" + b"B" * big + b"\nc\n" + b"D" * (logs.MAX_LINE + 1))
+    got = [line.message for line in tail.read()]
+    assert [g[:1] for g in got] == ["a", "B", "c", "D"]
+    assert got[1] == "B" * logs.MAX_LINE + (
+        f" [localpachd: line truncated: {big} bytes, the first {logs.MAX_LINE} kept]")
+    assert got[3].endswith(f"{logs.MAX_LINE + 1} bytes so far, the first {logs.MAX_LINE} kept]")
+    with open(path, "ab") as f:
+        f.write(b"D" * 5000)  # more of the line already sent: nothing new to send
+    assert list(tail.read()) == []
+    with open(path, "ab") as f:
+        f.write(b"DDD\ne\nhalf")
+    assert [line.message for line in tail.read()] == ["e"]
+    assert [line.message for line in tail.read(final=True)] == ["half"]
+
+
+def test_tail_count_matches_what_read_yields(tmp_path: Path) -> None:
+    path, tail = _tail(tmp_path)
+    path.write_bytes(b"x\n" * 3 + b"Y" * (logs.MAX_LINE * 2) + b"\n" + b"z")
+    for final in (False, True):
+        end = tail.size()
+        n = tail.count(final, end)
+        assert n == len(list(logs.Tail(path, "default", "p", "j").read(final, end))) == 4 + final
