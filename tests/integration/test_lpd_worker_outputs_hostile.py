@@ -52,6 +52,8 @@ FAILING: dict[str, tuple[str, tuple[str, ...]]] = {
     "non_utf8_dir": ('mkdir "$OUT/$(printf \'\\377\')"; echo x > "$OUT/$(printf \'\\377\')/f"',
                      ("printable ASCII",)),
     "glob_char": ('echo x > "$OUT/a*b"', ("globbing character",)),
+    "out_is_a_link": ('rm -r "$OUT"; ln -s /etc "$OUT"', ("/pfs/out is no longer a directory",)),
+    "out_removed": ('rm -r "$OUT"', ("/pfs/out is no longer a directory",)),
 }
 
 
