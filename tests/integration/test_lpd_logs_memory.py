@@ -48,9 +48,11 @@ def _reset_peak(pid: int) -> int:
     return _status(pid, "VmRSS")
 
 
-@pytest.fixture
-def logged(tmp_path: Path) -> Any:
-    """A served localpachd whose one job has logged the lines above."""
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A served localpachd whose one job has logged the lines above (shared by the tests of
+    this module: each resets the peak before its call)."""
+    tmp_path = tmp_path_factory.mktemp("logs")
     proc, port = serve(tmp_path / "pachd")
     try:
         c = client(port)
