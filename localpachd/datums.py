@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from localpachd import paths
+from localpachd import globs
 from localpachd.errors import InvalidArgument
 
 
@@ -110,17 +110,14 @@ def datum_hash(inputs: Sequence[DatumInput], salt: str) -> str:
     return str(h.hexdigest())
 
 
-def clean_glob(glob: str) -> str:
-    """Pachyderm's glob cleaning: one leading `/`, no trailing `/`, no empty segments."""
-    parts = [p for p in glob.split("/") if p not in ("", ".")]
-    return "/" + "/".join(parts)
+clean_glob = globs.clean_glob  # one cleaner for datum globs and GlobFile (pps_spec uses it too)
 
 
-def glob_regex(glob: str) -> re.Pattern[str]:
-    """The cleaned glob as a regex, `(...)` kept as capture groups for `$1` keys. The very glob
-    GlobFile uses (`localpachd.paths`), as Pachyderm lists datums with GlobFile."""
+def compile_glob(glob: str) -> globs.Glob:
+    """A pfs input's glob, cleaned and compiled: the very matcher GlobFile uses, as Pachyderm
+    lists datums with GlobFile. An invalid glob is a DatumError."""
     try:
-        return paths.glob_regex(glob)
+        return globs.compile_glob(globs.clean_glob(glob))
     except InvalidArgument as exc:
         raise DatumError(exc.message) from exc
 
@@ -142,24 +139,24 @@ def _dir_hash(files: Sequence[RepoFile], base: str) -> str:
     return str(h.hexdigest())
 
 
-def expand_key(template: str, match: re.Match[str]) -> str:
-    """Expand `$1`, `$2`… of a join_on/group_by template with the glob's capture groups."""
+def expand_key(template: str, groups: Sequence[str]) -> str:
+    """Expand `$0` (the matched path), `$1`, `$2`… of a join_on/group_by template with the
+    glob's capture groups (`groups[0]` is the path; a group that does not exist is empty)."""
 
     def sub(m: re.Match[str]) -> str:
         k = int(m.group(1))
-        if k > (match.re.groups or 0):
-            return ""
-        return match.group(k) or ""
+        return groups[k] if k < len(groups) else ""
 
     return re.sub(r"\$(\d+)", sub, template)
 
 
 def glob_matches(pfs: Mapping[str, Any], src: InputSource) -> list[DatumInput]:
     """Every file or directory of `src` matched by the pfs input's glob, in path order."""
-    glob = clean_glob(str(pfs.get("glob", "")))
+    matcher = compile_glob(str(pfs.get("glob", "")))
+    glob = matcher.pattern
 
     def make(
-        path: str, digest: str, sub: tuple[RepoFile, ...], m: re.Match[str] | None
+        path: str, digest: str, sub: tuple[RepoFile, ...], m: tuple[str, ...] | None
     ) -> DatumInput:
         return DatumInput(
             name=str(pfs.get("name") or pfs.get("repo", "")),
@@ -171,8 +168,8 @@ def glob_matches(pfs: Mapping[str, Any], src: InputSource) -> list[DatumInput]:
             hash=digest,
             files=sub,
             glob=glob,
-            join_on=expand_key(str(pfs.get("join_on", "")), m) if m else "",
-            group_by=expand_key(str(pfs.get("group_by", "")), m) if m else "",
+            join_on=expand_key(str(pfs.get("join_on", "")), m) if m is not None else "",
+            group_by=expand_key(str(pfs.get("group_by", "")), m) if m is not None else "",
             outer_join=bool(pfs.get("outer_join", False)),
         )
 
@@ -180,13 +177,13 @@ def glob_matches(pfs: Mapping[str, Any], src: InputSource) -> list[DatumInput]:
     if glob == "/":
         # The whole repo is one datum; an empty commit has none (nothing to process).
         return [make("/", _dir_hash(files, "/"), tuple(files), None)] if files else []
-    rx = glob_regex(glob)
     by_path = {f.path: f for f in files}
     found: list[DatumInput] = []
     for cand in sorted(set(by_path) | _dirs_of(files)):
-        m = rx.match(cand)
-        if not m:
+        groups = matcher.captures(cand)
+        if groups is None:
             continue
+        m = (cand, *groups)
         if cand in by_path:
             found.append(make(cand, by_path[cand].hash, (by_path[cand],), m))
         else:

@@ -11,7 +11,8 @@ from typing import Any
 from google.protobuf import wrappers_pb2
 
 from localpachd import errors
-from localpachd.paths import clean_glob, clean_path, glob_regex, is_under
+from localpachd.globs import clean_glob, compile_glob
+from localpachd.paths import clean_path, parent_dirs
 from localpachd.pfs import files, transfer
 from localpachd.pfs.convert import file_info, resolve
 from localpachd.pfs.model import Commit
@@ -25,6 +26,12 @@ def _paginate(entries: list[files.Entry], req: Any) -> list[files.Entry]:
         marker = clean_path(req.paginationMarker.path)
         entries = [e for e in entries if (e.path < marker if req.reverse else e.path > marker)]
     return entries[: req.number] if req.number > 0 else entries
+
+
+def _outermost(entries: list[files.Entry]) -> list[files.Entry]:
+    """The entries that lie under no other matched directory (whose subtree brings them)."""
+    dirs = {e.path for e in entries if e.is_dir}
+    return [e for e in entries if not any(d in dirs for d in parent_dirs(e.path))]
 
 
 class FileReads:
@@ -48,10 +55,8 @@ class FileReads:
         if e is not None and e.is_dir and not tar:
             raise errors.PachError(errors.MATCHED_NON_FILE)
         if e is None and any(ch in path for ch in "*?[{"):
-            rx = glob_regex(clean_glob(path))
-            tops = [x for x in files.walk(tx, c.cid, "/")[1:] if rx.match(x.path)]
-            tops = [x for x in tops if not any(is_under(x.path, t.path) and x is not t
-                                               for t in tops if t.is_dir)]
+            glob = compile_glob(clean_glob(path))
+            tops = _outermost([x for x in files.walk(tx, c.cid, "/")[1:] if glob.matches(x.path)])
         if not tops:
             raise errors.file_not_found(c.project, c.repo, c.id, path)
         out: list[files.Entry] = []
@@ -102,12 +107,12 @@ class FileReads:
 
     def GlobFile(self, req: Any, context: Any) -> Iterator[Any]:
         pattern = clean_glob(req.pattern)
-        rx = glob_regex(pattern)
+        glob = compile_glob(pattern)
         lo, hi = req.path_range.lower, req.path_range.upper
         with self.store.read() as tx:
             c = resolve(tx, req.commit)
             entries = files.walk(tx, c.cid, "/")
-            out = [file_info(c, e) for e in entries if rx.match(e.path)
+            out = [file_info(c, e) for e in entries if glob.matches(e.path)
                    and (e.path != "/" or pattern == "/")
                    and (not lo or e.path >= lo) and (not hi or e.path < hi)]
         yield from out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from localpachd import datums, paths
+from localpachd import datums, globs
 
 CASES = [
     ("/*", "/a"), ("/*", "/a/b"), ("/**", "/a/b/c"), ("/?", "/ab"), ("/[!ab]*", "/cherry"),
@@ -16,8 +16,7 @@ CASES = [
 
 @pytest.mark.parametrize(("pattern", "path"), CASES)
 def test_datum_glob_matches_like_glob_file(pattern: str, path: str) -> None:
-    rx = datums.glob_regex(datums.clean_glob(pattern))
-    assert (rx.match(path) is not None) is paths.glob_match(pattern, path)
+    assert datums.compile_glob(pattern).matches(path) is globs.glob_match(pattern, path)
 
 
 def test_datums_over_alternatives_of_globs() -> None:
@@ -29,4 +28,4 @@ def test_datums_over_alternatives_of_globs() -> None:
 
 def test_bad_datum_glob_is_a_datum_error() -> None:
     with pytest.raises(datums.DatumError, match="is invalid"):
-        datums.glob_regex("/(a")
+        datums.compile_glob("/(a")

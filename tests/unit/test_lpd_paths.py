@@ -1,11 +1,13 @@
-"""localpachd.paths: Pachyderm path cleaning (hostile paths refused) and glob semantics."""
+"""localpachd.paths and localpachd.globs: Pachyderm path cleaning (hostile paths refused) and
+glob semantics."""
 
 from __future__ import annotations
 
 import pytest
 
 from localpachd.errors import InvalidArgument
-from localpachd.paths import clean_glob, clean_path, glob_match, parent_dirs
+from localpachd.globs import clean_glob, glob_match
+from localpachd.paths import clean_path, parent_dirs
 
 
 @pytest.mark.parametrize(("raw", "clean"), [
