@@ -10,13 +10,16 @@ first) or raises `SpecInvalid`. Checks run in two passes: JSON Schema per docume
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.errors import SpecError, SpecInvalid
 from agent.specs.graph import check_graph
-from agent.specs.schema import schema_errors
+from agent.specs.limits import limit_errors, limit_warnings, request_size_errors
+from agent.specs.safefs import CheckoutDir, Unreadable, open_tree
+from agent.specs.schema import clip, dotted, schema_errors
 from agent.specs.semantic import PipelineDoc, check_pipeline, input_repos, warnings_for
 from agent.specs.yamlread import LoadedYaml, YamlProblem, load_yaml
 
@@ -32,6 +35,7 @@ __all__ = [
 
 REPOS_FILE = "repos.yaml"
 PIPELINES_DIR = "pipelines"
+MAX_ERRORS_PER_FILE = 100
 
 
 @dataclass(frozen=True)
@@ -83,19 +87,19 @@ def load_desired(specs_dir: Path, root: Path | None = None) -> DesiredState:
 
 
 def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
-    """Loads and checks everything; `root` (default: the parent of specs_dir) anchors file names."""
-    specs_dir = Path(specs_dir)
-    base = Path(root) if root is not None else specs_dir.resolve().parent
+    """Loads and checks everything; `root` (default: the parent of specs_dir) anchors file names.
 
-    def rel(path: Path) -> str:
-        try:
-            return path.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            return path.as_posix()
-
-    if not specs_dir.is_dir():
+    Everything below `root` is read through `agent.specs.safefs`: regular files only, never
+    through a link (the specs folder and pipelines/ included), at most 1 MiB per file."""
+    anchor, parts, shown = _place(Path(specs_dir), root)
+    try:
+        folder = open_tree(anchor, parts, shown)
+    except Unreadable as exc:
+        return SpecReport(errors=(_unreadable(exc),))
+    except OSError:
+        where = "/".join(p for p in (shown.rstrip("/"), *parts) if p) or "."
         problem = SpecError(
-            rel(specs_dir),
+            where,
             0,
             "",
             "specs directory not found",
@@ -103,21 +107,37 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
             "repos.yaml and pipelines/",
         )
         return SpecReport(errors=(problem,))
+    with folder:
+        return _check_folder(folder)
+
+
+def _place(specs_dir: Path, root: Path | None) -> tuple[str, tuple[str, ...], str]:
+    """(trusted anchor, folders below it to open without following links, the anchor's name in
+    messages). The anchor is `root` when the specs are inside it, else the specs' parent."""
+    target = Path(os.path.abspath(specs_dir))
+    base = Path(os.path.abspath(root)) if root is not None else target.parent
+    try:
+        return str(base), target.relative_to(base).parts, ""
+    except ValueError:
+        return str(target.parent), (target.name,), target.parent.as_posix()
+
+
+def _check_folder(folder: CheckoutDir) -> SpecReport:
     errors: list[SpecError] = []
-    repos_path = specs_dir / REPOS_FILE
-    repos = _load_repos(repos_path, rel(repos_path), errors)
-    docs, unparsed = _load_pipelines(specs_dir / PIPELINES_DIR, rel, errors)
+    repos_file = folder.path_of(REPOS_FILE)
+    repos = _load_repos(folder, errors)
+    docs, unparsed, json_files, found = _load_pipelines(folder, errors)
     for doc in docs:
         errors.extend(check_pipeline(doc))
-    errors.extend(
-        check_graph(docs, repos.lines, rel(repos_path), unparsed, check_repos=repos.parsed)
-    )
-    warnings = [w for doc in docs for w in warnings_for(doc)]
-    warnings += _json_warnings(specs_dir / PIPELINES_DIR, rel)
-    if not docs and not unparsed:
+        errors.extend(limit_errors(doc))
+    errors.extend(check_graph(docs, repos.lines, repos_file, unparsed, check_repos=repos.parsed))
+    errors.extend(request_size_errors(docs))
+    warnings = [w for doc in docs for w in warnings_for(doc) + limit_warnings(doc)]
+    warnings += [_json_warning(file) for file in json_files]
+    if not docs and not unparsed and found:
         warnings.append(
             SpecError(
-                rel(specs_dir / PIPELINES_DIR),
+                folder.path_of(PIPELINES_DIR),
                 0,
                 "",
                 "no pipeline specs found",
@@ -125,45 +145,67 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
                 "unless --prune --allow-empty is given",
             )
         )
-    files = tuple([rel(repos_path)] if repos_path.exists() else []) + tuple(d.file for d in docs)
-    errors = sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
+    files = tuple([repos_file] if repos.present else []) + tuple(d.file for d in docs)
+    errors = _bounded(errors)
     state = None if errors else DesiredState(tuple(repos.repos), _ordered(docs))
-    return SpecReport(tuple(errors), tuple(warnings), state, files)
+    return SpecReport(tuple(errors), tuple(_clip(w) for w in warnings), state, files)
 
 
-def _json_warnings(folder: Path, rel: Any) -> list[SpecError]:
-    return [
-        SpecError(
-            rel(path),
-            0,
-            "",
-            "JSON specs are not read: pachsync reads pipelines/*.yaml",
-            "convert it to YAML (same snake_case keys) or move it out of pipelines/",
-        )
-        for path in sorted(folder.glob("*.json"))
-    ]
+def _bounded(errors: list[SpecError]) -> list[SpecError]:
+    """Sorted, without repeats, clipped, and at most MAX_ERRORS_PER_FILE per file (a hostile
+    file can have thousands; the first ones say what is wrong)."""
+    ordered = sorted(set(errors), key=lambda e: (e.file, e.line, e.path, e.message))
+    out: list[SpecError] = []
+    per_file: dict[str, int] = {}
+    for error in ordered:
+        count = per_file[error.file] = per_file.get(error.file, 0) + 1
+        if count <= MAX_ERRORS_PER_FILE:
+            out.append(_clip(error))
+        elif count == MAX_ERRORS_PER_FILE + 1:
+            more = sum(1 for e in ordered if e.file == error.file) - MAX_ERRORS_PER_FILE
+            out.append(SpecError(error.file, error.line, "", f"... and {more} more errors in "
+                                 "this file", "fix the errors above first"))
+    return out
 
 
-def _read(path: Path, file: str, errors: list[SpecError]) -> LoadedYaml | None:
+def _clip(error: SpecError) -> SpecError:
+    return SpecError(clip(error.file, 300), error.line, clip(error.path, 200),
+                     clip(error.message, 400), clip(error.hint, 600))
+
+
+def _json_warning(file: str) -> SpecError:
+    return SpecError(
+        file,
+        0,
+        "",
+        "JSON specs are not read: pachsync reads pipelines/*.yaml",
+        "convert it to YAML (same snake_case keys) or move it out of pipelines/",
+    )
+
+
+def _unreadable(exc: Unreadable) -> SpecError:
+    return SpecError(exc.where, exc.line, "", exc.message, exc.hint)
+
+
+def _read(folder: CheckoutDir, name: str, errors: list[SpecError]) -> LoadedYaml | None:
+    file = folder.path_of(name)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        errors.append(
-            SpecError(file, 0, "", f"cannot read file: {exc}", "check the file exists and is UTF-8")
-        )
+        text = folder.read_text(name)
+    except Unreadable as exc:
+        errors.append(_unreadable(exc))
+        return None
+    if text is None:
         return None
     try:
         doc = load_yaml(text)
     except YamlProblem as exc:
-        from agent.specs.schema import dotted
-
         errors.append(
             SpecError(
                 file,
                 exc.line,
                 dotted(exc.path),
                 exc.message,
-                "fix the YAML syntax (indentation, quotes, colons) at that line",
+                exc.hint or "fix the YAML syntax (indentation, quotes, colons) at that line",
             )
         )
         return None
@@ -173,12 +215,14 @@ def _read(path: Path, file: str, errors: list[SpecError]) -> LoadedYaml | None:
     return doc
 
 
-def _load_repos(path: Path, file: str, errors: list[SpecError]) -> _Repos:
-    if not path.exists():
-        return _Repos()  # no input repos declared: inputs must then all be pipelines
-    doc = _read(path, file, errors)
+def _load_repos(folder: CheckoutDir, errors: list[SpecError]) -> _Repos:
+    file = folder.path_of(REPOS_FILE)
+    before = len(errors)
+    doc = _read(folder, REPOS_FILE, errors)
     if doc is None:
-        return _Repos(parsed=False)
+        # no file: no input repos declared, inputs must then all be pipelines
+        unreadable = len(errors) > before
+        return _Repos(parsed=not unreadable, present=unreadable)
     problems = schema_errors("repos", doc, file)
     errors.extend(problems)
     found = _Repos(parsed=not problems)
@@ -213,24 +257,37 @@ class _Repos:
     repos: list[RepoSpec] = field(default_factory=list)
     lines: dict[tuple[str, str], int] = field(default_factory=dict)
     parsed: bool = True
+    present: bool = True
 
 
 def _load_pipelines(
-    folder: Path, rel: Any, errors: list[SpecError]
-) -> tuple[list[PipelineDoc], frozenset[tuple[str, str]]]:
-    """The documents that parsed, and the names promised by the files that did not."""
-    if not folder.is_dir():
-        return [], frozenset()
-    docs, unparsed = [], set()
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        file = rel(path)
-        doc = _read(path, file, errors)
-        if doc is None:
-            unparsed.add(("default", path.stem))
-            continue
-        errors.extend(schema_errors("pipeline", doc, file))
-        docs.append(PipelineDoc(file=file, stem=path.stem, doc=doc))
-    return docs, frozenset(unparsed)
+    folder: CheckoutDir, errors: list[SpecError]
+) -> tuple[list[PipelineDoc], frozenset[tuple[str, str]], list[str], bool]:
+    """The documents that parsed, the names promised by the files that did not, the JSON files
+    (not read), and whether pipelines/ exists at all."""
+    try:
+        pipelines = folder.subdir(PIPELINES_DIR)
+    except Unreadable as exc:
+        errors.append(_unreadable(exc))
+        return [], frozenset(), [], False
+    if pipelines is None:
+        return [], frozenset(), [], True
+    docs, unparsed, json_files = [], set(), []
+    with pipelines:
+        for entry in pipelines.entries():
+            stem, _, suffix = entry.name.rpartition(".")
+            if suffix == "json":
+                json_files.append(pipelines.path_of(entry.name))
+            if suffix not in ("yaml", "yml") or not stem:
+                continue
+            doc = _read(pipelines, entry.name, errors)
+            if doc is None:
+                unparsed.add(("default", stem))
+                continue
+            file = pipelines.path_of(entry.name)
+            errors.extend(schema_errors("pipeline", doc, file))
+            docs.append(PipelineDoc(file=file, stem=stem, doc=doc))
+    return docs, frozenset(unparsed), json_files, True
 
 
 def _ordered(docs: list[PipelineDoc]) -> tuple[PipelineSpec, ...]:

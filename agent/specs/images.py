@@ -11,7 +11,7 @@ import re
 
 # Tags that by convention move to new builds. `latest` is also forbidden by the JSON Schema.
 MUTABLE_TAGS = frozenset({"latest", "main", "master", "head", "stable", "edge", "nightly", "dev"})
-_DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+_DIGEST = re.compile(r"@sha256:[a-f0-9]{64}\Z")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 HINT = (
     "pin an immutable tag such as the git sha CI builds, e.g. `pachsync bump-image <image> <sha>`"
@@ -41,7 +41,7 @@ def image_problem(image: str) -> tuple[str, str]:
         return f"image {image!r} has no tag; Pachyderm would run whatever `latest` is", HINT
     if tag is not None and tag.lower() in MUTABLE_TAGS:
         return f"image {image!r} uses the mutable tag '{tag}'", HINT
-    if tag is not None and not _TAG.match(tag):
+    if tag is not None and not _TAG.fullmatch(tag):
         return f"image {image!r} has an invalid tag '{tag}'", HINT
     if not name or name != name.lower() or name.endswith("/") or "//" in name:
         return f"image {image!r} has an invalid repository name {name!r}", (

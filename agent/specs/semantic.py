@@ -15,11 +15,11 @@ from typing import Any
 
 from agent.errors import SpecError
 from agent.specs.images import image_problem
-from agent.specs.schema import dotted, load_schema
+from agent.specs.schema import dotted, load_schema, pattern_ok
 from agent.specs.yamlread import LoadedYaml, Path_
 from agent.util.inputs import COMBINATORS, walk_pfs
 
-PIPELINE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+PIPELINE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")  # use fullmatch: `$` allows a final \n
 MAX_PIPELINE_NAME = 51  # Pachyderm derives Kubernetes names (<= 63) from it
 
 
@@ -40,7 +40,8 @@ class PipelineDoc:
     @property
     def project(self) -> str:
         data = self.doc.data if isinstance(self.doc.data, dict) else {}
-        project = (data.get("pipeline") or {}).get("project") or {}
+        pipeline = data.get("pipeline")
+        project = pipeline.get("project") if isinstance(pipeline, dict) else None
         return str(project.get("name") or "default") if isinstance(project, dict) else "default"
 
     def err(self, path: Path_, message: str, hint: str = "") -> SpecError:
@@ -61,7 +62,7 @@ def check_pipeline(doc: PipelineDoc) -> list[SpecError]:
     errors: list[SpecError] = []
     name = doc.name
     name_path: Path_ = ("pipeline", "name")
-    if name and not PIPELINE_NAME.match(name):
+    if name and not PIPELINE_NAME.fullmatch(name):
         errors.append(
             doc.err(
                 name_path,
@@ -93,13 +94,13 @@ def check_pipeline(doc: PipelineDoc) -> list[SpecError]:
         problem, hint = image_problem(image)
         if problem:
             errors.append(doc.err(("transform", "image"), problem, hint))
-    errors.extend(_duplicate_input_names(doc, spec.get("input"), ("input",)))
+    errors.extend(input_name_errors(doc, spec.get("input"), ("input",), {}))
     return errors
 
 
 def image_schema_ok(image: str) -> bool:
     image_schema = load_schema("pipeline")["definitions"]["transform"]["properties"]["image"]
-    return all(re.search(rule["pattern"], image) for rule in image_schema["allOf"])
+    return all(pattern_ok(rule["pattern"], image) for rule in image_schema["allOf"])
 
 
 def warnings_for(doc: PipelineDoc) -> list[SpecError]:
@@ -163,32 +164,59 @@ def _all_input_names(node: Any) -> Iterator[str]:
             yield from _all_input_names(child)
 
 
-def _duplicate_input_names(doc: PipelineDoc, node: Any, path: Path_) -> list[SpecError]:
+# Pachyderm writes the output to /pfs/out and the datum's env file to /pfs/.env (worker/common).
+RESERVED_INPUT_NAMES = frozenset({"out", ".env"})
+
+
+def input_name_errors(
+    doc: PipelineDoc, node: Any, path: Path_, names: dict[str, Path_]
+) -> list[SpecError]:
+    """Pachyderm's validateNames (pps api_server.go): every pfs/cron input has a name (else its
+    repo's), not a reserved one, and names are unique across cross, join and group, nested
+    ones included; the children of a union may share a name with each other, but not with
+    anything beside the union. `names` maps each name seen to where."""
     if not isinstance(node, dict):
         return []
+    name = _input_name(node)
+    if name is not None:
+        return _one_name_errors(doc, node, path, name, names)
     errors: list[SpecError] = []
     for combo in COMBINATORS:
         children = node.get(combo)
         if not isinstance(children, list):
             continue
-        seen: dict[str, int] = {}
+        copies = []
         for index, child in enumerate(children):
-            child_path = path + (combo, index)
-            errors.extend(_duplicate_input_names(doc, child, child_path))
-            name = _input_name(child)
-            if combo == "union" or name is None:
-                continue  # union children may share a name: their datums never meet
-            if name in seen:
-                errors.append(
-                    doc.err(
-                        child_path + _name_key(child),
-                        f"input name {name!r} is used twice in this {combo} "
-                        f"(also {combo}[{seen[name]}])",
-                        "give one of them a distinct `name:`; it becomes /pfs/<name>",
-                    )
-                )
-            seen.setdefault(name, index)
+            scope = dict(names) if combo == "union" else names
+            errors.extend(input_name_errors(doc, child, path + (combo, index), scope))
+            copies.append(scope)
+        for scope in copies:
+            for seen, where in scope.items():
+                names.setdefault(seen, where)
     return errors
+
+
+def _one_name_errors(
+    doc: PipelineDoc, node: dict[str, Any], path: Path_, name: str, names: dict[str, Path_]
+) -> list[SpecError]:
+    key_path = path + _name_key(node)
+    if name in RESERVED_INPUT_NAMES:
+        named = key_path[-1] == "name"
+        return [doc.err(
+            key_path,
+            f"input name {name!r} is reserved: Pachyderm writes the pipeline's output to "
+            f"/pfs/{name}" if name == "out" else f"input name {name!r} is reserved by Pachyderm",
+            "rename the input" if named else
+            "set `name:` for this input: a repo named out needs another name under /pfs",
+        )]
+    if name in names:
+        return [doc.err(
+            key_path,
+            f"input name {name!r} is used more than once (also {dotted(names[name])})",
+            "give one of them a distinct `name:`; it becomes /pfs/<name>",
+        )]
+    names[name] = key_path
+    return []
 
 
 def _name_key(node: dict[str, Any]) -> Path_:

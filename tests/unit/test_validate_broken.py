@@ -165,7 +165,7 @@ CASES = [
         "name: gamma",
         "name: c",
         "name: c\n        repo: parameters\n        glob: /gamma",
-        "input name 'c' is used twice in this cross",
+        "input name 'c' is used more than once (also input.cross[1].pfs.name)",
         "input.cross[2].pfs.name",
     ),
     Case(
