@@ -225,11 +225,11 @@ def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None
         for index, item in enumerate(node.value):
             lines[path + (index,)] = item.start_mark.line + 1
             _record_lines(item, path + (index,), lines)
-    else:
+    elif isinstance(node, yaml.ScalarNode):
         _check_scalar(node, path)
 
 
-def _small_int(node: yaml.Node) -> bool:
+def _small_int(node: yaml.ScalarNode) -> bool:
     try:
         return abs(_SCALARS.construct_yaml_int(node)) < MAX_INT
     except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
@@ -251,7 +251,7 @@ def _text_key(key_node: yaml.Node, path: Path_) -> str:
     return str(key_node.value)
 
 
-def _check_scalar(node: yaml.Node, path: Path_) -> None:
+def _check_scalar(node: yaml.ScalarNode, path: Path_) -> None:
     value = str(node.value)
     line = node.start_mark.line + 1
     if node.tag == _INT and not _small_int(node):
