@@ -24,7 +24,9 @@ from agent.cluster.model import LiveState
 from agent.cluster.observe import newest_jobs, observe, with_jobs
 from agent.errors import Conflict, PachsyncError, SpecInvalid
 from agent.plan import Plan, Policy, plan
+from agent.plan.health import StatusReport, pipeline_statuses
 from agent.plan.model import CHANGING, CONFLICT, CREATE, DRIFT, ORPHAN, UNMANAGED
+from agent.plan.normalize import qualify
 from agent.plan.render import to_dict
 from agent.source.fetch import canonical_source, fetch, local_head
 from agent.specs import DesiredState, load_desired
@@ -61,6 +63,9 @@ class SyncResult:
     out_of_sync: int
     rpc_count: int
     plan: dict[str, Any] = field(default_factory=dict)  # the plan as JSON data (render.to_dict)
+    # The validated desired state and policy of this run, when it got that far: the runner
+    # judges sync and health against it after the run (`refresh_status`).
+    prepared: Prepared | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,7 @@ def sync_once(opts: SyncOptions) -> SyncResult:
     commit: str | None = None
     conn: Connection | None = None
     planned: Plan | None = None  # known even when applying it fails
+    prepared: Prepared | None = None
     try:
         prepared = prepare(opts)
         commit = prepared.commit
@@ -202,20 +208,23 @@ def sync_once(opts: SyncOptions) -> SyncResult:
         commit = getattr(exc, "commit", commit)
         text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         failed = Outcome(planned, None) if planned is not None else None
-        return _record(started, t0, commit, conn, failed, "failed", (text,), _error_kind(exc))
+        return _record(started, t0, commit, conn, failed, "failed", (text,), _error_kind(exc),
+                       prepared)
     except Exception as exc:  # noqa: BLE001 - the loop must survive bugs; report them loudly
         failed = Outcome(planned, None) if planned is not None else None
         return _record(started, t0, commit, conn, failed, "failed",
-                       (f"unexpected error: {type(exc).__name__}: {exc}",), "Error")
+                       (f"unexpected error: {type(exc).__name__}: {exc}",), "Error", prepared)
     finally:
         if conn is not None:
             conn.close()
-    return _record(started, t0, commit, conn, outcome, _result(outcome, opts.dry_run), (), None)
+    return _record(started, t0, commit, conn, outcome, _result(outcome, opts.dry_run), (), None,
+                   prepared)
 
 
 def _record(started: float, t0: float, commit: str | None,
             conn: Connection | None, outcome: Outcome | None, result: str,
-            errors: tuple[str, ...], kind: str | None) -> SyncResult:
+            errors: tuple[str, ...], kind: str | None,
+            prepared: Prepared | None = None) -> SyncResult:
     p = outcome.plan if outcome else None
     # Answers lost during apply and settled by re-observing the cluster are reported too.
     notes = outcome.applied.notes if (outcome and outcome.applied) else ()
@@ -226,4 +235,28 @@ def _record(started: float, t0: float, commit: str | None,
         drift_detected=sum(1 for c in p.pipelines if c.action == DRIFT) if p else 0,
         out_of_sync=out_of_sync(p, outcome.applied is not None) if (p and outcome) else 0,
         rpc_count=conn.rpc_count if conn else 0, plan=to_dict(p) if p else {},
+        prepared=prepared,
     )
+
+
+def status_report(conn: Connection, prepared: Prepared | None,
+                  live: LiveState | None = None) -> StatusReport:
+    """observe -> plan (when specs are known) -> newest job of every pipeline -> sync and health
+    (`agent.plan.health`): what `pachsync status`, the agent's /status and /metrics show. Costs
+    2 RPCs (none if `live` is given) plus one ListJob per live pipeline."""
+    live = live if live is not None else observe(conn)
+    planned = plan(prepared.desired, live, prepared.policy) if prepared is not None else None
+    live = with_jobs(live, newest_jobs(conn, [qualify(p.project, p.name) for p in live.pipelines]))
+    return StatusReport(pipeline_statuses(planned, live),
+                        source_id=prepared.policy.source_id if prepared is not None else None,
+                        commit=prepared.commit if prepared is not None else None)
+
+
+def refresh_status(opts: SyncOptions, prepared: Prepared | None) -> StatusReport:
+    """`status_report` on a connection of its own (the runner calls it after every run, so a
+    sync's own `rpc_count` stays what the sync cost)."""
+    conn = connect(resolve(opts.pachd))
+    try:
+        return status_report(conn, prepared)
+    finally:
+        conn.close()

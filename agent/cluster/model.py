@@ -13,7 +13,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LiveJob:
-    """The newest job of a pipeline and its datum counts."""
+    """The newest job of a pipeline (of the version it runs now) and its datum counts."""
 
     id: str
     state: str  # e.g. "JOB_SUCCESS"
@@ -21,7 +21,8 @@ class LiveJob:
     processed: int
     skipped: int
     failed: int
-    pipeline_version: int = 0
+    pipeline_version: int = 0  # 0: not reported
+    reason: str = ""  # Pachyderm's reason for a failed, killed or unrunnable job
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class LivePipeline:
     state: str = ""  # e.g. "PIPELINE_RUNNING"
     last_job_state: str = ""
     stopped: bool = False
+    reason: str = ""  # Pachyderm's reason for a FAILURE or CRASHING state
 
 
 @dataclass(frozen=True)

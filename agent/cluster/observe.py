@@ -59,7 +59,7 @@ def live_pipeline(info: Any) -> LivePipeline:
     return LivePipeline(name=info.pipeline.name, project=project, spec=spec,
                         version=int(info.version), state=_enum_name(info, "state"),
                         last_job_state=_enum_name(info, "last_job_state"),
-                        stopped=bool(info.stopped))
+                        stopped=bool(info.stopped), reason=str(info.reason))
 
 
 def observe(conn: Connection) -> LiveState:
@@ -77,7 +77,7 @@ def live_job(info: Any) -> LiveJob:
     return LiveJob(id=info.job.id, state=_enum_name(info, "state"), total=int(info.data_total),
                    processed=int(info.data_processed), skipped=int(info.data_skipped),
                    failed=int(info.data_failed),
-                   pipeline_version=int(info.pipeline_version))
+                   pipeline_version=int(info.pipeline_version), reason=str(info.reason))
 
 
 def split_name(qualified: str) -> tuple[str, str]:
@@ -87,7 +87,11 @@ def split_name(qualified: str) -> tuple[str, str]:
 
 
 def newest_jobs(conn: Connection, names: Iterable[str]) -> dict[str, LiveJob]:
-    """The newest job of each pipeline (`name` or `project/name`; one ListJob per pipeline)."""
+    """The newest job of the version each pipeline runs now (`name` or `project/name`; one
+    ListJob per pipeline). ListJob's default `history=0` lists only the current version's jobs,
+    so a job an update killed, or one that failed under the previous spec, never counts: the
+    current version is the one pachsync applied (`pachsync.io/applied-version`) unless someone
+    updated the pipeline since, which is drift."""
     out: dict[str, LiveJob] = {}
     for qualified in names:
         project, name = split_name(qualified)
