@@ -3,16 +3,28 @@
 Called by the `localpachd` console script and `python -m localpachd`; the agent starts it as a
 subprocess and waits for the line containing `listening on HOST:PORT` (printed and flushed once
 the port is bound). SIGINT/SIGTERM stop it cleanly.
+
+The auth token comes from `--auth-token-file FILE`, else `--auth-token TOKEN` (visible to every
+local user in `ps` and /proc/PID/cmdline), else the environment variable LOCALPACHD_AUTH_TOKEN.
+A token that is given but empty or blank is refused (exit 2): it would otherwise mean "no auth".
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+
+ENV_TOKEN = "LOCALPACHD_AUTH_TOKEN"
+
+
+class TokenProblem(Exception):
+    """The auth token given is unusable: the message says which source and what to do."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,13 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the server until SIGINT/SIGTERM")
     s.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; anything else should use "
-                        "--auth-token)")
+                   help="address to bind (default 127.0.0.1; anything else should require "
+                        "an auth token)")
     s.add_argument("--port", type=int, default=30650, help="port (0 = any free port)")
     s.add_argument("--data-dir", type=Path, default=Path(".localpachd"),
                    help="where metadata and file contents are kept (default .localpachd)")
-    s.add_argument("--auth-token", default=None,
-                   help="require metadata `authn-token: TOKEN` on every call")
+    auth = s.add_mutually_exclusive_group()
+    auth.add_argument("--auth-token-file", type=Path, metavar="FILE", default=None,
+                      help="require metadata `authn-token: TOKEN` on every call, TOKEN being "
+                           "this file's content (surrounding whitespace ignored)")
+    auth.add_argument("--auth-token", metavar="TOKEN", default=None,
+                      help="the same with TOKEN given here; the command line is visible to "
+                           "other local users (ps, /proc/PID/cmdline), so prefer "
+                           f"--auth-token-file or the environment variable {ENV_TOKEN}, which "
+                           "is used when neither option is given")
     s.add_argument("--tls-cert", type=Path, metavar="FILE", default=None,
                    help="PEM certificate (chain) to serve TLS with; needs --tls-key. Clients "
                         "then connect with grpcs://HOST:PORT and trust this certificate's CA "
@@ -44,6 +63,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _checked(token: str, origin: str) -> str:
+    if not token.strip():
+        raise TokenProblem(f"the auth token from {origin} is empty: put the token there, or "
+                           "give none to serve without auth (loopback only)")
+    if not all(" " < ch <= "~" for ch in token):
+        raise TokenProblem(f"the auth token from {origin} must be printable ASCII without "
+                           "spaces (it travels as gRPC metadata)")
+    return token
+
+
+def auth_token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """The token to require, from the file, the flag or the environment (in that order), or
+    None when none is given. TokenProblem when the one given is unusable."""
+    if args.auth_token_file is not None:
+        origin = f"--auth-token-file {args.auth_token_file}"
+        try:
+            text = args.auth_token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise TokenProblem(f"cannot read {origin}: {reason}") from exc
+        return _checked(text.strip(), origin)
+    if args.auth_token is not None:
+        return _checked(args.auth_token, "--auth-token")
+    if ENV_TOKEN in env:
+        return _checked(env[ENV_TOKEN], f"the environment variable {ENV_TOKEN}")
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     from localpachd.server import start
 
@@ -51,11 +98,16 @@ def serve(args: argparse.Namespace) -> int:
         print(f"localpachd: --port {args.port} is not a TCP port: use 0..65535 "
               "(0 = any free port)", file=sys.stderr)
         return 2
+    try:
+        token = auth_token(args, os.environ)
+    except TokenProblem as exc:
+        print(f"localpachd: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         server = start(args.data_dir, host=args.host, port=args.port,
-                       auth_token=args.auth_token, runtime=args.runtime,
+                       auth_token=token, runtime=args.runtime,
                        max_parallelism=args.max_parallelism, fsync=not args.no_fsync,
                        tls_cert=args.tls_cert, tls_key=args.tls_key)
     except OSError as exc:
@@ -65,8 +117,8 @@ def serve(args: argparse.Namespace) -> int:
         else:
             print(f"localpachd: {exc}", file=sys.stderr)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.auth_token:
-        print(f"localpachd: warning: listening on {args.host} without --auth-token: anyone who "
+    if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        print(f"localpachd: warning: listening on {args.host} without an auth token: anyone who "
               "can reach this port can read and change all data", file=sys.stderr, flush=True)
     done = threading.Event()
 
