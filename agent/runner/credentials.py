@@ -9,6 +9,10 @@ text from a lower layer.
 Environment variables: PACHSYNC_WEBHOOK_SECRET, PACHSYNC_BASIC_AUTH ("user:password"),
 PACHSYNC_GIT_TOKEN, PACH_PYTHON_AUTH_TOKEN (Pachyderm). The git and Pachyderm tokens are used by
 `agent.source.fetch` and `agent.cluster.address`; the runner loads them only to redact them.
+
+A secret that is given but empty or blank (a file holding only a newline, `VAR=`) is a
+UsageError naming where it came from, never "not configured": for the webhook secret that
+would silently mean "no signature check". Unset means unused.
 """
 
 from __future__ import annotations
@@ -37,18 +41,22 @@ def read_secret_file(path: Path, what: str) -> str:
             f"cannot read {what} file {path}: {exc.strerror or exc}",
             hint="mount the secret as a file and pass its path, or use the environment variable",
         ) from exc
-    if not value:
-        raise UsageError(f"{what} file {path} is empty", hint="write the secret into the file")
+    if not value.strip():
+        raise UsageError(f"{what} file {path} is empty",
+                         hint="write the secret into the file, or do not pass the file")
     return value
 
 
 def load_secret(path: Path | None, env_var: str, what: str,
                 env: Mapping[str, str] | None = None) -> str | None:
-    """A secret from `path` if given, else from `env_var`, else None."""
+    """A secret from `path` if given, else from `env_var`, else None (both unset)."""
     if path is not None:
         return read_secret_file(path, what)
-    value = (os.environ if env is None else env).get(env_var, "")
-    return value or None
+    value = (os.environ if env is None else env).get(env_var)
+    if value is not None and not value.strip():
+        raise UsageError(f"{what}: environment variable {env_var} is set but empty",
+                         hint=f"put the secret in it, or unset it to run without a {what}")
+    return value
 
 
 def parse_basic_auth_secret(text: str, origin: str) -> BasicAuth:
