@@ -219,16 +219,19 @@ def _serve(args: argparse.Namespace, options: Any, verify: Any, creds: Any, log:
         raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}",
                          hint="choose another --listen HOST:PORT (or PACHSYNC_LISTEN); "
                               "port 0 picks a free one") from exc
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before anyone can learn where we listen
+        signal.signal(sig, lambda *_: stop.set())
     host, port = server.address
     log.info(f"agent listening on {host}:{port}", extra={"fields": {
         "event": "start", "listen": f"{host}:{port}", "branch": args.branch,
         "interval_s": args.interval, "webhooks": _enabled(auth)}})
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     runner.start()
     try:
-        stop.wait()
+        # Wake up now and then: a signal that lands on another thread (the HTTP workers, grpc's)
+        # only runs its Python handler when the main thread next executes bytecode.
+        while not stop.wait(timeout=0.5):
+            pass
     finally:
         log.info("agent stopping", extra={"fields": {"event": "stop"}})
         runner.stop(wait=True)
