@@ -5,7 +5,13 @@ Contract C1, used by `pachsync validate`, plan, the sync loop, bump-image and re
 never raises for bad specs; `load_desired(dir)` returns a `DesiredState` (pipelines upstream
 first) or raises `SpecInvalid`. Checks run in two passes: JSON Schema per document
 (`agent.specs.schema`, our strict profile in `schemas/`), then cross-document semantics
-(`agent.specs.semantic`). Warnings (e.g. a `salt`) come from `check_specs`.
+(`agent.specs.semantic`, `.graph`) and Pachyderm's apply-time limits (`agent.specs.limits`).
+Warnings (e.g. a `salt`) come from `check_specs`.
+
+The specs come from pull requests, so reading them is bounded too: files are read only as
+regular files inside the checkout, never through a link (`agent.specs.safefs`), at most 1 MiB
+each; YAML is bounded in depth, nodes and alias expansion (`agent.specs.yamlread`); and at most
+`MAX_ERRORS_PER_FILE` errors per file are reported, each clipped to a few hundred characters.
 """
 
 from __future__ import annotations

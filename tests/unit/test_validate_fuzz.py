@@ -196,6 +196,7 @@ def _assert_requests_build(report: Any) -> None:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(1800)  # `make fuzz`: 5,000 examples take minutes (the default is 300 s)
 @given(mutated_specs())
 def test_validate_never_raises_and_does_bounded_work(
     specs: Path, mutation: tuple[str, bytes]
