@@ -10,6 +10,7 @@ truncated body), and log nothing outside its formatter (checked on a real agent 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import os
@@ -28,7 +29,7 @@ import pytest
 from runner_gitops import UpperGitOps
 
 from agent.runner import AgentServer, Runner, RunnerConfig, WebhookAuth
-from agent.runner.intake import HttpLimits
+from agent.runner.intake import HttpLimits, Intake
 from agent.runner.webhook import TIMESTAMP_HEADER, BasicAuth, sign
 from agent.sync import SyncOptions, SyncResult
 
@@ -362,3 +363,52 @@ def test_agent_process_stderr_has_only_formatted_lines(tmp_path: Path) -> None:
         doc = json.loads(text)  # a raw traceback or http.server's own line would not parse
         assert {"ts", "level", "logger", "msg"} <= doc.keys(), text
         assert SECRET.decode() not in text and "hook-pass" not in text
+
+
+# -- the intake on its own: a full worker pool, the byte budget ---------------------------------
+
+
+@contextlib.contextmanager
+def intake(limits: HttpLimits, accept: bool) -> Iterator[tuple[tuple[str, int], list[bytes]]]:
+    """An Intake on port 0 whose dispatch takes (and answers) requests only when `accept`."""
+    got: list[bytes] = []
+
+    def dispatch(sock: socket.socket, addr: object, request: bytes) -> bool:
+        if accept:
+            got.append(request)
+            sock.sendall(b"HTTP/1.0 204 No Content\r\n\r\n")
+            sock.close()
+        return accept
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    thread = threading.Thread(target=Intake(listener, limits, dispatch).serve, args=(stop,))
+    thread.start()
+    try:
+        yield listener.getsockname(), got
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        listener.close()
+
+
+def test_a_full_worker_pool_is_answered_503() -> None:
+    with intake(HttpLimits(), accept=False) as (addr, _):
+        reply = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert status_of(reply) == 503 and "busy" in str(json_of(reply)["error"])
+
+
+def test_pending_bytes_stay_under_the_budget_oldest_shed_first() -> None:
+    limits = HttpLimits(max_buffered=3000, max_body=10_000)
+    with intake(limits, accept=True) as (addr, got):
+        partial = post("/x", b"a" * 1400, {}, length=5000)
+        socks = [socket.create_connection(addr, timeout=30) for _ in range(3)]
+        for s in socks:  # accepted in connect order: the first is the oldest
+            s.sendall(partial)  # 3 x ~1.45 KB pending > 3 KB: the oldest is shed
+        first = read_all(socks[0])
+        assert status_of(first) == 503 and "bytes" in str(json_of(first)["error"])
+        socks[1].sendall(b"b" * 3600)  # completes the second: it is served in full
+        assert status_of(read_all(socks[1])) == 204
+        for s in socks:
+            s.close()
+    assert len(got) == 1 and got[0].endswith(b"a" * 1400 + b"b" * 3600)
