@@ -8,7 +8,8 @@ SYSTEM_COLLECTIONURI, SYSTEM_TEAMPROJECT, BUILD_REPOSITORY_ID,
 SYSTEM_PULLREQUEST_PULLREQUESTID. The comment carries a hidden marker, so the next push to the
 PR edits the same comment instead of adding a new one (as Atlantis and Terraform Cloud do).
 REST API: Pull Request Threads (api-version 7.1). The build service needs the
-"Contribute to pull requests" permission on the repository.
+"Contribute to pull requests" permission on the repository. What it prints from the server
+(an error body) is shown as one escaped line: it must not become an Azure logging command.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ REQUIRED = ("SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECT", "BUILD_REPOSITORY_ID",
 
 class ApiError(Exception):
     pass
+
+
+def shown(text: str) -> str:
+    """`text` as one printable log line without `##` (so never `##vso[` nor `##[`)."""
+    line = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+    return line.replace("##", "#\\x23")
 
 
 def threads_url(env: Mapping[str, str]) -> str:
@@ -109,7 +117,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"post_pr_comment: {post(markdown, env)} the plan comment on PR "
               f"{env['SYSTEM_PULLREQUEST_PULLREQUESTID']}")
     except (OSError, ApiError) as exc:
-        print(f"post_pr_comment: {exc}", file=sys.stderr)
+        print(f"post_pr_comment: {shown(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,7 +1,9 @@
 """azure-pipelines.yml, checked offline: the Azure Pipelines JSON schema, every script step calls
 a command that exists here (make target, `pachsync` subcommand with options that parse, .ci/
-script), the loop guards, and the two helper scripts (.ci/changed_paths.py against a real git
-repo, .ci/post_pr_comment.py against a local HTTP stand-in for the Azure DevOps REST API).
+script), the loop guards, where the cluster credentials may go (conditions evaluated for PRs
+from the same repository, from forks and for main), and the helper scripts
+(.ci/changed_paths.py against a real git repo, .ci/post_pr_comment.py against a local HTTP
+stand-in for the Azure DevOps REST API, .ci/plan_skipped.py).
 """
 
 from __future__ import annotations
@@ -121,14 +123,139 @@ def test_pull_requests_run_tests_validate_and_post_the_plan(pipeline: dict[str, 
     scripts = {job: [s["script"] for j, s in steps(pipeline) if j == job and "script" in s]
                for job in jobs(pipeline)}
     assert "make test" in scripts["Tests"]
+    assert any("pachsync validate" in s and "--format azure" in s for s in scripts["Tests"])
     plan_job = jobs(pipeline)["Plan"]
     assert "PullRequest" in plan_job["condition"]
     joined = "\n".join(scripts["Plan"])
-    assert "pachsync validate" in joined and "--format markdown" in joined
-    assert joined.index("validate") < joined.index("plan --") < joined.index("post_pr_comment")
+    assert "--format markdown" in joined
+    assert joined.index("plan --") < joined.index("post_pr_comment")
     envs = {k: v for _, s in steps(pipeline) for k, v in s.get("env", {}).items()}
     assert envs["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
     assert envs["PACH_PYTHON_AUTH_TOKEN"] == "$(PACHD_TOKEN)"  # secret mapped, never inline
+
+
+class Condition:
+    """The subset of Azure Pipelines' condition expressions this file uses: and, or, not, eq,
+    ne (case-insensitive, as Azure compares strings), contains, succeeded(), always(),
+    succeededOrFailed(), 'literals', variables['Name'] and other NAME['key'] lookups (read from
+    the run's variables as "NAME['key']"; undefined reads as '')."""
+
+    TOKEN = re.compile(r"\s*(?:(\w+)\s*\(|([\w.]+)\[\s*'([^']+)'\s*\]|'([^']*)')")
+
+    def __init__(self, variables: dict[str, str]) -> None:
+        self.variables = {k.lower(): v for k, v in variables.items()}
+
+    def __call__(self, text: str) -> bool:
+        value, rest = self._expr(text)
+        assert not rest.strip(), f"unparsed: {rest!r}"
+        return value in (True, "True", "true")
+
+    def _expr(self, text: str) -> tuple[Any, str]:
+        m = self.TOKEN.match(text)
+        assert m, f"cannot parse {text!r}"
+        rest = text[m.end():]
+        if m[2]:
+            name = m[3] if m[2] == "variables" else f"{m[2]}['{m[3]}']"
+            return self.variables.get(name.lower(), ""), rest
+        if m[4] is not None:
+            return m[4], rest
+        args: list[Any] = []
+        while not rest.lstrip().startswith(")"):
+            value, rest = self._expr(rest)
+            args.append(value)
+            rest = rest.lstrip()
+            rest = rest[1:] if rest.startswith(",") else rest
+        return self._call(m[1].lower(), args), rest.lstrip()[1:]
+
+    @staticmethod
+    def _call(name: str, args: list[Any]) -> Any:
+        def text(v: Any) -> str:
+            return str(v).lower()
+        calls = {
+            "and": lambda: all(a is True for a in args), "or": lambda: any(a is True for a in args),
+            "not": lambda: args[0] is not True, "eq": lambda: text(args[0]) == text(args[1]),
+            "ne": lambda: text(args[0]) != text(args[1]),
+            "contains": lambda: text(args[1]) in text(args[0]),
+            "succeeded": lambda: True, "always": lambda: True, "succeededorfailed": lambda: True,
+        }
+        return calls[name]()
+
+
+RUNS = {
+    "same-repository PR": {"Build.Reason": "PullRequest", "System.PullRequest.IsFork": "False",
+                           "Build.SourceBranch": "refs/pull/7/merge"},
+    "fork PR": {"Build.Reason": "PullRequest", "System.PullRequest.IsFork": "True",
+                "Build.SourceBranch": "refs/pull/8/merge"},
+    "main": {"Build.Reason": "IndividualCI", "Build.SourceBranch": "refs/heads/main",
+             "Build.SourceVersionMessage": "Merge PR 7",
+             "dependencies.Images.outputs['changes.stages']": "true"},
+}
+
+
+def jobs_that_run(pipeline: dict[str, Any], run: str) -> set[str]:
+    evaluate = Condition(RUNS[run])
+    out = set()
+    for stage in pipeline["stages"]:
+        if not evaluate(stage.get("condition", "succeeded()")):
+            continue
+        out |= {job["job"] for job in stage["jobs"]
+                if evaluate(job.get("condition", "succeeded()"))}
+    return out
+
+
+def group_links(pipeline: dict[str, Any]) -> set[str]:
+    """Where the variable group is linked: 'pipeline', 'stage:<name>' or 'job:<name>'."""
+    def linked(holder: dict[str, Any]) -> bool:
+        return any("group" in v for v in holder.get("variables", []) if isinstance(v, dict))
+    found = {"pipeline"} if linked(pipeline) else set()
+    for stage in pipeline["stages"]:
+        found |= {f"stage:{stage['stage']}"} if linked(stage) else set()
+        found |= {f"job:{job['job']}" for job in stage["jobs"] if linked(job)}
+    return found
+
+
+@pytest.mark.parametrize(("run", "expected"), [
+    ("same-repository PR", {"Tests", "Plan"}),
+    ("fork PR", {"Tests", "PlanSkipped"}),
+    ("main", {"Tests", "Images", "Bump"}),
+])
+def test_which_jobs_run(pipeline: dict[str, Any], run: str, expected: set[str]) -> None:
+    assert jobs_that_run(pipeline, run) == expected
+
+
+def test_the_cluster_credentials_reach_only_the_plan_step(pipeline: dict[str, Any]) -> None:
+    """The group is linked where it is needed only (never to job Tests, which prints what a PR
+    controls); the token is mapped into the env of one step, the plan, and no script names it;
+    that step takes the address explicitly; and nothing in its job prints repository data
+    before it (a logging command printed by another job cannot reach this job's variables)."""
+    assert group_links(pipeline) == {"job:Plan", "stage:Release"}
+    mapped = [(job, s) for job, s in steps(pipeline) if "$(PACHD_TOKEN)" in str(s.get("env"))]
+    assert len(mapped) == 1
+    job, plan = mapped[0]
+    assert job == "Plan" and plan["env"] == {"PLAN_PACHD_ADDRESS": "$(PACHD_ADDRESS)",
+                                             "PLAN_SOURCE_ID": "$(PACHSYNC_SOURCE_ID)",
+                                             "PACH_PYTHON_AUTH_TOKEN": "$(PACHD_TOKEN)"}
+    assert all("PACHD_TOKEN" not in s.get("script", "") for _, s in steps(pipeline))
+    words = commands_of(plan["script"])[0]
+    assert words[:2] == [".venv/bin/pachsync", "plan"]
+    assert words[words.index("--pachd") + 1] == "$PLAN_PACHD_ADDRESS"
+    before = jobs(pipeline)["Plan"]["steps"]
+    before = before[: before.index(plan)]
+    assert [s.get("script") for s in before if "script" in s] == ["make venv"]
+    assert {s.get("task") for s in before if "task" in s} <= {"UsePythonVersion@0", "Cache@2"}
+
+
+def test_a_fork_pr_gets_no_token_and_the_log_says_so(pipeline: dict[str, Any]) -> None:
+    assert "Plan" not in jobs_that_run(pipeline, "fork PR")
+    skipped = jobs(pipeline)["PlanSkipped"]
+    assert "variables" not in skipped and all("env" not in s for s in skipped["steps"])
+    (script,) = [s["script"] for s in skipped["steps"] if "script" in s]
+    assert commands_of(script) == [["python3", ".ci/plan_skipped.py"]]
+    out = subprocess.run([sys.executable, str(ROOT / ".ci" / "plan_skipped.py")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("pachsync plan skipped: this pull request comes from a fork")
+    assert out[1] == f"##vso[task.logissue type=warning]{out[0]}"
+    assert not set(";]%") & set(out[0])  # constant text that needs no escaping
 
 
 def test_main_builds_pushes_by_sha_and_bumps_without_looping(pipeline: dict[str, Any]) -> None:
@@ -223,6 +350,7 @@ class FakeAzureDevOps(BaseHTTPRequestHandler):
     threads: list[dict[str, Any]] = []
     calls: list[tuple[str, str, str]] = []
     fail_with: int | None = None
+    fail_message = "TF400813: not authorized"
 
     def _reply(self, code: int, doc: Any) -> None:
         body = json.dumps(doc).encode()
@@ -237,7 +365,7 @@ class FakeAzureDevOps(BaseHTTPRequestHandler):
         body = self.rfile.read(length).decode() if length else ""
         self.calls.append((method, self.path, self.headers["Authorization"]))
         if self.fail_with:
-            return self._reply(self.fail_with, {"message": "TF400813: not authorized"})
+            return self._reply(self.fail_with, {"message": self.fail_message})
         if method == "GET":
             return self._reply(200, {"value": self.threads, "count": len(self.threads)})
         doc = json.loads(body)
@@ -267,6 +395,7 @@ class FakeAzureDevOps(BaseHTTPRequestHandler):
 @pytest.fixture
 def azure_devops() -> Iterator[str]:
     FakeAzureDevOps.threads, FakeAzureDevOps.calls, FakeAzureDevOps.fail_with = [], [], None
+    FakeAzureDevOps.fail_message = "TF400813: not authorized"
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAzureDevOps)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -312,3 +441,22 @@ def test_plan_comment_failures_fail_the_step(azure_devops: str, tmp_path: Path,
     assert post.main(["--file", str(plan)], {k: v for k, v in env.items()
                                               if k != "SYSTEM_ACCESSTOKEN"}) == 2
     assert "SYSTEM_ACCESSTOKEN" in capsys.readouterr().err
+
+
+def test_plan_comment_errors_print_no_logging_command(azure_devops: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """An error body echoed by the server (which may quote the PR) is printed as one escaped
+    line: it cannot set a variable for the steps after this one."""
+    post = load_script("post_pr_comment")
+    plan = tmp_path / "plan.md"
+    plan.write_text("x")
+    env = {"SYSTEM_COLLECTIONURI": azure_devops, "SYSTEM_TEAMPROJECT": "p",
+           "BUILD_REPOSITORY_ID": "r", "SYSTEM_PULLREQUEST_PULLREQUESTID": "1",
+           "SYSTEM_ACCESSTOKEN": "t"}
+    FakeAzureDevOps.fail_with = 400
+    FakeAzureDevOps.fail_message = \
+        "bad\n##vso[task.setvariable variable=PACHD_ADDRESS]evil\r##[error]x"
+    assert post.main(["--file", str(plan)], env) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 400" in err and "evil" in err
+    assert len(err.splitlines()) == 1 and "##" not in err
