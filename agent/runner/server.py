@@ -71,13 +71,15 @@ class _Handler(BaseHTTPRequestHandler):
     """One complete, already-read request (`request` = (socket, bytes)); answers on the socket."""
 
     server_version = "pachsync-agent"
-    sys_version = ""
     default_request_version = "HTTP/1.0"  # even a malformed request line gets a status line
     runner: Runner
     auth: WebhookAuth
     guard: ReplayGuard
     limits: HttpLimits
     clock: Callable[[], float]
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version for scanners to match
 
     def setup(self) -> None:
         sock, raw = self.request
