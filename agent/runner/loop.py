@@ -11,7 +11,11 @@ and by tests with an injected sync function. Responsibilities:
 - stall: a commit known invalid (or badly signed) is not planned again. The runner passes a
   `verify` hook to sync_once that refuses exactly that sha after the fetch, so new commits are
   still fetched every interval and the first new one is synced at once;
-- record: status (pure fold in `agent.runner.status`), metrics, one structured log line per run.
+- record: status (pure fold in `agent.runner.status`), metrics, one structured log line per run
+  (naming the pipelines by action, not only counting them);
+- health: after every run (stalled and failed ones too: jobs finish after the apply) every
+  pipeline's sync and health are judged against the newest valid desired state the runner has
+  seen (`agent.sync.refresh_status`, injectable), and /status and /metrics show that one report.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.errors import PachsyncError
+from agent.plan.health import StatusReport
 from agent.runner.backoff import BackoffPolicy
 from agent.runner.credentials import redact_url
 from agent.runner.logs import LOGGER_NAME
@@ -37,14 +42,18 @@ from agent.runner.metrics import AgentMetrics
 from agent.runner.status import (
     AgentStatus,
     ResultLike,
+    record_health,
     record_result,
     record_stalled_check,
 )
 
 if TYPE_CHECKING:  # the runner calls sync_once through the injected SyncFn only
-    from agent.sync import SyncOptions
+    from agent.sync import Prepared, SyncOptions
 
 SyncFn = Callable[["SyncOptions"], ResultLike]  # agent.sync.sync_once (contract C4)
+HealthFn = Callable[["SyncOptions", "Prepared"], StatusReport]  # agent.sync.refresh_status
+HealthCheck = tuple[StatusReport | None, str | None]  # (report, or why there is none)
+LOG_NAMES_MAX = 20  # pipeline names per action in a log message (the fields hold them all)
 VerifyFn = Callable[[Path, str], None]
 JOB_ID = "sync"
 WEBHOOK_JOB_ID = "webhook"
@@ -99,8 +108,11 @@ class Runner:
 
     def __init__(self, options: SyncOptions, sync_fn: SyncFn, *, config: RunnerConfig | None = None,
                  metrics: AgentMetrics | None = None, verify: VerifyFn | None = None,
-                 secrets: Iterable[str] = (), clock: Callable[[], float] = time.time) -> None:
+                 secrets: Iterable[str] = (), clock: Callable[[], float] = time.time,
+                 health_fn: HealthFn | None = None) -> None:
         self.options, self.config = options, config or RunnerConfig()
+        self._health_fn = health_fn  # None: agent.sync.refresh_status
+        self._prepared: Prepared | None = None  # newest valid desired state seen by a run
         self.metrics = metrics or AgentMetrics(redact_url(options.source), options.branch)
         self._sync_fn, self._verify, self._clock = sync_fn, verify, clock
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
@@ -210,9 +222,27 @@ class Runner:
             result = CrashResult(None, "failed", started, self._clock() - started,
                                  (f"{type(exc).__name__}: {exc}",))
         result = self._redacted(result)
-        self._record(result, trigger, gate.fired)
+        self._record(result, trigger, gate.fired, self._check_health(result))
         self._reschedule()
         return result
+
+    def _check_health(self, result: ResultLike) -> HealthCheck:
+        """Sync and health of every pipeline against this run's desired state, else the last
+        one a run prepared (a stalled or unfetchable head keeps judging the last good commit).
+        Nothing until a run has prepared one (a fake sync in tests never does)."""
+        prepared = getattr(result, "prepared", None)
+        if prepared is not None:
+            self._prepared = prepared
+        if self._prepared is None:
+            return None, None
+        check = self._health_fn or _default_health_fn()
+        try:
+            return check(self.options, self._prepared), None
+        except PachsyncError as exc:
+            return None, self._redact(exc.message)
+        except Exception as exc:  # noqa: BLE001 - the loop must survive a bug below it
+            self._log.exception("health check crashed")
+            return None, self._redact(f"{type(exc).__name__}: {exc}")
 
     def _redacted(self, result: ResultLike) -> ResultLike:
         """Errors are shown on the unauthenticated /status: strip any secret from them."""
@@ -226,7 +256,8 @@ class Runner:
             text = text.replace(secret, "***")
         return text
 
-    def _record(self, result: ResultLike, trigger: str, stalled_check: bool) -> None:
+    def _record(self, result: ResultLike, trigger: str, stalled_check: bool,
+                health: HealthCheck = (None, None)) -> None:
         now = self._clock()
         with self._cond:
             if stalled_check:
@@ -235,11 +266,15 @@ class Runner:
                 self._status = record_result(self._status, result, trigger=trigger, now=now,
                                              policy=self.config.backoff,
                                              self_heal=self.config.self_heal)
+            # In the same update as the run, so a reader woken below sees both together.
+            self._status = record_health(self._status, *health, now)
             status = self._status
             # Set with the status, so a reader woken below already sees the retry time.
             self._retry_at = time.time() + status.backoff_s if status.backoff_s > 0 else None
             self._cond.notify_all()
         stalled = status.stalled_commit is not None
+        if health[0] is not None:
+            self.metrics.observe_health(health[0])
         if stalled_check:
             self.metrics.observe_state(0, 0.0, stalled)
         else:
@@ -268,9 +303,11 @@ class Runner:
                  stalled_check: bool) -> None:
         counts = dict(Counter(result.actions.values()))
         outcome = "stalled" if stalled_check else result.result
+        named = names_by_action(result.actions)
         fields: dict[str, Any] = {
             "event": "sync", "commit": result.commit, "result": outcome, "trigger": trigger,
             "duration_s": round(result.duration_s, 3), "counts": counts,
+            "pipelines": named,
             "drift_detected": result.drift_detected, "out_of_sync": result.out_of_sync,
         }
         if stalled_check:
@@ -282,4 +319,29 @@ class Runner:
             fields["retry_in_s"] = status.backoff_s
         level = {"applied": logging.INFO, "unchanged": logging.INFO, "invalid": logging.WARNING,
                  "stalled": logging.INFO}.get(outcome, logging.ERROR)
-        self._log.log(level, f"sync {outcome}", extra={"fields": fields})
+        self._log.log(level, f"sync {outcome}{describe_actions(named)}", extra={"fields": fields})
+
+
+def _default_health_fn() -> HealthFn:
+    from agent.sync import refresh_status
+
+    return refresh_status
+
+
+def names_by_action(actions: dict[str, str]) -> dict[str, list[str]]:
+    """Pipeline names per action, every action but `unchanged` (names sorted)."""
+    out: dict[str, list[str]] = {}
+    for name, action in sorted(actions.items()):
+        if action != "unchanged":
+            out.setdefault(action, []).append(name)
+    return out
+
+
+def describe_actions(named: dict[str, list[str]]) -> str:
+    """`: create split, model; update+reprocess select` for a log message ("" if nothing)."""
+    parts = []
+    for action, names in named.items():
+        more = len(names) - LOG_NAMES_MAX
+        shown = ", ".join(names[:LOG_NAMES_MAX]) + (f" and {more} more" if more > 0 else "")
+        parts.append(f"{action} {shown}")
+    return (": " + "; ".join(parts)) if parts else ""

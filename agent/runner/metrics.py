@@ -5,9 +5,16 @@
 the same dashboards and alerts work: syncs by result, duration histogram, last success time,
 pipelines out of sync, drift, git fetch failures, backoff, stall, webhook calls, build info.
 An own registry keeps tests independent and avoids duplicate-registration errors.
+
+Per pipeline, `pachsync_pipeline_sync{pipeline,status}` and `pachsync_pipeline_health{pipeline,
+health}` are 0/1 gauges for every value of the vocabulary (so an alert can match
+`pachsync_pipeline_health{health="Degraded"} == 1`), read at scrape time from the runner's last
+`agent.plan.health.StatusReport`, the same value /status shows: one snapshot, never half-updated.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,11 +25,38 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from agent.plan.health import Health, StatusReport, Sync
 from agent.runner.status import ResultLike
 
 RESULTS = ("applied", "unchanged", "invalid", "failed")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class PipelineStatusCollector(Collector):
+    """The two per-pipeline gauge families, from the last StatusReport (replaced, never
+    mutated: a scrape sees one report whole)."""
+
+    def __init__(self) -> None:
+        self.report: StatusReport | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sync = GaugeMetricFamily(
+            "pachsync_pipeline_sync", "1 for the pipeline's sync status (vs git), 0 for the "
+            "others.", labels=["pipeline", "status"])
+        health = GaugeMetricFamily(
+            "pachsync_pipeline_health", "1 for the pipeline's health (state and newest job), "
+            "0 for the others.", labels=["pipeline", "health"])
+        report = self.report
+        for ps in report.pipelines if report is not None else ():
+            for s in Sync:
+                sync.add_metric([ps.name, str(s)], 1.0 if ps.sync == s else 0.0)
+            for h in Health:
+                health.add_metric([ps.name, str(h)], 1.0 if ps.health == h else 0.0)
+        yield sync
+        yield health
 
 
 class AgentMetrics:
@@ -69,6 +103,8 @@ class AgentMetrics:
             "(408 slow, 411/413/431 too big or unbounded, 400 truncated, 503 busy).",
             ["status"], registry=r)
         self.info = Info("pachsync", "Agent build and source.", registry=r)
+        self.pipeline_status = PipelineStatusCollector()
+        r.register(self.pipeline_status)
         self.info.info({"version": version, "source": source, "branch": branch})
 
     def observe_result(self, result: ResultLike, failures: int, backoff_s: float,
@@ -92,6 +128,10 @@ class AgentMetrics:
         self.consecutive_failures.set(failures)
         self.backoff.set(backoff_s)
         self.stalled.set(1 if stalled else 0)
+
+    def observe_health(self, report: StatusReport) -> None:
+        """Per-pipeline sync and health gauges now show `report`."""
+        self.pipeline_status.report = report
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,10 @@ here: the caller passes `now`, so every transition is unit-tested.
 Result vocabulary: `applied` / `unchanged` (cluster equals the commit), `invalid` (specs do not
 validate: stalled until the commit changes), `failed` (retried with backoff; a `SignatureInvalid`
 failure stalls like `invalid`, because retrying the same commit cannot help).
+
+Per pipeline, /status shows the sync status and health of `agent.plan.health` (the same function
+`pachsync status` and the metrics use), judged after every run by the runner (`record_health`),
+next to the action the last run took.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agent.plan.health import Health, StatusReport, Sync
+from agent.plan.health import to_dict as status_dict
 from agent.runner.backoff import BackoffPolicy
 
 OK_RESULTS = frozenset({"applied", "unchanged"})
@@ -91,6 +97,9 @@ class AgentStatus:
     next_run_at: float | None = None
     pipelines: tuple[tuple[str, PipelineState], ...] = field(default=())
     history: tuple[Attempt, ...] = ()  # the last HISTORY runs, newest first
+    health: StatusReport | None = None  # sync and health of every pipeline, after the last run
+    health_checked_at: float | None = None  # when `health` was last judged successfully
+    health_error: str | None = None  # why the last attempt to judge it failed (None: it did not)
 
 
 def is_stall(result: ResultLike) -> bool:
@@ -164,6 +173,14 @@ def record_result(status: AgentStatus, result: ResultLike, *, trigger: str, now:
     )
 
 
+def record_health(status: AgentStatus, report: StatusReport | None, error: str | None,
+                  now: float) -> AgentStatus:
+    """Fold one health check: a new report, or an error that keeps the last known report."""
+    if report is None:
+        return replace(status, health_error=error) if error else status
+    return replace(status, health=report, health_checked_at=now, health_error=None)
+
+
 def record_stalled_check(status: AgentStatus, now: float) -> AgentStatus:
     """A run found the head still at the stalled commit: nothing was applied, nothing failed."""
     return replace(status, ready=True, stalled_checks=status.stalled_checks + 1,
@@ -195,9 +212,44 @@ def to_dict(status: AgentStatus) -> dict[str, Any]:
                     "delaySeconds": status.backoff_s},
         "lastCheckedAt": status.last_checked_at,
         "nextRunAt": status.next_run_at,
-        "pipelines": {name: {"action": p.action, "state": p.state, "commit": p.commit}
-                      for name, p in status.pipelines},
+        "pipelines": _pipelines(status),
+        "health": _health(status),
         "history": [{"commit": a.commit, "result": a.result, "trigger": a.trigger,
                      "startedAt": a.started_at, "durationSeconds": round(a.duration_s, 3),
                      "errorKind": a.error_kind} for a in status.history],
+    }
+
+
+def _pipelines(status: AgentStatus) -> dict[str, dict[str, Any]]:
+    """Per pipeline: the last run's action, and (once judged) sync and health with their facts.
+    `state` is kept for older readers: the sync status when known."""
+    out = {name: {"action": p.action, "state": p.state, "commit": p.commit}
+           for name, p in status.pipelines}
+    if status.health is None:
+        return out
+    judged = {}
+    for ps in status.health.pipelines:
+        doc = status_dict(ps)
+        last = out.get(ps.name)
+        doc.pop("name")
+        doc["plan_action"] = doc.pop("action")
+        doc["pipeline_state"] = doc.pop("state")
+        doc.update(action=last["action"] if last else None,
+                   commit=last["commit"] if last else None, state=str(ps.sync))
+        judged[ps.name] = doc
+    # Pipelines the last run touched that are gone now (pruned) keep their action line.
+    return {**{n: d for n, d in out.items() if n not in judged}, **judged}
+
+
+def _health(status: AgentStatus) -> dict[str, Any] | None:
+    report = status.health
+    if report is None and status.health_error is None:
+        return None
+    rows = report.pipelines if report is not None else ()
+    return {
+        "checkedAt": status.health_checked_at, "error": status.health_error,
+        "sourceId": report.source_id if report else None,
+        "commit": report.commit if report else None,
+        "sync": {str(v): sum(1 for r in rows if r.sync == v) for v in Sync},
+        "health": {str(v): sum(1 for r in rows if r.health == v) for v in Health},
     }

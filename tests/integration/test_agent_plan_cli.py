@@ -42,14 +42,17 @@ def test_plan_apply_converges_for_every_spec(localpachd: Any, pach_client: Any,
     code, out = _run(capsys, "apply", *addr)
     assert code == 0 and "Nothing to apply" in out
     jobs = wait_jobs(pach_client, NAMES)  # no data loaded: one empty job per pipeline
-    code, out = _run(capsys, "status", "--pachd", localpachd.address, "--format", "json")
+    code, out = _run(capsys, "status", "--pachd", localpachd.address, "--specs", SPECS,
+                     "--format", "json")
     rows = {r["name"]: r for r in json.loads(out)["pipelines"]}
     assert code == 0 and set(rows) == set(NAMES)
-    assert all(r["sync"] == "in sync" and r["managed_by"] for r in rows.values())
+    assert all(r["sync"] == "Synced" and r["health"] == "Healthy" and r["managed_by"]
+               for r in rows.values())
     for name, row in rows.items():
         assert row["state"] == "PIPELINE_RUNNING" and row["version"] == 1, row
         assert row["last_job"] == {"id": jobs[name].job.id, "state": "JOB_SUCCESS", "total": 0,
-                                   "processed": 0, "skipped": 0, "failed": 0}, row
+                                   "processed": 0, "skipped": 0, "failed": 0, "reason": "",
+                                   "pipeline_version": 1}, row
 
 
 def test_plan_markdown_for_a_pull_request(localpachd: Any, capsys: Any) -> None:
