@@ -40,7 +40,16 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _MERGE = "tag:yaml.org,2002:merge"
 _UNSENDABLE = re.compile("[\x00\ud800-\udfff]")
-_SCALARS = yaml.constructor.SafeConstructor()  # builds single numbers to check them
+_SCALARS = yaml.constructor.SafeConstructor()  # builds single scalars to check them
+# Scalars PyYAML builds with plain Python calls that raise ValueError, KeyError... instead of a
+# YAMLError: 2020-13-45 (a date by its form), !!bool maybe, !!float abc, !!int with no digits.
+_BUILDERS = {
+    _INT: _SCALARS.construct_yaml_int,
+    _FLOAT: _SCALARS.construct_yaml_float,
+    "tag:yaml.org,2002:bool": _SCALARS.construct_yaml_bool,
+    "tag:yaml.org,2002:timestamp": _SCALARS.construct_yaml_timestamp,
+}
+_BUILD_ERRORS = (ValueError, ArithmeticError, LookupError, AttributeError, TypeError)
 
 
 class YamlProblem(Exception):
@@ -92,6 +101,8 @@ def load_yaml(text: str) -> LoadedYaml:
         lines: dict[Path_, int] = {(): node.start_mark.line + 1}
         _record_lines(node, (), lines)
         data = loader.construct_document(node)
+    except _BUILD_ERRORS as exc:  # a safety net: _check_scalar builds each risky scalar first
+        raise YamlProblem(1, f"invalid YAML value: {str(exc)[:200]}") from None
     except yaml.MarkedYAMLError as exc:
         raise _problem(exc) from None
     except yaml.YAMLError as exc:
@@ -229,11 +240,23 @@ def _record_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None
         _check_scalar(node, path)
 
 
-def _small_int(node: yaml.ScalarNode) -> bool:
+def _build(node: yaml.ScalarNode, path: Path_) -> Any:
+    """The value of a number, boolean or date scalar (None for others), or a YamlProblem."""
+    builder = _BUILDERS.get(node.tag)
+    if builder is None:
+        return None
+    value = str(node.value)
+    kind = str(node.tag).rsplit(":", 1)[-1]
     try:
-        return abs(_SCALARS.construct_yaml_int(node)) < MAX_INT
-    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
-        return False
+        return builder(node)
+    except _BUILD_ERRORS as exc:
+        if "Exceeds the limit" in str(exc):  # more digits than int() converts (4300)
+            message = f"the integer {value[:30]}... is far outside any field of a pipeline spec"
+        else:
+            why = f" ({str(exc)[:80]})" if type(exc) is ValueError else ""
+            message = f"{value[:30]!r} is not a valid {kind}{why}"
+        raise YamlProblem(node.start_mark.line + 1, message, path,
+                          hint="quote it to make it text, or fix the value") from None
 
 
 def _text_key(key_node: yaml.Node, path: Path_) -> str:
@@ -254,12 +277,13 @@ def _text_key(key_node: yaml.Node, path: Path_) -> str:
 def _check_scalar(node: yaml.ScalarNode, path: Path_) -> None:
     value = str(node.value)
     line = node.start_mark.line + 1
-    if node.tag == _INT and not _small_int(node):
-        shown = value if len(value) <= 30 else value[:30] + "..."
+    shown = value if len(value) <= 30 else value[:30] + "..."
+    built = _build(node, path)
+    if node.tag == _INT and abs(built) >= MAX_INT:
         raise YamlProblem(line, f"the integer {shown} is far outside any field of a pipeline "
                           "spec (64 bits)", path, hint="write a realistic number")
-    if node.tag == _FLOAT and not math.isfinite(_SCALARS.construct_yaml_float(node)):
-        raise YamlProblem(line, f"{value[:30]} cannot be sent to Pachyderm (requests are JSON "
+    if node.tag == _FLOAT and not math.isfinite(built):
+        raise YamlProblem(line, f"{shown} cannot be sent to Pachyderm (requests are JSON "
                           "and protobuf: no NaN or infinity)", path, hint="write a finite number")
     bad = _UNSENDABLE.search(value)
     if bad:

@@ -12,6 +12,7 @@ limits. Each case copies the shipped specs to a temp dir and breaks one thing.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,19 @@ def test_a_string_no_command_can_hold_is_refused(specs: Path, escape: str) -> No
     text = _edit(specs, "pipelines/split.yaml", "    - --seed\n", f'    - "--se{escape}ed"\n')
     error = _one(_errors(specs), "cannot be sent")
     assert error.line == _line_of(text, '"--se')
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2020-13-45", "2021-02-30 10:00:00", "!!float abc", "!!bool maybe", "!!timestamp x",
+     "!!int", "!!float"],
+)
+def test_a_value_yaml_cannot_build_is_an_error_at_its_line(specs: Path, value: str) -> None:
+    # PyYAML builds dates, numbers and booleans with plain Python calls: ValueError, KeyError,
+    # AttributeError or IndexError escaped as tracebacks.
+    text = _edit(specs, "pipelines/select.yaml", "datum_tries: 2", f"datum_tries: {value}")
+    error = _one(_errors(specs), "is not a valid")
+    assert error.line == _line_of(text, "datum_tries:") and error.path == "datum_tries"
 
 
 # --- a value of the wrong shape --------------------------------------------------------------
@@ -406,6 +420,66 @@ def test_a_duration_protobuf_accepts_passes(specs: Path, value: str) -> None:
     _edit(specs, "pipelines/model.yaml", "datum_tries: 2",
           f'datum_tries: 2\njob_timeout: "{value}"')
     assert _errors(specs) == []
+
+
+CRON = "input:\n  cron: {{name: tick, spec: '@every 60s', start: '{start}'}}\n"
+
+
+@pytest.mark.parametrize(
+    "start",
+    ["2021-02-29T00:00:00Z", "2020-01-01T24:00:00Z", "2020-01-01T00:00:60Z",
+     "0000-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", "2020-01-01T00:00:00+24:00",
+     "2020-01-01T00:00:00.1234567891Z", "2020-01-01 00:00:00Z", "2020-01-01T00:00:00"],
+)
+def test_a_cron_start_protobuf_refuses_is_an_error(specs: Path, start: str) -> None:
+    text = _replace_input(specs, CRON.format(start=start))
+    errors = _errors(specs)
+    assert any(e.line == _line_of(text, "cron:") and e.path.startswith("input.cron")
+               for e in errors), [e.format() for e in errors]
+
+
+@pytest.mark.parametrize(
+    "start", ["2020-02-29T00:00:00Z", "2024-01-31T12:30:00.123456789+05:30", "0001-01-01T00:00:00Z"]
+)
+def test_a_cron_start_protobuf_accepts_passes(specs: Path, start: str) -> None:
+    from agent.cluster.apply import PipelineOp, request_of
+
+    _replace_input(specs, CRON.format(start=start))
+    _edit(specs, "pipelines/select.yaml", "    - /pfs/test\n", "    - /pfs/tick\n")
+    _edit(specs, "pipelines/select.yaml", "    - /pfs/model\n", "    - /pfs/tick\n")
+    report = check_specs(specs, root=specs.parent)
+    assert report.errors == (), [e.format() for e in report.errors]
+    for pipeline in report.state.pipelines:  # type: ignore[union-attr]
+        request_of(PipelineOp(pipeline.name, pipeline.spec, file=pipeline.file))
+
+
+@pytest.mark.parametrize("patch", ["not json", "[", "{'a': 1}", "[" * 5000 + "]" * 5000])
+def test_a_pod_patch_that_is_not_json_is_an_error(specs: Path, patch: str) -> None:
+    text = _edit(specs, "pipelines/model.yaml", "datum_tries: 2",
+                 f"datum_tries: 2\npod_patch: {json.dumps(patch)}")
+    error = _one(_errors(specs), "not valid JSON")
+    assert error.line == _line_of(text, "pod_patch")
+
+
+@pytest.mark.parametrize(
+    ("pfs", "words"),
+    [
+        ("{repo: test, glob: /*, s3: true}", 'glob "/"'),
+        ("{repo: test, glob: /, s3: true, lazy: true}", "s3 and lazy"),
+        ("{repo: test, glob: /, s3: true, empty_files: true}", "s3 and empty_files"),
+    ],
+)
+def test_s3_inputs_follow_pachyderms_rules(specs: Path, pfs: str, words: str) -> None:
+    text = _replace_input(specs, f"input:\n  pfs: {pfs}\n")
+    error = _one(_errors(specs), words)
+    assert error.line == _line_of(text, "  pfs:")
+
+
+@pytest.mark.parametrize("combo", ["join", "group", "union"])
+def test_s3_inputs_inside_join_group_or_union_are_errors(specs: Path, combo: str) -> None:
+    _replace_input(specs, f"input:\n  {combo}:\n    - cross:\n        - pfs: {{repo: test, "
+                          "glob: /, s3: true}\n    - pfs: {repo: model, glob: /}\n")
+    _one(_errors(specs), f"S3 inputs inside a {combo}")
 
 
 # --- input names as Pachyderm validates them ---------------------------------------------------
