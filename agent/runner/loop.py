@@ -329,9 +329,9 @@ def _default_health_fn() -> HealthFn:
 
 
 def names_by_action(actions: dict[str, str]) -> dict[str, list[str]]:
-    """Pipeline names per action, every action but `unchanged` (names sorted)."""
+    """Pipeline names per action, every action but `unchanged` (both sorted)."""
     out: dict[str, list[str]] = {}
-    for name, action in sorted(actions.items()):
+    for name, action in sorted(actions.items(), key=lambda item: (item[1], item[0])):
         if action != "unchanged":
             out.setdefault(action, []).append(name)
     return out

@@ -106,3 +106,23 @@ def test_history_keeps_the_last_runs_newest_first() -> None:
     doc = to_dict(s)
     assert [h["commit"] for h in doc["history"]] == [f"c{i}" for i in range(14, 4, -1)]
     assert doc["history"][0]["result"] == "applied" and s.runs == 15
+
+
+def test_health_report_joins_the_last_actions_and_keeps_pruned_ones() -> None:
+    from agent.plan.health import Health, PipelineStatus, StatusReport, Sync
+    from agent.runner.status import record_health
+
+    s = fold(res("applied", actions={"split": "update+reprocess", "old": "delete"}))
+    report = StatusReport((PipelineStatus("split", Sync.SYNCED, Health.PROGRESSING),
+                           PipelineStatus("new", Sync.OUT_OF_SYNC, Health.MISSING)), "src", "c1")
+    s = record_health(s, report, None, now=5.0)
+    pipelines = to_dict(s)["pipelines"]
+    assert pipelines["old"] == {"action": "delete", "state": "Pruned", "commit": "c1"}
+    split = pipelines["split"]
+    assert (split["action"], split["state"], split["sync"], split["health"]) == \
+        ("update+reprocess", "Synced", "Synced", "Progressing")
+    assert (pipelines["new"]["action"], pipelines["new"]["state"]) == (None, "OutOfSync")
+    assert to_dict(s)["health"]["checkedAt"] == 5.0
+    failed = record_health(s, None, "pachd unreachable", now=6.0)
+    assert failed.health == report and failed.health_checked_at == 5.0
+    assert record_health(failed, report, None, now=7.0).health_error is None
