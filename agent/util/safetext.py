@@ -42,6 +42,9 @@ _IGNORABLE = (
     (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )
+_IGNORABLE_CLASS = re.compile(
+    "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _IGNORABLE) + "]")
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e]")  # only these characters need a closer look
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _HASHES = "#\\x23"
 
@@ -58,10 +61,6 @@ _MD_PLAIN = re.compile(r"[A-Za-z0-9.:/@+=,-]*")
 _MERMAID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:/@+ -]")
 
 
-def _ignorable(code: int) -> bool:
-    return any(lo <= code <= hi for lo, hi in _IGNORABLE)
-
-
 def _escape_char(ch: str) -> str:
     if ch in _SHORT:
         return _SHORT[ch]
@@ -71,19 +70,18 @@ def _escape_char(ch: str) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def _shown(ch: str) -> bool:
-    """A character that prints as itself on one line and is never skipped by string search."""
-    if ch == " ":
-        return True
-    return ch.isprintable() and not _ignorable(ord(ch))  # False for Zl, Zp, Cc, Cf, Cs
+def _shown(match: re.Match[str]) -> str:
+    """A character as itself if it prints on one line and no string search skips it, else as
+    its escape (`isprintable` is False for Cc, Cf, Cs, Zl, Zp and spaces other than ' ')."""
+    ch = match[0]
+    return ch if ch.isprintable() and not _IGNORABLE_CLASS.match(ch) else _escape_char(ch)
 
 
 def one_line(text: str) -> str:
     """`text` as one printable line that cannot carry a CI logging command (see module doc)."""
     if text.isascii() and text.isprintable() and "##" not in text:
         return text  # the common case: nothing to do
-    shown = "".join(ch if _shown(ch) else _escape_char(ch) for ch in text)
-    return shown.replace("##", _HASHES)
+    return _NOT_PLAIN.sub(_shown, text).replace("##", _HASHES)
 
 
 def lines_safe(text: str) -> str:
