@@ -5,6 +5,8 @@ helpers; `reconcile()` is the part after git, shared with the `plan`/`apply` com
 read a specs folder directly. Expected failures never raise: they come back as a SyncResult with
 `result` ("invalid" for bad specs, "failed" otherwise) and `error_kind` (the agent.errors type),
 so the caller can decide to stall (SpecInvalid), back off (Transient) or report (Conflict).
+Conflicts are per pipeline: a run applies everything else and says `partial` (error_kind
+Conflict, `conflicts` counted, each conflict and skipped pipeline in `errors`).
 Because the plan is always recomputed from live state, a run that failed half-way is completed
 by the next one.
 """
@@ -21,17 +23,26 @@ from agent.cluster.address import resolve
 from agent.cluster.apply import ApplyReport, PipelineOp, RepoOp, apply_ops
 from agent.cluster.client import Connection, connect
 from agent.cluster.model import LiveState
-from agent.cluster.observe import newest_jobs, observe, with_jobs
-from agent.errors import Conflict, PachsyncError, SpecInvalid
+from agent.cluster.observe import histories, newest_jobs, observe, with_history, with_jobs
+from agent.errors import PachsyncError, SpecInvalid
 from agent.plan import Plan, Policy, plan
+from agent.plan.diff import history_wanted
 from agent.plan.health import StatusReport, pipeline_statuses
-from agent.plan.model import CHANGING, CONFLICT, CREATE, DRIFT, ORPHAN, UNMANAGED
+from agent.plan.model import ADOPT, CONFLICT, CREATE, DRIFT, PENDING, UNMANAGED
 from agent.plan.normalize import qualify
 from agent.plan.render import to_dict
-from agent.source.fetch import canonical_source, fetch, local_head
+from agent.source.fetch import fetch, local_head
+from agent.source.identity import (
+    LOCAL_PREFIX,
+    canonical_repo,
+    canonical_source_id,
+    local_path,
+    make_source_id,
+)
 from agent.specs import DesiredState, load_desired
 
-RESULTS = ("applied", "unchanged", "invalid", "failed", "planned")
+# partial: applied, except what a conflict kept back (the conflicts and the pipelines reading them)
+RESULTS = ("applied", "unchanged", "partial", "invalid", "failed", "planned")
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class SyncOptions:
     allow_empty: bool = False
     reprocess: str = "auto"
     self_heal: bool = True
+    adopt: bool = False
     dry_run: bool = False
     cache_dir: Path | None = None
     source_id: str | None = None
@@ -63,6 +75,7 @@ class SyncResult:
     out_of_sync: int
     rpc_count: int
     plan: dict[str, Any] = field(default_factory=dict)  # the plan as JSON data (render.to_dict)
+    conflicts: int = 0  # pipelines in conflict, skipped by this run (result "partial")
     # The validated desired state and policy of this run, when it got that far: the runner
     # judges sync and health against it after the run (`refresh_status`).
     prepared: Prepared | None = field(default=None, repr=False, compare=False)
@@ -77,15 +90,33 @@ class Outcome:
 
 
 def source_id_for(source: str, branch: str, specs_path: str) -> str:
-    """The default `pachsync.io/managed-by` value: where the specs come from, sans credentials."""
-    return f"{canonical_source(source)}#{branch}:{specs_path.strip('/') or '.'}"
+    """The default `pachsync.io/managed-by` value: the canonical identity of the repository
+    (agent.source.identity: one string for every spelling of it, never credentials), branch and
+    specs folder. A local path is made absolute with symlinks resolved first, as before."""
+    return make_source_id(canonical_repo(_resolved(source)), branch, specs_path)
+
+
+def _resolved(source: str) -> str:
+    """A local path (or file:// URL) with `~` expanded and symlinks resolved; others as given."""
+    path = local_path(source)
+    return source if path is None else str(Path(path).expanduser().resolve())
+
+
+def observe_for(conn: Connection, desired: DesiredState) -> LiveState:
+    """Observe (2 RPCs), plus the history of each pipeline git names whose current version
+    lacks our annotations (one RPC each: was it ours, updated by hand, or nobody's?)."""
+    live = observe(conn)
+    names = history_wanted(desired, live)
+    return with_history(live, histories(conn, names)) if names else live
 
 
 def make_plan(conn: Connection, desired: DesiredState, policy: Policy) -> tuple[Plan, LiveState]:
-    """Observe (2 RPCs), plan; fetch datum counts only for pipelines a reprocess would re-run."""
-    live = observe(conn)
+    """Observe (`observe_for`), plan; fetch datum counts only for pipelines a reprocess would
+    re-run (or would, once adopted)."""
+    live = observe_for(conn, desired)
     result = plan(desired, live, policy)
-    names = [c.name for c in result.pipelines if c.reprocess and c.will_apply]
+    names = [c.name for c in result.pipelines
+             if c.reprocess and (c.will_apply or c.action == ADOPT)]
     if names:
         live = with_jobs(live, newest_jobs(conn, names))
         result = plan(desired, live, policy)
@@ -93,13 +124,10 @@ def make_plan(conn: Connection, desired: DesiredState, policy: Policy) -> tuple[
 
 
 def execute(conn: Connection, result: Plan, dry_run: bool = False) -> Outcome:
-    """Apply a plan (unless dry run). Raises Conflict before touching anything if git wants a
-    name the cluster gives to something else."""
+    """Apply a plan (unless dry run): what it will apply. Conflicts, and the changes that read
+    them, are left out by the planner (`will_apply` false), so they never stop the rest."""
     if dry_run:
         return Outcome(result, None)
-    if result.conflicts:
-        raise Conflict("; ".join(result.conflicts),
-                       hint="nothing was applied; resolve the conflicts and sync again")
     repos = [RepoOp(r.name, r.description, r.project) for r in result.repos_to_create]
     upserts = [PipelineOp(c.name, c.request or {}, update=c.action != CREATE,
                           reprocess=c.reprocess, file=c.file) for c in result.to_apply]
@@ -116,7 +144,7 @@ def reconcile(conn: Connection, desired: DesiredState, policy: Policy, dry_run: 
 
 def out_of_sync(p: Plan, applied: bool) -> int:
     """Pipelines that still differ from git after this run."""
-    pending = [c for c in p.pipelines if c.action in CHANGING | {ORPHAN, CONFLICT}]
+    pending = [c for c in p.pipelines if c.action in PENDING]
     return len([c for c in pending if not (applied and c.will_apply)])
 
 
@@ -129,9 +157,12 @@ def _error_kind(exc: PachsyncError) -> str:
     return name if name in ("SpecInvalid", "Transient", "Conflict", "SignatureInvalid") else "Error"
 
 
-def _result(outcome: Outcome, dry_run: bool) -> str:
+def run_result(outcome: Outcome, dry_run: bool) -> str:
+    """applied | unchanged | partial (conflicts skipped, the rest applied) | planned (dry run)."""
     if outcome.applied is None:
         return "planned" if (dry_run and outcome.plan.has_changes) else "unchanged"
+    if outcome.plan.skipped:
+        return "partial"
     a = outcome.applied
     return "applied" if (a.repos_created or a.applied or a.deleted) else "unchanged"
 
@@ -172,10 +203,11 @@ def prepare(opts: SyncOptions) -> Prepared:
     except PachsyncError as exc:
         exc.commit = checkout.commit  # type: ignore[attr-defined]  # for the SyncResult
         raise
-    source_id = opts.source_id or source_id_for(opts.source, opts.branch, opts.specs_path)
+    source_id = canonical_source_id(opts.source_id) if opts.source_id else \
+        source_id_for(opts.source, opts.branch, opts.specs_path)
     policy = Policy(source_id=source_id, commit=checkout.commit, prune=opts.prune,
                     allow_empty=opts.allow_empty, reprocess=opts.reprocess,
-                    self_heal=opts.self_heal)
+                    self_heal=opts.self_heal, adopt=opts.adopt)
     return Prepared(desired, policy, checkout.commit)
 
 
@@ -183,7 +215,7 @@ def prepare_local(specs_dir: Path, source_id: str | None, **policy: Any) -> Prep
     """Like `prepare` for a specs folder on disk (no fetch): `plan --specs DIR`, `demo`."""
     desired = load_desired(specs_dir)
     commit = local_head(specs_dir) or ""
-    sid = source_id or f"local:{specs_dir.resolve()}"
+    sid = canonical_source_id(source_id or f"{LOCAL_PREFIX}{specs_dir.resolve()}")
     return Prepared(desired, Policy(source_id=sid, commit=commit, **policy), commit)
 
 
@@ -217,8 +249,16 @@ def sync_once(opts: SyncOptions) -> SyncResult:
     finally:
         if conn is not None:
             conn.close()
-    return _record(started, t0, commit, conn, outcome, _result(outcome, opts.dry_run), (), None,
-                   prepared)
+    result = run_result(outcome, opts.dry_run)
+    return _record(started, t0, commit, conn, outcome, result, _skipped_texts(outcome.plan),
+                   "Conflict" if result == "partial" else None, prepared)
+
+
+def _skipped_texts(p: Plan) -> tuple[str, ...]:
+    """One line per conflict and per change it kept back, for the log and /status."""
+    return p.conflicts + tuple(f"{c.name}: {c.action} skipped: it reads "
+                               f"{', '.join(c.blocked_by)}, which is in conflict or skipped"
+                               for c in p.pipelines if c.blocked_by)
 
 
 def _record(started: float, t0: float, commit: str | None,
@@ -235,6 +275,7 @@ def _record(started: float, t0: float, commit: str | None,
         drift_detected=sum(1 for c in p.pipelines if c.action == DRIFT) if p else 0,
         out_of_sync=out_of_sync(p, outcome.applied is not None) if (p and outcome) else 0,
         rpc_count=conn.rpc_count if conn else 0, plan=to_dict(p) if p else {},
+        conflicts=sum(1 for c in p.pipelines if c.action == CONFLICT) if p else 0,
         prepared=prepared,
     )
 
@@ -244,7 +285,8 @@ def status_report(conn: Connection, prepared: Prepared | None,
     """observe -> plan (when specs are known) -> newest job of every pipeline -> sync and health
     (`agent.plan.health`): what `pachsync status`, the agent's /status and /metrics show. Costs
     2 RPCs (none if `live` is given) plus one ListJob per live pipeline."""
-    live = live if live is not None else observe(conn)
+    if live is None:
+        live = observe_for(conn, prepared.desired) if prepared is not None else observe(conn)
     planned = plan(prepared.desired, live, prepared.policy) if prepared is not None else None
     live = with_jobs(live, newest_jobs(conn, [qualify(p.project, p.name) for p in live.pipelines]))
     return StatusReport(pipeline_statuses(planned, live),

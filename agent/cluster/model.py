@@ -26,6 +26,14 @@ class LiveJob:
 
 
 @dataclass(frozen=True)
+class PastVersion:
+    """An earlier version of a pipeline: who managed it then (its annotations)."""
+
+    version: int
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
 class LivePipeline:
     """One pipeline as Pachyderm stores it. `spec` uses CreatePipelineRequest field names."""
 
@@ -37,6 +45,9 @@ class LivePipeline:
     last_job_state: str = ""
     stopped: bool = False
     reason: str = ""  # Pachyderm's reason for a FAILURE or CRASHING state
+    # Earlier versions, newest first; None = not looked up (only pipelines git names whose
+    # current version lacks pachsync's annotations are: agent.cluster.observe.histories).
+    history: tuple[PastVersion, ...] | None = None
 
 
 @dataclass(frozen=True)

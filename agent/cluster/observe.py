@@ -3,19 +3,22 @@
 Called by `agent.sync` (plan/apply), the `status` and `demo` commands. `observe()` costs exactly
 two streaming RPCs whatever the number of pipelines (ListRepo, ListPipeline with details), which
 keeps a no-op sync within its budget; `newest_jobs()` is called only for pipelines that need
-datum counts (one ListJob each). Protobuf messages become plain dicts here, with the field names
-of CreatePipelineRequest, so the planner never sees a protobuf.
+datum counts (one ListJob each), `histories()` only for pipelines git names whose current
+version lacks pachsync's annotations (one ListPipeline with history each). Protobuf messages
+become plain dicts here, with the field names of CreatePipelineRequest, so the planner never
+sees a protobuf.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf.message import Message
 
 from agent.cluster.client import Connection, rpc_errors
-from agent.cluster.model import LiveJob, LivePipeline, LiveRepo, LiveState
+from agent.cluster.model import LiveJob, LivePipeline, LiveRepo, LiveState, PastVersion
 
 _WELL_KNOWN = {"google.protobuf.Duration", "google.protobuf.Timestamp"}
 
@@ -71,6 +74,37 @@ def observe(conn: Connection) -> LiveState:
     with rpc_errors("listing pipelines", conn.target):
         pipelines = tuple(live_pipeline(i) for i in client.list_pipeline(details=True))
     return LiveState(repos=repos, pipelines=pipelines)
+
+
+def histories(conn: Connection, names: Iterable[str]) -> dict[str, tuple[PastVersion, ...]]:
+    """The earlier versions of each pipeline (`name` or `project/name`), newest first, with the
+    annotations each carried: one ListPipeline(history=-1) per pipeline. Asked only for
+    pipelines git names whose current version lacks pachsync's annotations (was one of our
+    versions replaced by hand?), so a no-op sync of managed pipelines costs nothing more."""
+    out: dict[str, tuple[PastVersion, ...]] = {}
+    for qualified in names:
+        project, name = split_name(qualified)
+        with rpc_errors(f"reading the history of pipeline {qualified!r}", conn.target):
+            infos = list(conn.client.inspect_pipeline(name, history=-1, details=True,
+                                                      project_name=project))
+        newest = max((int(i.version) for i in infos), default=0)
+        past = [PastVersion(int(i.version), dict(i.details.metadata.annotations))
+                for i in infos if int(i.version) < newest]
+        out[qualified] = tuple(sorted(past, key=lambda v: -v.version))
+    return out
+
+
+def with_history(live: LiveState, past: dict[str, tuple[PastVersion, ...]]) -> LiveState:
+    """`live` with the looked-up histories set on their pipelines."""
+    pipelines = tuple(
+        replace(p, history=past[q]) if (q := qualify_name(p.project, p.name)) in past else p
+        for p in live.pipelines)
+    return replace(live, pipelines=pipelines)
+
+
+def qualify_name(project: str, name: str) -> str:
+    """`name` in the default project, else `project/name` (as agent.plan names pipelines)."""
+    return name if project in ("", "default") else f"{project}/{name}"
 
 
 def live_job(info: Any) -> LiveJob:

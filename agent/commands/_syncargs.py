@@ -56,13 +56,18 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                           "annotation pachsync.io/reprocess overrides it")
     pol.add_argument("--no-self-heal", dest="self_heal", action="store_false",
                      help="report pipelines changed by hand (drift) instead of reverting them")
+    pol.add_argument("--adopt", action="store_true",
+                     help="take over pipelines git names that no source has ever managed (one "
+                          "spec at a time: annotation pachsync.io/adopt: \"true\"); without it "
+                          "they are reported and left alone")
 
 
 def policy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"prune": getattr(args, "prune", False),
             "allow_empty": getattr(args, "allow_empty", False),
             "reprocess": getattr(args, "reprocess", "auto"),
-            "self_heal": getattr(args, "self_heal", True)}
+            "self_heal": getattr(args, "self_heal", True),
+            "adopt": getattr(args, "adopt", False)}
 
 
 def prepared_from_args(args: argparse.Namespace) -> Any:

@@ -34,7 +34,8 @@ configuration from env (a flag wins over its variable; empty = unset): PACHSYNC_
 PACHSYNC_BRANCH, PACHSYNC_SPECS_PATH, PACHSYNC_INTERVAL, PACHSYNC_PRUNE (true/false),
 PACHSYNC_LISTEN, PACHSYNC_LOG_FORMAT; pachd: PACHD_ADDRESS, TLS CA bundle PACHSYNC_CA_FILE.
 
-exit codes with --once: 0 applied or unchanged, 1 specs invalid or signature refused, 2 failed.
+exit codes with --once: 0 applied or unchanged, 1 specs invalid or signature refused, 2 failed
+or partial (pipelines in conflict, and those reading them, skipped; the rest applied).
 """
 
 
@@ -64,6 +65,9 @@ def register(subparsers: Any) -> None:
                    help="allow an empty desired state to prune everything")
     p.add_argument("--report-only-drift", action="store_true",
                    help="report pipelines changed outside git instead of reverting them")
+    p.add_argument("--adopt", action="store_true",
+                   help="take over pipelines git names that no source has ever managed (else "
+                        "reported and left alone; per spec: annotation pachsync.io/adopt)")
     p.add_argument("--reprocess", choices=("auto", "always", "never"), default="auto",
                    help="reprocess policy for updates (default: auto = when transform changed)")
     p.add_argument("--verify-signatures", choices=("ssh", "gpg"),
@@ -187,7 +191,7 @@ def _options(args: argparse.Namespace, cache_dir: Path) -> Any:
     return SyncOptions(
         source=args.source, branch=args.branch, specs_path=args.specs_path, pachd=args.pachd,
         prune=args.prune, allow_empty=args.allow_empty, reprocess=args.reprocess,
-        self_heal=not args.report_only_drift, cache_dir=cache_dir)
+        self_heal=not args.report_only_drift, adopt=args.adopt, cache_dir=cache_dir)
 
 
 def _runner(args: argparse.Namespace, options: Any, verify: Any, secrets: Any) -> Any:

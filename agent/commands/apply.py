@@ -2,8 +2,12 @@
 
 Thin: options -> agent.sync (prepare, reconcile) -> printed plan and result. Repos first, then
 creates/updates in one Pachyderm transaction, then deletions (only with --prune). `--dry-run`
-prints the plan and changes nothing. Output goes through `agent.plan.render` and
-`agent.util.safetext.json_dumps`: names and values from git or the cluster are escaped.
+prints the plan and changes nothing. A conflict (a pipeline git names that another source owns,
+or a name a plain repo takes) is skipped with the pipelines that read it, everything else is
+applied, and the exit code is 2 (result `partial`); 0 when everything git wants was applied
+(pipelines left for --adopt or --prune are reported, not errors). Output goes through
+`agent.plan.render` and `agent.util.safetext.json_dumps`: names and values from git or the
+cluster are escaped.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import argparse
 from typing import Any
 
 from agent.commands._syncargs import add_policy_args, add_source_args, prepared_from_args
-from agent.errors import EXIT_OK
-from agent.util.safetext import json_dumps
+from agent.errors import EXIT_ERROR, EXIT_OK
+from agent.util.safetext import json_dumps, one_line
 
 
 def register(subparsers: Any) -> None:
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.cluster.client import connect
     from agent.plan import render
     from agent.plan.render import to_dict
-    from agent.sync import reconcile
+    from agent.sync import reconcile, run_result
 
     prepared = prepared_from_args(args)
     conn = connect(resolve(args.pachd))
@@ -43,21 +47,31 @@ def run(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     done = outcome.applied
+    result = run_result(outcome, args.dry_run)
+    code = EXIT_ERROR if result == "partial" else EXIT_OK
     if args.format == "json":
         data = to_dict(outcome.plan)
+        data["result"] = result
+        data["skipped"] = [c.name for c in outcome.plan.skipped]
         data["applied"] = None if done is None else {
             "repos_created": list(done.repos_created), "pipelines": list(done.applied),
             "deleted": list(done.deleted)}
         data["rpc_count"] = conn.rpc_count
         print(json_dumps(data, indent=2, sort_keys=True, default=str))
-        return EXIT_OK
+        return code
     print(render(outcome.plan, "text"))
     if done is None:
         print("dry run: nothing applied")
     elif not (done.repos_created or done.applied or done.deleted):
-        print("Nothing to apply: the cluster equals git.")
+        print("Nothing applied (see the plan above)." if outcome.plan.has_changes
+              else "Nothing to apply: the cluster equals git.")
     else:
         print(f"Applied: {len(done.repos_created)} repo(s) created, "
               f"{len(done.applied)} pipeline(s) created/updated in one transaction, "
               f"{len(done.deleted)} deleted.")
-    return EXIT_OK
+    if result == "partial":
+        skipped = outcome.plan.skipped
+        print(one_line(f"Partial: {len(skipped)} pipeline(s) skipped because of conflicts "
+                       f"({', '.join(c.name for c in skipped)}); everything else was applied. "
+                       "Resolve the conflicts listed above and apply again."))
+    return code

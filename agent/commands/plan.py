@@ -1,7 +1,8 @@
 """`pachsync plan`: show what `apply` would do, per pipeline, with field-level diffs.
 
 Thin: options -> agent.sync (prepare, make_plan) -> agent.plan.render. Exit codes with
-`--exit-code` follow `argocd app diff`: 0 in sync, 1 changes pending, 2 error.
+`--exit-code` follow `argocd app diff`: 0 in sync, 1 changes pending (anything that differs:
+drift, conflicts, orphans and adoptions too, even when `apply` would not touch them), 2 error.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                    help="markdown is meant for a pull-request comment (table, diffs, Mermaid DAG)")
     p.add_argument("--exit-code", action="store_true",
-                   help="exit 0 when in sync, 1 when changes are pending, 2 on error "
-                        "(invalid specs included)")
+                   help="exit 0 only when nothing at all differs, 1 when anything does "
+                        "(changes to apply, drift, conflicts, orphans, pipelines to adopt), 2 "
+                        "on error (invalid specs included)")
     p.set_defaults(func=run)
 
 

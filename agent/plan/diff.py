@@ -4,13 +4,20 @@ Called by `agent.sync` (and so by `plan`/`apply`/the agent loop) with the Desire
 from git (`agent.specs`) and the LiveState observed by `agent.cluster.observe`. Both sides are
 normalised with Pachyderm's defaults (`agent.normalize`) so only real differences count.
 
-Decisions, per desired pipeline: create (absent), conflict (the name belongs to an unmanaged
-pipeline, another source, or a plain repo), unchanged (normalised specs equal), drift (the live
-spec no longer matches the `pachsync.io/spec-hash` we recorded: someone changed it by hand) or
-update. Reprocess follows the policy (`auto` = exactly when the normalised transform changed),
-overridden per spec by the annotation `pachsync.io/reprocess`. Live pipelines missing from git
-are deleted only when they carry this source's `managed-by`, `--prune` is on, and the desired
-state is not empty (unless `--allow-empty`).
+Decisions, per desired pipeline: create (absent), conflict (the name belongs to another source
+or a plain repo), unchanged (normalised specs equal), drift (updated since we applied it: a later
+version than the one we recorded, or a current version without our annotations after an earlier
+one carried this source's `managed-by`, as `pachctl update pipeline -f` leaves it), adopt (no
+version was ever managed by anyone: taken over only with `Policy.adopt` or the spec annotation
+`pachsync.io/adopt: "true"`) or update. Owners are compared as source identities
+(`agent.source.identity.same_source`), so every spelling of our repository, old ones included,
+is us. Reprocess follows the policy (`auto` = exactly when the normalised transform changed),
+overridden per spec by the annotation `pachsync.io/reprocess`.
+
+Conflicts are per pipeline: a conflict is skipped, and so is every change that reads it (directly
+or through another skipped change: `blocked_by`); everything else is planned as usual. Live
+pipelines missing from git are deleted only when they carry this source's `managed-by`,
+`--prune` is on, and the desired state is not empty (unless `--allow-empty`).
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from agent.cluster.model import LivePipeline, LiveState
+from agent.cluster.model import LivePipeline, LiveState, PastVersion
 from agent.plan.model import (
+    ADOPT,
     CONFLICT,
     CREATE,
     DELETE,
@@ -37,6 +45,7 @@ from agent.plan.model import (
     RepoChange,
 )
 from agent.plan.normalize import (
+    ANN_ADOPT,
     ANN_APPLIED_VERSION,
     ANN_MANAGED_BY,
     ANN_REPROCESS,
@@ -48,6 +57,7 @@ from agent.plan.normalize import (
     qualify,
     spec_hash,
 )
+from agent.source.identity import same_source
 from agent.util.inputs import walk_pfs
 
 if TYPE_CHECKING:
@@ -105,16 +115,33 @@ def _reprocess(ps: PipelineSpec, policy: Policy, diffs: Sequence[FieldDiff]) -> 
     return False, "transform unchanged: existing outputs stay valid"
 
 
-def _conflict_reason(name: str, lp: LivePipeline | None, policy: Policy) -> str:
+def _conflict_reason(name: str, lp: LivePipeline | None, policy: Policy,
+                     past: PastVersion | None = None) -> str:
     if lp is None:
         return (f"a repo named {name!r} already exists and is not a pipeline's output; "
                 "rename the pipeline or delete that repo")
-    owner = annotations_of(lp.spec).get(ANN_MANAGED_BY)
-    if owner is None:
-        return (f"pipeline {name!r} exists but is not managed by pachsync (no {ANN_MANAGED_BY} "
-                "annotation); delete it or rename the spec")
+    if past is not None:
+        owner = past.annotations.get(ANN_MANAGED_BY, "")
+        return (f"pipeline {name!r} was managed by another source ({owner!r}, we are "
+                f"{policy.source_id!r}) until version {past.version}, then updated by hand "
+                "without annotations; only one source may own a pipeline")
+    owner = annotations_of(lp.spec).get(ANN_MANAGED_BY, "")
     return (f"pipeline {name!r} is managed by another source ({owner!r}, we are "
             f"{policy.source_id!r}); only one source may own a pipeline")
+
+
+def last_owned(lp: LivePipeline) -> PastVersion | None:
+    """The newest earlier version that carried a `managed-by` (None: never managed, or the
+    history was not looked up)."""
+    return next((v for v in lp.history or () if v.annotations.get(ANN_MANAGED_BY)), None)
+
+
+def history_wanted(desired: DesiredState, live: LiveState) -> list[str]:
+    """Pipelines git names whose current version lacks our `managed-by` and whose history is
+    not known yet: was an earlier version ours (drift) or nobody's (adopt)?"""
+    wanted = {qualify(project_of(ps.spec), ps.name) for ps in desired.pipelines}
+    return [q for p in live.pipelines if (q := qualify(p.project, p.name)) in wanted
+            and p.history is None and not annotations_of(p.spec).get(ANN_MANAGED_BY)]
 
 
 # Memo of git's normalised specs by PipelineSpec identity: agent.sync reuses one DesiredState
@@ -154,7 +181,9 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
     ann = annotations_of(lp.spec)
     base = replace(base, managed_by=ann.get(ANN_MANAGED_BY, ""),
                    source_commit=ann.get(ANN_SOURCE_COMMIT, ""))
-    if ann.get(ANN_MANAGED_BY) != policy.source_id:
+    if not ann.get(ANN_MANAGED_BY):
+        return _unannotated(ps, live, policy, lp, base)
+    if not same_source(ann[ANN_MANAGED_BY], policy.source_id):
         return replace(base, action=CONFLICT, reason=_conflict_reason(ps.name, lp, policy))
     current = normalize_spec(lp.spec, lp.project)
     live_digest = spec_hash(current)
@@ -182,6 +211,62 @@ def _desired_change(ps: PipelineSpec, live: LiveState, policy: Policy,
     return change
 
 
+def _unannotated(ps: PipelineSpec, live: LiveState, policy: Policy, lp: LivePipeline,
+                 base: PipelineChange) -> PipelineChange:
+    """A live pipeline git names whose current version carries no `managed-by`: drift if an
+    earlier version was ours, a conflict if it was another source's, else adopt."""
+    past = last_owned(lp)
+    if past is not None and not same_source(past.annotations[ANN_MANAGED_BY], policy.source_id):
+        return replace(base, action=CONFLICT, managed_by=past.annotations[ANN_MANAGED_BY],
+                       reason=_conflict_reason(ps.name, lp, policy, past))
+    desired, digest = _normalized_desired(ps)
+    diffs = tuple(diff_values(normalize_spec(lp.spec, lp.project), desired))
+    reprocess, why = _reprocess(ps, policy, diffs)
+    job = live.jobs.get(base.name)
+    change = replace(base, diffs=diffs, reprocess=reprocess, reprocess_reason=why,
+                     request=build_request(ps, policy, digest, lp.version + 1),
+                     datums=job.total if (reprocess and job is not None) else None)
+    what = "; its spec equals git" if not diffs else ""
+    if past is not None:
+        since = past.annotations.get(ANN_SOURCE_COMMIT, "")[:12] or "?"
+        tail = "reverting to git" if policy.self_heal else "self-heal off, reported only"
+        return replace(change, action=DRIFT, will_apply=policy.self_heal,
+                       managed_by=past.annotations[ANN_MANAGED_BY], source_commit=since,
+                       reason=f"updated outside git without pachsync's annotations (version "
+                              f"{lp.version}; version {past.version} was applied from commit "
+                              f"{since}){what}; {tail}")
+    asked = annotations_of(ps.spec).get(ANN_ADOPT, "").strip().lower() == "true"
+    if policy.adopt or asked:
+        how = "--adopt" if policy.adopt else f"annotation {ANN_ADOPT}"
+        return replace(change, action=ADOPT, will_apply=True,
+                       reason=f"exists, never managed by pachsync{what}; adopting ({how})")
+    return replace(change, action=ADOPT, will_apply=False,
+                   reason=f"exists, never managed by pachsync{what}; left alone: adopt it with "
+                          f"--adopt or the spec annotation {ANN_ADOPT}: \"true\"")
+
+
+def _block_readers_of_skipped(changes: list[PipelineChange]) -> list[PipelineChange]:
+    """Skip every change that would apply but reads a conflict or another skipped change:
+    its input would not be what git declares (or would not exist at all). Changes come in DAG
+    order; the loop repeats until nothing moves, so any order is safe."""
+    out = list(changes)
+    skipped = {c.name for c in out if c.action == CONFLICT}
+    moved = bool(skipped)
+    while moved:
+        moved = False
+        for i, c in enumerate(out):
+            ups = tuple(u for u in c.inputs if u in skipped)
+            if not ups or not c.will_apply:
+                continue
+            out[i] = replace(c, will_apply=False, blocked_by=ups,
+                             reason=f"{c.reason}; skipped: it reads {', '.join(ups)}, which "
+                                    "this run cannot apply (conflict); applied once that is "
+                                    "resolved")
+            skipped.add(c.name)
+            moved = True
+    return out
+
+
 def touched_by_others(ann: Mapping[str, str], lp: LivePipeline, live_digest: str) -> bool:
     """Was the pipeline updated since we applied it? By version when we recorded the version our
     update produced (robust to server-side normalisation), else by the recorded spec hash."""
@@ -199,7 +284,7 @@ def _live_only(lp: LivePipeline, policy: Policy, may_delete: bool) -> PipelineCh
                           project=lp.project,
                           inputs=tuple(qualify(lp.project, i) for i in live_inputs(lp.spec)),
                           managed_by=owner or "", source_commit=ann.get(ANN_SOURCE_COMMIT, ""))
-    if owner != policy.source_id:
+    if owner is None or not same_source(owner, policy.source_id):
         why = "not managed by pachsync" if owner is None else f"managed by another source {owner!r}"
         return replace(base, reason=why + "; left alone")
     if may_delete:
@@ -248,8 +333,8 @@ def plan(desired: DesiredState, live: LiveState, policy: Policy) -> Plan:
                              else CREATE,
                              r.description, r.project) for r in desired.repos)
     pipelines = {qualify(p.project, p.name): p for p in live.pipelines}
-    changes = [_desired_change(ps, live, policy, pipelines, live_names)
-               for ps in desired.pipelines]
+    changes = _block_readers_of_skipped([_desired_change(ps, live, policy, pipelines, live_names)
+                                         for ps in desired.pipelines])
     wanted = {qualify(project_of(ps.spec), ps.name) for ps in desired.pipelines}
     empty_guard = not desired.pipelines and not policy.allow_empty
     may_delete = policy.prune and not empty_guard

@@ -11,12 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Per-pipeline actions. "drift" = live was changed outside git (reverted when self-heal is on);
+# Per-pipeline actions. "drift" = live was changed outside git (reverted when self-heal is on),
+# including an update that dropped our annotations after an earlier version carried them;
 # "orphan" = managed by this source but gone from git (deleted only with --prune);
-# "unmanaged" = not ours, reported only; "conflict" = git wants a name something else owns.
+# "unmanaged" = not ours, reported only; "conflict" = git wants a name something else owns
+# (skipped, with the pipelines that read it; the rest is applied); "adopt" = git names a
+# pipeline that no source ever managed (taken over only with --adopt or pachsync.io/adopt).
 CREATE, UPDATE, UNCHANGED, DELETE, DRIFT = "create", "update", "unchanged", "delete", "drift"
-ORPHAN, UNMANAGED, CONFLICT = "orphan", "unmanaged", "conflict"
-CHANGING = frozenset({CREATE, UPDATE, DELETE, DRIFT})
+ORPHAN, UNMANAGED, CONFLICT, ADOPT = "orphan", "unmanaged", "conflict", "adopt"
+CHANGING = frozenset({CREATE, UPDATE, DELETE, DRIFT, ADOPT})
+# Where git and the cluster differ, whether or not this run may fix it (plan --exit-code 1).
+PENDING = CHANGING | {ORPHAN, CONFLICT}
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class Policy:
     allow_empty: bool = False
     reprocess: str = "auto"  # auto | always | never (a spec's pachsync.io/reprocess wins)
     self_heal: bool = True
+    adopt: bool = False  # take over pipelines git names that no source manages (--adopt)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class PipelineChange:
     source_commit: str = ""
     will_apply: bool = False  # True if `apply` sends this change to the cluster
     project: str = "default"
+    # Inputs in conflict (or themselves skipped) that keep this change from being applied.
+    blocked_by: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -105,11 +113,17 @@ class Plan:
         return tuple(by_name[n] for n in self.delete_order if n in by_name)
 
     @property
+    def skipped(self) -> tuple[PipelineChange, ...]:
+        """What git wants but this run leaves alone because of a conflict: the conflicts and
+        the changes that read them (their `blocked_by` says which)."""
+        return tuple(c for c in self.pipelines if c.action == CONFLICT or c.blocked_by)
+
+    @property
     def has_changes(self) -> bool:
-        """True if git and the cluster differ in anything `apply` would (or could) fix."""
-        return bool(self.repos_to_create) or any(
-            c.action in CHANGING or c.action == ORPHAN for c in self.pipelines
-        )
+        """True if git and the cluster differ in anything: what `apply` would fix, and what it
+        cannot or may not (conflicts, orphans without --prune, adoptions without --adopt,
+        drift that is only reported). `plan --exit-code` exits 1 exactly then."""
+        return bool(self.repos_to_create) or any(c.action in PENDING for c in self.pipelines)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

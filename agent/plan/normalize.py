@@ -34,6 +34,8 @@ ANN_MANAGED_BY = "pachsync.io/managed-by"
 ANN_SOURCE_COMMIT = "pachsync.io/source-commit"
 ANN_SPEC_HASH = "pachsync.io/spec-hash"
 ANN_REPROCESS = "pachsync.io/reprocess"
+# Set to "true" in a spec: take over the live pipeline of that name if no source manages it.
+ANN_ADOPT = "pachsync.io/adopt"
 # The pipeline version our create/update produces (1 on create, live version + 1 on update):
 # a later version means someone else updated the pipeline (drift), whatever the server stores.
 ANN_APPLIED_VERSION = "pachsync.io/applied-version"

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from agent.plan.model import (
+    ADOPT,
     CONFLICT,
     CREATE,
     DELETE,
@@ -26,6 +27,7 @@ from agent.plan.model import (
     PipelineChange,
     Plan,
 )
+from agent.plan.normalize import ANN_ADOPT
 from agent.util.safetext import (
     html_code,
     json_dumps,
@@ -37,7 +39,8 @@ from agent.util.safetext import (
 )
 
 SYMBOLS = {CREATE: "+", UPDATE: "~", DELETE: "-", DRIFT: "!", UNCHANGED: "=", ORPHAN: "?",
-           UNMANAGED: ".", CONFLICT: "x"}
+           UNMANAGED: ".", CONFLICT: "x", ADOPT: "^"}
+WITH_DIFFS = frozenset({UPDATE, DRIFT, ADOPT})  # actions whose field diffs are shown
 _MAX_VALUE = 120
 
 
@@ -53,6 +56,12 @@ def short_commit(commit: str) -> str:
 
 def describe(c: PipelineChange) -> str:
     """One phrase for what happens to a pipeline, e.g. `update with reprocess (77 datums)`."""
+    if c.blocked_by:
+        return f"{c.action} skipped (reads {', '.join(c.blocked_by)})"
+    if c.action == ADOPT:
+        how = "with reprocess" + ("" if c.datums is None else f" ({c.datums} datums)") \
+            if c.reprocess else "without reprocess"
+        return f"adopt {how}" + ("" if c.will_apply else " (needs --adopt)")
     if c.action in (UPDATE, DRIFT):
         what = "update" if c.action == UPDATE else "drift"
         if c.action == DRIFT and not c.will_apply:
@@ -64,13 +73,27 @@ def describe(c: PipelineChange) -> str:
     return c.action
 
 
+def _reprocessing(p: Plan, action: str) -> str:
+    """`k with reprocess, d datums to re-run` among the changes of `action` this plan applies."""
+    reproc = [c for c in p.pipelines if c.action == action and c.will_apply and c.reprocess]
+    return f"{len(reproc)} with reprocess, {sum(c.datums or 0 for c in reproc)} datums to re-run"
+
+
 def summary(p: Plan) -> str:
     n = {a: sum(1 for c in p.pipelines if c.action == a) for a in SYMBOLS}
-    reproc = [c for c in p.pipelines if c.will_apply and c.reprocess]
-    datums = sum(c.datums or 0 for c in reproc)
+    reverts = sum(1 for c in p.pipelines if c.action == DRIFT and c.will_apply)
+    drifted = f"{n[DRIFT]} drifted" + (
+        f" ({reverts} to revert, {_reprocessing(p, DRIFT)})" if reverts else "")
     parts = [f"{len(p.repos_to_create)} repo(s) to create", f"{n[CREATE]} pipeline(s) to create",
-             f"{n[UPDATE]} to update ({len(reproc)} with reprocess, {datums} datums to re-run)",
-             f"{n[DELETE]} to delete", f"{n[DRIFT]} drifted", f"{n[UNCHANGED]} unchanged"]
+             f"{n[UPDATE]} to update ({_reprocessing(p, UPDATE)})",
+             f"{n[DELETE]} to delete", drifted, f"{n[UNCHANGED]} unchanged"]
+    if n[ADOPT]:
+        adopting = sum(1 for c in p.pipelines if c.action == ADOPT and c.will_apply)
+        parts.append(f"{n[ADOPT]} to adopt ({adopting} with --adopt or {ANN_ADOPT}, "
+                     f"{_reprocessing(p, ADOPT)})")
+    blocked = sum(1 for c in p.pipelines if c.blocked_by)
+    if blocked:
+        parts.append(f"{blocked} skipped (reading a conflict)")
     if n[ORPHAN]:
         parts.append(f"{n[ORPHAN]} orphaned (need --prune)")
     if n[UNMANAGED]:
@@ -88,11 +111,11 @@ def render_text(p: Plan, verbose: bool = True) -> str:
     width = max((len(c.name) for c in p.pipelines), default=0)
     for c in p.pipelines:
         extra = c.reason
-        if c.reprocess_reason and c.action in (UPDATE, DRIFT):
+        if c.reprocess_reason and c.action in WITH_DIFFS:
             extra += f"; {c.reprocess_reason}"
         lines.append(f"  {SYMBOLS[c.action]} {c.name.ljust(width)}  {describe(c)}"
                      + (f"  ({extra})" if extra else ""))
-        if verbose and c.action in (UPDATE, DRIFT):
+        if verbose and c.action in WITH_DIFFS:
             for d in c.diffs:
                 lines.append(f"      {d.path}: {_short(d.before)} -> {_short(d.after)}")
     lines += [f"warning: {w}" for w in p.warnings]
@@ -114,9 +137,9 @@ def to_dict(p: Plan) -> dict[str, Any]:
              "reprocess": c.reprocess, "reprocess_reason": c.reprocess_reason,
              "datums": c.datums, "file": c.file, "inputs": list(c.inputs),
              "will_apply": c.will_apply, "managed_by": c.managed_by,
-             "source_commit": c.source_commit,
+             "source_commit": c.source_commit, "blocked_by": list(c.blocked_by),
              "diffs": [{"path": d.path, "live": d.before, "git": d.after} for d in c.diffs]
-             if c.action in (UPDATE, DRIFT) else []}
+             if c.action in WITH_DIFFS else []}
             for c in p.pipelines
         ],
         "delete_order": list(p.delete_order),
@@ -144,7 +167,8 @@ def mermaid(p: Plan) -> list[str]:
         lines.append(f'  {_mermaid_id(c.name)}["{label}"]:::{c.action}')
     lines += [f"  {_mermaid_id(a)} --> {_mermaid_id(b)}" for a, b in p.edges]
     styles = {CREATE: "#d4f7d4", UPDATE: "#fff2b3", DELETE: "#f7d4d4", DRIFT: "#ffd8a8",
-              UNCHANGED: "#eeeeee", ORPHAN: "#e0e0ff", UNMANAGED: "#ffffff", CONFLICT: "#ff9999"}
+              UNCHANGED: "#eeeeee", ORPHAN: "#e0e0ff", UNMANAGED: "#ffffff", CONFLICT: "#ff9999",
+              ADOPT: "#d4e8ff"}
     lines += [f"  classDef {a} fill:{col}" for a, col in styles.items()]
     lines.append("```")
     return lines
@@ -155,14 +179,14 @@ def render_markdown(p: Plan) -> str:
     lines = [f"### pachsync plan for {md_code(commit)}", "", f"**{md_text(summary(p))}**", ""]
     lines += ["| pipeline | action | reprocess | datums re-run | why |", "|---|---|---|---|---|"]
     for c in p.pipelines:
-        rep = "yes" if c.reprocess and c.action in (UPDATE, DRIFT) else ""
+        rep = "yes" if c.reprocess and c.action in WITH_DIFFS else ""
         datums = "" if not rep or c.datums is None else str(c.datums)
         why = md_text(c.reason + (f"; {c.reprocess_reason}" if rep else ""))
         lines.append(f"| {md_code(c.name)} | {SYMBOLS[c.action]} {describe(c)} | {rep} | {datums} | {why} |")  # noqa: E501
     if p.repos_to_create:
         lines += ["", "Input repos to create: " + ", ".join(md_code(r.name) for r in p.repos_to_create)]  # noqa: E501
     for c in p.pipelines:
-        if c.action in (UPDATE, DRIFT) and c.diffs:
+        if c.action in WITH_DIFFS and c.diffs:
             lines += ["", f"<details><summary>{html_code(c.name)}: {len(c.diffs)} field(s) "
                       f"changed</summary>", ""]
             changes = [f"{sign} {d.path}: {_short(value)}" for d in c.diffs

@@ -1,4 +1,5 @@
-"""sync_once under faults: drift, unmanaged conflicts, a failing transaction, pachd down.
+"""sync_once under faults: drift, an unmanaged pipeline in the way, a failing transaction, pachd
+down.
 
 Real git remote and real localpachd; the only fault injection patches our own client wrapper
 (`agent.cluster.client.CountingClient`) to fail inside the transaction.
@@ -71,16 +72,17 @@ def test_hand_change_is_drift_reverted_by_default(
     assert _status(localpachd.address) == {"copy": "in sync", "count": "in sync"}
 
 
-def test_unmanaged_pipeline_with_same_name_is_a_conflict(
+def test_unmanaged_pipeline_with_same_name_is_left_for_adoption(
         gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> None:
     pach_client.create_repo("raw")
     pach_client.create_pipeline("count", transform=pps_pb2.Transform(cmd=["true"]),
                                 input=pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="raw", glob="/")))
     res = sync(gitops, localpachd.address, tmp_path)
-    assert res.result == "failed" and res.error_kind == "Conflict"
-    assert "not managed by pachsync" in res.errors[0]
-    assert res.actions == {"copy": "create", "count": "conflict"} and res.out_of_sync == 2
-    assert _names(pach_client) == {"count"}  # nothing applied, the unmanaged one untouched
+    assert res.result == "applied" and res.error_kind is None, res
+    assert res.actions == {"copy": "create", "count": "adopt"} and res.out_of_sync == 1
+    assert _names(pach_client) == {"copy", "count"}  # copy applied, the unmanaged one untouched
+    count = next(iter(pach_client.inspect_pipeline("count", details=True)))
+    assert not count.details.metadata.annotations and count.version == 1
 
 
 class _Boom(grpc.RpcError):

@@ -1,4 +1,5 @@
-"""agent.plan: every decision the planner makes, on hand-written desired and live states."""
+"""agent.plan: every decision the planner makes, on hand-written desired and live states
+(ownership across versions, adoption, per-pipeline conflicts and source identity included)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent.cluster.model import LiveJob, LivePipeline, LiveRepo, LiveState
+from agent.cluster.model import LiveJob, LivePipeline, LiveRepo, LiveState, PastVersion
 from agent.plan import Policy, plan
+from agent.plan.diff import history_wanted
 from agent.plan.normalize import (
     ANN_MANAGED_BY,
     ANN_REPROCESS,
@@ -17,6 +19,7 @@ from agent.plan.normalize import (
     normalize_spec,
     spec_hash,
 )
+from agent.plan.render import summary
 from agent.specs import DesiredState, PipelineSpec, RepoSpec
 
 SRC = "git@example:ml/specs#main:specs"
@@ -128,11 +131,10 @@ def test_git_change_after_hand_change_still_counts_as_drift() -> None:
     assert p.change("a").action == "drift"  # type: ignore[union-attr]
 
 
-def test_unmanaged_or_foreign_pipeline_with_our_name_is_a_conflict() -> None:
-    for owner in (None, "other-source"):
-        p = plan(_desired(A), _live(_live_from(A, source=owner)), POLICY)
-        assert p.change("a").action == "conflict"  # type: ignore[union-attr]
-        assert p.conflicts and not p.to_apply
+def test_foreign_pipeline_or_plain_repo_with_our_name_is_a_conflict() -> None:
+    p = plan(_desired(A), _live(_live_from(A, source="other-source")), POLICY)
+    assert p.change("a").action == "conflict"  # type: ignore[union-attr]
+    assert p.conflicts and not p.to_apply
     repo_clash = plan(_desired(A), _live(repos=("raw", "a")), POLICY)
     assert repo_clash.change("a").action == "conflict"  # type: ignore[union-attr]
 
@@ -214,3 +216,143 @@ def test_versions_tell_drift_from_git_changes() -> None:
     assert ann["pachsync.io/applied-version"] == "4"
     created = plan(_desired(A), _live(), POLICY).change("a")
     assert created.request["metadata"]["annotations"]["pachsync.io/applied-version"] == "1"  # type: ignore[index,union-attr]
+
+
+# -- ownership across versions, adoption, per-pipeline conflicts, one source identity ------------
+def _by_hand(ps: PipelineSpec, history: tuple[PastVersion, ...] | None, version: int = 2,
+             **mutate: Any) -> LivePipeline:
+    """`pachctl update pipeline -f spec.json`: the spec (maybe edited), no annotations at all."""
+    spec = {**copy.deepcopy(ps.spec), **mutate, "salt": "s"}
+    return LivePipeline(ps.name, "default", spec, version=version, history=history)
+
+
+OURS_BEFORE = (PastVersion(1, {ANN_MANAGED_BY: SRC, ANN_SOURCE_COMMIT: "c" * 40}),)
+
+
+@pytest.mark.parametrize("mutate", [{}, {"description": "by hand"},
+                                    {"transform": {"image": "evil:1", "cmd": ["sh"]}}])
+def test_hand_update_without_annotations_after_our_version_is_drift(mutate: dict[str, Any]
+                                                                    ) -> None:
+    live = _live(_by_hand(A, OURS_BEFORE, **mutate))
+    a = plan(_desired(A), live, POLICY).change("a")
+    assert a is not None and a.action == "drift" and a.will_apply, a
+    assert "without pachsync's annotations" in a.reason and "cccccccccccc" in a.reason
+    assert a.reprocess == ("transform" in mutate)
+    ann = a.request["metadata"]["annotations"]  # type: ignore[index]
+    assert ann[ANN_MANAGED_BY] == SRC and ann["pachsync.io/applied-version"] == "3"
+    report = plan(_desired(A), live, Policy(SRC, self_heal=False)).change("a")
+    assert report is not None and report.action == "drift" and not report.will_apply
+    assert plan(_desired(A), live, POLICY).has_changes
+
+
+def test_our_version_found_deeper_in_history_or_in_an_old_spelling_is_still_ours() -> None:
+    deeper = (PastVersion(3, {}), PastVersion(2, {"team": "x"}), PastVersion(1, {
+        ANN_MANAGED_BY: "/srv/git/x.git#main:specs"}))
+    p = plan(_desired(A), _live(_by_hand(A, deeper, version=4)),
+             Policy("file:///srv/git/x.git#main:specs"))
+    assert p.change("a").action == "drift"  # type: ignore[union-attr]
+
+
+def test_hand_update_of_another_sources_pipeline_stays_a_conflict() -> None:
+    theirs = (PastVersion(1, {ANN_MANAGED_BY: "https://example.com/other#main:specs"}),)
+    p = plan(_desired(A, _spec("c", "raw", description="new")),
+             _live(_by_hand(A, theirs), _live_from(_spec("c", "raw"))), POLICY)
+    a = p.change("a")
+    assert a is not None and a.action == "conflict" and "until version 1" in a.reason
+    assert [c.name for c in p.to_apply] == ["c"]  # the rest is still applied
+
+
+@pytest.mark.parametrize("history", [None, ()], ids=["not-looked-up", "single-version"])
+def test_never_managed_pipeline_is_adopted_only_when_asked(
+        history: tuple[PastVersion, ...] | None) -> None:
+    new_image = _spec("a", "raw", image="busybox:2")
+    jobs = {"a": LiveJob("j", "JOB_SUCCESS", total=7, processed=7, skipped=0, failed=0)}
+    live = _live(_by_hand(A, history, version=5), jobs=jobs)
+    left = plan(_desired(new_image), live, POLICY)
+    a = left.change("a")
+    assert a is not None and a.action == "adopt" and not a.will_apply and a.label == "adopt"
+    assert [(d.path, d.before, d.after) for d in a.diffs] == [
+        ("transform.image", "busybox:1", "busybox:2")]
+    assert a.reprocess and a.datums == 7 and "--adopt" in a.reason
+    assert left.to_apply == () and left.has_changes and not left.conflicts
+    taken = plan(_desired(new_image), live, Policy(SRC, adopt=True)).change("a")
+    assert taken is not None and taken.action == "adopt" and taken.will_apply
+    ann = taken.request["metadata"]["annotations"]  # type: ignore[index]
+    assert ann[ANN_MANAGED_BY] == SRC and ann["pachsync.io/applied-version"] == "6"
+    marked = _spec("a", "raw", image="busybox:2",
+                   metadata={"annotations": {"pachsync.io/adopt": "true"}})
+    by_annotation = plan(_desired(marked), live, POLICY).change("a")
+    assert by_annotation is not None and by_annotation.will_apply
+    assert "pachsync.io/adopt" in by_annotation.reason
+
+
+def test_history_is_wanted_only_for_unannotated_pipelines_git_names() -> None:
+    live = _live(_live_from(A), _by_hand(B, None), _by_hand(_spec("x", "raw"), None),
+                 _by_hand(_spec("c", "raw"), ()), _live_from(_spec("d", "raw"), source="other"))
+    desired = _desired(A, B, _spec("c", "raw"), _spec("d", "raw"))
+    assert history_wanted(desired, live) == ["b"]
+
+
+@pytest.mark.parametrize("blocker", ["foreign", "repo", "foreign-history"])
+def test_a_conflict_skips_itself_and_its_readers_only(blocker: str) -> None:
+    c_old, c_new = _spec("c", "raw"), _spec("c", "raw", description="unrelated change")
+    b, d = _spec("b", "a"), _spec("d", "b")  # b reads a, d reads b: both created now
+    pipes = [_live_from(c_old)]
+    repos: tuple[str, ...] = ("raw",)
+    if blocker == "foreign":
+        pipes.append(_live_from(A, source="other-source"))
+    elif blocker == "repo":
+        repos = ("raw", "a")
+    else:
+        pipes.append(_by_hand(A, (PastVersion(1, {ANN_MANAGED_BY: "other"}),)))
+    p = plan(_desired(A, b, d, c_new), _live(*pipes, repos=repos), POLICY)
+    assert [c.name for c in p.to_apply] == ["c"]
+    assert p.change("a").action == "conflict"  # type: ignore[union-attr]
+    assert (p.change("b").blocked_by, p.change("d").blocked_by) == (("a",), ("b",))  # type: ignore[union-attr]
+    assert "skipped: it reads a" in p.change("b").reason  # type: ignore[union-attr]
+    assert [c.name for c in p.skipped] == ["a", "b", "d"]
+    assert "2 skipped (reading a conflict)" in summary(p)
+
+
+def test_pending_adoption_or_report_only_drift_block_nobody() -> None:
+    b = _spec("b", "a", description="new")
+    live = _live(_by_hand(A, ()), _live_from(_spec("b", "a")))
+    p = plan(_desired(A, b), live, POLICY)
+    assert p.change("a").action == "adopt" and [c.name for c in p.to_apply] == ["b"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("case", ["conflict", "orphan", "adopt", "report-only-drift"])
+def test_plan_has_changes_whenever_anything_differs(case: str) -> None:
+    policy = POLICY
+    if case == "conflict":
+        desired, live = _desired(A), _live(_live_from(A, source="other"))
+    elif case == "orphan":
+        desired, live = _desired(A), _live(_live_from(A), _live_from(_spec("old", "raw")))
+    elif case == "adopt":
+        desired, live = _desired(A), _live(_by_hand(A, ()))
+    else:
+        desired, live = _desired(A), _live(_live_from(A, mutate={"description": "by hand"}))
+        policy = Policy(SRC, self_heal=False)
+    p = plan(desired, live, policy)
+    assert p.has_changes and not p.to_apply and not p.to_delete
+    assert plan(_desired(A), _live(_live_from(A)), POLICY).has_changes is False
+
+
+@pytest.mark.parametrize("ours", ["/srv/git/x.git#main:specs", "file:///srv/git/x.git#main:specs",
+                                  "file://localhost/srv/git/x.git/#main:/specs/"])
+def test_every_spelling_of_our_source_is_us(ours: str) -> None:
+    live = _live(_live_from(A, source="/srv/git/x.git#main:specs"),
+                 _live_from(_spec("old", "raw"), source="file:///srv/git/x.git#main:specs"))
+    p = plan(_desired(A), live, Policy(ours, prune=True))
+    assert p.change("a").action == "unchanged"  # type: ignore[union-attr]
+    assert [c.name for c in p.to_delete] == ["old"] and not p.conflicts
+
+
+def test_summary_counts_a_drift_revert_as_a_drift_not_an_update() -> None:
+    jobs = {"a": LiveJob("j", "JOB_SUCCESS", total=7, processed=7, skipped=0, failed=0)}
+    drifted = _live_from(A, mutate={"transform": {"image": "evil:1", "cmd": ["sh"]}})
+    p = plan(_desired(A), _live(drifted, jobs=jobs), POLICY)
+    assert "0 to update (0 with reprocess, 0 datums to re-run)" in summary(p)
+    assert "1 drifted (1 to revert, 1 with reprocess, 7 datums to re-run)" in summary(p)
+    report_only = plan(_desired(A), _live(drifted, jobs=jobs), Policy(SRC, self_heal=False))
+    assert ", 1 drifted, " in summary(report_only)
