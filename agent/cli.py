@@ -10,6 +10,9 @@ This is also the output boundary. Commands escape every value they print
 `GuardedStream`s that neutralise any `##vso[` or `##[` the project did not deliberately emit
 (through `agent.commands._output.emit_logging_command`), so nothing a pull request controls can
 become an Azure Pipelines logging command — tracebacks and library warnings included.
+
+A reader that goes away (`pachsync status | head`) ends the command quietly with 141, as a
+process killed by SIGPIPE reports in a shell: no traceback, nothing left to flush at exit.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import os
 import sys
 import threading
 import traceback
@@ -26,6 +30,8 @@ from typing import TextIO
 
 from agent.errors import EXIT_ERROR, PachsyncError, exit_code_for
 from agent.util.safetext import LineGuard, one_line
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 
 # Order is the order `pachsync --help` lists them.
 COMMANDS = (
@@ -121,13 +127,33 @@ def guarded_output() -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = saved
-        out.finish()
-        err.finish()
+        try:
+            out.finish()
+        finally:
+            err.finish()  # even when stdout's reader is gone
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with guarded_output():
-        return _run(argv)
+    try:
+        with guarded_output():
+            return _run(argv)
+    except BrokenPipeError:  # what was not read is not wanted: stop, quietly
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _drop_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's last flush of what is still buffered
+    cannot fail again ("Exception ignored ... BrokenPipeError") at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's StringIO): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -144,6 +170,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # the reader went away: not a bug (main ends quietly)
     except Exception:  # a bug: its traceback goes through the guard too (exit 1, as Python's)
         traceback.print_exc()
         return 1
