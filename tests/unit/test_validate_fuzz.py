@@ -33,7 +33,13 @@ SOURCES = {
     for p in sorted([ROOT / "specs/repos.yaml", *(ROOT / "specs/pipelines").glob("*.yaml")])
 }
 MAX_CALLS = 1_000_000
-DEEP, BOMB, LOOP = "@@deep@@", "@@bomb@@", "@@loop@@"
+DEEP, BOMB, LOOP, RAW = "@@deep@@", "@@bomb@@", "@@loop@@", "@@raw@@"
+# Plain scalars spliced in unquoted (safe_dump would quote them): values PyYAML builds with
+# plain Python calls, tags, undefined aliases, numbers too long to print.
+RAW_TOKENS = ["2020-13-45", "2021-02-30 10:00:00", "!!bool maybe", "!!float abc", "!!int",
+              "!!timestamp x", "!!binary ====", "!!python/object:os.system [ls]", "*nowhere",
+              "!!set {a, b}", "0x" + "f" * 60, "9" * 5000, "1.0e400", ".nan", "-.inf", "1:2:3",
+              "0b" + "1" * 200, "~", "=", "<<", "? [a]\n: b"]
 
 CHARS = st.characters(codec="utf-8") | st.sampled_from(
     list("\x00\x01\x1b\x7f\x85\u2028\ufeff\ufffe\t\r\n:-[]{}&*!|>'\"#%@`,?")
@@ -46,7 +52,8 @@ SCALARS = st.one_of(
     st.booleans(),
     st.none(),
     st.binary(max_size=6),
-    st.sampled_from(["out", ".env", "../../x", "a\n", "/", "600s", "1e39s", DEEP, BOMB, LOOP]),
+    st.sampled_from(["out", ".env", "../../x", "a\n", "/", "600s", "1e39s", DEEP, BOMB, LOOP,
+                     RAW]),
 )
 VALUES = st.recursive(
     SCALARS,
@@ -109,7 +116,7 @@ def data_mutation(draw: st.DrawFn, text: str) -> str:
         f", &a{k} [" + ", ".join([f"*a{k - 1}"] * width) + "]" for k in range(1, levels)
     ) + "]"
     return (out.replace(DEEP, "[" * depth + "]" * depth).replace(BOMB, bomb)
-            .replace(LOOP, "&loop [1, *loop]"))
+            .replace(LOOP, "&loop [1, *loop]").replace(RAW, draw(st.sampled_from(RAW_TOKENS))))
 
 
 @st.composite
