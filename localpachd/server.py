@@ -280,6 +280,9 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"unknown localpachd option(s): {', '.join(sorted(unknown))}")
+    if auth_token is not None and not auth_token.strip():
+        # An empty token must never mean "no auth": None is the only way to switch auth off.
+        raise ValueError("localpachd auth_token is empty or blank; pass None to serve without auth")
     config = ServerConfig(data_dir=Path(data_dir), host=host, port=port, auth_token=auth_token,
                           **options)
     credentials = _tls_credentials(config)  # before the store: a bad file leaves nothing open

@@ -132,3 +132,13 @@ def test_help_says_the_flag_is_visible_to_other_users() -> None:
     flat = " ".join(out.split())
     assert "--auth-token-file" in flat and "LOCALPACHD_AUTH_TOKEN" in flat
     assert "visible to other local users" in flat
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\n\t"])
+def test_the_embedded_server_refuses_a_blank_token(tmp_path: Path, blank: str) -> None:
+    """`start()` (what tests, demo and embedders call) refuses a blank token before binding."""
+    from localpachd.server import start
+
+    with pytest.raises(ValueError, match="empty or blank"):
+        start(data_dir=tmp_path / "d", auth_token=blank)
+    assert not (tmp_path / "d").exists()  # nothing was created
