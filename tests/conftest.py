@@ -63,3 +63,30 @@ def _no_user_pach_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.delenv("PACHD_ADDRESS", raising=False)
     monkeypatch.delenv("PACH_PYTHON_AUTH_TOKEN", raising=False)
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging_and_hooks() -> Iterator[None]:
+    """An in-process `pachsync agent` run (`main([...])`) installs handlers on the root,
+    `pachsync` and `apscheduler` loggers, captures warnings and replaces the exception hooks,
+    all bound to that test's captured stream. Put everything back, so a later test's log line
+    never goes to a closed stream ("--- Logging error ---")."""
+    import logging
+    import sys
+    import threading
+    import warnings
+
+    names = ("", "pachsync", "apscheduler", "py.warnings")
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
+                 logging.getLogger(n).propagate) for n in names}
+    hooks = (sys.excepthook, threading.excepthook, warnings.showwarning)
+    try:
+        yield
+    finally:
+        for n, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(n)
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+        logging.captureWarnings(False)
+        sys.excepthook, threading.excepthook, warnings.showwarning = hooks
