@@ -6,8 +6,10 @@ and by tests with an injected sync function. Responsibilities:
 - schedule: an interval job with jitter (max_instances=1, coalesce=True) plus a `webhook` job
   added on demand; every run takes one lock, and a run started after a trigger covers it, so a
   burst of webhooks costs at most one extra run;
-- backoff: after a failed run a one-shot `retry` job runs at now + delay (exponential, capped)
-  and interval runs before then are skipped; every retry fetches the newest commit;
+- backoff: after a failed run a one-shot `retry` job runs at now + delay (exponential, capped,
+  up to `BackoffPolicy.jitter` of it earlier at random) and interval runs before then are
+  skipped, also one that was queued behind the run whose failure set the wait; every retry
+  fetches the newest commit;
 - stall: a commit known invalid (or badly signed) is not planned again. The runner passes a
   `verify` hook to sync_once that refuses exactly that sha after the fetch, so new commits are
   still fetched every interval and the first new one is synced at once;
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -109,12 +112,14 @@ class Runner:
     def __init__(self, options: SyncOptions, sync_fn: SyncFn, *, config: RunnerConfig | None = None,
                  metrics: AgentMetrics | None = None, verify: VerifyFn | None = None,
                  secrets: Iterable[str] = (), clock: Callable[[], float] = time.time,
-                 health_fn: HealthFn | None = None) -> None:
+                 health_fn: HealthFn | None = None,
+                 rand: Callable[[], float] = random.random) -> None:
         self.options, self.config = options, config or RunnerConfig()
         self._health_fn = health_fn  # None: agent.sync.refresh_status
         self._prepared: Prepared | None = None  # newest valid desired state seen by a run
         self.metrics = metrics or AgentMetrics(redact_url(options.source), options.branch)
         self._sync_fn, self._verify, self._clock = sync_fn, verify, clock
+        self._rand = rand  # the backoff jitter's draw in [0, 1)
         self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._log = logging.getLogger(f"{LOGGER_NAME}.runner")
         self._run_lock = threading.Lock()
@@ -194,9 +199,12 @@ class Runner:
             return self._requests
 
     def _scheduled(self) -> None:
-        if self._retry_at is not None and time.time() < self._retry_at:
+        if self._backing_off():
             return  # backing off: the retry job runs at retry_at, not the interval
         self._run(self._ticket(), "interval")
+
+    def _backing_off(self) -> bool:
+        return self._retry_at is not None and time.time() < self._retry_at
 
     def _retry(self) -> None:
         self._run(self._ticket(), "retry")
@@ -208,6 +216,8 @@ class Runner:
                     return None
                 if ticket <= self._covered:
                     return None  # a run that started after this request already fetched
+                if trigger == "interval" and self._backing_off():
+                    return None  # queued behind a run whose failure set a new wait
                 self._covered = self._requests
             return self._execute(trigger)
 
@@ -270,7 +280,8 @@ class Runner:
             self._status = record_health(self._status, *health, now)
             status = self._status
             # Set with the status, so a reader woken below already sees the retry time.
-            self._retry_at = time.time() + status.backoff_s if status.backoff_s > 0 else None
+            self._retry_at = time.time() + self.config.backoff.with_jitter(
+                status.backoff_s, self._rand()) if status.backoff_s > 0 else None
             self._cond.notify_all()
         stalled = status.stalled_commit is not None
         if health[0] is not None:
