@@ -42,6 +42,7 @@ __all__ = [
 REPOS_FILE = "repos.yaml"
 PIPELINES_DIR = "pipelines"
 MAX_ERRORS_PER_FILE = 100
+MAX_SPECS_BYTES = 32 * 2**20  # all of pipelines/ together; one transaction carries 20 MiB
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,14 @@ def _unreadable(exc: Unreadable) -> SpecError:
     return SpecError(exc.where, exc.line, "", exc.message, exc.hint)
 
 
-def _read(folder: CheckoutDir, name: str, errors: list[SpecError]) -> LoadedYaml | None:
+def _read(
+    folder: CheckoutDir, name: str, errors: list[SpecError], budget: list[int] | None = None
+) -> LoadedYaml | None:
+    """The YAML document in `name`, or None (an error is added unless it does not exist).
+    `budget` holds the bytes the folder's files may still add up to."""
     file = folder.path_of(name)
+    if budget is not None and budget[0] < 0:
+        return None  # over the budget: reported once, at the file that crossed it
     try:
         text = folder.read_text(name)
     except Unreadable as exc:
@@ -202,6 +209,14 @@ def _read(folder: CheckoutDir, name: str, errors: list[SpecError]) -> LoadedYaml
         return None
     if text is None:
         return None
+    if budget is not None:
+        budget[0] -= len(text)
+        if budget[0] < 0:
+            errors.append(SpecError(file, 0, "", f"the pipeline specs add up to more than "
+                                    f"{MAX_SPECS_BYTES // 2**20} MiB; this file and the ones "
+                                    "after it are not read", "Pachyderm applies them in one "
+                                    "20 MiB transaction: keep specs small"))
+            return None
     try:
         doc = load_yaml(text)
     except YamlProblem as exc:
@@ -280,13 +295,19 @@ def _load_pipelines(
         return [], frozenset(), [], True
     docs, unparsed, json_files = [], set(), []
     with pipelines:
-        for entry in pipelines.entries():
+        try:
+            entries = pipelines.entries()
+        except Unreadable as exc:
+            errors.append(_unreadable(exc))
+            entries = []
+        budget = [MAX_SPECS_BYTES]
+        for entry in entries:
             stem, _, suffix = entry.name.rpartition(".")
             if suffix == "json":
                 json_files.append(pipelines.path_of(entry.name))
             if suffix not in ("yaml", "yml") or not stem:
                 continue
-            doc = _read(pipelines, entry.name, errors)
+            doc = _read(pipelines, entry.name, errors, budget)
             if doc is None:
                 unparsed.add(("default", stem))
                 continue

@@ -91,10 +91,16 @@ class CheckoutDir:
     def entries(self) -> list[Entry]:
         """Every name in the directory, sorted, with its kind (links are not followed)."""
         found = []
-        with os.scandir(self.fd) as scan:
-            for item in scan:
-                mode = item.stat(follow_symlinks=False).st_mode
-                found.append(Entry(item.name, kind_of(mode)))
+        try:
+            with os.scandir(self.fd) as scan:
+                for item in scan:
+                    try:
+                        mode = item.stat(follow_symlinks=False).st_mode
+                    except FileNotFoundError:  # removed while we listed
+                        continue
+                    found.append(Entry(item.name, kind_of(mode)))
+        except OSError as exc:
+            raise _cannot(self.where or ".", "be listed", exc) from None
         return sorted(found, key=lambda e: e.name)
 
     def _lstat(self, name: str) -> os.stat_result | None:
@@ -102,6 +108,8 @@ class CheckoutDir:
             return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise _cannot(self.path_of(name), "be read", exc) from None
 
     def _refuse(self, name: str, kind: str, wanted: str) -> Unreadable:
         where = self.path_of(name)
@@ -151,6 +159,11 @@ class CheckoutDir:
                              "save the file as UTF-8", line) from None
 
 
+def _cannot(where: str, what: str, exc: OSError) -> Unreadable:
+    return Unreadable(where, f"cannot {what}: {exc.strerror or exc}",
+                      "check that the checkout is readable by the user running pachsync")
+
+
 def _kind_after(exc: OSError) -> str:
     return "link" if exc.errno == errno.ELOOP else "file" if exc.errno == errno.ENOTDIR else (
         f"path that cannot be opened ({exc.strerror})"
@@ -179,6 +192,8 @@ def _read_capped(dir_fd: int, name: str, where: str, cap: int) -> bytes:
                 break
             chunks.append(chunk)
             size += len(chunk)
+    except OSError as exc:
+        raise _cannot(where, "be read", exc) from None
     finally:
         os.close(fd)
     if size > cap:

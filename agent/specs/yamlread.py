@@ -136,12 +136,10 @@ class _BoundedLoader(yaml.SafeLoader):
         if self._depth > MAX_DEPTH:
             raise YamlProblem(line, f"the document is nested more than {MAX_DEPTH} levels deep",
                               hint="flatten the structure; real specs nest about 8 levels")
-        self._grow(1, 0, line)
+        self._grow(1, line)
         node = super().compose_node(parent, index)
         self._depth -= 1
         self._measure[id(node)] = self._size(node)
-        if isinstance(node, yaml.ScalarNode):
-            self._grow(0, len(node.value), line)
         return node
 
     def _size(self, node: Any) -> tuple[int, int, int]:
@@ -170,9 +168,9 @@ class _BoundedLoader(yaml.SafeLoader):
         if self._depth + height > MAX_DEPTH:
             raise YamlProblem(line, f"alias *{anchor} makes the document nested more than "
                               f"{MAX_DEPTH} levels deep", hint="flatten the structure")
-        self._grow(nodes, chars, line)
+        self._grow(nodes, line)
 
-    def _grow(self, nodes: int, chars: int, line: int) -> None:
+    def _grow(self, nodes: int, line: int) -> None:
         self._nodes += nodes
         if self._nodes > MAX_NODES:
             raise YamlProblem(line, f"the document has more than {MAX_NODES} nodes",

@@ -633,3 +633,18 @@ def test_a_document_with_too_many_nodes_is_an_error(
     path = specs / "pipelines/select.yaml"
     path.write_text(path.read_text() + "extra:\n" + "".join(grow(i) for i in range(MAX_NODES)))
     _one(_errors(specs), "nodes")
+
+
+def test_the_pipeline_specs_together_have_a_byte_budget(
+    specs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.specs
+
+    sizes = {p.name: len(p.read_text()) for p in sorted((specs / "pipelines").glob("*.yaml"))}
+    first_two = sum(list(sizes.values())[:2])
+    monkeypatch.setattr(agent.specs, "MAX_SPECS_BYTES", first_two + 10)
+    errors = _errors(specs)
+    third = sorted(sizes)[2]
+    over = _one(errors, "add up to more than")
+    assert over.file == f"specs/pipelines/{third}"
+    assert not [e for e in errors if e.file == f"specs/pipelines/{sorted(sizes)[3]}"]
