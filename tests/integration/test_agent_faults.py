@@ -46,7 +46,7 @@ def _hand_update(client: Any, name: str, **changes: Any) -> None:
 def _status(address: str) -> dict[str, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["status", "--pachd", address, "--format", "json"]) == 0
+        assert main(["status", "--pachd", address, "--no-specs", "--format", "json"]) == 0
     return {r["name"]: r["sync"] for r in json.loads(out.getvalue())["pipelines"]}
 
 
@@ -58,7 +58,7 @@ def test_hand_change_is_drift_reverted_by_default(
         gitops: GitOps, localpachd: Any, pach_client: Any, tmp_path: Path) -> None:
     assert sync(gitops, localpachd.address, tmp_path).result == "applied"
     _hand_update(pach_client, "copy", parallelism_spec={"constant": 5})
-    assert _status(localpachd.address) == {"copy": "drifted", "count": "in sync"}
+    assert _status(localpachd.address) == {"copy": "Drifted", "count": "Synced"}
     report_only = sync(gitops, localpachd.address, tmp_path, self_heal=False)
     assert report_only.actions["copy"] == "drift" and report_only.drift_detected == 1
     assert report_only.result == "unchanged" and report_only.out_of_sync == 1
@@ -69,7 +69,7 @@ def test_hand_change_is_drift_reverted_by_default(
     assert diffs == [{"path": "parallelism_spec.constant", "live": 5, "git": 1}]
     after = sync(gitops, localpachd.address, tmp_path)
     assert after.result == "unchanged" and after.drift_detected == 0
-    assert _status(localpachd.address) == {"copy": "in sync", "count": "in sync"}
+    assert _status(localpachd.address) == {"copy": "Synced", "count": "Synced"}
 
 
 def test_unmanaged_pipeline_with_same_name_is_left_for_adoption(
