@@ -260,8 +260,8 @@ def _block_readers_of_skipped(changes: list[PipelineChange]) -> list[PipelineCha
                 continue
             out[i] = replace(c, will_apply=False, blocked_by=ups,
                              reason=f"{c.reason}; skipped: it reads {', '.join(ups)}, which "
-                                    "this run cannot apply (conflict); applied once that is "
-                                    "resolved")
+                                    "this run leaves alone (a conflict, or reading one); "
+                                    "applied once the conflict is resolved")
             skipped.add(c.name)
             moved = True
     return out

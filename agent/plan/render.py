@@ -88,9 +88,9 @@ def summary(p: Plan) -> str:
              f"{n[UPDATE]} to update ({_reprocessing(p, UPDATE)})",
              f"{n[DELETE]} to delete", drifted, f"{n[UNCHANGED]} unchanged"]
     if n[ADOPT]:
-        adopting = sum(1 for c in p.pipelines if c.action == ADOPT and c.will_apply)
-        parts.append(f"{n[ADOPT]} to adopt ({adopting} with --adopt or {ANN_ADOPT}, "
-                     f"{_reprocessing(p, ADOPT)})")
+        left = sum(1 for c in p.pipelines if c.action == ADOPT and not c.will_apply)
+        parts.append(f"{n[ADOPT]} to adopt (" + (f"{left} left alone: need --adopt or "
+                     f"{ANN_ADOPT}; " if left else "") + f"{_reprocessing(p, ADOPT)})")
     blocked = sum(1 for c in p.pipelines if c.blocked_by)
     if blocked:
         parts.append(f"{blocked} skipped (reading a conflict)")
