@@ -90,6 +90,7 @@ class CrashResult:
     actions: dict[str, str] = dataclasses.field(default_factory=dict)
     drift_detected: int = 0
     out_of_sync: int = 0
+    conflicts: int = 0
 
 
 class _Gate:
@@ -329,7 +330,7 @@ class Runner:
         if status.backoff_s:
             fields["retry_in_s"] = status.backoff_s
         level = {"applied": logging.INFO, "unchanged": logging.INFO, "invalid": logging.WARNING,
-                 "stalled": logging.INFO}.get(outcome, logging.ERROR)
+                 "partial": logging.WARNING, "stalled": logging.INFO}.get(outcome, logging.ERROR)
         self._log.log(level, f"sync {outcome}{describe_actions(named)}", extra={"fields": fields})
 
 

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from agent.plan.health import Health, StatusReport, Sync
 from agent.runner.status import ResultLike
 
-RESULTS = ("applied", "unchanged", "invalid", "failed")
+RESULTS = ("applied", "unchanged", "partial", "invalid", "failed")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -87,6 +87,9 @@ class AgentMetrics:
             "pachsync_git_fetch_failures", "Runs whose git fetch failed.", registry=r)
         self.errors = Counter(
             "pachsync_sync_errors", "Failed or invalid runs by error kind.", ["kind"], registry=r)
+        self.conflicts = Gauge(
+            "pachsync_conflicts", "Pipelines the last run skipped because another source (or a "
+            "plain repo) owns the name, or an input of theirs was skipped.", registry=r)
         self.consecutive_failures = Gauge(
             "pachsync_consecutive_failures", "Failed runs in a row (drives backoff).", registry=r)
         self.backoff = Gauge(
@@ -115,7 +118,9 @@ class AgentMetrics:
         self.last_attempt.set(now)
         if result.result in ("applied", "unchanged"):
             self.last_success.set(now)
+        if result.result in ("applied", "unchanged", "partial"):
             self.out_of_sync.set(result.out_of_sync)
+            self.conflicts.set(result.conflicts)
         if result.drift_detected:
             self.drift.inc(result.drift_detected)
         if result.result == "failed" and result.commit is None:

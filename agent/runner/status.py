@@ -23,6 +23,10 @@ from agent.plan.health import to_dict as status_dict
 from agent.runner.backoff import BackoffPolicy
 
 OK_RESULTS = frozenset({"applied", "unchanged"})
+# Applied except what a conflict kept back: the commit counts as applied (the rest of it is in
+# the cluster), but not as a success; neither retried with backoff (a retry cannot resolve a
+# conflict) nor stalled (the other owner may let go): the interval checks again.
+APPLIED_RESULTS = OK_RESULTS | {"partial"}
 # Kinds a retry of the same commit cannot fix: stall until a new commit arrives.
 STALL_KINDS = frozenset({"SpecInvalid", "SignatureInvalid"})
 HISTORY = 10
@@ -49,6 +53,8 @@ class ResultLike(Protocol):
     def drift_detected(self) -> int: ...
     @property
     def out_of_sync(self) -> int: ...
+    @property
+    def conflicts(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,8 @@ def is_failure(result: ResultLike) -> bool:
 
 
 def exit_code(result: ResultLike) -> int:
-    """`agent --once` exit code: 0 applied/unchanged, 1 invalid or badly signed, 2 failed."""
+    """`agent --once` exit code: 0 applied/unchanged, 1 invalid or badly signed, 2 failed or
+    partial (a conflict kept something back)."""
     if result.result in OK_RESULTS:
         return 0
     return 1 if is_stall(result) else 2
@@ -132,7 +139,7 @@ def _pipeline_states(prev: tuple[tuple[str, PipelineState], ...], result: Result
                      self_heal: bool) -> tuple[tuple[str, PipelineState], ...]:
     if not result.actions:
         return prev  # nothing planned (fetch failed, specs invalid): cluster kept its state
-    ok = result.result in OK_RESULTS
+    ok = result.result in APPLIED_RESULTS
     out = []
     for name, action in sorted(result.actions.items()):
         if not ok:
@@ -162,9 +169,10 @@ def record_result(status: AgentStatus, result: ResultLike, *, trigger: str, now:
     elif result.result in OK_RESULTS:
         stalled, reason = None, None
     ok = result.result in OK_RESULTS
+    applied = result.result in APPLIED_RESULTS
     return replace(
         status, ready=True, runs=status.runs + 1, last_attempt=attempt,
-        last_applied_commit=result.commit if ok else status.last_applied_commit,
+        last_applied_commit=result.commit if applied else status.last_applied_commit,
         last_success_at=now if ok else status.last_success_at,
         consecutive_failures=failures, backoff_s=policy.delay(failures),
         stalled_commit=stalled, stalled_reason=reason, stalled_checks=0, last_checked_at=now,

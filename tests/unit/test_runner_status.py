@@ -126,3 +126,35 @@ def test_health_report_joins_the_last_actions_and_keeps_pruned_ones() -> None:
     failed = record_health(s, None, "pachd unreachable", now=6.0)
     assert failed.health == report and failed.health_checked_at == 5.0
     assert record_health(failed, report, None, now=7.0).health_error is None
+
+
+def test_a_partial_run_counts_as_applied_not_as_success_nor_failure() -> None:
+    """A conflict kept one pipeline back: the rest of the commit is in the cluster (last applied
+    moves), but the run is no success, is not retried with backoff (a retry cannot resolve a
+    conflict), does not stall, and `agent --once` exits 2."""
+    ok = res("applied", commit="c0", actions={"copy": "create"})
+    partial = res("partial", commit="c1", kind="Conflict",
+                  actions={"copy": "update", "taken": "conflict"},
+                  errors=("taken: owned by another source",))
+    status = fold(ok, partial)
+    assert status.last_applied_commit == "c1"
+    assert status.last_success_at == 1000.0  # the earlier full success, not the partial run
+    assert status.consecutive_failures == 0 and status.backoff_s == 0
+    assert status.stalled_commit is None
+    assert dict(status.pipelines)["taken"].state == "Conflict"
+    assert dict(status.pipelines)["copy"].state == "Synced"
+    assert exit_code(partial) == 2
+
+
+def test_metrics_count_partial_runs_and_conflicts() -> None:
+    from agent.runner.metrics import AgentMetrics
+
+    metrics = AgentMetrics("src", "main")
+    partial = SyncResult(commit="c1", result="partial", started_at=1.0, duration_s=0.1,
+                         actions={"a": "conflict", "b": "create"}, errors=("a: taken",),
+                         error_kind="Conflict", drift_detected=0, out_of_sync=1, rpc_count=0,
+                         conflicts=1)
+    metrics.observe_result(partial, failures=0, backoff_s=0.0, stalled=False, now=5.0)
+    text = metrics.render().decode()
+    assert 'pachsync_sync_total{result="partial"} 1.0' in text
+    assert "pachsync_conflicts 1.0" in text
