@@ -86,9 +86,12 @@ class EventHub:
         self._queue.put(_Marker(done))  # type: ignore[arg-type]
         done.wait(timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, then end the dispatcher thread (joined up to `timeout` s)."""
         self._queue.put(None)
         self.bump()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while (ev := self._queue.get()) is not None:

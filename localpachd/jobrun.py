@@ -6,6 +6,10 @@ tagged with the datum that wrote them; a datum whose ID and hash (inputs' conten
 successful datum of the last successful job is SKIPPED and keeps its files; every other datum's
 old files are deleted and it runs again; files of datums that disappeared are deleted. Outputs
 and the final job state are written in ONE store transaction at the end.
+
+Server shutdown (`JobEngine.stopping`) cancels the run like StopJob, but the run then writes
+nothing (no datum results, no final state): the job stays unfinished and the next start of the
+server runs it again, as after a crash. A datum killed by the shutdown is not a failed datum.
 """
 
 from __future__ import annotations
@@ -197,12 +201,15 @@ class JobRun:
         deadline = None
         if spec.HasField("job_timeout") and (limit := _seconds(spec.job_timeout)):
             deadline = threading.Timer(limit, self._timeout)
+            deadline.name = f"job-timeout-{job.id[:12]}"
+            deadline.daemon = True
             deadline.start()
         try:
             results = self._run_all(spec, todo, hashes)
         finally:
             if deadline is not None:
                 deadline.cancel()
+                deadline.join()  # no timer thread outlives its job (server shutdown joins jobs)
         self._finalize(datums, skipped_ids, results)
 
     def _mark_running(
@@ -318,7 +325,7 @@ class JobRun:
         return res, time.monotonic() - started
 
     def _record(self, batch: list[tuple[Datum, DatumResult, float, str]]) -> None:
-        if not batch:
+        if not batch or self.engine.stopping:  # a datum killed by shutdown did not fail
             return
         with self.store.write() as tx:
             cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
@@ -343,6 +350,8 @@ class JobRun:
         self, datums: list[Datum], skipped_ids: set[str], results: dict[str, DatumResult]
     ) -> None:
         job = self.job
+        if self.engine.stopping:
+            return  # server shutdown: the job stays unfinished and runs again after the restart
         with self.store.write() as tx:
             cur = db.get_job(tx, job.project, job.pipeline, job.id)
             if cur is None or cur.state != "JOB_RUNNING":

@@ -9,6 +9,11 @@ A job runs on its own thread (`JobRun`, in `localpachd.jobrun`): datums are plan
 (`localpachd.datums`), unchanged ones are skipped, the rest run on the worker pool, and the output
 commit is written and finished in ONE store transaction, so a crash (kill -9) never exposes a
 half-written datum: on restart unfinished jobs simply run again.
+
+Shutdown (`close`, a stop hook of the server, run before the store closes): no job starts any
+more, running jobs are cancelled and their datum processes killed (the runtime is closed), and
+every thread the engine started is joined (bounded). A job cut by shutdown records nothing: it
+stays unfinished and runs again after the restart, exactly as after a crash.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from localpachd.store import Store, Tx
 log = logging.getLogger("localpachd.jobs")
 
 KILLED_BY_UPDATE = "all jobs killed because pipeline was updated"
+CLOSE_WAIT = 30.0  # seconds close() waits for the engine's threads in total
 
 
 @dataclass
@@ -55,6 +61,7 @@ class JobEngine:
         self._active: dict[tuple[str, str], Active] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._timers: set[threading.Timer] = set()  # re-kills after a cancel (see _cancel)
         store.register_schema(db.SCHEMA)
         self._recover()
         store.events.subscribe(self._on_event)
@@ -81,19 +88,35 @@ class JobEngine:
                         download_bytes=0, process_time=0,
                     )  # fmt: skip
 
-    def close(self) -> None:
-        self._stop.set()
-        self.store.events.bump()
+    @property
+    def stopping(self) -> bool:
+        """True once close() began: job threads then write nothing more."""
+        return self._stop.is_set()
+
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Stop the engine before the store closes: no job starts from now on (`_start`
+        checks the flag under the same lock), running jobs are cancelled and their datums
+        killed, and the scheduler, job and timer threads are joined within `timeout` s."""
+        deadline = time.monotonic() + timeout
         with self._lock:
+            self._stop.set()
             active = list(self._active.values())
+            timers, self._timers = list(self._timers), set()
+        self.store.events.bump()  # wakes the scheduler
+        for timer in timers:
+            timer.cancel()
         for a in active:
-            self._cancel(a)
-        for a in active:
-            if a.thread is not None:
-                a.thread.join(timeout=10)
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self.runtime.close()
+            a.cancel.set()
+        self.runtime.close()  # kills every datum, and any datum started from now on
+        threads: list[threading.Thread] = [self._thread, *timers]
+        threads += [a.thread for a in active if a.thread is not None]
+        for thread in threads:
+            if thread.ident is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [thread.name for thread in threads if thread.is_alive()]
+        if alive:
+            log.warning("job engine stopped with threads still running: %s (they touch no "
+                        "store after it closes: it refuses them)", ", ".join(alive))
 
     def prewarm(self, project: str, pipeline: str, spec: Any) -> None:
         """Let the runtime prepare for this pipeline's datums before its first job arrives
@@ -200,8 +223,10 @@ class JobEngine:
             target=self._run, args=(job, run), name=f"job-{job.pipeline}", daemon=True
         )
         with self._lock:
+            if self._stop.is_set():  # close() took its list of jobs: this one stays unstarted
+                return  # (JOB_STARTING: the restart's _recover makes it JOB_CREATED again)
             self._active[(job.project, job.pipeline)] = active
-        active.thread.start()
+            active.thread.start()
 
     def _run(self, job: db.JobRow, run: object) -> None:
         try:
@@ -228,8 +253,14 @@ class JobEngine:
             kill(active.job_id)
             # A datum may have been between its last cancel check and its process start.
             again = threading.Timer(0.5, kill, args=(active.job_id,))
+            again.name = f"rekill-{active.job_id[:12]}"
             again.daemon = True
-            again.start()
+            with self._lock:
+                if self._stop.is_set():
+                    return  # close() kills everything itself and joins no new timer
+                self._timers = {t for t in self._timers if t.is_alive()}
+                self._timers.add(again)
+                again.start()
 
     def kill_job(self, tx: Tx, job: db.JobRow, reason: str) -> None:
         """StopJob / update: mark KILLED now (in the caller's tx) and stop its datums."""

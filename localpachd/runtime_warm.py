@@ -39,6 +39,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,7 @@ class WarmRuntime:
         self._lock = threading.Lock()
         self.pool = Pool()
         self._live: dict[socket.socket, _Live] = {}  # reply socket -> running datum
+        self._waiters: set[threading.Thread] = set()  # prewarm answers awaited (joined by close)
         self._counts = {"warm": 0, "cold": 0, "prewarmed": 0}
 
     @property
@@ -135,8 +137,12 @@ class WarmRuntime:
             except ZygoteUnavailable:
                 self.pool.preloaded(zygote, ok=False)
                 continue
-            threading.Thread(target=self._await_preload, args=(zygote, reply),
-                             name="warm-prewarm", daemon=True).start()  # fmt: skip
+            waiter = threading.Thread(target=self._await_preload, args=(zygote, reply),
+                                      name="warm-prewarm", daemon=True)  # fmt: skip
+            with self._lock:
+                self._waiters = {t for t in self._waiters if t.is_alive()}
+                self._waiters.add(waiter)
+            waiter.start()
         with self._lock:
             self._counts["prewarmed"] += 1
         return True
@@ -244,11 +250,17 @@ class WarmRuntime:
         if kill is not None:
             kill(job_id, datum_id)
 
-    def close(self) -> None:
-        """Kill every running datum and stop every zygote (server shutdown)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Kill every running datum and stop every zygote (server shutdown); the threads
+        awaiting prewarms and closing retired zygotes end with them and are joined (bounded)."""
         for zygote in self.pool.close():
             zygote.close()
         self.fallback.close()
+        with self._lock:
+            waiters = list(self._waiters)
+        deadline = time.monotonic() + timeout
+        for t in [*waiters, *self.pool.closers()]:
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 def _request(target: Target, run: DatumRun) -> dict[str, Any]:

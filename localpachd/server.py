@@ -24,6 +24,12 @@ Extension points for pps
   method that blocks until some state is reached waits through `localpachd.waits.wait_until`, and
   a stream that lasts until the client leaves is listed in `localpachd.waits.STREAMS`: both take
   a bounded wait slot, so blocking calls never hold every handler thread.
+- Shutdown (`RunningServer.stop`, also on SIGTERM/SIGINT of `localpachd serve`) goes in order,
+  so no thread of localpachd outlives it and none uses the store as it closes: refuse new calls
+  (UNAVAILABLE), end the calls in flight (`grace`, then cancelled) and wake their waits, run the
+  `ctx.on_stop` hooks (the job engine cancels jobs, kills datums, joins its threads), wait for
+  servicer code still running (`localpachd.shutdown.Calls`), close the store, then end the
+  handler threads. Every wait is bounded.
 - PFS helpers for the job engine: `localpachd.pfs.model` (commits, branches, provenance, finish with
   `error`) and `localpachd.pfs.files` (`tree`, `replace_tree`, `write_entries`).
 """
@@ -43,6 +49,7 @@ from typing import Any
 import grpc
 
 from localpachd import errors, limits, waits
+from localpachd.shutdown import STOPPING, Calls, Stopping
 from localpachd.store import Store
 from localpachd.waits import WaitSlots
 
@@ -53,6 +60,7 @@ GRPC_OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.http2.bdp_probe", 0),  # no window growth: receive memory bounded per message
 ]
+CALLS_WAIT = 30.0  # seconds stop() waits for servicer code still running once calls ended
 
 
 @dataclass(frozen=True)
@@ -113,9 +121,15 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
+        self.calls = Calls()  # what stop() waits for before the store closes
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
+        if handler is not None and self.ctx.stopping.is_set():
+            return _replace(handler, lambda fn: _fail(Stopping(STOPPING)))
+        return self.calls.track(self._intercept(handler, details))
+
+    def _intercept(self, handler: Any, details: Any) -> Any:
         if handler is None:
             return None
         handler = limits.bounded(handler)  # oversized requests fail before the servicer runs
@@ -237,6 +251,9 @@ class RunningServer:
     data_dir: Path
     ctx: ServerContext
     _server: grpc.Server
+    _calls: Calls = field(default_factory=Calls)
+    _executor: futures.ThreadPoolExecutor | None = None
+    _stop_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def address(self) -> str:
@@ -248,16 +265,30 @@ class RunningServer:
         return self.ctx.config.tls_cert is not None
 
     def stop(self, grace: float | None = 1.0) -> None:
-        if self.ctx.stopping.is_set():
-            return
-        self.ctx.stopping.set()
-        self._server.stop(grace).wait()
-        for fn in reversed(self.ctx.on_stop):
-            try:
-                fn()
-            except Exception:
-                log.exception("stop hook failed")
-        self.ctx.store.close()
+        """Stop in order (see the module docstring); returns once every thread localpachd
+        started has ended, or a bounded wait for one of them gave up (logged). Idempotent; a
+        second caller waits for the first."""
+        with self._stop_lock:
+            if self.ctx.stopping.is_set():
+                return
+            self.ctx.stopping.set()  # 1. the interceptor refuses new calls
+            self.ctx.store.events.bump()  # streams that end on `stopping` see it now
+            if grace:  # 2. calls in flight may end by themselves for `grace` s...
+                self._calls.wait_idle(grace)
+            self._server.stop(None).wait()  # ...then are cancelled (no grpc timer thread)
+            self.ctx.store.events.bump()  # waits re-check now: their call is over
+            for fn in reversed(self.ctx.on_stop):  # 3. the job engine, ...
+                try:
+                    fn()
+                except Exception:
+                    log.exception("stop hook failed")
+            idle = self._calls.wait_idle(CALLS_WAIT)  # 4. servicer code still running
+            if not idle:
+                log.warning("%d call(s) still ran %.0f s after the server stopped; the store "
+                            "refuses them from now on", self._calls.running, CALLS_WAIT)
+            self.ctx.store.close()  # 5.
+            if self._executor is not None:  # 6. the handler threads (idle: join them)
+                self._executor.shutdown(wait=idle, cancel_futures=True)
 
     def wait(self) -> None:
         self._server.wait_for_termination()
@@ -292,9 +323,10 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
 
     store = Store(config.data_dir, fsync=config.fsync)
     ctx = ServerContext(config=config, store=store, transactions=Registry(), waits=slots)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers,
-                                                    thread_name_prefix="localpachd"),
-                         interceptors=[_Boundary(ctx)], options=GRPC_OPTIONS)
+    executor = futures.ThreadPoolExecutor(max_workers=config.workers,
+                                          thread_name_prefix="localpachd")
+    boundary = _Boundary(ctx)
+    server = grpc.server(executor, interceptors=[boundary], options=GRPC_OPTIONS)
     try:
         if credentials is None:
             bound = server.add_insecure_port(f"{_bracket(host)}:{port}")
@@ -304,9 +336,10 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         bound = 0
     if bound == 0:
         store.close()
+        executor.shutdown()
         raise OSError(f"localpachd could not bind {host}:{port}: is the port in use?")
     running = RunningServer(host=host, port=bound, data_dir=config.data_dir, ctx=ctx,
-                            _server=server)
+                            _server=server, _calls=boundary.calls, _executor=executor)
     try:
         for register in registrars():
             register(server, ctx)

@@ -16,6 +16,13 @@ Called by every service module (pfs, transaction, pps, jobs). Extension points:
 - `Store.register_schema(sql)` — other modules create their own tables (CREATE TABLE IF NOT EXISTS)
   in the same database, so their rows commit atomically with PFS rows.
 - `Store.wait_until(fn, timeout)` — block until `fn(tx)` returns a truthy value after some commit.
+- `Store.close()` — called last by `RunningServer.stop`, once every thread that uses the store
+  was joined. It still never races one: it marks the store closed, waits (bounded) for the
+  transactions in flight, and closes each connection only while nobody uses it; a `read()` or
+  `write()` begun after it raises `StoreClosed` (UNAVAILABLE). Closing an SQLite connection
+  under a running statement crashes the process (segfault), so no statement ever runs on a
+  connection without holding it: the write connection under the write lock, read connections
+  checked out of a pool (reused by any thread, so they never pile up per thread).
 
 Durability: synchronous=FULL WAL commits, blobs fsynced before the metadata points at them, so a
 `kill -9` (or power loss, with fsync on) never loses a finished commit nor exposes a partial file.
@@ -35,11 +42,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+import grpc
+
+from localpachd import errors
 from localpachd.blobs import BlobStore
 from localpachd.events import Event, EventHub
 
 T = TypeVar("T")
 log = logging.getLogger("localpachd.store")
+
+CLOSE_WAIT = 30.0  # seconds close() waits for the transactions in flight
+IDLE_READERS = 8  # read connections kept open between reads (more are opened when needed)
+
+
+class StoreClosed(errors.PachError):
+    """The store was closed (the server is stopping): nothing was read or written."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -142,9 +161,14 @@ class Store:
         self.events = EventHub()
         self.fsync = fsync
         self._db_path = data_dir / "localpachd.sqlite3"
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the write connection: held by the one writer
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        # Read connections: `_idle` ones are free for any thread; `_busy` counts those in use.
+        self._pool = threading.Condition(threading.Lock())
+        self._idle: list[sqlite3.Connection] = []
+        self._busy = 0
+        self._closed = False
+        self._wconn_open = True
         self._wconn = self._connect()
         self._wconn.executescript(SCHEMA)
         with self.write() as tx:
@@ -175,9 +199,19 @@ class Store:
         conn.execute("PRAGMA foreign_keys=OFF")
         return conn
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _refuse(self) -> StoreClosed:
+        return StoreClosed(f"localpachd is stopping: its store {self.data_dir} is closed "
+                           "(retry once the server is running again)")
+
     def register_schema(self, sql: str) -> None:
         """Create another module's tables/indexes (idempotent DDL) in this database."""
         with self._lock:
+            if self._closed:
+                raise self._refuse()
             self._wconn.executescript(sql)
 
     def meta(self, key: str) -> str:
@@ -192,6 +226,8 @@ class Store:
             yield current
             return
         with self._lock:
+            if self._closed:  # checked under the lock close() takes before closing _wconn
+                raise self._refuse()
             tx = Tx(self._wconn, writable=True)
             self._local.tx = tx
             before = self._wconn.total_changes
@@ -207,6 +243,8 @@ class Store:
             finally:
                 self._local.tx = current
             changed = self._wconn.total_changes != before
+            if self._closed:  # close() gave up waiting for this transaction: close it now
+                self._close_writer()
         if tx.events:
             self.events.publish(tx.events)
         elif changed:  # a write that changed nothing must not wake the job scheduler (busy loop)
@@ -220,20 +258,42 @@ class Store:
         if current is not None:
             yield current
             return
-        conn: sqlite3.Connection | None = getattr(self._local, "rconn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.rconn = conn
-            with self._lock:
-                self._readers.append(conn)
-        tx = Tx(conn, writable=False)
-        self._local.tx = tx
-        conn.execute("BEGIN")
+        conn = self._checkout()
         try:
-            yield tx
+            tx = Tx(conn, writable=False)
+            self._local.tx = tx
+            conn.execute("BEGIN")
+            try:
+                yield tx
+            finally:
+                self._local.tx = None
+                conn.execute("COMMIT")
         finally:
-            self._local.tx = None
-            conn.execute("COMMIT")
+            self._checkin(conn)
+
+    def _checkout(self) -> sqlite3.Connection:
+        """A read connection for this thread alone until `_checkin`; StoreClosed once closed."""
+        with self._pool:
+            if self._closed:
+                raise self._refuse()
+            self._busy += 1
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return self._connect()
+        except BaseException:
+            self._checkin(None)
+            raise
+
+    def _checkin(self, conn: sqlite3.Connection | None) -> None:
+        with self._pool:
+            self._busy -= 1
+            keep = conn is not None and not self._closed and len(self._idle) < IDLE_READERS
+            if keep:
+                self._idle.append(conn)  # type: ignore[arg-type]
+            self._pool.notify_all()
+        if conn is not None and not keep:
+            conn.close()  # nobody else can reach it: it left the pool
 
     def wait_until(self, fn: Callable[[Tx], T], timeout: float | None = None,
                    alive: Callable[[], bool] = lambda: True) -> T:
@@ -251,16 +311,43 @@ class Store:
                 return value
             self.events.wait_change(seen, min(left, 1.0))
 
-    def close(self) -> None:
-        self.events.close()
-        with self._lock:
-            for conn in self._readers:
-                try:
-                    conn.close()
-                except sqlite3.ProgrammingError:
-                    pass
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Refuse new transactions, wait up to `timeout` s for those in flight, close every
+        connection nobody uses, and free the data dir. Idempotent. A transaction still running
+        after the timeout closes its own connection when it ends (never one in use here)."""
+        with self._pool:
+            if self._closed:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+        deadline = time.monotonic() + timeout
+        self.events.close(timeout)  # after the flag: a subscriber's write is refused, not run
+        for conn in idle:
+            conn.close()
+        with self._pool:
+            if not self._pool.wait_for(lambda: self._busy == 0, _left(deadline)):
+                log.warning("store closed while %d read(s) still ran; each closes its own "
+                            "connection when it ends", self._busy)
+        if self._lock.acquire(timeout=_left(deadline)):
+            try:
+                self._close_writer()
+            finally:
+                self._lock.release()
+        else:
+            log.warning("store closed while a write transaction still ran; it closes the "
+                        "write connection and frees the data dir when it ends")
+
+    def _close_writer(self) -> None:
+        """Close the write connection, then free the data dir (the caller holds `_lock`): a
+        second server may open it only once no write of this one can still commit."""
+        if self._wconn_open:
+            self._wconn_open = False
             self._wconn.close()
-        self._lock_file.close()
+            self._lock_file.close()
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:

@@ -101,6 +101,7 @@ class Pool:
         self.failures: dict[Key, int] = {}
         self.closed = False
         self.started = 0  # zygote processes started, for benchmarks and tests
+        self._closers: list[threading.Thread] = []  # closing retired zygotes (see closers())
 
     def for_datum(self, key: Key, env: dict[str, str], target: TargetId) -> ZygoteHandle | None:
         """The zygote to fork this datum from (counted in flight), or None: run it cold."""
@@ -217,6 +218,15 @@ class Pool:
         self.started += 1
         return zygote
 
+    def closers(self) -> list[threading.Thread]:
+        """The threads still closing retired zygotes (the runtime's close joins them)."""
+        with self.lock:
+            return [t for t in self._closers if t.is_alive()]
+
     def _close_if_idle(self, zygote: ZygoteHandle) -> None:
         if zygote.retired and zygote.inflight == 0:
-            threading.Thread(target=zygote.close, daemon=True).start()
+            closer = threading.Thread(target=zygote.close, name="warm-zygote-close",
+                                      daemon=True)  # fmt: skip
+            self._closers = [t for t in self._closers if t.is_alive()]
+            self._closers.append(closer)
+            closer.start()
