@@ -57,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runtime", default="auto", help="worker runtime name (default auto)")
     s.add_argument("--max-parallelism", type=int, default=None,
                    help="cap on concurrent datum workers (default: number of CPU cores)")
+    s.add_argument("--workers", type=int, metavar="N", default=None,
+                   help="gRPC handler threads, i.e. calls served at once (default 64); a "
+                        "blocking call (a wait, SubscribeCommit, GetLogs --follow) holds one "
+                        "until it returns")
+    s.add_argument("--wait-slots", type=int, metavar="M", default=None,
+                   help="how many handler threads blocking calls may hold together (below "
+                        "--workers, so ordinary calls always find one; default: workers minus "
+                        "max(4, workers/4)); one more blocking call is refused with "
+                        "RESOURCE_EXHAUSTED instead of waiting")
+    s.add_argument("--wait-slots-per-peer", type=int, metavar="K", default=None,
+                   help="the most wait slots one client connection may hold (default: half of "
+                        "--wait-slots)")
     s.add_argument("--no-fsync", action="store_true",
                    help="skip fsync (faster; a power loss may lose recent commits)")
     s.add_argument("--log-level", default="WARNING", help="Python logging level")
@@ -91,12 +103,34 @@ def auth_token(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
     return None
 
 
+def threads(args: argparse.Namespace) -> dict[str, int]:
+    """The thread options given (`workers`, `wait_slots`, `wait_slots_per_peer`), checked as
+    the server will; ValueError naming the flag otherwise."""
+    from localpachd import waits
+    from localpachd.server import ServerConfig
+
+    given = {name: value for name in ("workers", "wait_slots", "wait_slots_per_peer")
+             if (value := getattr(args, name)) is not None}
+    try:
+        waits.sizes(given.get("workers", ServerConfig.workers), given.get("wait_slots"),
+                    given.get("wait_slots_per_peer"))
+    except ValueError as exc:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given) or "--workers"
+        raise ValueError(f"{flags}: {exc}") from exc
+    return given
+
+
 def serve(args: argparse.Namespace) -> int:
     from localpachd.server import start
 
     if not 0 <= args.port <= 65535:  # grpc would silently pick another port
         print(f"localpachd: --port {args.port} is not a TCP port: use 0..65535 "
               "(0 = any free port)", file=sys.stderr)
+        return 2
+    try:
+        options = threads(args)
+    except ValueError as exc:
+        print(f"localpachd: {exc}", file=sys.stderr)
         return 2
     try:
         token = auth_token(args, os.environ)
@@ -109,7 +143,7 @@ def serve(args: argparse.Namespace) -> int:
         server = start(args.data_dir, host=args.host, port=args.port,
                        auth_token=token, runtime=args.runtime,
                        max_parallelism=args.max_parallelism, fsync=not args.no_fsync,
-                       tls_cert=args.tls_cert, tls_key=args.tls_key)
+                       tls_cert=args.tls_cert, tls_key=args.tls_key, **options)
     except OSError as exc:
         if exc.filename is not None and exc.strerror:  # the data dir (or a TLS file) itself
             print(f"localpachd: cannot use {exc.filename}: {exc.strerror} "
