@@ -27,7 +27,7 @@ test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
 
 fuzz: $(STAMP)  ## the property-based fuzz tests with many more examples (minutes, not seconds)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m fuzz -p no:cacheprovider
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m fuzz --timeout 3600 -p no:cacheprovider
 
 lint: $(STAMP)  ## ruff lint
 	$(BIN)/ruff check agent localpachd stages tests bench
