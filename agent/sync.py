@@ -40,6 +40,7 @@ from agent.source.identity import (
     make_source_id,
 )
 from agent.specs import DesiredState, load_desired
+from agent.util.annotations import ReprocessMode
 
 # partial: applied, except what a conflict kept back (the conflicts and the pipelines reading them)
 RESULTS = ("applied", "unchanged", "partial", "invalid", "failed", "planned")
@@ -53,7 +54,7 @@ class SyncOptions:
     pachd: str | None = None
     prune: bool = False
     allow_empty: bool = False
-    reprocess: str = "auto"
+    reprocess: ReprocessMode = ReprocessMode.AUTO
     self_heal: bool = True
     adopt: bool = False
     dry_run: bool = False

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError
+from agent.util.annotations import ReprocessMode
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -51,9 +52,7 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                      help="delete pipelines managed by this source that git no longer declares")
     pol.add_argument("--allow-empty", action="store_true",
                      help="allow --prune even when git declares no pipelines at all")
-    pol.add_argument("--reprocess", choices=("auto", "always", "never"), default="auto",
-                     help="auto (default): reprocess exactly when the transform changed; a spec "
-                          "annotation pachsync.io/reprocess overrides it")
+    add_reprocess_arg(pol)
     pol.add_argument("--no-self-heal", dest="self_heal", action="store_false",
                      help="report pipelines changed by hand (drift) instead of reverting them")
     pol.add_argument("--adopt", action="store_true",
@@ -62,10 +61,23 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                           "they are reported and left alone")
 
 
+def add_reprocess_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--reprocess MODE`, its choices the members of `ReprocessMode` (read back with
+    `reprocess_of`)."""
+    p.add_argument("--reprocess", choices=[m.value for m in ReprocessMode],
+                   default=ReprocessMode.AUTO.value,
+                   help="auto (default): reprocess exactly when the transform changed; a spec "
+                        "annotation pachsync.io/reprocess overrides it")
+
+
+def reprocess_of(args: argparse.Namespace) -> ReprocessMode:
+    return ReprocessMode(getattr(args, "reprocess", ReprocessMode.AUTO))
+
+
 def policy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"prune": getattr(args, "prune", False),
             "allow_empty": getattr(args, "allow_empty", False),
-            "reprocess": getattr(args, "reprocess", "auto"),
+            "reprocess": reprocess_of(args),
             "self_heal": getattr(args, "self_heal", True),
             "adopt": getattr(args, "adopt", False)}
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.commands._syncargs import add_pachd_arg
+from agent.commands._syncargs import add_pachd_arg, add_reprocess_arg, reprocess_of
 
 EPILOG = """\
 credentials (never flags): PACHSYNC_GIT_TOKEN or --git-token-file (sent as an HTTP header to the
@@ -68,8 +68,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--adopt", action="store_true",
                    help="take over pipelines git names that no source has ever managed (else "
                         "reported and left alone; per spec: annotation pachsync.io/adopt)")
-    p.add_argument("--reprocess", choices=("auto", "always", "never"), default="auto",
-                   help="reprocess policy for updates (default: auto = when transform changed)")
+    add_reprocess_arg(p)
     p.add_argument("--verify-signatures", choices=("ssh", "gpg"),
                    help="apply only commits signed by an allowed key")
     p.add_argument("--allowed-signers", type=Path, metavar="FILE", help="ssh allowed-signers file")
@@ -190,7 +189,7 @@ def _options(args: argparse.Namespace, cache_dir: Path) -> Any:
 
     return SyncOptions(
         source=args.source, branch=args.branch, specs_path=args.specs_path, pachd=args.pachd,
-        prune=args.prune, allow_empty=args.allow_empty, reprocess=args.reprocess,
+        prune=args.prune, allow_empty=args.allow_empty, reprocess=reprocess_of(args),
         self_heal=not args.report_only_drift, adopt=args.adopt, cache_dir=cache_dir)
 
 

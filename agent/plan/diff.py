@@ -58,13 +58,11 @@ from agent.plan.normalize import (
     spec_hash,
 )
 from agent.source.identity import same_source
+from agent.util.annotations import ReprocessMode, adopt_requested, reprocess_mode
 from agent.util.inputs import walk_pfs
 
 if TYPE_CHECKING:
     from agent.specs import DesiredState, PipelineSpec
-
-REPROCESS_MODES = ("auto", "always", "never")
-
 
 def diff_values(before: Any, after: Any, path: str = "") -> list[FieldDiff]:
     """Leaf-level differences between two normalised values (dicts recurse, lists by index)."""
@@ -103,11 +101,13 @@ def build_request(ps: PipelineSpec, policy: Policy, digest: str, version: int = 
 
 
 def _reprocess(ps: PipelineSpec, policy: Policy, diffs: Sequence[FieldDiff]) -> tuple[bool, str]:
-    mode = annotations_of(ps.spec).get(ANN_REPROCESS) or policy.reprocess
-    origin = f"annotation {ANN_REPROCESS}" if ANN_REPROCESS in annotations_of(ps.spec) else "policy"
-    if mode == "always":
+    # validate refuses a spec whose annotation names no mode, so None is only a bypass of it
+    asked = reprocess_mode(annotations_of(ps.spec).get(ANN_REPROCESS, ""))
+    mode = asked or policy.reprocess
+    origin = "policy" if asked is None else f"annotation {ANN_REPROCESS}"
+    if mode == ReprocessMode.ALWAYS:
         return True, f"reprocess=always ({origin})"
-    if mode == "never":
+    if mode == ReprocessMode.NEVER:
         return False, f"reprocess=never ({origin})"
     changed = [d.path for d in diffs if d.path == "transform" or d.path.startswith("transform.")]
     if changed:
@@ -235,7 +235,7 @@ def _unannotated(ps: PipelineSpec, live: LiveState, policy: Policy, lp: LivePipe
                        reason=f"updated outside git without pachsync's annotations (version "
                               f"{lp.version}; version {past.version} was applied from commit "
                               f"{since}){what}; {tail}")
-    asked = annotations_of(ps.spec).get(ANN_ADOPT, "").strip().lower() == "true"
+    asked = adopt_requested(annotations_of(ps.spec))
     if policy.adopt or asked:
         how = "--adopt" if policy.adopt else f"annotation {ANN_ADOPT}"
         return replace(change, action=ADOPT, will_apply=True,
@@ -326,8 +326,7 @@ def downstream_first(names: Iterable[str], inputs: Mapping[str, Sequence[str]]) 
 
 def plan(desired: DesiredState, live: LiveState, policy: Policy) -> Plan:
     """Compare git's desired state with the live cluster and decide every action."""
-    if policy.reprocess not in REPROCESS_MODES:
-        raise ValueError(f"reprocess must be one of {REPROCESS_MODES}, not {policy.reprocess!r}")
+    ReprocessMode(policy.reprocess)  # ValueError naming the value for a mode that does not exist
     live_names = frozenset(qualify(r.project, r.name) for r in live.repos)
     repos = tuple(RepoChange(r.name, UNCHANGED if qualify(r.project, r.name) in live_names
                              else CREATE,

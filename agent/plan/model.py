@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.util.annotations import ReprocessMode
+
 # Per-pipeline actions. "drift" = live was changed outside git (reverted when self-heal is on),
 # including an update that dropped our annotations after an earlier version carried them;
 # "orphan" = managed by this source but gone from git (deleted only with --prune);
@@ -32,7 +34,7 @@ class Policy:
     commit: str = ""
     prune: bool = False
     allow_empty: bool = False
-    reprocess: str = "auto"  # auto | always | never (a spec's pachsync.io/reprocess wins)
+    reprocess: ReprocessMode = ReprocessMode.AUTO  # a spec's pachsync.io/reprocess wins
     self_heal: bool = True
     adopt: bool = False  # take over pipelines git names that no source manages (--adopt)
 

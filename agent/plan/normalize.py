@@ -27,20 +27,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from agent.util import annotations as keys
 from agent.util.inputs import COMBINATORS
 
-ANN_PREFIX = "pachsync.io/"
-ANN_MANAGED_BY = "pachsync.io/managed-by"
-ANN_SOURCE_COMMIT = "pachsync.io/source-commit"
-ANN_SPEC_HASH = "pachsync.io/spec-hash"
-ANN_REPROCESS = "pachsync.io/reprocess"
-# Set to "true" in a spec: take over the live pipeline of that name if no source manages it.
-ANN_ADOPT = "pachsync.io/adopt"
-# The pipeline version our create/update produces (1 on create, live version + 1 on update):
-# a later version means someone else updated the pipeline (drift), whatever the server stores.
-ANN_APPLIED_VERSION = "pachsync.io/applied-version"
-AGENT_ANNOTATIONS = frozenset({ANN_MANAGED_BY, ANN_SOURCE_COMMIT, ANN_SPEC_HASH,
-                               ANN_APPLIED_VERSION})
+# The annotation keys, defined once in agent.util.annotations (spec validation reads them too).
+ANN_PREFIX = keys.PREFIX
+ANN_MANAGED_BY = keys.MANAGED_BY
+ANN_SOURCE_COMMIT = keys.SOURCE_COMMIT
+ANN_SPEC_HASH = keys.SPEC_HASH
+ANN_REPROCESS = keys.REPROCESS
+ANN_ADOPT = keys.ADOPT
+ANN_APPLIED_VERSION = keys.APPLIED_VERSION
+AGENT_ANNOTATIONS = keys.AGENT_WRITTEN
 
 DEFAULT_IMAGE = "ubuntu:20.04"
 DEFAULT_PROJECT = "default"

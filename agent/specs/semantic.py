@@ -2,8 +2,10 @@
 
 Used by `agent.specs` after the schema check, one pipeline at a time: the name matches the file
 and is valid for Pachyderm, input names are unique within a cross/join/group, images are
-immutable, and `salt` is set only knowingly (a warning). Checks across documents (unique names,
-declared inputs, no cycle) live in `agent.specs.graph`. Pure functions over loaded documents.
+immutable, `pachsync.io/` annotations are ones a user may set, with values the agent reads
+(`agent.util.annotations`), and `salt` is set only knowingly (a warning). Checks across
+documents (unique names, declared inputs, no cycle) live in `agent.specs.graph`. Pure functions
+over loaded documents.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from agent.errors import SpecError
 from agent.specs.images import image_problem
 from agent.specs.schema import dotted, load_schema, pattern_ok
 from agent.specs.yamlread import LoadedYaml, Path_
+from agent.util import annotations as ann
 from agent.util.inputs import COMBINATORS, walk_pfs
 
 PIPELINE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")  # use fullmatch: `$` allows a final \n
@@ -95,6 +98,32 @@ def check_pipeline(doc: PipelineDoc) -> list[SpecError]:
         if problem:
             errors.append(doc.err(("transform", "image"), problem, hint))
     errors.extend(input_name_errors(doc, spec.get("input"), ("input",), {}))
+    errors.extend(annotation_errors(doc, spec))
+    return errors
+
+
+def annotation_errors(doc: PipelineDoc, spec: dict[str, Any]) -> list[SpecError]:
+    """`pachsync.io/` annotations the agent would misread: keys it writes itself, unknown keys
+    (a typo would be ignored silently) and values a key does not take."""
+    metadata = spec.get("metadata")
+    found = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(found, dict):
+        return []
+    errors = []
+    for key, value in found.items():
+        key = str(key)
+        path: Path_ = ("metadata", "annotations", key)
+        if key in ann.AGENT_WRITTEN:
+            errors.append(doc.err(path, f"annotation {key} is written by the agent on apply",
+                                  "remove it from the spec: the agent records it itself"))
+        elif key in ann.USER_SET:
+            problem = ann.value_problem(key, str(value))
+            if problem:
+                errors.append(doc.err(path, problem, f"use one of {ann.USER_SET[key]}"))
+        elif ann.is_ours(key):
+            known = "; ".join(f"{k}: {v}" for k, v in ann.USER_SET.items())
+            errors.append(doc.err(path, f"unknown pachsync annotation {key!r}",
+                                  f"a spec may set {known}; fix the key or remove it"))
     return errors
 
 
