@@ -180,13 +180,29 @@ def _details(exc: BaseException) -> str:
     return str(exc)
 
 
+# How gRPC's resolvers (c-ares, native getaddrinfo) say a host name does not resolve.
+_NAME_NOT_RESOLVED = ("dns resolution failed", "errors resolving", "address lookup failed",
+                      "domain name not found", "name or service not known",
+                      "temporary failure in name resolution", "nodename nor servname",
+                      "no address associated with hostname")
+# How gRPC's TLS says the certificate names another host (checked after the names above: a
+# resolver's text says "hostname lookup error").
+_CERT_NAMES_OTHER = ("hostname verification", "not in peer certificate", "peer name")
+
+
 def _unreachable_hint(details: str, target: PachdTarget | None) -> str:
-    """What to do about UNAVAILABLE: TLS mismatches look like an outage but are not one."""
+    """What to do about UNAVAILABLE: a name that does not resolve and TLS mismatches look like
+    an outage but are not one."""
     tls = bool(target and target.tls)
+    lower = details.lower()
+    if any(words in lower for words in _NAME_NOT_RESOLVED):
+        host = repr(target.host) if target else "of pachd"
+        return (f"cannot resolve the host name {host}: check the address in --pachd / "
+                "PACHD_ADDRESS (in a cluster: the service name and namespace) and DNS")
     if "CERTIFICATE_VERIFY_FAILED" in details:
         return ("pachd's TLS certificate is not trusted: set PACHSYNC_CA_FILE to the PEM CA "
                 "bundle that signed it (or server_cas in the pachctl config)")
-    if "peer certificate" in details.lower() or "hostname" in details.lower():
+    if any(words in lower for words in _CERT_NAMES_OTHER):
         return "pachd's TLS certificate does not name this host: connect with a name it lists"
     if tls and ("WRONG_VERSION_NUMBER" in details or "handshake" in details.lower()):
         return "TLS handshake failed: if pachd serves plaintext on this port, use grpc://HOST:PORT"
