@@ -2,8 +2,8 @@
 
 Used by `agent.specs` after every file is loaded. Files that did not parse still count as the
 pipeline their file name promises, so one YAML typo yields one error, not a cascade of
-"input repo not declared" errors downstream. Each cycle (strongly connected component) is
-reported once. Pure functions.
+"input repo not declared" errors downstream. A cycle (strongly connected component) is reported
+at each of its pipelines, naming the shortest cycle through it. Pure functions.
 """
 
 from __future__ import annotations
@@ -81,25 +81,28 @@ def upstream(doc: PipelineDoc, pipelines: set[Key] | dict[Key, PipelineDoc]) -> 
 
 
 def _cycles(by_key: dict[Key, PipelineDoc]) -> list[SpecError]:
+    """One error at every pipeline of every cycle, naming the shortest cycle through it: the
+    file a change made circular always says so, whichever member sorts first."""
     edges = {key: upstream(doc, by_key) for key, doc in by_key.items()}
-    errors = []
+    errors: list[SpecError] = []
     for component in _strong_components(edges):
-        start = min(component)
-        if len(component) == 1 and start not in edges[start]:
+        first = min(component)
+        if len(component) == 1 and first not in edges[first]:
             continue
-        cycle = _shortest_cycle(start, edges, component)
-        doc = by_key[start]
-        first_up = cycle[1] if len(cycle) > 1 else start
-        path = _input_path(doc, first_up)
-        flow = " -> ".join(key[1] for key in reversed(cycle + [start]))
-        errors.append(
-            doc.err(
-                path,
-                f"pipelines form a cycle: {flow}",
-                "a pipeline may not read, directly or not, its own output",
-            )
-        )
+        errors.extend(_cycle_error(by_key[key], key, edges, component) for key in sorted(component))
     return errors
+
+
+def _cycle_error(doc: PipelineDoc, key: Key, edges: dict[Key, list[Key]],
+                 component: set[Key]) -> SpecError:
+    cycle = _shortest_cycle(key, edges, component)
+    first_up = cycle[1] if len(cycle) > 1 else key
+    flow = " -> ".join(k[1] for k in reversed(cycle + [key]))
+    return doc.err(
+        _input_path(doc, first_up),
+        f"pipelines form a cycle: {flow}",
+        "a pipeline may not read, directly or not, its own output",
+    )
 
 
 def _input_path(doc: PipelineDoc, up: Key) -> Path_:

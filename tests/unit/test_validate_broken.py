@@ -333,25 +333,6 @@ def test_there_are_many_kinds_of_broken_spec() -> None:
     assert len(CASES) >= 12 and len({c.id for c in CASES}) == len(CASES)
 
 
-def test_cycle_is_reported_at_an_input_of_the_cycle(specs: Path) -> None:
-    split = specs / "pipelines/split.yaml"
-    split.write_text(split.read_text().replace("repo: raw_data", "repo: select"))
-    errors = [e for e in validate_specs(specs) if "cycle" in e.message]
-    assert len(errors) == 1, errors
-    error = errors[0]
-    assert "split" in error.message and "select" in error.message and "model" in error.message
-    assert error.path.endswith(".repo") and error.hint
-    text = (specs.parent / error.file).read_text().splitlines()
-    assert "repo:" in text[error.line - 1]
-
-
-def test_self_loop_is_a_cycle(specs: Path) -> None:
-    test = specs / "pipelines/test.yaml"
-    test.write_text(test.read_text().replace("repo: model", "repo: test"))
-    errors = [e for e in validate_specs(specs) if "cycle" in e.message]
-    assert [e.message for e in errors] == ["pipelines form a cycle: test -> test"]
-
-
 def test_salt_is_a_warning_not_an_error(specs: Path) -> None:
     split = specs / "pipelines/split.yaml"
     split.write_text(split.read_text() + "salt: pinned\n")
