@@ -22,10 +22,12 @@ from typing import Any
 from agent.cluster.address import resolve
 from agent.cluster.apply import ApplyReport, PipelineOp, RepoOp, apply_ops
 from agent.cluster.client import Connection, connect
+from agent.cluster.data import look_up, observe_data
 from agent.cluster.model import LiveState
 from agent.cluster.observe import histories, newest_jobs, observe, with_history, with_jobs
 from agent.errors import PachsyncError, SpecInvalid
 from agent.plan import Plan, Policy, plan
+from agent.plan.data import DataPlan, plan_data
 from agent.plan.diff import history_wanted
 from agent.plan.health import StatusReport, pipeline_statuses
 from agent.plan.model import ADOPT, CONFLICT, CREATE, DRIFT, PENDING, UNMANAGED
@@ -39,7 +41,8 @@ from agent.source.identity import (
     local_path,
     make_source_id,
 )
-from agent.specs import DesiredState, load_desired
+from agent.specs import DesiredState, RepoSpec, load_desired
+from agent.specs.data import DATA_BRANCH
 from agent.util.annotations import ReprocessMode
 
 # partial: applied, except what a conflict kept back (the conflicts and the pipelines reading them)
@@ -88,6 +91,7 @@ class Outcome:
 
     plan: Plan
     applied: ApplyReport | None
+    data: DataPlan | None = None  # data declared in git (agent.plan.data), when planned
 
 
 def source_id_for(source: str, branch: str, specs_path: str) -> str:
@@ -124,23 +128,58 @@ def make_plan(conn: Connection, desired: DesiredState, policy: Policy) -> tuple[
     return result, live
 
 
-def execute(conn: Connection, result: Plan, dry_run: bool = False) -> Outcome:
+def make_data_plan(conn: Connection, desired: DesiredState, policy: Policy,
+                   live: LiveState) -> DataPlan:
+    """The plan of data declared in git: one ListCommit per repo with data (plus a DiffFile
+    when someone committed after us); before a write, one GlobFile per declared place to show
+    what is replaced and which files we did not write (then plan again). Nothing when no repo
+    declares data."""
+    declared = [r for r in desired.repos if r.data is not None]
+    if not declared:
+        return DataPlan()
+    ours = canonical_source_id(policy.source_id)
+    existing = frozenset((r.project, r.name) for r in live.repos)
+    found = observe_data(conn, [(r.name, r.project, DATA_BRANCH) for r in declared], existing,
+                         lambda source: canonical_source_id(source) == ours)
+    result = plan_data(desired, found, policy)
+    if not result.has_changes:
+        return result
+    for r in declared:
+        key = (r.project, r.name)
+        if any(p.repo == r.name and p.project == r.project and p.write for p in result.repos):
+            found[key] = look_up(conn, found[key], _places(r))
+    return plan_data(desired, found, policy)
+
+
+def _places(repo: RepoSpec) -> list[str]:
+    """Where a repo's declared data goes: the folders split files fill, and the other files."""
+    if repo.data is None:
+        return []
+    dirs = list(repo.data.dirs)
+    return dirs + [f.path for f in repo.data.files if not any(f.path.startswith(d) for d in dirs)]
+
+
+def execute(conn: Connection, result: Plan, dry_run: bool = False,
+            data: DataPlan | None = None) -> Outcome:
     """Apply a plan (unless dry run): what it will apply. Conflicts, and the changes that read
-    them, are left out by the planner (`will_apply` false), so they never stop the rest."""
+    them, are left out by the planner (`will_apply` false), so they never stop the rest.
+    Declared data is written with the pipelines (`apply_ops`: one commit set)."""
     if dry_run:
-        return Outcome(result, None)
+        return Outcome(result, None, data)
     repos = [RepoOp(r.name, r.description, r.project) for r in result.repos_to_create]
     upserts = [PipelineOp(c.name, c.request or {}, update=c.action != CREATE,
                           reprocess=c.reprocess, file=c.file) for c in result.to_apply]
     deletes = [c.name for c in result.to_delete]
-    return Outcome(result, apply_ops(conn, repos, upserts, deletes))
+    writes = data.writes if data is not None else ()
+    return Outcome(result, apply_ops(conn, repos, upserts, deletes, writes), data)
 
 
 def reconcile(conn: Connection, desired: DesiredState, policy: Policy, dry_run: bool = False
               ) -> Outcome:
-    """Plan against live state, then execute the plan (see `execute`)."""
-    result, _ = make_plan(conn, desired, policy)
-    return execute(conn, result, dry_run)
+    """Plan against live state (pipelines and declared data), then execute the plan."""
+    result, live = make_plan(conn, desired, policy)
+    data = make_data_plan(conn, desired, policy, live)
+    return execute(conn, result, dry_run, data)
 
 
 def out_of_sync(p: Plan, applied: bool) -> int:
@@ -160,12 +199,15 @@ def _error_kind(exc: PachsyncError) -> str:
 
 def run_result(outcome: Outcome, dry_run: bool) -> str:
     """applied | unchanged | partial (conflicts skipped, the rest applied) | planned (dry run)."""
+    data_pending = outcome.data is not None and outcome.data.has_changes
     if outcome.applied is None:
-        return "planned" if (dry_run and outcome.plan.has_changes) else "unchanged"
+        return "planned" if (dry_run and (outcome.plan.has_changes or data_pending)) \
+            else "unchanged"
     if outcome.plan.skipped:
         return "partial"
     a = outcome.applied
-    return "applied" if (a.repos_created or a.applied or a.deleted) else "unchanged"
+    return "applied" if (a.repos_created or a.applied or a.deleted or a.data_written) \
+        else "unchanged"
 
 
 @dataclass(frozen=True)
@@ -231,8 +273,9 @@ def sync_once(opts: SyncOptions) -> SyncResult:
         prepared = prepare(opts)
         commit = prepared.commit
         conn = connect(resolve(opts.pachd))
-        planned, _ = make_plan(conn, prepared.desired, prepared.policy)
-        outcome = execute(conn, planned, opts.dry_run)
+        planned, live = make_plan(conn, prepared.desired, prepared.policy)
+        data = make_data_plan(conn, prepared.desired, prepared.policy, live)
+        outcome = execute(conn, planned, opts.dry_run, data)
     except SpecInvalid as exc:
         commit = getattr(exc, "commit", commit)
         return _record(started, t0, commit, conn, None, "invalid",
@@ -271,14 +314,20 @@ def _record(started: float, t0: float, commit: str | None,
     notes = outcome.applied.notes if (outcome and outcome.applied) else ()
     return SyncResult(
         commit=commit, result=result, started_at=started, duration_s=time.perf_counter() - t0,
-        actions=_actions(p) if p else {}, errors=errors + notes + (p.warnings if p else ()),
+        actions=_actions(p) if p else {},
+        errors=errors + notes + (p.warnings if p else ()) + _data_warnings(outcome),
         error_kind=kind,
         drift_detected=sum(1 for c in p.pipelines if c.action == DRIFT) if p else 0,
         out_of_sync=out_of_sync(p, outcome.applied is not None) if (p and outcome) else 0,
-        rpc_count=conn.rpc_count if conn else 0, plan=to_dict(p) if p else {},
+        rpc_count=conn.rpc_count if conn else 0,
+        plan=to_dict(p, outcome.data if outcome else None) if p else {},
         conflicts=sum(1 for c in p.pipelines if c.action == CONFLICT) if p else 0,
         prepared=prepared,
     )
+
+
+def _data_warnings(outcome: Outcome | None) -> tuple[str, ...]:
+    return outcome.data.warnings if outcome is not None and outcome.data is not None else ()
 
 
 def status_report(conn: Connection, prepared: Prepared | None,

@@ -28,6 +28,8 @@ from google.protobuf import json_format
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cluster.client import Connection, map_error, outcome_unknown
+from agent.cluster.data import commits_landed, start_commits, write_all
+from agent.cluster.datamodel import DataWrite
 from agent.cluster.model import LiveState
 from agent.cluster.observe import observe, split_name
 from agent.errors import PachsyncError, Transient
@@ -59,13 +61,15 @@ class ApplyReport:
     applied: tuple[str, ...] = ()  # pipelines created or updated
     deleted: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # answers that were lost, settled by re-observing the cluster
+    data_written: tuple[str, ...] = ()  # repos that got a data commit (agent.cluster.data)
 
     def describe(self) -> str:
         """What was applied, in words: `1 input repo(s) created (raw); ...` or `nothing`."""
         parts = [f"{len(items)} {what} ({', '.join(items)})" for items, what in (
             (self.repos_created, "input repo(s) created"),
             (self.applied, "pipeline(s) created/updated"),
-            (self.deleted, "pipeline(s) deleted")) if items]
+            (self.deleted, "pipeline(s) deleted"),
+            (self.data_written, "repo(s) with data written")) if items]
         return "; ".join(parts) or "nothing"
 
 
@@ -83,12 +87,14 @@ def request_of(op: PipelineOp) -> Any:
 
 
 def apply_ops(conn: Connection, repos: Sequence[RepoOp], upserts: Sequence[PipelineOp],
-              deletes: Sequence[str]) -> ApplyReport:
+              deletes: Sequence[str], data: Sequence[DataWrite] = ()) -> ApplyReport:
     """Run the three phases in order; raises agent.errors types (Transient/Conflict/...),
     whose message ends with what was applied before the failure, if anything.
 
     `upserts` must be in DAG order (upstream first), `deletes` (`name` or `project/name`)
-    downstream first.
+    downstream first. `data` (declared in git): its commits start inside the pipelines'
+    transaction (one commit set, so every job runs once, on the new data with the new specs),
+    then their files are written and the commits finished (`agent.cluster.data`).
     """
     requests = [request_of(op) for op in upserts]  # all parsed before anything is sent
     done = ApplyReport()
@@ -96,10 +102,15 @@ def apply_ops(conn: Connection, repos: Sequence[RepoOp], upserts: Sequence[Pipel
         for repo in repos:
             note = _create_repo(conn, repo)
             done = _add(done, repos_created=(repo.name,), notes=(note,) if note else ())
-        if requests:
-            note = _transaction(conn, upserts, requests)
+        opened: list[Any] = []
+        if requests or len(data) > 1:
+            note = _transaction(conn, upserts, requests, data, opened)
             done = _add(done, applied=tuple(op.name for op in upserts),
                         notes=(note,) if note else ())
+        elif data:
+            opened = start_commits(conn, data)
+        if data:
+            done = _add(done, data_written=write_all(conn, data, opened))
         for qualified in deletes:
             note = _delete_pipeline(conn, qualified)
             done = _add(done, deleted=(qualified,), notes=(note,) if note else ())
@@ -113,7 +124,7 @@ def apply_ops(conn: Connection, repos: Sequence[RepoOp], upserts: Sequence[Pipel
 
 def _add(done: ApplyReport, **more: tuple[str, ...]) -> ApplyReport:
     return ApplyReport(**{k: getattr(done, k) + more.get(k, ()) for k in
-                          ("repos_created", "applied", "deleted", "notes")})
+                          ("repos_created", "applied", "deleted", "notes", "data_written")})
 
 
 # -- the three kinds of call, each settled by looking when its answer is lost -------------------
@@ -133,23 +144,29 @@ def _delete_pipeline(conn: Connection, qualified: str) -> str | None:
                                  for p in observe(conn).pipelines))
 
 
-def _transaction(conn: Connection, upserts: Sequence[PipelineOp], requests: list[Any]
-                 ) -> str | None:
+def _transaction(conn: Connection, upserts: Sequence[PipelineOp], requests: list[Any],
+                 data: Sequence[DataWrite] = (), opened: list[Any] | None = None) -> str | None:
     """Phase 2. An error while the transaction is being filled deletes it (nothing applied);
-    an error on FinishTransaction is settled by looking (see the module docstring)."""
+    an error on FinishTransaction is settled by looking (see the module docstring). The data
+    commits it starts are appended to `opened`."""
     client = conn.client
     what = f"applying pipelines ({', '.join(op.name for op in upserts)}) in one transaction"
+    if data:
+        what += f" with data commits in {', '.join(w.repo for w in data)}"
     finishing, box = False, []
+    opened = [] if opened is None else opened
     try:
         with client.transaction() as txn:
             box.append(txn)
+            opened += start_commits(conn, data)
             for req in requests:
                 client.create_pipeline_from_request(req)
             finishing = True  # the transaction's own __exit__ sends FinishTransaction next
     except _RPC_FAILURES as exc:
         if not (finishing and outcome_unknown(exc)):
             raise map_error(exc, what, conn.target) from exc
-        return _settle(conn, what, exc, lambda: _transaction_landed(conn, box[0], upserts))
+        return _settle(conn, what, exc, lambda: _transaction_landed(conn, box[0], upserts)
+                       if upserts else commits_landed(conn, opened))
     return None
 
 

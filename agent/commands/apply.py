@@ -50,25 +50,28 @@ def run(args: argparse.Namespace) -> int:
     result = run_result(outcome, args.dry_run)
     code = EXIT_ERROR if result == "partial" else EXIT_OK
     if args.format == "json":
-        data = to_dict(outcome.plan)
+        data = to_dict(outcome.plan, outcome.data)
         data["result"] = result
         data["skipped"] = [c.name for c in outcome.plan.skipped]
         data["applied"] = None if done is None else {
             "repos_created": list(done.repos_created), "pipelines": list(done.applied),
-            "deleted": list(done.deleted)}
+            "deleted": list(done.deleted), "data": list(done.data_written)}
         data["rpc_count"] = conn.rpc_count
         print(json_dumps(data, indent=2, sort_keys=True, default=str))
         return code
-    print(render(outcome.plan, "text"))
+    print(render(outcome.plan, "text", outcome.data))
+    pending = outcome.plan.has_changes or bool(outcome.data and outcome.data.has_changes)
     if done is None:
         print("dry run: nothing applied")
-    elif not (done.repos_created or done.applied or done.deleted):
-        print("Nothing applied (see the plan above)." if outcome.plan.has_changes
+    elif not (done.repos_created or done.applied or done.deleted or done.data_written):
+        print("Nothing applied (see the plan above)." if pending
               else "Nothing to apply: the cluster equals git.")
     else:
-        print(f"Applied: {len(done.repos_created)} repo(s) created, "
-              f"{len(done.applied)} pipeline(s) created/updated in one transaction, "
-              f"{len(done.deleted)} deleted.")
+        wrote = f", data written to {len(done.data_written)} repo(s) " \
+                f"({', '.join(done.data_written)})" if done.data_written else ""
+        print(one_line(f"Applied: {len(done.repos_created)} repo(s) created, "
+                       f"{len(done.applied)} pipeline(s) created/updated in one transaction, "
+                       f"{len(done.deleted)} deleted{wrote}."))
     if result == "partial":
         skipped = outcome.plan.skipped
         print(one_line(f"Partial: {len(skipped)} pipeline(s) skipped because of conflicts "

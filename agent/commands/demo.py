@@ -1,11 +1,13 @@
 """`pachsync demo`: the whole GitOps flow on one machine, ending with the selected models.
 
 Starts localpachd as a child process (agent.commands._localserver), applies specs/ from this
-checkout in one transaction (input repos and pipelines), loads data/ (iris.csv into raw_data;
-the C and gamma grids into parameters, one file per line as Pachyderm 1.x named them), shows
-progress while the 77-model search runs (per pipeline: datums done / total), prints the selected
-models with their accuracy, writes the report when `pachsync report` is available, and stops the
-server unless --keep-running.
+checkout exactly as `pachsync apply` does (agent.sync.reconcile): the input repos, then the
+pipelines and the data specs/repos.yaml declares (data/iris.csv into raw_data; the C and gamma
+grids into parameters, one file per line named by its value) in one commit set, so every
+pipeline runs one job. It then shows progress while the 77-model search runs (per pipeline:
+datums done / total), prints the selected models with their accuracy and the rule that chose
+them, writes the report when `pachsync report` is available, and stops the server unless
+--keep-running.
 """
 
 from __future__ import annotations
@@ -32,35 +34,19 @@ TERMINAL = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo", help="run the whole demo on a local Pachyderm-compatible server",
-        description="Start localpachd, apply specs/, load data/, run the 77-model hyperparameter "
-        "search with live progress, print the selected models and their accuracy.")
+        description="Start localpachd, apply specs/ (pipelines and the data repos.yaml declares), "
+        "run the 77-model hyperparameter search with live progress, print the selected models "
+        "and their accuracy.")
     p.add_argument("--data-dir", type=Path, metavar="DIR",
                    help="where localpachd keeps its state (default: a new temp dir)")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the server running at the end (prints its address and PID)")
     p.add_argument("--specs", type=Path, default=ROOT / "specs",
                    help=f"specs folder to apply (default: {ROOT / 'specs'})")
-    p.add_argument("--data", type=Path, default=ROOT / "data",
-                   help=f"folder holding iris.csv and parameters/ (default: {ROOT / 'data'})")
     p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the search")
     p.add_argument("--report-dir", type=Path, metavar="DIR",
                    help="where to write the report (default: DATA_DIR/report)")
     p.set_defaults(func=run)
-
-
-def _load_data(conn: Any, prepared: Any, data: Path) -> None:
-    from agent.cluster.apply import RepoOp, apply_ops
-    from agent.cluster.load import load_path
-    from agent.cluster.observe import observe
-
-    have = {r.name for r in observe(conn).repos}
-    missing = [RepoOp(r.name, r.description, r.project) for r in prepared.desired.repos
-               if r.name not in have]
-    apply_ops(conn, missing, [], [])
-    raw = load_path(conn, "raw_data", data / "iris.csv")
-    params = load_path(conn, "parameters", data / "parameters", dest="/", split=True)
-    print(f"loaded {raw.bytes} bytes into raw_data, {len(params.files)} parameter files "
-          "into parameters", flush=True)
 
 
 def _progress_line(jobs: dict[str, Any], order: list[str]) -> str:
@@ -107,7 +93,8 @@ def _selection(conn: Any) -> str:
     board = client.get_file(("select", "master"), "/leaderboard.csv").read().decode()
     rows = {r["model"]: r for r in csv.DictReader(io.StringIO(board))}
     lines = [f"Selected {len(summary['selected'])} of {summary['considered']} models "
-             f"(rule: {summary['rule']}, best accuracy {summary['best_accuracy']}):"]
+             f"({describe_rule(summary.get('rule'))}; best accuracy "
+             f"{summary['best_accuracy']}):"]
     shown = summary["selected"][:SHOW_MAX]
     for name in shown:
         r = rows.get(name, {})
@@ -117,6 +104,16 @@ def _selection(conn: Any) -> str:
         lines.append(f"  ... and {len(summary['selected']) - len(shown)} more "
                      "(all in select's leaderboard.csv)")
     return "\n".join(lines)
+
+
+def describe_rule(rule: Any) -> str:
+    """stages.select's rule in words: `accuracy within 0.0 of the best` or `error at most
+    0.1`; anything else as JSON (never a Python repr)."""
+    if isinstance(rule, dict) and rule.get("kind") == "tolerance":
+        return f"rule: accuracy within {rule.get('tolerance')} of the best"
+    if isinstance(rule, dict) and rule.get("kind") == "threshold":
+        return f"rule: error (1 - accuracy) at most {rule.get('max_error')}"
+    return f"rule: {json.dumps(rule, sort_keys=True, default=str)}"
 
 
 def _report(address: str, out: Path) -> None:
@@ -151,11 +148,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"localpachd listening on {server.address} (data in {data_dir}, log {server.log})")
     conn = connect(resolve(server.address))
     try:
-        # Specs first, then data, as in GitOps: localpachd starts importing the pipelines'
-        # libraries (its warm runtime's prewarm) while the data loads.
+        # The same path as `pachsync apply`: data commits start in the pipelines'
+        # transaction, so each pipeline runs once; localpachd starts importing the pipelines'
+        # libraries (its warm runtime's prewarm) while the data is written.
         outcome = reconcile(conn, prepared.desired, prepared.policy)
-        print(render(outcome.plan, "text"), flush=True)
-        _load_data(conn, prepared, args.data)
+        print(render(outcome.plan, "text", outcome.data), flush=True)
         order = [ps.name for ps in prepared.desired.pipelines]
         jobs = wait_for_jobs(conn, order, args.timeout)
         failed = [n for n, j in jobs.items() if j.state != "JOB_SUCCESS"]

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.cluster.address import resolve
     from agent.cluster.client import connect
     from agent.plan import render
-    from agent.sync import make_plan
+    from agent.sync import make_data_plan, make_plan
 
     try:
         prepared = prepared_from_args(args)
@@ -48,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR  # with --exit-code, 1 means "valid changes pending", never "invalid"
     conn = connect(resolve(args.pachd))
     try:
-        result, _ = make_plan(conn, prepared.desired, prepared.policy)
+        result, live = make_plan(conn, prepared.desired, prepared.policy)
+        data = make_data_plan(conn, prepared.desired, prepared.policy, live)
     finally:
         conn.close()
-    print(render(result, args.format))
-    if args.exit_code and result.has_changes:
+    print(render(result, args.format, data))
+    if args.exit_code and (result.has_changes or data.has_changes):
         return EXIT_CHANGES
     return EXIT_OK

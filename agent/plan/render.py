@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent.plan import datarender
+from agent.plan.data import DataPlan
 from agent.plan.model import (
     ADOPT,
     CONFLICT,
@@ -103,7 +105,7 @@ def summary(p: Plan) -> str:
     return ", ".join(parts)
 
 
-def render_text(p: Plan, verbose: bool = True) -> str:
+def render_text(p: Plan, verbose: bool = True, data: DataPlan | None = None) -> str:
     commit = short_commit(p.policy.commit) or "(no git commit)"
     lines = [f"Plan for {p.policy.source_id} at {commit}"]
     for r in p.repos_to_create:
@@ -121,10 +123,21 @@ def render_text(p: Plan, verbose: bool = True) -> str:
     lines += [f"warning: {w}" for w in p.warnings]
     lines += [f"conflict: {c}" for c in p.conflicts]
     lines.append("Summary: " + summary(p))
+    lines += datarender.text_lines(data) if data is not None else []
     return "\n".join(one_line(line) for line in lines)
 
 
-def to_dict(p: Plan) -> dict[str, Any]:
+def to_dict(p: Plan, data: DataPlan | None = None) -> dict[str, Any]:
+    """The plan as JSON data; with declared data, `data` (agent.plan.datarender.to_dict) and
+    `in_sync` false when data is to be written too."""
+    out = _to_dict(p)
+    if data is not None and data.declared:
+        out["data"] = datarender.to_dict(data)
+        out["in_sync"] = out["in_sync"] and not data.has_changes
+    return out
+
+
+def _to_dict(p: Plan) -> dict[str, Any]:
     return {
         "source_id": p.policy.source_id,
         "commit": p.policy.commit,
@@ -148,8 +161,8 @@ def to_dict(p: Plan) -> dict[str, Any]:
     }
 
 
-def render_json(p: Plan) -> str:
-    return json_dumps(to_dict(p), indent=2, sort_keys=True, default=str)
+def render_json(p: Plan, data: DataPlan | None = None) -> str:
+    return json_dumps(to_dict(p, data), indent=2, sort_keys=True, default=str)
 
 
 def _mermaid_id(name: str) -> str:
@@ -174,7 +187,7 @@ def mermaid(p: Plan) -> list[str]:
     return lines
 
 
-def render_markdown(p: Plan) -> str:
+def render_markdown(p: Plan, data: DataPlan | None = None) -> str:
     commit = short_commit(p.policy.commit) or "no git commit"
     lines = [f"### pachsync plan for {md_code(commit)}", "", f"**{md_text(summary(p))}**", ""]
     lines += ["| pipeline | action | reprocess | datums re-run | why |", "|---|---|---|---|---|"]
@@ -194,13 +207,15 @@ def render_markdown(p: Plan) -> str:
             lines += [*md_fence(changes, "diff"), "</details>"]
     lines += [""] + [f"> warning: {md_text(w)}" for w in p.warnings]
     lines += [f"> conflict: {md_text(c)}" for c in p.conflicts]
+    lines += datarender.markdown_lines(data) if data is not None else []
     lines += ["", "#### Pipeline DAG", ""] + mermaid(p)
     return "\n".join(lines) + "\n"
 
 
-def render(p: Plan, fmt: str = "text") -> str:
+def render(p: Plan, fmt: str = "text", data: DataPlan | None = None) -> str:
+    """The plan in `fmt` (text, json, markdown), with the data section when `data` is given."""
     if fmt == "json":
-        return render_json(p)
+        return render_json(p, data)
     if fmt == "markdown":
-        return render_markdown(p)
-    return render_text(p)
+        return render_markdown(p, data)
+    return render_text(p, data=data)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import SpecError, SpecInvalid
+from agent.specs.data import Budget, DataRoot, RepoData, load_repo_data
 from agent.specs.graph import check_graph
 from agent.specs.limits import limit_errors, limit_warnings, request_size_errors
 from agent.specs.safefs import CheckoutDir, Unreadable, open_tree
@@ -32,6 +33,7 @@ from agent.specs.yamlread import LoadedYaml, YamlProblem, load_yaml
 __all__ = [
     "DesiredState",
     "PipelineSpec",
+    "RepoData",
     "RepoSpec",
     "SpecReport",
     "check_specs",
@@ -47,11 +49,13 @@ MAX_SPECS_BYTES = 32 * 2**20  # all of pipelines/ together; one transaction carr
 
 @dataclass(frozen=True)
 class RepoSpec:
-    """An input repo from specs/repos.yaml."""
+    """An input repo from specs/repos.yaml; `data`: the files of the checkout it declares
+    (`agent.specs.data`), None when it has no `data` key (its files are then left alone)."""
 
     name: str
     description: str = ""
     project: str = "default"
+    data: RepoData | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ def check_specs(specs_dir: Path, root: Path | None = None) -> SpecReport:
         )
         return SpecReport(errors=(problem,))
     with folder:
-        return _check_folder(folder)
+        return _check_folder(folder, DataRoot(anchor, parts[:-1], shown) if parts else None)
 
 
 def _place(specs_dir: Path, root: Path | None) -> tuple[str, tuple[str, ...], str]:
@@ -129,10 +133,10 @@ def _place(specs_dir: Path, root: Path | None) -> tuple[str, tuple[str, ...], st
         return str(target.parent), (target.name,), target.parent.as_posix()
 
 
-def _check_folder(folder: CheckoutDir) -> SpecReport:
+def _check_folder(folder: CheckoutDir, data_root: DataRoot | None) -> SpecReport:
     errors: list[SpecError] = []
     repos_file = folder.path_of(REPOS_FILE)
-    repos = _load_repos(folder, errors)
+    repos = _load_repos(folder, errors, data_root)
     docs, unparsed, json_files, found = _load_pipelines(folder, errors)
     for doc in docs:
         errors.extend(check_pipeline(doc))
@@ -236,7 +240,8 @@ def _read(
     return doc
 
 
-def _load_repos(folder: CheckoutDir, errors: list[SpecError]) -> _Repos:
+def _load_repos(folder: CheckoutDir, errors: list[SpecError], data_root: DataRoot | None
+                ) -> _Repos:
     file = folder.path_of(REPOS_FILE)
     before = len(errors)
     doc = _read(folder, REPOS_FILE, errors)
@@ -247,13 +252,17 @@ def _load_repos(folder: CheckoutDir, errors: list[SpecError]) -> _Repos:
     problems = schema_errors("repos", doc, file)
     errors.extend(problems)
     found = _Repos(parsed=not problems)
+    budget = Budget()
     items = doc.data.get("repos") if isinstance(doc.data, dict) else None
     for index, item in enumerate(items if isinstance(items, list) else []):
         # Entries with errors still declare their name, so inputs do not cascade into errors.
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             continue
         project = str(item.get("project") or "default")
-        repo = RepoSpec(item["name"], str(item.get("description") or ""), project)
+        data, data_errors = load_repo_data(doc, index, file, data_root, budget) \
+            if not problems else (None, [])
+        errors.extend(data_errors)
+        repo = RepoSpec(item["name"], str(item.get("description") or ""), project, data)
         key, line = (repo.project, repo.name), doc.line_of(("repos", index, "name"))
         if key in found.lines:
             errors.append(

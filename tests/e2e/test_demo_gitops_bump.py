@@ -1,9 +1,10 @@
 """The GitOps loop on the real iris pipelines: git remote -> sync_once -> image bump -> reprocess.
 
-A bare remote seeded with a copy of specs/, the in-process localpachd, data/ loaded as the demo
-does. The first sync creates everything and the search runs; pushing a new image tag for every
-stage makes the next sync update all four pipelines with reprocess, and every datum re-runs
-(1 + 77 + 77 + 1); the sync after that is a no-op of at most 3 RPCs.
+A bare remote seeded with a copy of specs/ and data/ (repos.yaml declares the data), the
+in-process localpachd. The first sync creates everything, writes the data in the same commit set
+and the search runs once; pushing a new image tag for every stage makes the next sync update all
+four pipelines with reprocess, and every datum re-runs (1 + 77 + 77 + 1); the sync after that is
+a no-op of at most 3 RPCs plus one per repo with declared data.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from helpers.gitops import GitOps
 from helpers.jobs import wait_jobs
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from agent.cluster.address import resolve
-from agent.cluster.client import connect
-from agent.cluster.load import load_path
 from agent.sync import SyncOptions, sync_once
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,17 +29,15 @@ def test_image_bump_in_git_reprocesses_every_datum(localpachd: Any, pach_client:
                                                    tmp_path: Path) -> None:
     ops = GitOps(tmp_path)
     shutil.copytree(ROOT / "specs", ops.work / "specs")
+    shutil.copytree(ROOT / "data", ops.work / "data")
     ops.push({}, "specs")
     opts = SyncOptions(source=str(ops.remote), pachd=localpachd.address, cache_dir=tmp_path / "c")
 
     first = sync_once(opts)
     assert first.result == "applied" and set(first.actions.values()) == {"create"}, first.errors
-    conn = connect(resolve(localpachd.address))
-    load_path(conn, "raw_data", ROOT / "data" / "iris.csv")
-    load_path(conn, "parameters", ROOT / "data" / "parameters", dest="/", split=True)
-    conn.close()
     before = wait_jobs(pach_client, NAMES, timeout=200)
     assert before["model"].data_total == 77 and before["select"].state == pps_pb2.JOB_SUCCESS
+    assert all(len(list(pach_client.list_job(pipeline_name=n))) == 1 for n in NAMES)
 
     for path in (ops.work / "specs" / "pipelines").glob("*.yaml"):
         path.write_text(path.read_text().replace("iris-stages:0.1.0", "iris-stages:0.2.0"))
@@ -59,4 +55,4 @@ def test_image_bump_in_git_reprocesses_every_datum(localpachd: Any, pach_client:
     assert after["select"].state == pps_pb2.JOB_SUCCESS
 
     again = sync_once(opts)
-    assert again.result == "unchanged" and again.rpc_count <= 3
+    assert again.result == "unchanged" and again.rpc_count <= 3 + 2  # + raw_data, parameters

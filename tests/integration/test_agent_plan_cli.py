@@ -1,7 +1,8 @@
 """`pachsync plan/apply/status` on the real specs/: convergence and exit codes.
 
-Applying specs/ (the iris pipelines, with no data loaded so no datum runs) and planning again
-must report every pipeline unchanged: the normaliser covers every default the server fills in.
+Applying specs/ (the iris pipelines, without the data repos.yaml declares so no datum runs)
+and planning again must report every pipeline unchanged: the normaliser covers every default
+the server fills in.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from helpers.jobs import wait_jobs
 
 from agent.cli import main
@@ -25,9 +27,24 @@ def _run(capsys: Any, *argv: str) -> tuple[int, str]:
     return code, out.out + out.err
 
 
+def _without_data(tmp_path: Path) -> str:
+    """A copy of specs/ whose repos.yaml declares no data (tests/integration/test_data_in_git.py
+    covers data)."""
+    specs = tmp_path / "specs"
+    (specs / "pipelines").mkdir(parents=True)
+    for spec in (ROOT / "specs" / "pipelines").glob("*.yaml"):
+        (specs / "pipelines" / spec.name).write_text(spec.read_text())
+    repos = yaml.safe_load((ROOT / "specs" / "repos.yaml").read_text())
+    for repo in repos["repos"]:
+        repo.pop("data", None)
+    (specs / "repos.yaml").write_text(yaml.safe_dump(repos))
+    return str(specs)
+
+
 def test_plan_apply_converges_for_every_spec(localpachd: Any, pach_client: Any,
-                                             capsys: Any) -> None:
-    addr = ["--pachd", localpachd.address, "--specs", SPECS]
+                                             capsys: Any, tmp_path: Path) -> None:
+    specs = _without_data(tmp_path)
+    addr = ["--pachd", localpachd.address, "--specs", specs]
     code, out = _run(capsys, "plan", *addr, "--exit-code", "--format", "json")
     assert code == 1
     data = json.loads(out)
@@ -42,7 +59,7 @@ def test_plan_apply_converges_for_every_spec(localpachd: Any, pach_client: Any,
     code, out = _run(capsys, "apply", *addr)
     assert code == 0 and "Nothing to apply" in out
     jobs = wait_jobs(pach_client, NAMES)  # no data loaded: one empty job per pipeline
-    code, out = _run(capsys, "status", "--pachd", localpachd.address, "--specs", SPECS,
+    code, out = _run(capsys, "status", "--pachd", localpachd.address, "--specs", specs,
                      "--format", "json")
     rows = {r["name"]: r for r in json.loads(out)["pipelines"]}
     assert code == 0 and set(rows) == set(NAMES)

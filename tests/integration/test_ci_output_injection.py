@@ -125,6 +125,7 @@ def tree(tmp_path: Path) -> Iterator[Path]:
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copytree(ROOT / "specs", repo / "specs")
+    shutil.copytree(ROOT / "data", repo / "data")  # the data specs/repos.yaml declares
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "specs")

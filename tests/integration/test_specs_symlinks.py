@@ -35,6 +35,7 @@ TOKEN_SPEC = f"pipeline:\n  name: {SECRET}\n"  # a "spec" whose every line holds
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     shutil.copytree(ROOT / "specs", root / "specs")
+    shutil.copytree(ROOT / "data", root / "data")  # the data specs/repos.yaml declares
     return root
 
 
@@ -207,6 +208,7 @@ def test_the_agent_stalls_on_a_committed_link_without_reading_it(
     from agent.source.fetch import fetch
 
     files = {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "specs").rglob("*.yaml")}
+    files |= {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "data").rglob("*.*")}
     remote = seeded_remote(tmp_path / "git", files, "specs")
     work = clone(remote, tmp_path / "work")
     os.symlink(outside / "token", work / "specs/pipelines/evil.yaml")

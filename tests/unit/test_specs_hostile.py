@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def specs(tmp_path: Path) -> Path:
     copy = tmp_path / "repo" / "specs"
     shutil.copytree(ROOT / "specs", copy)
+    shutil.copytree(ROOT / "data", copy.parent / "data")  # the data specs/repos.yaml declares
     return copy
 
 

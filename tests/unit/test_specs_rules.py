@@ -89,6 +89,7 @@ def test_yaml_problems_have_lines(text: str, line: int, words: str) -> None:
 @pytest.fixture
 def specs(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "specs", tmp_path / "specs")
+    shutil.copytree(ROOT / "data", tmp_path / "data")  # the data specs/repos.yaml declares
     return tmp_path / "specs"
 
 

@@ -300,6 +300,7 @@ def _break(specs: Path, case: Case) -> int:
 def specs(tmp_path: Path) -> Path:
     copy = tmp_path / "specs"
     shutil.copytree(ROOT / "specs", copy)
+    shutil.copytree(ROOT / "data", copy.parent / "data")  # the data specs/repos.yaml declares
     return copy
 
 

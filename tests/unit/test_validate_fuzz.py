@@ -163,6 +163,7 @@ def mutated_specs(draw: st.DrawFn) -> tuple[str, bytes]:
 def specs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = tmp_path_factory.mktemp("fuzz") / "repo" / "specs"
     shutil.copytree(ROOT / "specs", copy)
+    shutil.copytree(ROOT / "data", copy.parent / "data")  # the data specs/repos.yaml declares
     return copy
 
 
