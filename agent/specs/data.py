@@ -4,8 +4,8 @@ Called by `agent.specs` while it loads repos.yaml; the result travels in `RepoSp
 data planner (`agent.plan.data`). An entry of a repo's `data:` list names a file of the
 checkout (`path`, relative to the folder holding specs/), where it goes in the repo (`to`) and
 whether it is split into one file per line (`split: lines`). A line file is named by its
-content (`line_name`), never by its line number, so inserting, removing or reordering lines
-changes only the files of those lines, and Pachyderm re-runs only their datums.
+content (`agent.util.linefiles`), never by its line number, so inserting, removing or
+reordering lines changes only the files of those lines, and Pachyderm re-runs only their datums.
 
 The files come from pull requests, so they are read like the specs (`agent.specs.safefs`):
 regular files inside the checkout only, never through a link, no `..` or absolute paths, and
@@ -26,13 +26,12 @@ from typing import Any
 from agent.errors import SpecError
 from agent.specs.safefs import Unreadable, open_tree
 from agent.specs.yamlread import LoadedYaml
+from agent.util.linefiles import line_content, line_name, split_lines
 
 MAX_DATA_FILE_BYTES = 16 * 2**20
 MAX_DATA_BYTES = 32 * 2**20  # every declared file together (the agent keeps them in memory)
 MAX_DATA_FILES = 10_000  # repo files, one per line of a split file
-MAX_PLAIN_NAME = 64
 DATA_BRANCH = "master"  # the branch pipelines read by default
-_PLAIN = re.compile(rb"[A-Za-z0-9_.+-]{1,%d}" % MAX_PLAIN_NAME)
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 PATH_HINT = ("give a file of this checkout relative to the folder holding specs/, e.g. "
              "data/iris.csv (no leading /, no ..)")
@@ -78,21 +77,6 @@ class Budget:
 
 def make_file(path: str, content: bytes, source: str) -> DataFile:
     return DataFile(path, hashlib.sha256(content).hexdigest(), source, content)
-
-
-def line_name(value: bytes) -> str:
-    """The file name of a line: the value itself when it is a short plain word (`0.5`,
-    `rbf`), else `line-` and 16 hex digits of its SHA-256. Stable: the same line always gets
-    the same name, wherever it is in the file."""
-    if _PLAIN.fullmatch(value) and value not in (b".", b".."):
-        return value.decode("ascii")
-    return "line-" + hashlib.sha256(value).hexdigest()[:16]
-
-
-def split_lines(content: bytes) -> list[tuple[int, bytes]]:
-    """(1-based line number, value) of every non-blank line; the value is stripped of
-    surrounding whitespace (so `0.5`, `0.5 ` and `0.5\\r` are one value)."""
-    return [(n, raw.strip()) for n, raw in enumerate(content.split(b"\n"), 1) if raw.strip()]
 
 
 def git_path_problem(text: str) -> str | None:
@@ -241,7 +225,8 @@ def _read_decl(d: _Decl, file: str, root: DataRoot, budget: Budget,
                                     "remove one of the two lines"))
             continue
         seen[value] = number
-        out.append(make_file(d.dest + line_name(value), value + b"\n", f"{d.source}:{number}"))
+        out.append(make_file(d.dest + line_name(value), line_content(value),
+                             f"{d.source}:{number}"))
     return _counted(out, d, file, budget, errors)
 
 
