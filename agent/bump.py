@@ -6,10 +6,16 @@ or digest changes, so comments, quoting, key order and every other byte stay as 
 them. The result is re-parsed and compared with the original to prove that nothing but those
 image fields changed. Git work (commit, push with replay on a lost race) lives in
 `agent.source.push`; this module decides *what* to write, that one *how* to publish it.
+
+The specs come from pull requests, so they are read and rewritten only as regular files inside
+the specs folder, never through a link (`agent.specs.safefs`): a link merged under specs/ is
+refused, and a file is replaced by renaming a new one over it, so even a link swapped in
+between reading and writing is never written through.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +35,8 @@ from agent.source.push import (
     push_with_retry,
     repo_root,
 )
+from agent.specs.safefs import Unreadable, open_tree
+from agent.specs.safefs import spec_files as find_spec_files
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 # A docker tag (distribution/reference grammar) and a content digest.
@@ -59,11 +67,28 @@ class LineChange:
 
 
 @dataclass(frozen=True)
+class SpecFile:
+    """A spec file, reached from a trusted folder (`anchor`: the specs folder's parent) through
+    `parts` (the specs folder, the folders below it, the file name) without following links."""
+
+    anchor: str
+    parts: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return Path(self.anchor, *self.parts)
+
+
+@dataclass(frozen=True)
 class FileChange:
     file: str  # as shown to the user (relative to the spec root's parent when possible)
-    path: Path
+    spec: SpecFile
     changes: tuple[LineChange, ...]
     new_text: str = field(repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self.spec.path
 
 
 @dataclass(frozen=True)
@@ -187,10 +212,47 @@ def verify_rewrite(old: str, new: str, image: str, new_ref: str, file: str,
         )
 
 
-def spec_files(specs_dir: Path) -> list[Path]:
-    if not specs_dir.is_dir():
-        raise UsageError(f"spec directory {specs_dir} does not exist", hint="pass --specs DIR")
-    return sorted(p for p in specs_dir.rglob("*") if p.is_file() and p.suffix in SPEC_SUFFIXES)
+def spec_files(specs_dir: Path) -> list[SpecFile]:
+    """Every spec file under specs_dir, sorted; a link or special file there is refused."""
+    anchor, parts = _specs_folder(specs_dir)
+    try:
+        with open_tree(anchor, parts, "") as folder:
+            found = find_spec_files(folder, SPEC_SUFFIXES)
+    except FileNotFoundError:
+        raise UsageError(f"spec directory {specs_dir} does not exist",
+                         hint="pass --specs DIR") from None
+    except Unreadable as exc:
+        raise _refused(exc) from None
+    return [SpecFile(anchor, parts + rest) for rest in found]
+
+
+def _specs_folder(specs_dir: Path) -> tuple[str, tuple[str, ...]]:
+    """(trusted anchor, parts): the folder holding specs_dir, and specs_dir's own name (so the
+    specs folder itself is opened without following a link)."""
+    target = os.path.abspath(specs_dir)
+    anchor, name = os.path.split(target)
+    return (anchor, (name,)) if name else (target, ())
+
+
+def read_spec(spec: SpecFile) -> str:
+    """The text of one spec file, read as `agent.specs` reads specs (bytes as they are: a
+    `\r\n` file stays one)."""
+    try:
+        with open_tree(spec.anchor, spec.parts[:-1], "") as folder:
+            text = folder.read_text(spec.parts[-1])
+    except (Unreadable, FileNotFoundError) as exc:
+        raise _refused(exc) from None
+    if text is None:
+        raise PachsyncError(f"{'/'.join(spec.parts)}: disappeared while bump-image ran",
+                            hint="run again on a checkout nobody else is changing")
+    return text
+
+
+def _refused(exc: Unreadable | FileNotFoundError) -> PachsyncError:
+    if isinstance(exc, FileNotFoundError):
+        return PachsyncError(f"{exc.filename}: disappeared while bump-image ran",
+                             hint="run again on a checkout nobody else is changing")
+    return PachsyncError(f"{exc.where}: {exc.message}", hint=exc.hint)
 
 
 def plan_bump(specs_dir: Path, image: str, tag: str, display_root: Path | None = None) -> BumpPlan:
@@ -200,9 +262,9 @@ def plan_bump(specs_dir: Path, image: str, tag: str, display_root: Path | None =
     base = display_root or specs_dir.parent
     files: list[FileChange] = []
     current: list[tuple[str, int, str]] = []
-    for path in spec_files(specs_dir):
-        shown = _shown(path, base)
-        text = path.read_text(encoding="utf-8")
+    for spec in spec_files(specs_dir):
+        shown = _shown(spec.path, base)
+        text = read_spec(spec)
         for number, line in enumerate(text.splitlines(), start=1):
             match = _IMAGE_LINE.match(line)
             if match and parse_image_ref(match["ref"]).repository == image:
@@ -211,7 +273,7 @@ def plan_bump(specs_dir: Path, image: str, tag: str, display_root: Path | None =
         if changes or image in text:
             verify_rewrite(text, new_text, image, new_ref, shown, changes)
         if changes:
-            files.append(FileChange(shown, path, changes, new_text))
+            files.append(FileChange(shown, spec, changes, new_text))
     return BumpPlan(image, new_ref, tuple(files), tuple(current))
 
 
@@ -223,17 +285,21 @@ def _shown(path: Path, base: Path) -> str:
 
 
 def write_bump(plan: BumpPlan) -> None:
+    """Write each rewritten file in place of the old one (never through a link)."""
     for change in plan.files:
-        # newline="" keeps \r\n files byte-identical outside the rewritten lines.
-        with change.path.open("w", encoding="utf-8", newline="") as handle:
-            handle.write(change.new_text)
+        spec = change.spec
+        try:
+            with open_tree(spec.anchor, spec.parts[:-1], "") as folder:
+                folder.replace_text(spec.parts[-1], change.new_text)
+        except (Unreadable, FileNotFoundError) as exc:
+            raise _refused(exc) from None
 
 
 def images_named(specs_dir: Path) -> list[str]:
     """Distinct repositories on `image:` lines under specs_dir (for a helpful error)."""
     found: set[str] = set()
-    for path in spec_files(specs_dir):
-        for line in path.read_text(encoding="utf-8").splitlines():
+    for spec in spec_files(specs_dir):
+        for line in read_spec(spec).splitlines():
             match = _IMAGE_LINE.match(line)
             if match:
                 found.add(parse_image_ref(match["ref"]).repository)

@@ -10,6 +10,11 @@ even one resolving inside the tree, is refused: git stores it as a link, the fil
 not be the pipeline it defines, and where it points depends on the checkout's location), files
 with `O_NONBLOCK` too, and `fstat` of the open descriptor decides: what was checked is what is
 read, so a race cannot swap a FIFO or a link in between.
+
+`agent.bump` rewrites specs through the same descriptors: `spec_files` walks a folder refusing
+links and special files, and `CheckoutDir.replace_text` writes a new file beside the old one
+(`O_EXCL | O_NOFOLLOW`) and renames it over it, so a link swapped in after reading is replaced,
+never written through.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +34,7 @@ _CHUNK = 1 << 16
 LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 LINK_HINT = (
     "commit the file itself, not a symbolic link: pachsync reads specs only from regular "
     "files inside the checkout"
@@ -35,8 +42,8 @@ LINK_HINT = (
 
 
 class Unreadable(Exception):
-    """`where` (a path relative to the checkout) cannot be read as a spec; `line` is 1-based,
-    0 for the whole file."""
+    """`where` (a path relative to the checkout) cannot be read (or rewritten) as a spec; `line`
+    is 1-based, 0 for the whole file."""
 
     def __init__(self, where: str, message: str, hint: str, line: int = 0) -> None:
         super().__init__(f"{where}: {message}")
@@ -157,6 +164,66 @@ class CheckoutDir:
             line = data.count(b"\n", 0, exc.start) + 1
             raise Unreadable(self.path_of(name), f"byte 0x{data[exc.start]:02x} is not valid UTF-8",
                              "save the file as UTF-8", line) from None
+
+    def replace_text(self, name: str, text: str) -> None:
+        """Replace the regular file `name` by `text` (UTF-8, line endings as given) with the
+        same permissions: written to a new file in this directory, then renamed over `name`.
+        A link or special file at `name` is refused; one swapped in later is replaced."""
+        info = self._lstat(name)
+        if info is None:
+            raise Unreadable(self.path_of(name), "disappeared before it could be rewritten",
+                             "run again on a clean checkout")
+        if not stat.S_ISREG(info.st_mode):
+            raise self._refuse(name, kind_of(info.st_mode), "regular file")
+        temp = f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(temp, _NEW_FILE_FLAGS, 0o600, dir_fd=self.fd)
+            try:
+                os.fchmod(fd, stat.S_IMODE(info.st_mode))
+                _write_all(fd, text.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as exc:
+            _unlink_quietly(temp, self.fd)
+            raise _cannot(self.path_of(name), "be rewritten", exc) from None
+        except BaseException:
+            _unlink_quietly(temp, self.fd)
+            raise
+
+
+def spec_files(folder: CheckoutDir, suffixes: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every regular file below `folder` whose name ends in one of `suffixes`, as path parts
+    relative to it, sorted. A link anywhere below (to a file or a folder), or a special file
+    with such a name, is an `Unreadable`: what is rewritten must be the file in the tree."""
+    found: list[tuple[str, ...]] = []
+    for entry in folder.entries():
+        if entry.kind == "directory":
+            child = folder.subdir(entry.name)
+            if child is not None:
+                with child:
+                    found += [(entry.name, *rest) for rest in spec_files(child, suffixes)]
+        elif entry.kind == "link" or (entry.kind != "file" and entry.name.endswith(
+                tuple(suffixes))):
+            wanted = "regular file or folder" if entry.kind == "link" else "regular file"
+            raise folder._refuse(entry.name, entry.kind, wanted)
+        elif entry.name.endswith(tuple(suffixes)):
+            found.append((entry.name,))
+    return sorted(found)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
 
 
 def _cannot(where: str, what: str, exc: OSError) -> Unreadable:

@@ -92,6 +92,16 @@ def test_rewrite_changes_only_the_matching_refs_and_keeps_every_other_byte() -> 
     assert (again, more) == (new, ())
 
 
+@pytest.mark.parametrize("ending", [b"\r\n", b"\r", b"\n"])
+def test_a_spec_file_keeps_its_line_endings_on_disk(tmp_path: Path, ending: bytes) -> None:
+    spec = tmp_path / "specs" / "pipelines" / "p.yaml"
+    spec.parent.mkdir(parents=True)
+    lines = [b"# keep", b"transform:", b"  image: acr.io/x:1", b"  cmd: [a]", b""]
+    spec.write_bytes(ending.join(lines))
+    write_bump(plan_bump(tmp_path / "specs", "acr.io/x", "2"))
+    assert spec.read_bytes() == ending.join(lines).replace(b"acr.io/x:1", b"acr.io/x:2")
+
+
 def test_crlf_and_json_specs_are_rewritten_in_place() -> None:
     crlf = "transform:\r\n  image: acr.io/x:1\r\n  cmd: [a]\r\n"
     new, changes = rewrite_text(crlf, "acr.io/x", "acr.io/x:2")
