@@ -71,8 +71,8 @@ class DataRoot:
 class Budget:
     """What all declared data may still add up to (shared by every repo of one load)."""
 
-    bytes: int = MAX_DATA_BYTES
-    files: int = MAX_DATA_FILES
+    bytes: int = field(default_factory=lambda: MAX_DATA_BYTES)
+    files: int = field(default_factory=lambda: MAX_DATA_FILES)
 
 
 def make_file(path: str, content: bytes, source: str) -> DataFile:

@@ -112,7 +112,9 @@ def datum_roots(pattern: str, paths: Iterable[str]) -> set[str]:
     matcher = compile_glob(pattern)
     if matcher is None:
         return set()
-    seen: set[str] = set()
+    if clean_glob(pattern) == "/":  # the whole commit is one datum
+        return {"/"} if any(True for _ in paths) else set()
+    seen: set[str] = {"/"}  # only the glob "/" matches the root
     roots: set[str] = set()
     for path in paths:
         for candidate in ancestors(path):
