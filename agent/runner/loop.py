@@ -40,6 +40,7 @@ from agent.errors import PachsyncError
 from agent.plan.health import StatusReport
 from agent.runner.backoff import BackoffPolicy
 from agent.runner.credentials import redact_url
+from agent.runner.datalog import data_written, describe_data
 from agent.runner.logs import LOGGER_NAME
 from agent.runner.metrics import AgentMetrics
 from agent.runner.status import (
@@ -329,9 +330,12 @@ class Runner:
             fields["errors"] = list(result.errors[:5])
         if status.backoff_s:
             fields["retry_in_s"] = status.backoff_s
+        if data := data_written(result):
+            fields["data"] = data
         level = {"applied": logging.INFO, "unchanged": logging.INFO, "invalid": logging.WARNING,
                  "partial": logging.WARNING, "stalled": logging.INFO}.get(outcome, logging.ERROR)
-        self._log.log(level, f"sync {outcome}{describe_actions(named)}", extra={"fields": fields})
+        self._log.log(level, f"sync {outcome}{describe_actions(named)}{describe_data(data)}",
+                      extra={"fields": fields})
 
 
 def _default_health_fn() -> HealthFn:
