@@ -92,9 +92,12 @@ def _text(report: Any, specs_dir: Path, root: Path | None = None) -> str:
     else:
         state = report.state
         order = " -> ".join(p.name for p in state.pipelines) or "no pipelines"
+        data = [r for r in state.repos if r.data is not None]
+        files = sum(len(r.data.files) for r in data if r.data is not None)
         lines.append(one_line(
             f"{specs_dir} is valid: {len(state.repos)} input repo(s), "
             f"{len(state.pipelines)} pipeline(s) ({order})"
+            + (f", {files} data file(s) declared for {len(data)} repo(s)" if data else "")
         ))
     return "\n".join(lines)
 
@@ -120,6 +123,8 @@ def _json(report: Any, specs_dir: Path) -> str:
         "errors": [asdict(e) for e in report.errors],
         "warnings": [asdict(w) for w in report.warnings],
         "repos": [r.name for r in state.repos] if state else [],
+        "data": {r.name: [f.path for f in r.data.files] for r in state.repos
+                 if r.data is not None} if state else {},
         "pipelines": [
             {"name": p.name, "file": p.file, "inputs": list(p.inputs)} for p in state.pipelines
         ]
