@@ -1,10 +1,12 @@
 """`pachsync demo` end to end as a subprocess, then a GitOps change on the real iris pipelines.
 
-One slow test (the full 77-model search runs once): the demo must end with the selection and
-leave its server running only because of --keep-running; then an image bump of `select` must
-plan and apply as an update with reprocess that re-runs its datum while `model` and `test` keep
-their outputs (no new job). The reprocess of many datums is covered with tiny pipelines in
-tests/integration/test_agent_sync.py; here it must stay cheap on a loaded 2-core CI machine.
+One slow test (the full 77-model search runs once): the demo must write the data specs/repos.yaml
+declares through the same path as `apply` (one job per pipeline), end with the selection (the
+rule in words, not a Python dict) and leave its server running only because of --keep-running;
+then an image bump of `select` must plan and apply as an update with reprocess that re-runs its
+datum while `model` and `test` keep their outputs (no new job). The reprocess of many datums is
+covered with tiny pipelines in tests/integration/test_agent_sync.py; here it must stay cheap on
+a loaded 2-core CI machine.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,17 +40,23 @@ def test_demo_then_image_bump_reprocesses(tmp_path: Path) -> None:
         pid_match = re.search(r"stop it with: kill (\d+)", out)
         assert proc.returncode == 0, out
         assert "model 77/77 ok" in out and "test 77/77 ok" in out and "select 1/1 ok" in out
-        selected = re.search(r"Selected (\d+) of 77 models", out)
+        selected = re.search(r"Selected (\d+) of 77 models \(rule: accuracy within 0\.0 of the "
+                             r"best; best accuracy", out)
         assert selected and int(selected.group(1)) >= 1, out
+        assert "{'kind'" not in out and "Data declared in git" in out
+        assert "~ repo parameters: 18 to add, 0 unchanged" in out, out
         addr = re.search(r"listening on (\S+)", out).group(1)  # type: ignore[union-attr]
         host, port = addr.rsplit(":", 1)
         client = python_pachyderm.Client(host=host, port=int(port))
+        for name in ("split", "model", "test", "select"):  # data and specs in one commit set
+            assert len(list(client.list_job(pipeline_name=name))) == 1, name
         model_job = newest_job(client, "model").job.id
         test_job = newest_job(client, "test").job.id
 
         specs = tmp_path / "specs"
         (specs / "pipelines").mkdir(parents=True)
         (specs / "repos.yaml").write_text((ROOT / "specs/repos.yaml").read_text())
+        shutil.copytree(ROOT / "data", tmp_path / "data")  # the data repos.yaml declares
         for name in ("split", "model", "test", "select"):
             text = (ROOT / f"specs/pipelines/{name}.yaml").read_text()
             if name == "select":
