@@ -1,8 +1,10 @@
 """Typed errors of the sync agent and the one place that maps them to exit codes.
 
 Every layer raises these (never bare exceptions for expected failures); `agent.cli` turns them
-into messages and exit codes, `agent.runner` decides from their type whether to retry
-(`Transient`), stall until the commit changes (`SpecInvalid`) or report (`Conflict`).
+into messages and exit codes. Each type says, as class attributes, what happens next: its
+`disposition` (retry with backoff, stall until the commit changes, or report and carry on) and
+the `kind` that /status, logs and metrics show. `agent.sync` copies both onto the SyncResult and
+`agent.runner` decides from the disposition alone, so a new error type is one class here.
 
 Their texts quote file names and values from the repository or the cluster. Every `format`
 takes `show`, applied to each value (or line) it prints; the CLI passes
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
 
 EXIT_OK = 0
 EXIT_CHANGES = 1  # plan --exit-code: changes pending; validate: specs invalid
@@ -54,10 +58,20 @@ class SpecError:
         return where + show(self.detail)
 
 
+class Disposition(StrEnum):
+    """What the agent loop does after a run that ended with an error of a given type."""
+
+    RETRY = "retry"  # may pass by itself: retry with backoff, always on the newest commit
+    STALL = "stall"  # the same commit can never succeed: wait until the head moves
+    REPORT = "report"  # the rest was applied: say what was kept back, check again at the interval
+
+
 class PachsyncError(Exception):
     """Base of every error the agent reports to a user. `hint` says what to do about it."""
 
-    exit_code = EXIT_ERROR
+    exit_code: ClassVar[int] = EXIT_ERROR
+    kind: ClassVar[str] = "Error"  # as /status, logs and the metrics' `kind` label show it
+    disposition: ClassVar[Disposition] = Disposition.RETRY
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -78,6 +92,8 @@ class SpecInvalid(PachsyncError):
     """The desired state in git does not validate: nothing is applied until the commit changes."""
 
     exit_code = EXIT_CHANGES
+    kind = "SpecInvalid"
+    disposition = Disposition.STALL
 
     def __init__(self, errors: list[SpecError]) -> None:
         self.errors = list(errors)
@@ -92,9 +108,15 @@ class SpecInvalid(PachsyncError):
 class Transient(PachsyncError):
     """A failure that may pass by itself (cluster down, git unreachable): retry with backoff."""
 
+    kind = "Transient"
+
 
 class Conflict(PachsyncError):
     """The cluster state forbids the change (e.g. an unmanaged pipeline with the same name)."""
+
+    kind = "Conflict"
+    # A run the cluster refused as a whole is retried with backoff (the state may change); a
+    # conflict the planner found skips only its pipelines: that run is "partial" (REPORT).
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -3,8 +3,9 @@
 `sync_once(opts)` is called by the agent loop (`agent.runner`), the delivery and performance
 helpers; `reconcile()` is the part after git, shared with the `plan`/`apply` commands when they
 read a specs folder directly. Expected failures never raise: they come back as a SyncResult with
-`result` ("invalid" for bad specs, "failed" otherwise) and `error_kind` (the agent.errors type),
-so the caller can decide to stall (SpecInvalid), back off (Transient) or report (Conflict).
+`result` ("invalid" for bad specs, "failed" otherwise), the `commit` they were about, and the
+error type's `error_kind` and `disposition` (agent.errors), from which the runner decides to
+stall (SpecInvalid, SignatureInvalid), back off (Transient and the rest) or report (partial).
 Conflicts are per pipeline: a run applies everything else and says `partial` (error_kind
 Conflict, `conflicts` counted, each conflict and skipped pipeline in `errors`).
 Because the plan is always recomputed from live state, a run that failed half-way is completed
@@ -25,7 +26,7 @@ from agent.cluster.client import Connection, connect
 from agent.cluster.data import look_up, observe_data
 from agent.cluster.model import LiveState
 from agent.cluster.observe import histories, newest_jobs, observe, with_history, with_jobs
-from agent.errors import PachsyncError, SpecInvalid
+from agent.errors import Conflict, Disposition, PachsyncError, SpecInvalid
 from agent.plan import Plan, Policy, plan
 from agent.plan.data import DataPlan, plan_data
 from agent.plan.diff import history_wanted
@@ -33,7 +34,7 @@ from agent.plan.health import StatusReport, pipeline_statuses
 from agent.plan.model import ADOPT, CONFLICT, CREATE, DRIFT, PENDING, UNMANAGED
 from agent.plan.normalize import qualify
 from agent.plan.render import to_dict
-from agent.source.fetch import fetch, local_head
+from agent.source.fetch import Checkout, fetch, local_head
 from agent.source.identity import (
     LOCAL_PREFIX,
     canonical_repo,
@@ -83,6 +84,9 @@ class SyncResult:
     # The validated desired state and policy of this run, when it got that far: the runner
     # judges sync and health against it after the run (`refresh_status`).
     prepared: Prepared | None = field(default=None, repr=False, compare=False)
+    # What the runner does next (agent.errors.Disposition): from the error's type; REPORT for a
+    # partial run; None when nothing failed.
+    disposition: Disposition | None = None
 
 
 @dataclass(frozen=True)
@@ -192,11 +196,6 @@ def _actions(p: Plan) -> dict[str, str]:
     return {c.name: c.label for c in p.pipelines if c.action != UNMANAGED}
 
 
-def _error_kind(exc: PachsyncError) -> str:
-    name = type(exc).__name__
-    return name if name in ("SpecInvalid", "Transient", "Conflict", "SignatureInvalid") else "Error"
-
-
 def run_result(outcome: Outcome, dry_run: bool) -> str:
     """applied | unchanged | partial (conflicts skipped, the rest applied) | planned (dry run)."""
     data_pending = outcome.data is not None and outcome.data.has_changes
@@ -238,14 +237,14 @@ def _load_cached(root: Path, commit: str, specs_path: str) -> DesiredState:
 
 def prepare(opts: SyncOptions) -> Prepared:
     """fetch -> verify -> load -> validate. Raises Transient, SpecInvalid, PachsyncError."""
-    checkout = fetch(opts.source, opts.branch, opts.cache_dir)
-    try:
-        if opts.verify is not None:
-            opts.verify(checkout.path, checkout.commit)
-        desired = _load_cached(checkout.path, checkout.commit, opts.specs_path)
-    except PachsyncError as exc:
-        exc.commit = checkout.commit  # type: ignore[attr-defined]  # for the SyncResult
-        raise
+    return prepare_checkout(opts, fetch(opts.source, opts.branch, opts.cache_dir))
+
+
+def prepare_checkout(opts: SyncOptions, checkout: Checkout) -> Prepared:
+    """verify -> load -> validate one fetched commit. Raises SpecInvalid, PachsyncError."""
+    if opts.verify is not None:
+        opts.verify(checkout.path, checkout.commit)
+    desired = _load_cached(checkout.path, checkout.commit, opts.specs_path)
     source_id = canonical_source_id(opts.source_id) if opts.source_id else \
         source_id_for(opts.source, opts.branch, opts.specs_path)
     policy = Policy(source_id=source_id, commit=checkout.commit, prune=opts.prune,
@@ -262,6 +261,17 @@ def prepare_local(specs_dir: Path, source_id: str | None, **policy: Any) -> Prep
     return Prepared(desired, Policy(source_id=sid, commit=commit, **policy), commit)
 
 
+# A partial run: conflicts kept something back, the rest was applied. Reported, not retried.
+_PARTIAL = (Conflict.kind, Disposition.REPORT)
+# An unexpected exception (a bug below): recorded like a plain PachsyncError, retried.
+_BUG = (PachsyncError.kind, PachsyncError.disposition)
+
+
+def _why(exc: PachsyncError) -> tuple[str, Disposition]:
+    """What a run that ended with `exc` records: its type's kind and disposition."""
+    return exc.kind, exc.disposition
+
+
 def sync_once(opts: SyncOptions) -> SyncResult:
     """fetch -> load -> validate -> plan -> apply -> record; never raises for expected failures."""
     started, t0 = time.time(), time.perf_counter()
@@ -270,32 +280,32 @@ def sync_once(opts: SyncOptions) -> SyncResult:
     planned: Plan | None = None  # known even when applying it fails
     prepared: Prepared | None = None
     try:
-        prepared = prepare(opts)
-        commit = prepared.commit
+        checkout = fetch(opts.source, opts.branch, opts.cache_dir)
+        commit = checkout.commit
+        prepared = prepare_checkout(opts, checkout)
         conn = connect(resolve(opts.pachd))
         planned, live = make_plan(conn, prepared.desired, prepared.policy)
         data = make_data_plan(conn, prepared.desired, prepared.policy, live)
         outcome = execute(conn, planned, opts.dry_run, data)
     except SpecInvalid as exc:
-        commit = getattr(exc, "commit", commit)
         return _record(started, t0, commit, conn, None, "invalid",
-                       tuple(e.format() for e in exc.errors), "SpecInvalid")
+                       tuple(e.format() for e in exc.errors), _why(exc))
     except PachsyncError as exc:
-        commit = getattr(exc, "commit", commit)
         text = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         failed = Outcome(planned, None) if planned is not None else None
-        return _record(started, t0, commit, conn, failed, "failed", (text,), _error_kind(exc),
+        return _record(started, t0, commit, conn, failed, "failed", (text,), _why(exc),
                        prepared)
     except Exception as exc:  # noqa: BLE001 - the loop must survive bugs; report them loudly
         failed = Outcome(planned, None) if planned is not None else None
         return _record(started, t0, commit, conn, failed, "failed",
-                       (f"unexpected error: {type(exc).__name__}: {exc}",), "Error", prepared)
+                       (f"unexpected error: {type(exc).__name__}: {exc}",),
+                       _BUG, prepared)
     finally:
         if conn is not None:
             conn.close()
     result = run_result(outcome, opts.dry_run)
     return _record(started, t0, commit, conn, outcome, result, _skipped_texts(outcome.plan),
-                   "Conflict" if result == "partial" else None, prepared)
+                   _PARTIAL if result == "partial" else None, prepared)
 
 
 def _skipped_texts(p: Plan) -> tuple[str, ...]:
@@ -307,8 +317,10 @@ def _skipped_texts(p: Plan) -> tuple[str, ...]:
 
 def _record(started: float, t0: float, commit: str | None,
             conn: Connection | None, outcome: Outcome | None, result: str,
-            errors: tuple[str, ...], kind: str | None,
+            errors: tuple[str, ...], why: tuple[str, Disposition] | None,
             prepared: Prepared | None = None) -> SyncResult:
+    """The SyncResult of a run; `why`: the kind and disposition of the error type it ended
+    with (`_why`), None when nothing failed."""
     p = outcome.plan if outcome else None
     # Answers lost during apply and settled by re-observing the cluster are reported too.
     notes = outcome.applied.notes if (outcome and outcome.applied) else ()
@@ -316,7 +328,8 @@ def _record(started: float, t0: float, commit: str | None,
         commit=commit, result=result, started_at=started, duration_s=time.perf_counter() - t0,
         actions=_actions(p) if p else {},
         errors=errors + notes + (p.warnings if p else ()) + _data_warnings(outcome),
-        error_kind=kind,
+        error_kind=why[0] if why else None,
+        disposition=why[1] if why else None,
         drift_detected=sum(1 for c in p.pipelines if c.action == DRIFT) if p else 0,
         out_of_sync=out_of_sync(p, outcome.applied is not None) if (p and outcome) else 0,
         rpc_count=conn.rpc_count if conn else 0,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from agent.errors import PachsyncError
+from agent.errors import Disposition, PachsyncError
 from agent.plan.health import StatusReport
 from agent.runner.backoff import BackoffPolicy
 from agent.runner.credentials import redact_url
@@ -68,6 +68,7 @@ class CommitStalled(PachsyncError):
     """Raised by the runner's verify hook: the head is the commit already known bad."""
 
     kind = "Stalled"
+    disposition = Disposition.STALL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,8 @@ class CrashResult:
     started_at: float
     duration_s: float
     errors: tuple[str, ...]
-    error_kind: str | None = "Error"
+    error_kind: str | None = PachsyncError.kind
+    disposition: Disposition | None = PachsyncError.disposition  # a bug below: retry
     actions: dict[str, str] = dataclasses.field(default_factory=dict)
     drift_detected: int = 0
     out_of_sync: int = 0

@@ -4,9 +4,11 @@
 `record_result`; `agent.runner.server` serves `to_dict(status)` as JSON. No I/O and no clock
 here: the caller passes `now`, so every transition is unit-tested.
 
-Result vocabulary: `applied` / `unchanged` (cluster equals the commit), `invalid` (specs do not
-validate: stalled until the commit changes), `failed` (retried with backoff; a `SignatureInvalid`
-failure stalls like `invalid`, because retrying the same commit cannot help).
+Result vocabulary: `applied` / `unchanged` (cluster equals the commit), `partial` (applied but
+what a conflict kept back), `invalid` (specs do not validate), `failed`. What happens next is the
+result's `disposition` (agent.errors.Disposition, from the error's type): `stall` until the
+commit changes (`invalid`, a `SignatureInvalid` failure: retrying the same commit cannot help),
+`retry` with backoff (other failures), `report` (partial: neither).
 
 Per pipeline, /status shows the sync status and health of `agent.plan.health` (the same function
 `pachsync status` and the metrics use), judged after every run by the runner (`record_health`),
@@ -18,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agent.errors import Disposition
 from agent.plan.health import Health, StatusReport, Sync
 from agent.plan.health import to_dict as status_dict
 from agent.runner.backoff import BackoffPolicy
@@ -27,8 +30,6 @@ OK_RESULTS = frozenset({"applied", "unchanged"})
 # the cluster), but not as a success; neither retried with backoff (a retry cannot resolve a
 # conflict) nor stalled (the other owner may let go): the interval checks again.
 APPLIED_RESULTS = OK_RESULTS | {"partial"}
-# Kinds a retry of the same commit cannot fix: stall until a new commit arrives.
-STALL_KINDS = frozenset({"SpecInvalid", "SignatureInvalid"})
 HISTORY = 10
 
 
@@ -49,6 +50,8 @@ class ResultLike(Protocol):
     def errors(self) -> tuple[str, ...]: ...
     @property
     def error_kind(self) -> str | None: ...
+    @property
+    def disposition(self) -> Disposition | None: ...
     @property
     def drift_detected(self) -> int: ...
     @property
@@ -110,13 +113,12 @@ class AgentStatus:
 
 def is_stall(result: ResultLike) -> bool:
     """A result the same commit can never improve on: wait for a new commit."""
-    return result.result == "invalid" or (result.result == "failed"
-                                          and result.error_kind in STALL_KINDS)
+    return result.disposition == Disposition.STALL
 
 
 def is_failure(result: ResultLike) -> bool:
     """A result worth retrying soon with backoff (cluster or git trouble)."""
-    return result.result == "failed" and not is_stall(result)
+    return result.disposition == Disposition.RETRY
 
 
 def exit_code(result: ResultLike) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import EXIT_CHANGES, PachsyncError, UsageError
+from agent.errors import EXIT_CHANGES, Disposition, PachsyncError, UsageError
 
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 _HEADERS = ("gpgsig", "gpgsig-sha256")
@@ -35,6 +35,7 @@ class SignatureInvalid(PachsyncError):
     """The head commit is unsigned or not signed by an allowed key: it is never applied."""
 
     kind = "SignatureInvalid"
+    disposition = Disposition.STALL  # the same commit is never signed later
     exit_code = EXIT_CHANGES
 
     def __init__(self, sha: str, reason: str, hint: str = "") -> None:

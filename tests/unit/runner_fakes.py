@@ -1,8 +1,9 @@
 """A scripted stand-in for agent.sync.sync_once, used by the runner's unit tests.
 
 It honours the contract's `verify` hook exactly like the real sync_once (called after the fetch
-with the head sha; a PachsyncError becomes a failed result named after the error type), so the
-runner's stall gate and signature hook are exercised without git or a cluster.
+with the head sha; a PachsyncError becomes a failed result with the error type's kind and
+disposition), so the runner's stall gate and signature hook are exercised without git or a
+cluster.
 """
 
 from __future__ import annotations
@@ -12,8 +13,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import PachsyncError, SpecInvalid
+from agent.errors import Conflict, Disposition, PachsyncError, SpecInvalid, Transient
+from agent.source.verify import SignatureInvalid
 from agent.sync import SyncOptions, SyncResult
+
+# The error types a scripted result may name as its kind.
+ERROR_TYPES = {cls.kind: cls for cls in (PachsyncError, SpecInvalid, Transient, Conflict,
+                                         SignatureInvalid)}
+
+
+def disposition_for(result: str, kind: str | None) -> Disposition | None:
+    """The disposition sync_once records for `result` ended by an error of `kind`."""
+    if result == "partial":
+        return Disposition.REPORT
+    if result == "invalid":
+        return Disposition.STALL
+    if result != "failed":
+        return None
+    return ERROR_TYPES[kind or PachsyncError.kind].disposition
 
 
 @dataclass
@@ -65,6 +82,7 @@ class FakeSync:
                 raise
             except PachsyncError as exc:
                 return SyncResult(commit, "failed", started, 0.01, {}, (exc.message,),
-                                  type(exc).__name__, 0, 0, 0)
+                                  exc.kind, 0, 0, 0, disposition=exc.disposition)
         return SyncResult(commit, step.result, started, 0.01, dict(step.actions), step.errors,
-                          step.kind, step.drift, step.oos, 3)
+                          step.kind, step.drift, step.oos, 3,
+                          disposition=disposition_for(step.result, step.kind))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner_fakes import disposition_for
+
 from agent.runner.backoff import BackoffPolicy
 from agent.runner.status import (
     AgentStatus,
@@ -23,7 +25,7 @@ def res(result: str, commit: str | None = "c1", kind: str | None = None,
     return SyncResult(commit=commit, result=result, started_at=100.0, duration_s=0.5,
                       actions=actions or {}, errors=errors, error_kind=kind,
                       drift_detected=kw.get("drift", 0), out_of_sync=kw.get("oos", 0),
-                      rpc_count=0)
+                      rpc_count=0, disposition=disposition_for(result, kind))
 
 
 def fold(*results: SyncResult) -> AgentStatus:
@@ -153,7 +155,7 @@ def test_metrics_count_partial_runs_and_conflicts() -> None:
     partial = SyncResult(commit="c1", result="partial", started_at=1.0, duration_s=0.1,
                          actions={"a": "conflict", "b": "create"}, errors=("a: taken",),
                          error_kind="Conflict", drift_detected=0, out_of_sync=1, rpc_count=0,
-                         conflicts=1)
+                         conflicts=1, disposition=disposition_for("partial", "Conflict"))
     metrics.observe_result(partial, failures=0, backoff_s=0.0, stalled=False, now=5.0)
     text = metrics.render().decode()
     assert 'pachsync_sync_total{result="partial"} 1.0' in text
