@@ -9,18 +9,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from agent.util.annotations import ReprocessMode
 
-# Per-pipeline actions. "drift" = live was changed outside git (reverted when self-heal is on),
-# including an update that dropped our annotations after an earlier version carried them;
-# "orphan" = managed by this source but gone from git (deleted only with --prune);
-# "unmanaged" = not ours, reported only; "conflict" = git wants a name something else owns
-# (skipped, with the pipelines that read it; the rest is applied); "adopt" = git names a
-# pipeline that no source ever managed (taken over only with --adopt or pachsync.io/adopt).
-CREATE, UPDATE, UNCHANGED, DELETE, DRIFT = "create", "update", "unchanged", "delete", "drift"
-ORPHAN, UNMANAGED, CONFLICT, ADOPT = "orphan", "unmanaged", "conflict", "adopt"
+
+class Action(StrEnum):
+    """What the plan does to a pipeline (or repo). The values are part of the JSON output,
+    /status and the SyncResult's actions: never rename one."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+    DELETE = "delete"
+    # live was changed outside git (reverted when self-heal is on), including an update that
+    # dropped our annotations after an earlier version carried them
+    DRIFT = "drift"
+    ORPHAN = "orphan"  # managed by this source but gone from git (deleted only with --prune)
+    UNMANAGED = "unmanaged"  # not ours, reported only
+    # git wants a name something else owns: skipped, with the pipelines that read it; the rest
+    # is applied
+    CONFLICT = "conflict"
+    # git names a pipeline that no source ever managed: taken over only with --adopt or
+    # pachsync.io/adopt
+    ADOPT = "adopt"
+
+
+CREATE, UPDATE, UNCHANGED, DELETE, DRIFT = (Action.CREATE, Action.UPDATE, Action.UNCHANGED,
+                                            Action.DELETE, Action.DRIFT)
+ORPHAN, UNMANAGED, CONFLICT, ADOPT = Action.ORPHAN, Action.UNMANAGED, Action.CONFLICT, Action.ADOPT
+
 CHANGING = frozenset({CREATE, UPDATE, DELETE, DRIFT, ADOPT})
 # Where git and the cluster differ, whether or not this run may fix it (plan --exit-code 1).
 PENDING = CHANGING | {ORPHAN, CONFLICT}
@@ -51,7 +70,7 @@ class FieldDiff:
 @dataclass(frozen=True)
 class PipelineChange:
     name: str  # `name`, or `project/name` outside the default project (see normalize.qualify)
-    action: str
+    action: Action
     reason: str = ""
     reprocess: bool = False
     reprocess_reason: str = ""
@@ -72,13 +91,13 @@ class PipelineChange:
         """Action as reported in SyncResult.actions (contract C4)."""
         if self.action == UPDATE and self.reprocess:
             return "update+reprocess"
-        return self.action
+        return str(self.action)
 
 
 @dataclass(frozen=True)
 class RepoChange:
     name: str
-    action: str  # "create" | "unchanged"
+    action: Action  # CREATE | UNCHANGED
     description: str = ""
     project: str = "default"
 

@@ -146,7 +146,7 @@ def _to_dict(p: Plan) -> dict[str, Any]:
         "counts": p.counts(),
         "repos_to_create": [r.name for r in p.repos_to_create],
         "pipelines": [
-            {"name": c.name, "action": c.action, "label": c.label, "reason": c.reason,
+            {"name": c.name, "action": str(c.action), "label": c.label, "reason": c.reason,
              "reprocess": c.reprocess, "reprocess_reason": c.reprocess_reason,
              "datums": c.datums, "file": c.file, "inputs": list(c.inputs),
              "will_apply": c.will_apply, "managed_by": c.managed_by,

@@ -71,3 +71,16 @@ def test_every_action_renders_with_its_symbol_and_reason() -> None:
     assert [c.name for c in p.to_delete] == ["c"] and p.has_changes
     md = render(p, "markdown")
     assert ":::conflict" in md and "> conflict: f:" in md
+
+
+def test_actions_are_one_enum_whose_values_json_keeps() -> None:
+    from agent.plan.model import Action
+    from agent.plan.render import to_dict
+
+    desired, live = _applied_then_bumped()
+    p = plan(desired, live, Policy(SRC, commit="c" * 40))  # type: ignore[arg-type]
+    data = to_dict(p)
+    assert all(type(x["action"]) is str for x in data["pipelines"])  # plain data, not the enum
+    assert {x["action"] for x in data["pipelines"]} <= {a.value for a in Action}
+    assert [a.value for a in Action] == ["create", "update", "unchanged", "delete", "drift",
+                                         "orphan", "unmanaged", "conflict", "adopt"]
