@@ -13,6 +13,10 @@ with the project's real C and gamma grids (11 x 7).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +194,60 @@ def test_a_file_of_ours_changed_by_hand_is_restored(
     assert params["/c_parameters.txt/0.031"] == "0.031\n" and len(params) == 18
     again = sync(gitops, localpachd.address, tmp_path)
     assert again.result == "unchanged" and again.rpc_count <= 3 + 2, again
+
+
+def test_an_interrupted_write_is_finished_and_a_failed_one_is_redone(
+        synced: tuple[GitOps, SyncResult], localpachd: Any, pach_client: Any,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.cluster import data as cluster_data
+    from agent.cluster.datamodel import pending_description
+    from agent.errors import Transient
+
+    gitops, first = synced
+    _counts(pach_client)
+    # A write that stopped after its commit started (the agent was killed): the commit stays
+    # open and every job downstream waits for it. The next sync writes into it and finishes it.
+    pach_client.start_commit("parameters", "master",
+                             description=pending_description(first.plan["source_id"]))
+    gitops.push({"data/parameters/c_parameters.txt": "0.010\n" + C_TEXT}, "C 0.010 on top")
+    result = sync(gitops, localpachd.address, tmp_path)
+    assert result.result == "applied", result.errors
+    head = next(iter(pach_client.inspect_commit(("parameters", "master"))))
+    assert head.HasField("finished") and "pachsync.io/data-manifest" in head.description
+    assert _counts(pach_client)["model"] == (7, 77)
+
+    # A write that fails half-way finishes its commit without a manifest (no job left
+    # waiting) and is done again by the next sync.
+    real_fill = cluster_data._fill
+    monkeypatch.setattr(cluster_data, "_fill", lambda *a: (_ for _ in ()).throw(
+        Transient("writing files: injected fault")))
+    gitops.push({"data/parameters/c_parameters.txt": "0.020\n0.010\n" + C_TEXT}, "C 0.020")
+    failed = sync(gitops, localpachd.address, tmp_path)
+    assert failed.result == "failed" and "injected fault" in failed.errors[0], failed
+    head = next(iter(pach_client.inspect_commit(("parameters", "master"))))
+    assert head.HasField("finished") and "data write failed" in head.description
+    assert "/c_parameters.txt/0.020" not in read_repo(pach_client, "parameters")
+    monkeypatch.setattr(cluster_data, "_fill", real_fill)
+    again = sync(gitops, localpachd.address, tmp_path)
+    assert again.result == "applied", again.errors
+    assert read_repo(pach_client, "parameters")["/c_parameters.txt/0.020"] == "0.020\n"
+
+
+def test_the_agent_process_writes_the_insert_and_logs_it(
+        synced: tuple[GitOps, SyncResult], localpachd: Any, pach_client: Any,
+        tmp_path: Path) -> None:
+    gitops, _ = synced
+    _counts(pach_client)
+    sha = gitops.push({"data/parameters/c_parameters.txt": "0.010\n" + C_TEXT}, "C on top")
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "agent", "--once", "--source", str(gitops.remote),
+         "--pachd", localpachd.address, "--cache-dir", str(tmp_path / "cache"),
+         "--log-format", "json"],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PACH_CONFIG=str(tmp_path / "none.json")))
+    assert proc.returncode == 0, proc.stderr
+    [line] = [json.loads(x) for x in proc.stderr.splitlines() if '"event": "sync"' in x]
+    assert line["commit"] == sha and line["result"] == "applied", line
+    assert line["data"] == {"parameters": {"add": 1}}, line
+    assert "data parameters (add 1)" in line["msg"], line
+    assert _counts(pach_client) == {"model": (7, 77), "test": (7, 77), "select": (1, 0)}
