@@ -1,9 +1,10 @@
 """The `pachsync` command line: parses arguments, dispatches to one command module, maps errors.
 
-Each command lives in `agent/commands/<name>.py` and exposes `register(subparsers)`, which adds
-its parser and sets `func(args) -> int`. Commands stay thin: the work lives in the layers below
-(`runner`, `sync`, `plan`, `specs`, `source`, `cluster`). Heavy imports happen inside `func`, so
-`pachsync --help` stays fast. Exit codes are decided here and in `agent.errors`, nowhere else.
+Each command lives in `agent/commands/<name>.py`, is named in `COMMANDS`, and exposes
+`register(subparsers)`, which adds its parser and sets `func(args) -> int`. Commands stay thin:
+the work lives in the layers below (`runner`, `sync`, `plan`, `specs`, `source`, `cluster`), and
+they reach pachd through `agent.cluster.client.connected`. Heavy imports happen inside `func`,
+so `pachsync --help` stays fast. Exit codes are decided here and in `agent.errors`, nowhere else.
 
 This is also the output boundary. Commands escape every value they print
 (`agent.util.safetext`); on top of that, while a command runs, sys.stdout and sys.stderr are
@@ -55,14 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version="pachsync 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"agent.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"agent.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.register(sub)
+    for name in COMMANDS:  # a name without a module fails here, loudly (ModuleNotFoundError)
+        importlib.import_module(f"agent.commands.{name}").register(sub)
     return parser
 
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.cluster.address import resolve
 from agent.cluster.apply import ApplyReport, PipelineOp, RepoOp, apply_ops
-from agent.cluster.client import Connection, connect
+from agent.cluster.client import Connection, connected
 from agent.cluster.data import look_up, observe_data
 from agent.cluster.model import LiveState
 from agent.cluster.observe import histories, newest_jobs, observe, with_history, with_jobs
@@ -283,10 +282,10 @@ def sync_once(opts: SyncOptions) -> SyncResult:
         checkout = fetch(opts.source, opts.branch, opts.cache_dir)
         commit = checkout.commit
         prepared = prepare_checkout(opts, checkout)
-        conn = connect(resolve(opts.pachd))
-        planned, live = make_plan(conn, prepared.desired, prepared.policy)
-        data = make_data_plan(conn, prepared.desired, prepared.policy, live)
-        outcome = execute(conn, planned, opts.dry_run, data)
+        with connected(opts.pachd) as conn:  # closed before the result is recorded
+            planned, live = make_plan(conn, prepared.desired, prepared.policy)
+            data = make_data_plan(conn, prepared.desired, prepared.policy, live)
+            outcome = execute(conn, planned, opts.dry_run, data)
     except SpecInvalid as exc:
         return _record(started, t0, commit, conn, None, "invalid",
                        tuple(e.format() for e in exc.errors), _why(exc))
@@ -300,9 +299,6 @@ def sync_once(opts: SyncOptions) -> SyncResult:
         return _record(started, t0, commit, conn, failed, "failed",
                        (f"unexpected error: {type(exc).__name__}: {exc}",),
                        _BUG, prepared)
-    finally:
-        if conn is not None:
-            conn.close()
     result = run_result(outcome, opts.dry_run)
     return _record(started, t0, commit, conn, outcome, result, _skipped_texts(outcome.plan),
                    _PARTIAL if result == "partial" else None, prepared)
@@ -360,8 +356,5 @@ def status_report(conn: Connection, prepared: Prepared | None,
 def refresh_status(opts: SyncOptions, prepared: Prepared | None) -> StatusReport:
     """`status_report` on a connection of its own (the runner calls it after every run, so a
     sync's own `rpc_count` stays what the sync cost)."""
-    conn = connect(resolve(opts.pachd))
-    try:
+    with connected(opts.pachd) as conn:
         return status_report(conn, prepared)
-    finally:
-        conn.close()

@@ -1,6 +1,8 @@
 """Connecting to pachd: a python-pachyderm client whose every RPC is counted, and error mapping.
 
-Called by every command and by `agent.sync` through `connect(target)`. The count
+Called by every command and by `agent.sync` through `connected(address)`, the context manager
+that resolves the address (`agent.cluster.address`), connects, and closes the channels when the
+block ends, however it ends. The count
 (`Connection.rpc_count`) backs the no-op efficiency guarantee (a sync that changes nothing makes
 at most 3 RPCs) and `SyncResult.rpc_count`. `rpc_errors()` is the one boundary where
 `grpc.RpcError` becomes an `agent.errors` type: unreachable/overloaded -> Transient, an existing
@@ -22,7 +24,7 @@ from typing import Any
 import grpc
 import python_pachyderm
 
-from agent.cluster.address import PachdTarget
+from agent.cluster.address import PachdTarget, resolve
 from agent.errors import Conflict, PachsyncError, Transient, UsageError
 
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -158,6 +160,17 @@ def connect(target: PachdTarget, timeout: float | None = DEFAULT_TIMEOUT_S) -> C
         raise UsageError(f"cannot use the TLS CA certificates for {target.address}: {exc}",
                          hint="PACHSYNC_CA_FILE or the config's server_cas must be PEM") from exc
     return Connection(client, target, counter)
+
+
+@contextmanager
+def connected(pachd: str | None) -> Iterator[Connection]:
+    """A connection to the pachd `pachd` names (the --pachd value; None: env, pachctl config,
+    in-cluster service, localhost, in that order), closed when the block ends."""
+    conn = connect(resolve(pachd))
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def _env_timeout(default: float | None) -> float | None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import UsageError
 from agent.util.annotations import ReprocessMode
+
+if TYPE_CHECKING:  # agent.sync is imported when a command runs, so `--help` stays fast
+    from agent.sync import Prepared
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
@@ -82,8 +85,8 @@ def policy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "adopt": getattr(args, "adopt", False)}
 
 
-def prepared_from_args(args: argparse.Namespace) -> Any:
-    """The validated desired state and policy for these options (agent.sync.Prepared)."""
+def prepared_from_args(args: argparse.Namespace) -> Prepared:
+    """The validated desired state and policy for these options."""
     from agent.sync import SyncOptions, prepare, prepare_local
 
     if args.source and args.specs:

@@ -9,14 +9,22 @@ invalid or head badly signed) or 2 (failed).
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.commands._syncargs import add_pachd_arg, add_reprocess_arg, reprocess_of
+
+if TYPE_CHECKING:  # imported when the command runs, so `pachsync --help` stays fast
+    from agent.runner import Runner, WebhookAuth
+    from agent.runner.credentials import Credentials
+    from agent.sync import SyncOptions
+
+Verify = Callable[[Path, str], None]
 
 EPILOG = """\
 credentials (never flags): PACHSYNC_GIT_TOKEN or --git-token-file (sent as an HTTP header to the
@@ -89,7 +97,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _verifier(args: argparse.Namespace) -> Any:
+def _verifier(args: argparse.Namespace) -> Verify | None:
     if not args.verify_signatures:
         return None
     from agent.source.verify import SignaturePolicy, make_verifier
@@ -184,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         return _serve(args, options, verify, creds, log)
 
 
-def _options(args: argparse.Namespace, cache_dir: Path) -> Any:
+def _options(args: argparse.Namespace, cache_dir: Path) -> SyncOptions:
     from agent.sync import SyncOptions
 
     return SyncOptions(
@@ -193,7 +201,8 @@ def _options(args: argparse.Namespace, cache_dir: Path) -> Any:
         self_heal=not args.report_only_drift, adopt=args.adopt, cache_dir=cache_dir)
 
 
-def _runner(args: argparse.Namespace, options: Any, verify: Any, secrets: Any) -> Any:
+def _runner(args: argparse.Namespace, options: SyncOptions, verify: Verify | None,
+            secrets: Iterable[str]) -> Runner:
     from agent.runner import BackoffPolicy, Runner, RunnerConfig
     from agent.sync import sync_once
 
@@ -202,14 +211,16 @@ def _runner(args: argparse.Namespace, options: Any, verify: Any, secrets: Any) -
     return Runner(options, sync_once, config=config, verify=verify, secrets=secrets)
 
 
-def _run_once(args: argparse.Namespace, options: Any, verify: Any, secrets: Any) -> int:
+def _run_once(args: argparse.Namespace, options: SyncOptions, verify: Verify | None,
+              secrets: Iterable[str]) -> int:
     from agent.runner.status import exit_code
 
     result = _runner(args, options, verify, secrets).run_once("once")
     return 2 if result is None else exit_code(result)
 
 
-def _serve(args: argparse.Namespace, options: Any, verify: Any, creds: Any, log: Any) -> int:
+def _serve(args: argparse.Namespace, options: SyncOptions, verify: Verify | None,
+           creds: Credentials, log: logging.Logger) -> int:
     from agent.errors import UsageError
     from agent.runner import AgentServer, WebhookAuth
 
@@ -242,6 +253,6 @@ def _serve(args: argparse.Namespace, options: Any, verify: Any, creds: Any, log:
     return 0
 
 
-def _enabled(auth: Any) -> list[str]:
+def _enabled(auth: WebhookAuth) -> list[str]:
     return [name for name, on in (("azure-devops", auth.basic_auth), ("generic", auth.hmac_secret))
             if on]

@@ -34,18 +34,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.cluster.address import resolve
-    from agent.cluster.client import connect
+    from agent.cluster.client import connected
     from agent.plan import render
     from agent.plan.render import to_dict
     from agent.sync import reconcile, run_result
 
     prepared = prepared_from_args(args)
-    conn = connect(resolve(args.pachd))
-    try:
+    with connected(args.pachd) as conn:
         outcome = reconcile(conn, prepared.desired, prepared.policy, dry_run=args.dry_run)
-    finally:
-        conn.close()
     done = outcome.applied
     result = run_result(outcome, args.dry_run)
     code = EXIT_ERROR if result == "partial" else EXIT_OK

@@ -49,17 +49,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.cluster.address import resolve
-    from agent.cluster.client import connect
+    from agent.cluster.client import connected
     from agent.cluster.load import load_path
 
-    conn = connect(resolve(args.pachd))
-    try:
+    with connected(args.pachd) as conn:
         _check_globs(conn, args)
         report = load_path(conn, args.repo, args.src, args.dest, args.split_lines,
                            branch=args.branch, project=args.project, names=args.line_names)
-    finally:
-        conn.close()
     print(f"loaded {len(report.files)} file(s), {report.bytes} bytes into "
           f"{report.repo}@{args.branch} (commit {report.commit})")
     return EXIT_OK

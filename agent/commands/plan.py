@@ -34,8 +34,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.cluster.address import resolve
-    from agent.cluster.client import connect
+    from agent.cluster.client import connected
     from agent.plan import render
     from agent.sync import make_data_plan, make_plan
 
@@ -46,12 +45,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(exc.format(show=one_line), file=sys.stderr)
         return EXIT_ERROR  # with --exit-code, 1 means "valid changes pending", never "invalid"
-    conn = connect(resolve(args.pachd))
-    try:
+    with connected(args.pachd) as conn:
         result, live = make_plan(conn, prepared.desired, prepared.policy)
         data = make_data_plan(conn, prepared.desired, prepared.policy, live)
-    finally:
-        conn.close()
     print(render(result, args.format, data))
     if args.exit_code and (result.has_changes or data.has_changes):
         return EXIT_CHANGES

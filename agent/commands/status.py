@@ -19,12 +19,18 @@ import argparse
 import dataclasses
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.commands._syncargs import add_source_args, require_specs_dir
 from agent.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, SpecInvalid, UsageError
 from agent.util.safetext import json_dumps, one_line
+
+if TYPE_CHECKING:  # imported when the command runs, so `pachsync --help` stays fast
+    from agent.cluster.model import LiveJob, LiveState
+    from agent.plan.health import PipelineStatus, StatusReport
+    from agent.sync import Prepared
 
 POLL_S = 0.5  # how often --wait looks again (ListPipeline + one ListJob per pipeline)
 DEFAULT_SPECS = Path("specs")
@@ -50,7 +56,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _prepared(args: argparse.Namespace) -> tuple[Any, str]:
+def _prepared(args: argparse.Namespace) -> tuple[Prepared | None, str]:
     """The desired state to compare with (None: annotations alone) and where it came from."""
     from agent.commands._syncargs import prepared_from_args
     from agent.sync import prepare_local
@@ -71,7 +77,8 @@ def _prepared(args: argparse.Namespace) -> tuple[Any, str]:
         return None, ""
 
 
-def _with_inferred_source(prepared: Any, args: argparse.Namespace, live: Any) -> Any:
+def _with_inferred_source(prepared: Prepared | None, args: argparse.Namespace,
+                          live: LiveState) -> Prepared | None:
     """Local specs without --source-id: take the one owner of the live pipelines they name."""
     from agent.plan.health import infer_source_id
     from agent.plan.normalize import project_of, qualify
@@ -86,7 +93,7 @@ def _with_inferred_source(prepared: Any, args: argparse.Namespace, live: Any) ->
                                policy=dataclasses.replace(prepared.policy, source_id=owner))
 
 
-def _doc(report: Any, address: str, origin: str) -> dict[str, Any]:
+def _doc(report: StatusReport, address: str, origin: str) -> dict[str, Any]:
     from agent.plan.health import to_dict
 
     desired = None if report.source_id is None else {
@@ -95,7 +102,7 @@ def _doc(report: Any, address: str, origin: str) -> dict[str, Any]:
             "pipelines": [to_dict(s) for s in report.pipelines]}
 
 
-def _job_text(job: Any) -> str:
+def _job_text(job: LiveJob | None) -> str:
     if job is None:
         return "-"
     done = job.processed + job.skipped + job.failed
@@ -103,7 +110,7 @@ def _job_text(job: Any) -> str:
             f"{done}/{job.total}, {job.failed} failed")
 
 
-def _text(report: Any, address: str, origin: str) -> str:
+def _text(report: StatusReport, address: str, origin: str) -> str:
     from agent.plan.render import short_commit
 
     rows = report.pipelines
@@ -126,19 +133,20 @@ def _text(report: Any, address: str, origin: str) -> str:
     return "\n".join(one_line(line) for line in lines)  # names, reasons: cluster and git data
 
 
-def _show(report: Any, address: str, origin: str, fmt: str) -> None:
+def _show(report: StatusReport, address: str, origin: str, fmt: str) -> None:
     if fmt == "json":
         print(json_dumps(_doc(report, address, origin), indent=2, sort_keys=True))
     else:
         print(_text(report, address, origin))
 
 
-def _progress(waiting: Any) -> str:
+def _progress(waiting: Sequence[PipelineStatus]) -> str:
     return one_line(f"waiting for {len(waiting)} pipeline(s): " +
                     "; ".join(f"{s.name} ({s.health_reason})" for s in waiting))
 
 
-def wait(poll: Any, timeout: float, interval: float = POLL_S) -> tuple[Any, bool]:
+def wait(poll: Callable[[], StatusReport], timeout: float, interval: float = POLL_S
+         ) -> tuple[StatusReport, bool]:
     """Call `poll()` until none of our pipelines is Progressing; (last report, timed out).
     Progress goes to stderr whenever what we wait for changes."""
     from agent.plan.health import waiting_on
@@ -160,8 +168,7 @@ def wait(poll: Any, timeout: float, interval: float = POLL_S) -> tuple[Any, bool
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.cluster.address import resolve
-    from agent.cluster.client import connect
+    from agent.cluster.client import connected
     from agent.cluster.observe import observe
     from agent.plan.health import all_good, waiting_on
     from agent.sync import status_report
@@ -175,22 +182,18 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(exc.format(show=one_line), file=sys.stderr)
         return EXIT_ERROR  # with --wait, 1 means "not healthy or not synced", never "invalid"
-    target = resolve(args.pachd)
-    conn = connect(target)
-    try:
+    with connected(args.pachd) as conn:
         first = [observe(conn)]  # read once for the source inference, reused by the first poll
         prepared = _with_inferred_source(prepared, args, first[0])
 
-        def poll() -> Any:
+        def poll() -> StatusReport:
             return status_report(conn, prepared, first.pop() if first else None)
 
         if not args.wait:
-            _show(poll(), target.address, origin, args.format)
+            _show(poll(), conn.target.address, origin, args.format)
             return EXIT_OK
         report, timed_out = wait(poll, args.timeout)
-    finally:
-        conn.close()
-    _show(report, target.address, origin, args.format)
+    _show(report, conn.target.address, origin, args.format)
     if timed_out:
         print(_progress(waiting_on(report.pipelines)).replace(
             "waiting for", f"error: timed out after {args.timeout:g}s waiting for", 1),

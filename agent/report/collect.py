@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.cluster import outputs
-from agent.cluster.address import PachdTarget, resolve
-from agent.cluster.client import connect
+from agent.cluster.address import PachdTarget
+from agent.cluster.client import connected
 from agent.cluster.model import LivePipeline
 from agent.errors import PachsyncError, UsageError
 from agent.plan.normalize import ANN_MANAGED_BY, ANN_SOURCE_COMMIT
@@ -213,12 +213,9 @@ class Generated:
 
 def generate(pachd: str | None, out_dir: Path, opts: Options | None = None) -> Generated:
     """Connect (the shared address resolution), collect, render. Used by the command and demo."""
-    target = resolve(pachd)
-    conn = connect(target)
-    try:
+    with connected(pachd) as conn:
+        target = conn.target
         data = collect(conn.client, f"{target.host}:{target.port}", opts, target)
-    finally:
-        conn.close()
     files = write_report(data, out_dir)
     facts = summary(data, build_graph(data.pipelines, data.repos))
     return Generated(files, data, facts, conn.rpc_count)
