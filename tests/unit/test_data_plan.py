@@ -227,3 +227,27 @@ def test_plan_never_deletes_what_is_not_ours_and_converges(
     assert after is not None and after.files == {f.path: f.digest for f in files}
     again = {("default", "r"): LiveData("r", head="n", ours="n", manifest=after)}
     assert not plan_data(desired, again, POLICY).has_changes
+
+
+def test_the_data_section_renders_in_text_json_and_markdown_with_values_escaped() -> None:
+    import json
+
+    from agent.plan import Plan, render
+
+    evil = "/x##vso[task.setvariable variable=A]b|`c`<i>"
+    desired = DesiredState((_repo("raw", [make_file(evil, b"1\n", "data/e.csv")]),), ())
+    data = plan_data(desired, {}, POLICY)
+    pipelines = Plan(POLICY)
+    text = render(pipelines, "text", data)
+    assert "Data declared in git (one commit per changed repo):" in text
+    assert "~ repo raw: 1 to add, 0 unchanged" in text and "data/e.csv, 2 bytes" in text
+    assert "##vso[" not in text and "Data summary: 1 repo(s) to write (raw), 1 file(s)" in text
+    doc = json.loads(render(pipelines, "json", data))
+    assert doc["in_sync"] is False and doc["data"]["repos"][0]["changes"][0]["path"] == evil
+    md = render(pipelines, "markdown", data)
+    assert "#### Data declared in git" in md and "| `raw` | 1 to add, 0 unchanged |" in md
+    assert "##vso[" not in md and "<i>" not in md
+    synced = plan_data(desired, _written(desired), POLICY)
+    assert json.loads(render(pipelines, "json", synced))["in_sync"] is True
+    assert "Data declared" not in render(pipelines, "text", plan_data(
+        DesiredState((RepoSpec("raw"),), ()), {}, POLICY))
