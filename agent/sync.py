@@ -42,7 +42,7 @@ from agent.source.identity import (
     make_source_id,
 )
 from agent.specs import DesiredState, RepoSpec, load_desired
-from agent.specs.data import DATA_BRANCH
+from agent.specs.data import DATA_BRANCH, declared_bytes
 from agent.util.annotations import ReprocessMode
 
 # partial: applied, except what a conflict kept back (the conflicts and the pipelines reading them)
@@ -221,6 +221,7 @@ class Prepared:
 # that finds the same head skips parsing and validating every spec again.
 _DESIRED_CACHE: dict[tuple[str, str, str], DesiredState] = {}
 _DESIRED_CACHE_MAX = 16
+_DESIRED_CACHE_DATA = 64 * 2**20  # bytes of declared data (agent.specs.data) kept in the cache
 
 
 def _load_cached(root: Path, commit: str, specs_path: str) -> DesiredState:
@@ -228,7 +229,9 @@ def _load_cached(root: Path, commit: str, specs_path: str) -> DesiredState:
     cached = _DESIRED_CACHE.get(key)
     if cached is None:
         cached = load_desired(root / specs_path, root=root)
-        if len(_DESIRED_CACHE) >= _DESIRED_CACHE_MAX:
+        size = declared_bytes(cached.repos)
+        while _DESIRED_CACHE and (len(_DESIRED_CACHE) >= _DESIRED_CACHE_MAX or size + sum(
+                declared_bytes(d.repos) for d in _DESIRED_CACHE.values()) > _DESIRED_CACHE_DATA):
             _DESIRED_CACHE.pop(next(iter(_DESIRED_CACHE)))
         _DESIRED_CACHE[key] = cached
     return cached

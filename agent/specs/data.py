@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,11 @@ class Budget:
 
     bytes: int = field(default_factory=lambda: MAX_DATA_BYTES)
     files: int = field(default_factory=lambda: MAX_DATA_FILES)
+
+
+def declared_bytes(repos: Iterable[Any]) -> int:
+    """The bytes of data the repos (`RepoSpec`s) declare: what a desired state holds in memory."""
+    return sum(len(f.content) for r in repos if r.data is not None for f in r.data.files)
 
 
 def make_file(path: str, content: bytes, source: str) -> DataFile:

@@ -133,3 +133,17 @@ def test_data_paths_are_relative_to_the_folder_holding_specs(tmp_path: Path) -> 
     assert check_specs(root / "deploy/specs", root=root).errors == ()
     assert any("outside the checkout" in e.format()
                for e in check_specs(root / "deploy/specs", root=root / "deploy/specs").errors)
+
+
+def test_the_desired_state_cache_is_bounded_by_the_data_it_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import sync
+
+    monkeypatch.setattr(sync, "_DESIRED_CACHE", {})
+    monkeypatch.setattr(sync, "_DESIRED_CACHE_DATA", 10)
+    roots = [_checkout(tmp_path / str(i), "      - path: data/x.csv\n",
+                       {"data/x.csv": "123456\n"}) for i in range(2)]
+    first = sync._load_cached(roots[0], "c1", "specs")
+    assert sync._load_cached(roots[0], "c1", "specs") is first  # a poll of the same head
+    sync._load_cached(roots[1], "c1", "specs")  # 7 + 7 bytes > 10: the first is evicted
+    assert list(sync._DESIRED_CACHE) == [(str(roots[1]), "c1", "specs")]
