@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 
@@ -327,20 +328,21 @@ def _load_pipelines(
 
 
 def _ordered(docs: list[PipelineDoc]) -> tuple[PipelineSpec, ...]:
-    """Kahn's algorithm; ties broken by name so the order is stable across runs."""
+    """Upstream first, in waves (every pipeline whose inputs are all placed), each wave sorted
+    by name so the order is stable across runs."""
     specs = {}
     for doc in docs:
         names = tuple(dict.fromkeys(repo for _, _, repo in input_repos(doc.doc.data)))
         specs[doc.name] = PipelineSpec(doc.name, doc.file, doc.doc.data, names)
-    pending = {name: {i for i in spec.inputs if i in specs} for name, spec in specs.items()}
+    graph = TopologicalSorter({name: [i for i in spec.inputs if i in specs]
+                               for name, spec in specs.items()})
+    try:
+        graph.prepare()
+    except CycleError:  # unreachable after check_graph; stay total anyway
+        return tuple(specs[name] for name in sorted(specs))
     order: list[PipelineSpec] = []
-    while pending:
-        ready = sorted(name for name, ups in pending.items() if not ups)
-        if not ready:  # unreachable after check_graph; keep the loop finite anyway
-            ready = sorted(pending)
-        for name in ready:
-            order.append(specs[name])
-            del pending[name]
-        for ups in pending.values():
-            ups.difference_update(ready)
+    while graph.is_active():
+        ready = sorted(graph.get_ready())
+        order += [specs[name] for name in ready]
+        graph.done(*ready)
     return tuple(order)
