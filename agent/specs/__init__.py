@@ -1,4 +1,6 @@
 """The desired state: loads `specs/` (repos.yaml + pipelines/*.yaml), validates it, types it.
+A repo of repos.yaml may declare files of the checkout to keep in it (`data:`): they are read
+here too (`agent.specs.data`, same rules as the specs) and travel in `RepoSpec.data`.
 
 Contract C1, used by `pachsync validate`, plan, the sync loop, bump-image and report:
 `validate_specs(dir)` returns every problem as `SpecError(file, line, path, message, hint)` and
