@@ -1,9 +1,10 @@
 """`pachsync agent` takes its configuration from PACHSYNC_* env vars when a flag is not given
 (so the Kubernetes Deployment needs no shell wrapper); a flag always wins; empty = unset; a bad
-value is one clear usage error naming the variable."""
+value is one clear usage error naming the variable; `--help` shows each variable and default."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from runner_fakes import FakeSync, Step
 
 import agent.sync
 from agent.cli import build_parser, main
-from agent.commands.agent import apply_env
+from agent.commands.agent import ENV_DEFAULTS, apply_env, register
 from agent.errors import UsageError
 
 ENV = {"PACHSYNC_SOURCE": "https://git.example/r.git", "PACHSYNC_BRANCH": "prod",
@@ -85,3 +86,41 @@ def test_once_runs_with_the_env_configuration(monkeypatch: pytest.MonkeyPatch,
     (opts,) = seen
     assert (opts.source, opts.branch, opts.specs_path, opts.prune) == (
         str(tmp_path), "prod", "deploy/specs", True)
+
+
+# `pachsync agent --help` shows, for every flag with an env default, its env var and its
+# default value, taken from the same table the agent reads.
+
+def _help_by_dest() -> dict[str, str]:
+    parser = argparse.ArgumentParser(prog="pachsync")
+    register(parser.add_subparsers())
+    sub: Any = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.help or "" for a in sub.choices["agent"]._actions}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@pytest.mark.parametrize("dest", [d for d, (_, default) in ENV_DEFAULTS.items()
+                                  if default is not None])
+def test_help_shows_env_var_and_default(dest: str) -> None:
+    var, default = ENV_DEFAULTS[dest]
+    text = " ".join(_help_by_dest()[dest].split())
+    assert f"env {var}" in text and f"default: {_shown(default)}" in text, text
+
+
+def test_interval_and_specs_path_in_the_rendered_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["agent", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--interval SECONDS seconds between syncs (env PACHSYNC_INTERVAL; default: 60)" in text
+    assert "--specs-path DIR specs folder in the repo (env PACHSYNC_SPECS_PATH; default: specs)" \
+        in text

@@ -8,6 +8,7 @@ from pathlib import Path
 from agent.cluster.model import LiveJob, LivePipeline, LiveRepo, LiveState
 from agent.plan import Policy, plan, render
 from agent.plan.normalize import ANN_MANAGED_BY, ANN_SPEC_HASH, normalize_spec, spec_hash
+from agent.plan.render import summary
 from agent.specs import load_desired
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,3 +85,12 @@ def test_actions_are_one_enum_whose_values_json_keeps() -> None:
     assert {x["action"] for x in data["pipelines"]} <= {a.value for a in Action}
     assert [a.value for a in Action] == ["create", "update", "unchanged", "delete", "drift",
                                          "orphan", "unmanaged", "conflict", "adopt"]
+
+
+def test_summary_of_a_first_apply() -> None:
+    p = plan(load_desired(ROOT / "specs"), LiveState((), (), {}), Policy("src", commit="c" * 40))
+    assert summary(p) == ("2 repo(s) to create, 4 pipeline(s) to create, 0 to update "
+                          "(0 with reprocess, 0 datums to re-run), 0 to delete, 0 drifted, "
+                          "0 unchanged")
+    assert "Summary: " + summary(p) in render(p, "text")
+    assert f"**{summary(p)}**" in render(p, "markdown")
