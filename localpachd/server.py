@@ -273,9 +273,8 @@ class RunningServer:
                 return
             self.ctx.stopping.set()  # 1. the interceptor refuses new calls
             self.ctx.store.events.bump()  # streams that end on `stopping` see it now
-            # 2. calls in flight get `grace` s, then are cancelled. grpc's own grace, not ours
-            # then stop(None): cancelling calls while new ones still arrive left a client
-            # stream waiting forever (1 round in ~50 of tests/...test_lpd_server_shutdown.py).
+            # 2. no new connection or call from now on; calls in flight get `grace` s, then
+            # are cancelled (the return is not the end of their servicer code: see 4.)
             self._server.stop(grace).wait()
             self.ctx.store.events.bump()  # waits re-check now: their call is over
             for fn in reversed(self.ctx.on_stop):  # 3. the job engine, ...
