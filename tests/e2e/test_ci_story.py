@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers.gitops import clone, git, seeded_remote, write_files
 from helpers.jobs import is_finished
+from helpers.wait import wait_for
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.sync import SyncOptions, SyncResult, sync_once
@@ -76,15 +76,15 @@ def jobs_of(client: Any, name: str) -> dict[str, Any]:
 def wait_new_jobs(client: Any, before: dict[str, set[str]], names: list[str],
                   timeout: float = 90.0) -> dict[str, Any]:
     """The first job of each pipeline that was not there `before`, once all are finished."""
-    deadline = time.monotonic() + timeout
-    while True:
-        new = {n: [j for i, j in jobs_of(client, n).items() if i not in before.get(n, set())]
-               for n in names}
+    new: dict[str, list[Any]] = {}
+
+    def finished() -> dict[str, Any] | None:
+        new.update({n: [j for i, j in jobs_of(client, n).items()
+                        if i not in before.get(n, set())] for n in names})
         done = all(new[n] and all(map(is_finished, new[n])) for n in names)
-        if done:
-            return {n: new[n][0] for n in names}
-        assert time.monotonic() < deadline, f"jobs not finished: {new}"
-        time.sleep(0.1)
+        return {n: new[n][0] for n in names} if done else None
+
+    return wait_for(finished, lambda: f"new jobs to finish: {new}", timeout, interval=0.1)
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ Used by the agent integration tests, the localpachd pps tests and the e2e tests.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from python_pachyderm.proto.v2.pps import pps_pb2
+
+from helpers.wait import wait_for
 
 TERMINAL = frozenset({"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"})
 
@@ -35,13 +36,14 @@ def wait_jobs(client: Any, names: list[str], timeout: float = 60.0,
               after: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Newest JobInfo per pipeline once every one of them is finished; with `after` (pipeline ->
     job id), only once each newest job is another one than that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        newest = {n: j for n in names if (j := newest_job(client, n)) is not None}
-        fresh = after is None or all(j.job.id != after[n] for n, j in newest.items())
-        if len(newest) == len(names) and fresh and all(map(is_finished, newest.values())):
-            return newest
-        if time.monotonic() > deadline:
-            raise AssertionError(f"jobs not finished in {timeout}s: "
-                                 f"{ {n: state(j) for n, j in newest.items()} }")
-        time.sleep(0.1)
+    seen: dict[str, Any] = {}
+
+    def finished() -> dict[str, Any] | None:
+        seen.clear()
+        seen.update({n: j for n in names if (j := newest_job(client, n)) is not None})
+        fresh = after is None or all(j.job.id != after[n] for n, j in seen.items())
+        done = len(seen) == len(names) and fresh and all(map(is_finished, seen.values()))
+        return dict(seen) if done else None
+
+    return wait_for(finished, lambda: f"jobs to finish: { {n: state(j) for n, j in seen.items()} }",
+                    timeout, interval=0.1)

@@ -14,18 +14,18 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from helpers import pachd
+from helpers.wait import wait_for
 from lpd_pps_helpers import pfs, put, read_repo, sh_pipeline, state
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd.jobrun import RECORD_EVERY
 
-T = TypeVar("T")
 Started = tuple[str, int]  # (the datum's file name, the pid of its shell)
 
 
@@ -50,15 +50,6 @@ def started(gate: Path, besides: Collection[int] = ()) -> list[Started]:
     """The datums that have started (and written half their output), but those in `besides`."""
     names = (p.name.split(".") for p in gate.glob("started.*"))
     return sorted((name, int(pid)) for _, name, pid in names if int(pid) not in besides)
-
-
-def wait_for(probe: Callable[[], T], what: str, timeout: float = 60) -> T:
-    """Polls until `probe()` is truthy; the timeout only guards a hang, it is no expectation."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def serve(data_dir: Path) -> tuple[subprocess.Popen[str], Any]:

@@ -14,30 +14,21 @@ wait-slot counters, files a datum drops) with generous deadlines that only guard
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
 import python_pachyderm
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers.wait import wait_for
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 from python_pachyderm.proto.v2.pps import pps_pb2, pps_pb2_grpc
 
 from localpachd.server import RunningServer, start
 
-T = TypeVar("T")
 HANG = 120.0  # seconds: only guards a hang; every step here takes well under a second
-
-
-def wait_for(probe: Callable[[], T], what: str, timeout: float = HANG) -> T:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 class Waiter(threading.Thread):

@@ -7,11 +7,11 @@ the iris DAG so this stays fast; the e2e test runs the real one.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.wait import wait_for
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cluster import outputs
@@ -35,13 +35,11 @@ def _pipeline(client: Any, name: str, cmd: str, inputs: pps_pb2.Input) -> None:
 
 def _wait(client: Any, names: list[str], jobs: int, timeout: float = 120.0) -> None:
     """Until every pipeline has `jobs` jobs, all finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished() -> bool:
         done = [outputs.recent_jobs(client, n, limit=jobs + 1) for n in names]
-        if all(len(js) >= jobs and all(j.state in TERMINAL for j in js) for js in done):
-            return
-        time.sleep(0.3)
-    pytest.fail(f"pipelines {names} did not finish {jobs} job(s) in {timeout}s: {done}")
+        return all(len(js) >= jobs and all(j.state in TERMINAL for j in js) for js in done)
+
+    wait_for(finished, f"pipelines {names} to finish {jobs} job(s)", timeout, interval=0.3)
 
 
 @pytest.fixture

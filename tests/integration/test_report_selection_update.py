@@ -8,10 +8,9 @@ selected.json naming the models listed in its env) stand in for the iris DAG.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-import pytest
+from helpers.wait import wait_for
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cluster import outputs
@@ -37,14 +36,12 @@ def _select(client: Any, pick: str, update: bool) -> None:
 
 
 def _wait_jobs(client: Any, name: str, jobs: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished() -> list[Any] | None:
         found = outputs.recent_jobs(client, name, limit=jobs + 1)
-        if len(found) >= jobs and all(j.state in TERMINAL for j in found):
-            assert all(j.state == "SUCCESS" for j in found), found
-            return
-        time.sleep(0.3)
-    pytest.fail(f"{name} did not finish {jobs} job(s) in {timeout}s")
+        return found if len(found) >= jobs and all(j.state in TERMINAL for j in found) else None
+
+    found = wait_for(finished, f"{name} to finish {jobs} job(s)", timeout, interval=0.3)
+    assert all(j.state == "SUCCESS" for j in found), found
 
 
 def _create_test_and_select(client: Any) -> None:

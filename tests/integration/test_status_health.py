@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -20,12 +19,12 @@ import python_pachyderm
 from helpers.gitops import GitOps, git
 from helpers.jobs import newest_job, state, wait_jobs
 from helpers.pfs import put
+from helpers.wait import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from agent.cli import main
-from agent.cluster.address import resolve
-from agent.cluster.client import connect
+from agent.cluster.client import connected
 from agent.plan.health import Health, Sync, waiting_on
 from agent.runner import AgentServer, Runner, RunnerConfig, WebhookAuth
 from agent.sync import SyncOptions, status_report, sync_once
@@ -99,24 +98,24 @@ def hand_edit(client: Any, name: str) -> None:
 
 def settle(address: str, still: set[str], timeout: float = 120) -> None:
     """Poll until nothing but `still` is Progressing (jobs started by the setup end)."""
-    conn = connect(resolve(address))
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            busy = {s.name for s in waiting_on(status_report(conn, None).pipelines)}
-            if busy <= still:
-                return
-            assert time.monotonic() < deadline, f"still progressing: {busy}"
-            time.sleep(0.1)
-    finally:
-        conn.close()
+    busy: set[str] = set()
+
+    def settled() -> bool:
+        busy.clear()
+        busy.update(s.name for s in waiting_on(status_report(conn, None).pipelines))
+        return busy <= still
+
+    with connected(address) as conn:
+        wait_for(settled, lambda: f"nothing but {still} progressing (still: {busy})", timeout,
+                 interval=0.1)
 
 
 def wait_running(client: Any, name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while (job := newest_job(client, name)) is None or state(job) != "JOB_RUNNING":
-        assert time.monotonic() < deadline, f"{name} never ran"
-        time.sleep(0.05)
+    def running() -> bool:
+        job = newest_job(client, name)
+        return job is not None and state(job) == "JOB_RUNNING"
+
+    wait_for(running, f"a job of {name} to run", timeout)
 
 
 def http_get(base: str, path: str) -> bytes:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from helpers.wait import wait_for
 from runner_fakes import FakeSync, Step
 
 from agent.runner import BackoffPolicy, Runner, RunnerConfig
@@ -28,10 +29,7 @@ def runners() -> Iterator[list[Runner]]:
 
 
 def _until(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.001)
+    wait_for(predicate, "the condition", timeout, interval=0.001)
 
 
 @pytest.mark.parametrize("tick", ["interval", "interval-twice"])
