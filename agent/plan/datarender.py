@@ -91,11 +91,10 @@ def markdown_lines(d: DataPlan) -> list[str]:
     if not d.declared:
         return []
     lines = ["", "#### Data declared in git", "", f"**{md_text(summary(d))}**", "",
-             "| repo | files | re-runs |", "|---|---|---|"]
-    runs = md_text(reruns_line(d)) if d.has_changes else ""
-    for r in d.repos:
-        lines.append(f"| {md_code(r.name)} | {md_text(repo_counts(r))} | "
-                     f"{runs if r.write is not None else ''} |")
+             "| repo | files |", "|---|---|"]
+    lines += [f"| {md_code(r.name)} | {md_text(repo_counts(r))} |" for r in d.repos]
+    if d.has_changes:
+        lines += ["", f"Re-runs: {md_text(reruns_line(d))}"]
     for r in d.repos:
         if not r.changes:
             continue

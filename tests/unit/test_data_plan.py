@@ -245,7 +245,7 @@ def test_the_data_section_renders_in_text_json_and_markdown_with_values_escaped(
     doc = json.loads(render(pipelines, "json", data))
     assert doc["in_sync"] is False and doc["data"]["repos"][0]["changes"][0]["path"] == evil
     md = render(pipelines, "markdown", data)
-    assert "#### Data declared in git" in md and "| `raw` | 1 to add, 0 unchanged |" in md
+    assert "#### Data declared in git" in md and "| `raw` | 1 to add, 0 unchanged |\n" in md
     assert "##vso[" not in md and "<i>" not in md
     synced = plan_data(desired, _written(desired), POLICY)
     assert json.loads(render(pipelines, "json", synced))["in_sync"] is True
