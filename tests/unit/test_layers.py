@@ -5,11 +5,14 @@
 - Inside `agent`, a module imports only from layers below its own (LAYERS).
 - Only `agent.cluster` imports grpc / python_pachyderm; only `agent.source` imports git.
 - `agent.plan` and `agent.normalize` import no I/O library at all: the planner stays pure.
+- No import cycle among the modules of `agent`, counting imports inside functions and relative
+  imports (a module graph built from every import statement; a cycle is reported as a path).
 """
 
 from __future__ import annotations
 
 import ast
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,78 @@ def test_planner_is_pure() -> None:
             continue
         bad = {n for n in _imports(path) if _top(n) in IO_LIBS}
         assert not bad, f"{module} imports I/O libraries {sorted(bad)}"
+
+
+def _module_names(root: Path, package: str) -> dict[str, Path]:
+    """Dotted name -> file of every module of `package` under `root` (a package by its own
+    name, not `.__init__`)."""
+    out = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _imported(module: str, path: Path, node: ast.Import | ast.ImportFrom,
+              known: dict[str, Path]) -> set[str]:
+    """The modules of `known` an import statement loads: `from a import b` means the module
+    a.b when there is one, else a; relative imports are resolved against `module`."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        parts = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    return {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """module -> the modules of the same package it imports, from every import statement
+    anywhere in it (function-local ones too); a name that is not a module counts as the
+    module that defines it."""
+    known = _module_names(root, package)
+    graph: dict[str, set[str]] = {m: set() for m in known}
+    for module, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for name in _imported(module, path, node, known):
+                while name and name not in known:
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    graph[module].add(name)
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as a path (first == last), or [] when there is none."""
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        return list(reversed(exc.args[1]))
+    return []
+
+
+def test_no_import_cycle_in_agent() -> None:
+    cycle = import_cycle(import_graph(ROOT, "agent"))
+    assert not cycle, "import cycle (function-local imports count): " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_function_local_and_relative_imports(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from .b import thing\n")
+    (pkg / "a.py").write_text("def f() -> None:\n    from pkg.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("from ..c import x\nthing = 1\n")
+    (pkg / "c.py").write_text("import os\n")
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.c"}
+    assert graph["pkg.sub"] == {"pkg.sub.b"} and import_cycle(graph) == []
+    (pkg / "c.py").write_text("def g() -> None:\n    import pkg.a\n")
+    assert import_cycle(graph) == []  # the graph is a snapshot
+    cycle = import_cycle(import_graph(tmp_path, "pkg"))
+    assert cycle[0] == cycle[-1] and set(cycle) == {"pkg.a", "pkg.sub.b", "pkg.c"}
