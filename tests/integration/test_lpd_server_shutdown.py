@@ -20,12 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.wait import wait_for
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
@@ -117,16 +118,6 @@ pathlib.Path(os.environ["OUT"], name).write_text("done")
 if os.environ["MODE"] == "quick":
     (gate / f"quick.{name}.{os.getpid()}").touch()
 """
-
-
-def _wait_for(probe: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    """Polls `probe` until truthy; the timeout only guards a hang."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return value
 
 
 def _alive(pid: int) -> bool:
@@ -246,19 +237,19 @@ def _round(base: Path, runtime: str, phase: str) -> dict[str, Any]:
             client.put_file_bytes(c, f"/f{i:02d}", b"x")
     # "commit": stop at once, while the scheduler reacts to the finished input commit
     if phase == "planning":
-        _wait_for(lambda: list(client.list_job("quick")), "a job row")
+        wait_for(lambda: list(client.list_job("quick")), "a job row")
     elif phase == "running":
-        _wait_for(lambda: list(gate.glob("started.*")), "a blocking datum")
+        wait_for(lambda: list(gate.glob("started.*")), "a blocking datum")
     elif phase == "outputs":
-        _wait_for(lambda: len(list(gate.glob("quick.*"))) >= n // 2, "half the datums")
+        wait_for(lambda: len(list(gate.glob("quick.*"))) >= n // 2, "half the datums")
     elif phase == "finishing":
-        _wait_for(lambda: len(list(gate.glob("quick.*"))) >= n, "every datum")
+        wait_for(lambda: len(list(gate.glob("quick.*"))) >= n, "every datum")
     elif phase == "idle":
-        _wait_for(lambda: [j for j in client.list_job("quick")
+        wait_for(lambda: [j for j in client.list_job("quick")
                            if j.state == pps_pb2.JobState.JOB_SUCCESS], "the job to succeed")
     ends: list[str] = []
     if phase == "storm":
-        _wait_for(lambda: list(gate.glob("started.*")), "a blocking datum")
+        wait_for(lambda: list(gate.glob("started.*")), "a blocking datum")
         with _storm((srv.host, srv.port)) as ends:
             srv.stop()
     else:
@@ -365,7 +356,7 @@ def _main_restart(base: Path) -> dict[str, Any]:
     _pipeline(client, "block", BLOCK, gate, "subprocess")
     with client.commit("in", "master") as c:
         client.put_file_bytes(c, "/f0", b"x")
-    _wait_for(lambda: list(gate.glob("started.*")), "a blocking datum")
+    wait_for(lambda: list(gate.glob("started.*")), "a blocking datum")
     srv.stop()
     store = Store(base / "pachd", fsync=False)
     with store.read() as tx:
@@ -399,7 +390,7 @@ def _main_sigterm(base: Path) -> dict[str, Any]:
         with client.commit("in", "master") as c:
             for i in range(3):
                 client.put_file_bytes(c, f"/f{i}", b"x")
-        _wait_for(lambda: len(list(gate.glob("started.*"))) >= 2, "two blocking datums")
+        wait_for(lambda: len(list(gate.glob("started.*"))) >= 2, "two blocking datums")
         job_id = next(j.job.id for j in client.list_job("block") if j.state != 3)  # SUCCESS
         proc.terminate()
         code = proc.wait(120)
