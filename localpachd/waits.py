@@ -88,7 +88,7 @@ class WaitSlots:
                     f"{what} would wait, but all {self.total} wait slots of localpachd are in "
                     "use (each waiting call holds a server thread; the other threads are kept "
                     "for ordinary calls): retry once some waits have returned, or give the "
-                    "server more threads (its `workers` option)")
+                    "server more threads and slots (`localpachd serve --workers N --wait-slots M`)")
             if self._by_peer[peer] >= self.per_peer:
                 self.refused += 1
                 raise errors.ResourceExhausted(
