@@ -1,13 +1,15 @@
 """One job's execution: plan datums, skip unchanged ones, run the rest, write the output commit.
 
-Created by `localpachd.jobs.JobEngine` on a thread of its own. Incremental processing follows
-Pachyderm 2.x: the output commit starts as a copy of the previous output commit, whose files are
-tagged with the datum that wrote them; a datum whose ID and hash (inputs' content + salt) equal a
-successful datum of the last successful job is SKIPPED and keeps its files; every other datum's
-old files are deleted and it runs again; files of datums that disappeared are deleted. Outputs
-and the final job state are written in ONE store transaction at the end.
+Created by `localpachd.jobs.JobEngine` on a thread of its own, with a `JobEnv`: the few things of
+the engine a run uses (store, runtime, machine-wide datum slots, scratch, the shutdown flag).
+Incremental processing follows Pachyderm 2.x: the output commit starts as a copy of the previous
+output commit, whose files are tagged with the datum that wrote them; a datum whose ID and hash
+(inputs' content + salt) equal a successful datum of the last successful job is SKIPPED and keeps
+its files; every other datum's old files are deleted and it runs again; files of datums that
+disappeared are deleted. Outputs and the final job state are written in ONE store transaction at
+the end.
 
-Server shutdown (`JobEngine.stopping`) cancels the run like StopJob, but the run then writes
+Server shutdown (`JobEnv.stopping`) cancels the run like StopJob, but the run then writes
 nothing (no datum results, no final state): the job stays unfinished and the next start of the
 server runs it again, as after a crash. A datum killed by the shutdown is not a failed datum.
 """
@@ -21,8 +23,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from python_pachyderm.proto.v2.pps import pps_pb2
 
@@ -39,8 +42,9 @@ from localpachd.datums import (
 from localpachd.outputs import OutputFile, Reader
 from localpachd.pfs import files, model
 from localpachd.pps import db
+from localpachd.runtime import Runtime
 from localpachd.safepath import safe_join
-from localpachd.store import Tx
+from localpachd.store import Store, Tx
 from localpachd.worker import (
     DatumResult,
     JobContext,
@@ -48,10 +52,6 @@ from localpachd.worker import (
     remove_tree,
     run_datum,
 )
-
-if TYPE_CHECKING:
-    from localpachd.jobs import JobEngine
-
 
 RECORD_BATCH = 32  # datum results per progress write
 RECORD_EVERY = 0.5  # seconds between progress writes
@@ -111,17 +111,47 @@ def base_datums(tx: Tx, job: db.JobRow, out: model.Commit) -> dict[str, db.Datum
     return {}
 
 
+@dataclass(frozen=True)
+class JobEnv:
+    """What a job run needs of the engine that starts it."""
+
+    store: Store
+    runtime: Runtime
+    slots: threading.BoundedSemaphore  # machine-wide datum slots, shared by all running jobs
+    cap: int  # their number
+    scratch: Path  # where runs make their scratch trees
+    stop: threading.Event = field(default_factory=threading.Event)  # set at server shutdown
+
+    @property
+    def data_dir(self) -> Path:
+        return self.store.data_dir
+
+    @property
+    def stopping(self) -> bool:
+        """True once the server shuts down: runs then write nothing more."""
+        return self.stop.is_set()
+
+
+def finish_unrun(tx: Tx, job: db.JobRow, state: str, reason: str) -> None:
+    """End a job that will not (or no longer) run; its output commit finishes with an error."""
+    db.update_job(tx, job, state=state, reason=reason, finished=time.time())
+    out = model.find_commit(tx, job.project, job.pipeline, job.id)
+    if out is not None and not out.is_finished:
+        model.finish_commit(tx, out, error=reason)
+
+
 def _matches(d: Datum, filters: list[str]) -> bool:
     """Pachyderm's datum filter: every filter names one input's path or content hash."""
     return all(any(f in (i.path, i.path.rstrip("/"), i.hash) for i in d.inputs) for f in filters)
 
 
 class JobRun:
-    def __init__(self, engine: JobEngine, job: db.JobRow, cancel: threading.Event) -> None:
-        self.engine = engine
-        self.store = engine.store
+    def __init__(self, env: JobEnv, job: db.JobRow, cancel: threading.Event) -> None:
+        self.env = env
+        self.store = env.store
         self.job = job
         self.cancel = cancel
+        self.timed_out = False
         self._lock = threading.Lock()
         self.running: dict[str, Datum] = {}  # datum ID -> datum, while its process runs
         self._restart: set[str] = set()
@@ -129,13 +159,11 @@ class JobRun:
     def restart(self, filters: list[str]) -> int:
         """RestartDatum: kill the running datums matching every filter (a path or an input
         hash; none = all); each is started again without using up one of its datum_tries."""
-        kill = getattr(self.engine.runtime, "kill_datum", None)
         with self._lock:
             hits = [d for d in self.running.values() if _matches(d, filters)]
             self._restart.update(d.id for d in hits)
         for d in hits:
-            if kill is not None:
-                kill(self.job.id, d.id)
+            self.env.runtime.kill_datum(self.job.id, d.id)
         return len(hits)
 
     def _take_restart(self, datum_id: str) -> bool:
@@ -187,7 +215,7 @@ class JobRun:
             spec, datums, base = self._plan()
         except DatumError as exc:
             with self.store.write() as tx:
-                self.engine.finish_unrun(tx, job, "JOB_FAILURE", str(exc))
+                finish_unrun(tx, job, "JOB_FAILURE", str(exc))
             return
         salt = spec.salt
         every_job = spec.reprocess_spec == pps_spec.REPROCESS_EVERY_JOB
@@ -233,23 +261,21 @@ class JobRun:
     def _timeout(self) -> None:
         self.timed_out = True
         self.cancel.set()
-        kill = getattr(self.engine.runtime, "kill_job", None)
-        if kill is not None:
-            kill(self.job.id)
+        self.env.runtime.kill_job(self.job.id)
 
     def _run_all(
         self, spec: pps_pb2.CreatePipelineRequest, todo: list[Datum], hashes: dict[str, str]
     ) -> dict[str, DatumResult]:
         ctx = job_context(self.job, spec)
-        workers = min(pps_spec.parallelism(spec, self.engine.cap), max(1, len(todo)))
+        workers = min(pps_spec.parallelism(spec, self.env.cap), max(1, len(todo)))
         results: dict[str, DatumResult] = {}
         if not todo:
             return results
         # One directory per job for the logs, one per execution for scratch trees: a datum
         # process orphaned by a crash never writes into a later run's scratch.
-        log_dir = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, "x")
+        log_dir = logs.datum_log(self.env.data_dir, ctx.project, ctx.pipeline, ctx.job_id, "x")
         log_dir.parent.mkdir(parents=True, exist_ok=True)
-        scratch = safe_join(self.engine.scratch, f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}")
+        scratch = safe_join(self.env.scratch, f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}")
         scratch.mkdir(parents=True)
         # One scratch tree per worker, reused datum after datum (see worker.layout).
         slots: queue.SimpleQueue[Path] = queue.SimpleQueue()
@@ -293,7 +319,7 @@ class JobRun:
 
     def _run_in(self, ctx: JobContext, d: Datum, root: Path) -> tuple[DatumResult, float]:
         blobs = self.store.blobs
-        log_path = logs.datum_log(self.engine.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
+        log_path = logs.datum_log(self.env.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
         _empty_log(log_path)
 
         def ingest(src: Reader) -> tuple[str, int]:
@@ -307,13 +333,13 @@ class JobRun:
                 raise
             return ref.hash, ref.size
 
-        with self.engine.slots:  # held while the datum runs: the machine-wide cap
+        with self.env.slots:  # held while the datum runs: the machine-wide cap
             started = time.monotonic()
             with self._lock:
                 self.running[d.id] = d
             try:
                 res = run_datum(
-                    ctx, d, root, log_path, self.engine.runtime,
+                    ctx, d, root, log_path, self.env.runtime,
                     lambda f, dest: copy_file(str(blobs.path(f.hash)), dest), ingest,
                     self.cancel.is_set,
                     lambda: self._take_restart(d.id),
@@ -325,7 +351,7 @@ class JobRun:
         return res, time.monotonic() - started
 
     def _record(self, batch: list[tuple[Datum, DatumResult, float, str]]) -> None:
-        if not batch or self.engine.stopping:  # a datum killed by shutdown did not fail
+        if not batch or self.env.stopping:  # a datum killed by shutdown did not fail
             return
         with self.store.write() as tx:
             cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
@@ -350,14 +376,14 @@ class JobRun:
         self, datums: list[Datum], skipped_ids: set[str], results: dict[str, DatumResult]
     ) -> None:
         job = self.job
-        if self.engine.stopping:
+        if self.env.stopping:
             return  # server shutdown: the job stays unfinished and runs again after the restart
         with self.store.write() as tx:
             cur = db.get_job(tx, job.project, job.pipeline, job.id)
             if cur is None or cur.state != "JOB_RUNNING":
                 return  # killed or deleted meanwhile: its outputs are dropped
-            if getattr(self, "timed_out", False):
-                self.engine.finish_unrun(tx, cur, "JOB_FAILURE", "job timed out")
+            if self.timed_out:
+                finish_unrun(tx, cur, "JOB_FAILURE", "job timed out")
                 return
             failed = [i for i, r in results.items() if not r.ok and not r.recovered]
             if failed or self.cancel.is_set():
@@ -365,15 +391,15 @@ class JobRun:
                 if failed:
                     first = results[sorted(failed)[0]]
                     reason += f" (datum {sorted(failed)[0]}: {first.reason})"
-                self.engine.finish_unrun(tx, cur, "JOB_FAILURE", reason)
+                finish_unrun(tx, cur, "JOB_FAILURE", reason)
                 return
             out = model.find_commit(tx, job.project, job.pipeline, job.id)
             if out is None or out.is_finished:
-                self.engine.finish_unrun(tx, cur, "JOB_KILLED", "output commit was finished")
+                finish_unrun(tx, cur, "JOB_KILLED", "output commit was finished")
                 return
             entries, problem = self._output_tree(tx, out, skipped_ids, results)
             if problem:
-                self.engine.finish_unrun(tx, cur, "JOB_FAILURE", problem)
+                finish_unrun(tx, cur, "JOB_FAILURE", problem)
                 return
             files.replace_tree(tx, out.cid, entries)
             model.finish_commit(tx, model.get_commit(tx, out.cid))

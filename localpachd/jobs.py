@@ -5,9 +5,9 @@ Started by `localpachd.pps.register`. One scheduler thread wakes after every sto
   output commit ID == commit-set ID), so jobs survive restarts and follow PFS provenance;
 - per pipeline (not stopped), the oldest unfinished job runs once all its input commits
   (the output commit's provenance) are finished; an errored input makes it UNRUNNABLE.
-A job runs on its own thread (`JobRun`, in `localpachd.jobrun`): datums are planned
-(`localpachd.datums`), unchanged ones are skipped, the rest run on the worker pool, and the output
-commit is written and finished in ONE store transaction, so a crash (kill -9) never exposes a
+A job runs on its own thread (`JobRun`, in `localpachd.jobrun`, given a `JobEnv`): datums are
+planned (`localpachd.datums`), unchanged ones are skipped, the rest run on the worker pool, and the
+output commit is written and finished in ONE store transaction, so a crash (kill -9) never exposes a
 half-written datum: on restart unfinished jobs simply run again.
 
 Shutdown (`close`, a stop hook of the server, run before the store closes): no job starts any
@@ -24,14 +24,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import errors, logs
 from localpachd.events import COMMIT_STARTED, Event
+from localpachd.jobrun import JobEnv, JobRun, finish_unrun, pipeline_context
 from localpachd.pfs import model
 from localpachd.pps import db
-from localpachd.runtime import Runtime, make_runtime
+from localpachd.runtime import Runtime
+from localpachd.runtimes import make_runtime
 from localpachd.store import Store, Tx
+from localpachd.worker import prototype_run
 
 log = logging.getLogger("localpachd.jobs")
 
@@ -44,7 +48,7 @@ class Active:
     job_id: str
     cancel: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
-    run: Any = None  # the JobRun
+    run: JobRun | None = None
 
 
 class JobEngine:
@@ -61,6 +65,7 @@ class JobEngine:
         self._active: dict[tuple[str, str], Active] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.env = JobEnv(store, self.runtime, self.slots, self.cap, self.scratch, self._stop)
         self._timers: set[threading.Timer] = set()  # re-kills after a cancel (see _cancel)
         store.register_schema(db.SCHEMA)
         self._recover()
@@ -118,23 +123,19 @@ class JobEngine:
             log.warning("job engine stopped with threads still running: %s (they touch no "
                         "store after it closes: it refuses them)", ", ".join(alive))
 
-    def prewarm(self, project: str, pipeline: str, spec: Any) -> None:
+    def prewarm(self, project: str, pipeline: str, spec: pps_pb2.CreatePipelineRequest) -> None:
         """Let the runtime prepare for this pipeline's datums before its first job arrives
         (the warm runtime preloads what the transform imports). Called once CreatePipeline
         committed and, at start, for every pipeline not stopped. Never raises: a failed
         prewarm only means the first datum pays the preload itself."""
-        prewarm = getattr(self.runtime, "prewarm", None)
-        if prewarm is None or self._stop.is_set():
+        if self._stop.is_set():
             return
-        from localpachd.jobrun import pipeline_context
-        from localpachd.worker import prototype_run
-
         root = self.scratch / "prewarm"
         try:
             root.mkdir(parents=True, exist_ok=True)
             run = prototype_run(pipeline_context(project, pipeline, spec), root)
             if run is not None:
-                prewarm(run, str(root))
+                self.runtime.prewarm(run, str(root))
         except Exception:  # noqa: BLE001 - an optimisation must never fail CreatePipeline
             log.exception("prewarm of pipeline %s/%s failed", project, pipeline)
 
@@ -202,22 +203,13 @@ class JobEngine:
                 return False
             if up.error:
                 reason = f"unrunnable because upstream commit {up.repo}@{up.id} failed"
-                self.finish_unrun(tx, job, "JOB_UNRUNNABLE", reason)
+                finish_unrun(tx, job, "JOB_UNRUNNABLE", reason)
                 return False
         return True
 
-    def finish_unrun(self, tx: Tx, job: db.JobRow, state: str, reason: str) -> None:
-        """End a job that will not (or no longer) run; its output commit finishes with an error."""
-        db.update_job(tx, job, state=state, reason=reason, finished=time.time())
-        out = model.find_commit(tx, job.project, job.pipeline, job.id)
-        if out is not None and not out.is_finished:
-            model.finish_commit(tx, out, error=reason)
-
     def _start(self, job: db.JobRow) -> None:
-        from localpachd.jobrun import JobRun
-
         active = Active(job.id)
-        run = JobRun(self, job, active.cancel)
+        run = JobRun(self.env, job, active.cancel)
         active.run = run
         active.thread = threading.Thread(
             target=self._run, args=(job, run), name=f"job-{job.pipeline}", daemon=True
@@ -228,9 +220,9 @@ class JobEngine:
             self._active[(job.project, job.pipeline)] = active
             active.thread.start()
 
-    def _run(self, job: db.JobRow, run: object) -> None:
+    def _run(self, job: db.JobRow, run: JobRun) -> None:
         try:
-            run.execute()  # type: ignore[attr-defined]
+            run.execute()
         except Exception as exc:
             if self._stop.is_set():
                 return  # shutting down: the job runs again after the restart
@@ -238,7 +230,7 @@ class JobEngine:
             with self.store.write() as tx:
                 cur = db.get_job(tx, job.project, job.pipeline, job.id)
                 if cur is not None and not cur.terminal:
-                    self.finish_unrun(tx, cur, "JOB_FAILURE", f"internal error: {exc}")
+                    finish_unrun(tx, cur, "JOB_FAILURE", f"internal error: {exc}")
         finally:
             with self._lock:
                 self._active.pop((job.project, job.pipeline), None)
@@ -248,25 +240,23 @@ class JobEngine:
 
     def _cancel(self, active: Active) -> None:
         active.cancel.set()
-        kill = getattr(self.runtime, "kill_job", None)
-        if kill is not None:
-            kill(active.job_id)
-            # A datum may have been between its last cancel check and its process start.
-            again = threading.Timer(0.5, kill, args=(active.job_id,))
-            again.name = f"rekill-{active.job_id[:12]}"
-            again.daemon = True
-            with self._lock:
-                if self._stop.is_set():
-                    return  # close() kills everything itself and joins no new timer
-                self._timers = {t for t in self._timers if t.is_alive()}
-                self._timers.add(again)
-                again.start()
+        self.runtime.kill_job(active.job_id)
+        # A datum may have been between its last cancel check and its process start.
+        again = threading.Timer(0.5, self.runtime.kill_job, args=(active.job_id,))
+        again.name = f"rekill-{active.job_id[:12]}"
+        again.daemon = True
+        with self._lock:
+            if self._stop.is_set():
+                return  # close() kills everything itself and joins no new timer
+            self._timers = {t for t in self._timers if t.is_alive()}
+            self._timers.add(again)
+            again.start()
 
     def kill_job(self, tx: Tx, job: db.JobRow, reason: str) -> None:
         """StopJob / update: mark KILLED now (in the caller's tx) and stop its datums."""
         if job.terminal:
             return
-        self.finish_unrun(tx, job, "JOB_KILLED", reason)
+        finish_unrun(tx, job, "JOB_KILLED", reason)
         with self._lock:
             active = self._active.get((job.project, job.pipeline))
         if active is not None and active.job_id == job.id:
@@ -284,7 +274,7 @@ class JobEngine:
             self._cancel(active)
         logs.remove_pipeline(self.data_dir, project, pipeline)
 
-    def restart_datums(self, job_ref: Any, filters: list[str]) -> int:
+    def restart_datums(self, job_ref: pps_pb2.Job, filters: list[str]) -> int:
         """RestartDatum as Pachyderm's workers do it: the job's running datums that match the
         filters are cancelled and started again; with nothing running it is a no-op."""
         project = job_ref.pipeline.project.name or "default"
@@ -296,7 +286,7 @@ class JobEngine:
             active = self._active.get((job.project, job.pipeline))
         if active is None or active.job_id != job.id or active.run is None:
             return 0
-        return int(active.run.restart(filters))
+        return active.run.restart(filters)
 
     def wait_idle(self, project: str, pipeline: str, timeout: float = 30) -> None:
         """Block until the pipeline has no job thread (after a kill, before deleting it)."""

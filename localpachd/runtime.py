@@ -5,11 +5,12 @@ and hands it to a `Runtime`. Runtimes only execute: they know nothing of PFS, jo
 Implementations: the plain subprocess runtime (one process per datum) and the warm Python
 runtime (forks datums of `python3 -m MODULE` / `python3 script.py` from pre-imported workers).
 Both must give identical results: same argv, env, cwd, stdin, exit code, stdout/stderr, files.
+This module is the interface alone (it imports no runtime); `localpachd.runtimes` is the factory
+that picks one by name. A new runtime implements `Runtime` and gets a name there.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,28 +42,18 @@ class Runtime(Protocol):
 
     def run(self, run: DatumRun) -> DatumOutcome: ...
 
+    def prewarm(self, run: DatumRun, placeholder: str) -> bool:
+        """Prepare for datums like `run` before the first arrives (CreatePipeline);
+        `placeholder` stands for each datum's own scratch directory in `run`. Returns at once;
+        False when there is nothing to prepare."""
+        ...
+
+    def kill_job(self, job_id: str) -> None:
+        """Kill the running datums of one job (StopJob, pipeline update, job timeout)."""
+        ...
+
+    def kill_datum(self, job_id: str, datum_id: str) -> None:
+        """Kill one running datum (RestartDatum)."""
+        ...
+
     def close(self) -> None: ...
-
-
-RUNTIME_NAMES = ("auto", "subprocess", "warm")
-
-
-def make_runtime(name: str = "auto", **options: object) -> Runtime:
-    """The runtime called `name`: "subprocess", "warm" (localpachd.runtime_warm, when present),
-    or "auto" = warm when importable, else subprocess. `options` go to the runtime's constructor.
-    """
-    if name not in RUNTIME_NAMES:
-        choices = ", ".join(RUNTIME_NAMES)
-        raise ValueError(f"unknown worker runtime {name!r}: choose one of {choices}")
-    if name in ("auto", "warm"):
-        try:
-            runtime_warm = importlib.import_module("localpachd.runtime_warm")
-        except ImportError as e:
-            if name == "warm":
-                raise ValueError("the warm runtime (localpachd.runtime_warm) is missing") from e
-        else:
-            factory = getattr(runtime_warm, "make", None) or runtime_warm.WarmRuntime
-            return factory(**options)  # type: ignore[no-any-return]
-    from localpachd.runtime_subprocess import SubprocessRuntime
-
-    return SubprocessRuntime()

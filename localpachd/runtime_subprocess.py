@@ -1,9 +1,9 @@
 """The plain subprocess runtime: one OS process per datum attempt.
 
-Chosen by `localpachd.runtime.make_runtime("subprocess")` (and by "auto" when the warm runtime
-is absent). Called from the worker's threads; each call is independent, so it is thread-safe.
-The process runs in its own session so a timeout or a kill reaches its whole process group.
-"""
+Chosen by `localpachd.runtimes.make_runtime("subprocess")`, and the warm runtime's fallback for
+every command it cannot fork warm. Called from the worker's threads; each call is independent, so
+it is thread-safe. The process runs in its own session so a timeout or a kill reaches its whole
+process group. """
 
 from __future__ import annotations
 
@@ -66,15 +66,19 @@ class SubprocessRuntime:
             raise
         return DatumOutcome(returncode=proc.returncode)
 
+    def prewarm(self, run: DatumRun, placeholder: str) -> bool:
+        """Nothing to prepare: every datum is a fresh process."""
+        return False
+
     def kill_job(self, job_id: str) -> None:
-        """Kill the running datums of one job (StopJob, pipeline update); optional extension."""
+        """Kill the running datums of one job (StopJob, pipeline update)."""
         with self._lock:
             live = [p for p, (j, _d) in self._live.items() if j == job_id]
         for proc in live:
             _kill_group(proc)
 
     def kill_datum(self, job_id: str, datum_id: str) -> None:
-        """Kill one running datum (RestartDatum); optional extension used by the job engine."""
+        """Kill one running datum (RestartDatum)."""
         with self._lock:
             live = [p for p, key in self._live.items() if key == (job_id, datum_id)]
         for proc in live:

@@ -1,6 +1,6 @@
 """The warm Python runtime: datums of `python -m MODULE` / `python SCRIPT.py` forked from zygotes.
 
-Chosen by `localpachd.runtime.make_runtime("warm")` (and "auto"); called by the worker's
+Chosen by `localpachd.runtimes.make_runtime("warm")` (and "auto"); called by the worker's
 threads, so every method is thread-safe. A process per datum that re-imports scikit-learn
 spends most of its time importing; here a zygote (`localpachd.warm.zygote`, a separate
 single-threaded process — never a fork of the gRPC server) has already imported what the
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from localpachd.runtime import DatumOutcome, DatumRun, Runtime
-from localpachd.runtime_subprocess import open_logs
+from localpachd.runtime_subprocess import SubprocessRuntime, open_logs
 from localpachd.warm.pool import Pool, ZygoteHandle, ZygoteUnavailable
 from localpachd.warm.target import Target, classify, startup_env, warm_blocker
 
@@ -74,12 +74,8 @@ class WarmRuntime:
 
     name = "warm"
 
-    def __init__(self, fallback: Runtime | None = None, shared: bool = True, **_: object) -> None:
-        if fallback is None:
-            from localpachd.runtime_subprocess import SubprocessRuntime
-
-            fallback = SubprocessRuntime()
-        self.fallback = fallback
+    def __init__(self, fallback: Runtime | None = None, shared: bool = True) -> None:
+        self.fallback: Runtime = fallback if fallback is not None else SubprocessRuntime()
         self.shared = shared
         self._lock = threading.Lock()
         self.pool = Pool()
@@ -235,9 +231,7 @@ class WarmRuntime:
             doomed = [(r, d) for r, d in self._live.items() if d.job_id == job_id]
         for reply, datum in doomed:
             datum.kill(reply)
-        kill = getattr(self.fallback, "kill_job", None)
-        if kill is not None:
-            kill(job_id)
+        self.fallback.kill_job(job_id)
 
     def kill_datum(self, job_id: str, datum_id: str) -> None:
         """Kill one running datum (RestartDatum), warm or on the fallback."""
@@ -246,9 +240,7 @@ class WarmRuntime:
                       if (d.job_id, d.datum_id) == (job_id, datum_id)]  # fmt: skip
         for reply, datum in doomed:
             datum.kill(reply)
-        kill = getattr(self.fallback, "kill_datum", None)
-        if kill is not None:
-            kill(job_id, datum_id)
+        self.fallback.kill_datum(job_id, datum_id)
 
     def close(self, timeout: float = 30.0) -> None:
         """Kill every running datum and stop every zygote (server shutdown); the threads
@@ -328,8 +320,3 @@ def _send(reply: socket.socket, message: bytes) -> None:
         reply.send(message)
     except OSError:
         pass
-
-
-def make(**options: object) -> WarmRuntime:
-    """Factory used by `localpachd.runtime.make_runtime`."""
-    return WarmRuntime(**options)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from lpd_pps_helpers import pfs, put
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd.datums import Datum, DatumInput, RepoFile
-from localpachd.runtime import make_runtime
+from localpachd.runtimes import make_runtime
 from localpachd.safepath import UnsafePath, safe_join
 from localpachd.worker import JobContext, run_datum
 

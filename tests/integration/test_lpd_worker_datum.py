@@ -11,7 +11,7 @@ import pytest
 
 from localpachd.datums import Datum, DatumInput, RepoFile
 from localpachd.outputs import Reader
-from localpachd.runtime import make_runtime
+from localpachd.runtimes import make_runtime
 from localpachd.worker import JobContext, build_argv, rewrite_pfs, run_datum
 
 CONTENT = {"/c_parameters.txt/0000000000000000": b"0.5\n", "/dir/x.txt": b"xx"}

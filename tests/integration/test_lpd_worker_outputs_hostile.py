@@ -23,7 +23,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd.datums import Datum, DatumInput, RepoFile
 from localpachd.outputs import UNREPRESENTABLE, Limits, OutputError, check_name
-from localpachd.runtime import make_runtime
+from localpachd.runtimes import make_runtime
 from localpachd.worker import DatumResult, JobContext, run_datum
 
 WAIT = 240.0  # generous: every case below ends in well under a second of work
