@@ -61,6 +61,14 @@ def resolve(tx: Tx, c: Any) -> Commit:
     return model.resolve_commit(tx, project, repo, branch, cid)
 
 
+def resolve_read(tx: Tx, c: Any) -> Commit:
+    """The commit a read names (InspectCommit, file reads, DiffFile), resolved as Pachyderm
+    2.7's resolveCommit does: a missing repo reports `branch "b" not found in repo p/r` (or the
+    commit ID not found), which python-pachyderm's `path_exists` turns into its ValueError."""
+    project, repo, branch, cid = commit_ref(c)
+    return model.resolve_commit(tx, project, repo, branch, cid, check_repo=False)
+
+
 def commit_pb(c: Commit) -> pfs_pb2.Commit:
     repo = repo_pb(c.project, c.repo)
     return pfs_pb2.Commit(repo=repo, id=c.id, branch=pfs_pb2.Branch(repo=repo, name=c.branch or ""))

@@ -9,7 +9,7 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2
 from localpachd.blobs import BlobStore
 from localpachd.paths import clean_path
 from localpachd.pfs import files, model
-from localpachd.pfs.convert import commit_pb, file_info, resolve
+from localpachd.pfs.convert import commit_pb, file_info, resolve, resolve_read
 from localpachd.store import Tx
 
 
@@ -25,10 +25,10 @@ def _entries(tx: Tx, cid: int, path: str, shallow: bool) -> dict[str, files.Entr
 
 def diff(tx: Tx, req: Any) -> list[pfs_pb2.DiffFileResponse]:
     """Changed paths under new_file's path versus old_file (default: the new commit's parent)."""
-    new_c = resolve(tx, req.new_file.commit)
+    new_c = resolve_read(tx, req.new_file.commit)
     new_path = clean_path(req.new_file.path)
     if req.HasField("old_file") and (req.old_file.commit.id or req.old_file.commit.branch.name):
-        old_c: model.Commit | None = resolve(tx, req.old_file.commit)
+        old_c: model.Commit | None = resolve_read(tx, req.old_file.commit)
         old_path = clean_path(req.old_file.path)
     else:
         old_c = model.get_commit(tx, new_c.parent_cid) if new_c.parent_cid else None

@@ -113,10 +113,14 @@ def branch_exists(tx: Tx, b: BranchKey) -> bool:
                   (b.project, b.repo, b.name)) is not None
 
 
-def resolve_commit(tx: Tx, project: str, repo: str, branch: str, commit_id: str) -> Commit:
+def resolve_commit(tx: Tx, project: str, repo: str, branch: str, commit_id: str,
+                   check_repo: bool = True) -> Commit:
     """A commit by id (with optional `^N`/`~N` ancestry; the id may also name a branch) or by
-    branch head. Raises Pachyderm's not-found errors (the client parses them)."""
-    require_repo(tx, project, repo)
+    branch head. Raises Pachyderm's not-found errors (the client parses them). With
+    `check_repo=False` a missing repo is not looked at, as in 2.7's resolveCommit: its branch
+    (or commit ID) is what is reported not found."""
+    if check_repo:
+        require_repo(tx, project, repo)
     ref = commit_id or branch
     if not ref:
         raise errors.InvalidArgument("a commit needs an id or a branch")

@@ -14,7 +14,7 @@ from localpachd import errors
 from localpachd.globs import clean_glob, compile_glob
 from localpachd.paths import clean_path, parent_dirs
 from localpachd.pfs import files, transfer
-from localpachd.pfs.convert import file_info, resolve
+from localpachd.pfs.convert import file_info, resolve_read
 from localpachd.pfs.model import Commit
 from localpachd.store import Store, Tx
 
@@ -38,7 +38,7 @@ class FileReads:
     store: Store
 
     def _file(self, tx: Tx, f: Any) -> tuple[Commit, str, files.Entry]:
-        c = resolve(tx, f.commit)
+        c = resolve_read(tx, f.commit)
         path = clean_path(f.path)
         e = files.lookup(tx, c.cid, path)
         if e is None:
@@ -48,7 +48,7 @@ class FileReads:
     def _selection(self, tx: Tx, f: Any, tar: bool) -> tuple[Commit, list[files.Entry]]:
         """What GetFile/GetFileTAR send: a file, a directory's subtree, or (Pachyderm 2.x) every
         match of a glob path such as `/dir/*.csv`."""
-        c = resolve(tx, f.commit)
+        c = resolve_read(tx, f.commit)
         path = clean_path(f.path)
         e = files.lookup(tx, c.cid, path)
         tops = [e] if e is not None else []
@@ -110,7 +110,7 @@ class FileReads:
         glob = compile_glob(pattern)
         lo, hi = req.path_range.lower, req.path_range.upper
         with self.store.read() as tx:
-            c = resolve(tx, req.commit)
+            c = resolve_read(tx, req.commit)
             entries = files.walk(tx, c.cid, "/")
             out = [file_info(c, e) for e in entries if glob.matches(e.path)
                    and (e.path != "/" or pattern == "/")

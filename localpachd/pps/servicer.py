@@ -274,7 +274,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
                 raise errors.InvalidArgument(str(exc)) from exc
         out = []
         for d in datums:
-            row = db.DatumRow("", d.id, "", "UNKNOWN", 0, "", datum_inputs_json(d), 0, 0, 0)
+            row = db.DatumRow(
+                "", d.id, "", db.DatumState.UNKNOWN, 0, "", datum_inputs_json(d), 0, 0, 0
+            )
             out.append(convert.datum_info("default", "", row))
         return out
 
@@ -287,7 +289,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         raise errors.NotFound(f"datum {req.datum.id} not found in job {job.pipeline}@{job.id}")
 
     def RestartDatum(self, req: Any, context: Any) -> Any:
-        self.engine.restart_datums(req.job, list(req.data_filters))
+        filters = list(req.data_filters)
+        if not self.engine.restart_datums(req.job, filters):  # as 2.7's workers: none matched
+            raise errors.datum_not_matched(filters, req.job.id)
         return empty_pb2.Empty()
 
     # ------------------------------------------------------------ logs

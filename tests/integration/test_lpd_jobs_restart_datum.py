@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from helpers.pachd import in_process_client
 from lpd_pps_helpers import counts, last_job, pfs, put, read_repo, sh_pipeline, state
@@ -40,10 +41,12 @@ def test_restart_datum_reruns_a_running_datum_without_using_a_try(
     while not (count / "n").exists():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    client.restart_datum("hang", job_id, data_filters=["/nope"])  # matches nothing
+    with pytest.raises(grpc.RpcError, match="could not be found"):  # matches nothing (2.7)
+        client.restart_datum("hang", job_id, data_filters=["/nope"])
     client.restart_datum("hang", job_id, data_filters=["/a"])
     job = last_job(client, "hang")
     assert state(job) == "JOB_SUCCESS" and counts(job) == (1, 0, 0, 1)
     assert (count / "n").read_text() == "run\nrun\n"
     assert read_repo(client, "hang") == {"/done": "ok\n"}
-    client.restart_datum("hang", job_id)  # finished job: nothing to restart, no error
+    with pytest.raises(grpc.RpcError, match="could not be found"):  # finished: nothing runs
+        client.restart_datum("hang", job_id)
