@@ -48,6 +48,10 @@ class Aborted(PachError):
     code = grpc.StatusCode.ABORTED
 
 
+class PermissionDenied(PachError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Internal(PachError):
     code = grpc.StatusCode.INTERNAL
 
@@ -115,3 +119,10 @@ def parent_not_finished(project: str, repo: str, commit: str) -> FailedPrecondit
     return FailedPrecondition(
         f"parent commit {repo_str(project, repo)}@{commit} has not been finished"
     )
+
+
+def datum_not_matched(filters: list[str], job_id: str) -> PachError:
+    """Pachyderm 2.7's RestartDatum when no running datum of the job matches (its workers'
+    Cancel): the filters as Go prints a []string (`[a b]`), code UNKNOWN as in 2.7."""
+    return PachError(f"datum matching filter [{' '.join(filters)}] could not be found for "
+                     f"job ID {job_id}")
