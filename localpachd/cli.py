@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ENV_TOKEN = "LOCALPACHD_AUTH_TOKEN"
 
@@ -71,8 +72,39 @@ def _parser() -> argparse.ArgumentParser:
                         "--wait-slots)")
     s.add_argument("--no-fsync", action="store_true",
                    help="skip fsync (faster; a power loss may lose recent commits)")
+    s.add_argument("--url-allow-dir", type=Path, metavar="DIR", action="append", default=[],
+                   help="let put-file-from-URL read file:// URLs under DIR (repeatable; off by "
+                        "default: the server would read its own disk for any client). Links "
+                        "below DIR are never followed")
+    s.add_argument("--url-timeout", type=float, metavar="SECONDS", default=None,
+                   help="put file from an http(s) URL: seconds to connect and for each read "
+                        "(default 30)")
+    s.add_argument("--url-deadline", type=float, metavar="SECONDS", default=None,
+                   help="seconds one URL source may take as a whole (default 3600)")
+    s.add_argument("--url-max-bytes", type=int, metavar="N", default=None,
+                   help="bytes one URL source may bring (default 8 GiB)")
     s.add_argument("--log-level", default="WARNING", help="Python logging level")
     return p
+
+
+def url_options(args: argparse.Namespace) -> Any:
+    """The put-file-from-URL options given (`localpachd.pfs.urls.UrlOptions`); ValueError
+    naming the flag when a directory is missing or a bound is not positive."""
+    from dataclasses import replace
+
+    from localpachd.pfs.urls import UrlOptions
+
+    for d in args.url_allow_dir:
+        if not d.is_dir():
+            raise ValueError(f"--url-allow-dir {d}: not a directory")
+    bounds = {"timeout": args.url_timeout, "deadline": args.url_deadline,
+              "max_bytes": args.url_max_bytes}
+    for name, value in bounds.items():
+        if value is not None and value <= 0:
+            raise ValueError(f"--url-{name.replace('_', '-')} {value}: must be positive")
+    given = {k: v for k, v in bounds.items() if v is not None}
+    return replace(UrlOptions(), allow_dirs=tuple(d.absolute() for d in args.url_allow_dir),
+                   **given)
 
 
 def _checked(token: str, origin: str) -> str:
@@ -128,7 +160,7 @@ def serve(args: argparse.Namespace) -> int:
               "(0 = any free port)", file=sys.stderr)
         return 2
     try:
-        options = threads(args)
+        options: dict[str, Any] = {**threads(args), "urls": url_options(args)}
     except ValueError as exc:
         print(f"localpachd: {exc}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ from typing import Any
 import grpc
 
 from localpachd import errors, limits, waits
+from localpachd.pfs.urls import UrlOptions
 from localpachd.shutdown import STOPPING, Calls, Stopping
 from localpachd.store import Store
 from localpachd.waits import WaitSlots
@@ -79,6 +80,8 @@ class ServerConfig:
     wait_slots_per_peer: int | None = None
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key the port serves TLS only
     tls_key: Path | None = None  # PEM private key of tls_cert
+    # Put file from a URL: timeouts, size limit, file:// allow-list (off by default).
+    urls: UrlOptions = field(default_factory=UrlOptions)
 
     @property
     def parallelism_cap(self) -> int:

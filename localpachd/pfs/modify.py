@@ -5,7 +5,9 @@ the metadata changes of the whole stream are applied in ONE store transaction at
 stream that breaks (client gone, server killed) leaves no trace. Writing to a branch whose head is
 finished (or that does not exist yet) opens a commit on it and finishes it, as Pachyderm does.
 Concurrent streams serialise at that transaction: an append lands on the file's content at that
-moment (`session.ModifySession.apply`), never on a copy read when the stream started.
+moment (`session.ModifySession.apply`), never on a copy read when the stream started. An
+add_file with a URL source streams the URL's content through the same session
+(`localpachd.pfs.urls`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from localpachd.pfs.convert import commit_ref, resolve
 from localpachd.pfs.files import Entry
 from localpachd.pfs.model import BranchKey, Commit
 from localpachd.pfs.session import INLINE_REBASE, ModifySession, Stale
+from localpachd.pfs.urls import fetch_url
 from localpachd.store import Tx
 
 OPTIMISTIC_TRIES = 3  # re-bases of large appends outside the lock before one inside it
@@ -94,27 +97,49 @@ def _copy(ctx: Any, target: Writable, req: Any) -> None:
             target.session.put(path, BlobRef(f.hash, f.size), req.datum or f.datum)
 
 
-def _handle(ctx: Any, target: Writable, req: Any) -> None:
+def _write(target: Writable, path: str, data: bytes, datum: str) -> None:
+    """Append `data` to `path` in the stream (a first write appends to the file's content)."""
+    existing = None if target.session.current(path) else target.existing(path)
+    target.session.add(path, data, datum, existing)
+
+
+def _put_url(ctx: Any, target: Writable, af: Any, ended: Callable[[], bool]) -> None:
+    """An add_file with a URL source: streamed through the session as a raw put would be."""
+    dst = clean_path(af.path)
+
+    def sink(rel: str, chunk: bytes) -> None:
+        path = clean_path(dst + rel) if rel else dst
+        if path == "/":
+            raise errors.InvalidArgument("cannot write a file at the repo root path /")
+        _write(target, path, chunk, af.datum)
+
+    fetch_url(af.url.URL, af.url.recursive, ctx.config.urls, sink,
+              lambda: ended() or ctx.stopping.is_set())
+
+
+def _handle(ctx: Any, target: Writable, req: Any,
+            ended: Callable[[], bool] = lambda: False) -> None:
     which = req.WhichOneof("body")
     if which == "add_file":
         af = req.add_file
         if af.WhichOneof("source") == "url":
-            raise errors.Unimplemented("put file from a URL is not supported by localpachd")
+            _put_url(ctx, target, af, ended)
+            return
         path = clean_path(af.path)
         if path == "/":
             raise errors.InvalidArgument("cannot write a file at the repo root path /")
-        existing = None if target.session.current(path) else target.existing(path)
-        target.session.add(path, af.raw.value, af.datum, existing)
+        _write(target, path, af.raw.value, af.datum)
     elif which == "delete_file":
         target.session.delete(clean_path(req.delete_file.path))
     elif which == "copy_file":
         _copy(ctx, target, req.copy_file)
 
 
-def run_modify(ctx: Any, requests: Iterable[Any],
-               alive: Callable[[], bool] = lambda: True) -> None:
-    """Apply a ModifyFile stream. `alive` is the RPC's `is_active`: gRPC ends the request
-    iterator quietly when the client cancels, and a cancelled upload must leave no trace."""
+def run_modify(ctx: Any, requests: Iterable[Any], alive: Callable[[], bool] = lambda: True,
+               active: Callable[[], bool] = lambda: True) -> None:
+    """Apply a ModifyFile stream. `alive` is the RPC's `is_active` after a short grace: gRPC
+    ends the request iterator quietly when the client cancels, and a cancelled upload must leave
+    no trace. `active` (cheap, no grace) is polled while a URL source streams."""
     targets: list[_Target] = []
     try:
         for req in requests:
@@ -123,7 +148,7 @@ def run_modify(ctx: Any, requests: Iterable[Any],
             elif not targets:
                 raise errors.InvalidArgument("ModifyFile: the first message must be set_commit")
             else:
-                _handle(ctx, targets[-1], req)
+                _handle(ctx, targets[-1], req, lambda: not active())
         if not alive():
             raise errors.Aborted("ModifyFile was cancelled by the client: nothing was written")
         for t in targets:

@@ -27,6 +27,7 @@ from localpachd.pfs.convert import (
     repo_infos,
     repo_ref,
     resolve,
+    resolve_read,
 )
 from localpachd.pfs.filesets import FileSetMethods
 from localpachd.pfs.model import BranchKey, Commit
@@ -187,7 +188,7 @@ class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type:
 
     def InspectCommit(self, req: Any, context: Any) -> Any:
         with self.store.read() as tx:
-            cid = resolve(tx, req.commit).cid
+            cid = resolve_read(tx, req.commit).cid
 
         def check(tx: Tx) -> Any:
             c = model.get_commit(tx, cid)
@@ -319,7 +320,8 @@ class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type:
     def ModifyFile(self, request_iterator: Any, context: Any) -> Any:
         from localpachd.pfs.modify import run_modify
 
-        run_modify(self.ctx, request_iterator, lambda: _not_cancelled(context))
+        run_modify(self.ctx, request_iterator, lambda: _not_cancelled(context),
+                   context.is_active)
         return E()
 
     def DiffFile(self, req: Any, context: Any) -> Iterator[Any]:

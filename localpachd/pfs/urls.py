@@ -1,0 +1,219 @@
+"""Put file from a URL: the `url` source of a ModifyFile `add_file` (python-pachyderm's
+`put_file_url`), as Pachyderm 2.7's `putFileURL` does it, with bounds.
+
+Called by `localpachd.pfs.modify`, which hands `fetch_url` a `sink(path, chunk)` that writes
+through the stream's session (the same chunked blob path as an ordinary put), so a body is never
+held whole in memory, and a failure anywhere fails the whole stream before anything is applied.
+
+- `http://` and `https://` (certificates verified): one GET, streamed in CHUNK pieces, bounded
+  by `UrlOptions.timeout` (connect and each read), `deadline` (the whole fetch) and `max_bytes`
+  (refused from Content-Length before reading, else at the limit). Redirects are followed as
+  Go's client does (at most `max_redirects`, 10), only to http/https. A status >= 400 fails with
+  Pachyderm's text `error retrieving content from "URL": 404 Not Found`. `recursive` is ignored
+  for http, as in Pachyderm. Credentials in the URL are sent (Basic, to the URL's own host only)
+  and never shown: errors carry `redacted(url)`.
+- `file://` (a localpachd extension, off by default): only under `UrlOptions.allow_dirs`
+  (`localpachd serve --url-allow-dir DIR`), see `localpachd.pfs.urlfiles`.
+- Object stores (`s3`, `gs`, `azblob`, `wasb`, `minio`, `local`) are not served; any other
+  scheme gets Pachyderm's `unrecognized object store: SCHEME`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from localpachd import errors
+
+CHUNK = 1024 * 1024
+GIB = 1024 * 1024 * 1024
+REDIRECTS = (301, 302, 303, 307, 308)
+OBJECT_STORES = ("s3", "gs", "gcs", "azblob", "wasb", "minio", "test-minio", "local")
+
+Sink = Callable[[str, bytes], None]  # (relative path, "" for the URL itself; chunk)
+Stop = Callable[[], bool]  # True when the call ended (client cancelled, server stopping)
+
+
+@dataclass(frozen=True)
+class UrlOptions:
+    """Server options of put-file-from-URL (`ServerConfig.urls`)."""
+
+    allow_dirs: tuple[Path, ...] = ()  # file:// sources allowed under these; none by default
+    timeout: float = 30.0  # seconds to connect, and for each read of the body
+    deadline: float = 3600.0  # seconds for one URL source as a whole
+    max_bytes: int = 8 * GIB  # per URL source (all files of a recursive file:// directory)
+    max_redirects: int = 10  # Go's http.Client default, which Pachyderm uses
+    max_files: int = 100_000  # files of one recursive file:// source
+
+
+def redacted(url: str) -> str:
+    """`url` safe to show: the password of its user info and the values of its query (a
+    presigned URL's signature is a credential) become `xxxxx`; keys and the rest stay."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:xxxxx@{host}" if ":" in userinfo else f"{user}@{host}"
+        query = "&".join(f"{p.split('=', 1)[0]}=xxxxx" if "=" in p else p
+                         for p in parts.query.split("&")) if parts.query else ""
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return "(an unparsable URL)"
+
+
+def failed(url: str, reason: str,
+           kind: type[errors.PachError] = errors.FailedPrecondition) -> errors.PachError:
+    """Pachyderm's wording: `error retrieving content from "URL": REASON` (URL redacted)."""
+    return kind(f'error retrieving content from "{redacted(url)}": {reason}')
+
+
+class Budget:
+    """Bytes, files and time one URL source may still use; `take` raises past any of them."""
+
+    def __init__(self, url: str, options: UrlOptions, stop: Stop) -> None:
+        self.url, self.options, self.stop = url, options, stop
+        self.bytes = 0
+        self.files = 0
+        self.ends = time.monotonic() + options.deadline
+
+    def check(self) -> None:
+        if self.stop():
+            raise errors.Aborted(f'put file from "{redacted(self.url)}" ended: the call was '
+                                 "cancelled or the server is stopping; nothing was written")
+        if time.monotonic() > self.ends:
+            raise failed(self.url, f"not done after {self.options.deadline:g} s (the whole-fetch "
+                         "deadline, localpachd serve --url-deadline)")
+
+    def announce(self, size: int) -> None:
+        """Refuse at once a body whose declared size is over the limit."""
+        if self.bytes + size > self.options.max_bytes:
+            raise self._too_big(f"{self.bytes + size} bytes declared")
+
+    def take(self, n: int) -> None:
+        self.bytes += n
+        if self.bytes > self.options.max_bytes:
+            raise self._too_big(f"more than {self.options.max_bytes} bytes received")
+        self.check()
+
+    def new_file(self) -> None:
+        self.files += 1
+        if self.files > self.options.max_files:
+            raise failed(self.url, f"more than {self.options.max_files} files",
+                         errors.ResourceExhausted)
+
+    def _too_big(self, what: str) -> errors.PachError:
+        return failed(self.url, f"{what}, over the limit of {self.options.max_bytes} bytes per "
+                      "URL (localpachd serve --url-max-bytes)", errors.ResourceExhausted)
+
+
+def fetch_url(url: str, recursive: bool, options: UrlOptions, sink: Sink, stop: Stop) -> None:
+    """Stream the content of `url` into `sink`: one file (path "") for http(s) and a file://
+    file, or every file under a file:// directory when `recursive` (its path below it)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"error parsing url {redacted(url)}: {exc}") from exc
+    scheme = parts.scheme.lower()
+    budget = Budget(url, options, stop)
+    if scheme in ("http", "https"):
+        _http(url, budget, sink)
+    elif scheme == "file":
+        from localpachd.pfs.urlfiles import fetch_file
+
+        fetch_file(url, parts, recursive, budget, sink)
+    elif scheme in OBJECT_STORES:
+        raise errors.Unimplemented(
+            f"put file from {scheme}:// URLs is not supported by localpachd: use http://, "
+            "https://, or file:// under a directory given with localpachd serve --url-allow-dir")
+    else:
+        raise errors.InvalidArgument(f"unrecognized object store: {scheme}")
+
+
+def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.HTTPConnection:
+    host, port = parts.hostname or "", parts.port
+    if parts.scheme.lower() == "https":
+        return http.client.HTTPSConnection(host, port, timeout=timeout,
+                                           context=ssl.create_default_context())
+    return http.client.HTTPConnection(host, port, timeout=timeout)
+
+
+def _request(current: str, auth: tuple[str, str] | None, budget: Budget
+             ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    parts = urllib.parse.urlsplit(current)
+    if not parts.hostname:
+        raise failed(budget.url, f"no host in {redacted(current)}", errors.InvalidArgument)
+    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    headers = {"User-Agent": "localpachd", "Accept-Encoding": "identity"}
+    if auth is not None and parts.username is not None and auth[0] == parts.netloc:
+        token = base64.b64encode(auth[1].encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    conn = _connection(parts, budget.options.timeout)
+    try:
+        conn.request("GET", target, headers=headers)
+        return conn, conn.getresponse()
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _credentials(url: str) -> tuple[str, str] | None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return None
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    return parts.netloc, f"{user}:{password}"
+
+
+def _open(url: str, budget: Budget) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """The final response of `url` after its redirects (an http(s) one each)."""
+    current, auth = url, _credentials(url)
+    for _ in range(budget.options.max_redirects + 1):
+        budget.check()
+        conn, resp = _request(current, auth, budget)
+        location = resp.getheader("Location")
+        if resp.status not in REDIRECTS or not location:
+            return conn, resp
+        conn.close()
+        nxt = urllib.parse.urljoin(current, location.strip())
+        scheme = urllib.parse.urlsplit(nxt).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise failed(url, f"redirected to a {scheme or 'scheme-less'} URL "
+                         f"({redacted(nxt)}): only http and https redirects are followed",
+                         errors.PermissionDenied)
+        current = nxt
+    raise failed(url, f"stopped after {budget.options.max_redirects} redirects")
+
+
+def _http(url: str, budget: Budget, sink: Sink) -> None:
+    try:
+        conn, resp = _open(url, budget)
+        try:
+            if resp.status >= 400:
+                raise failed(url, f"{resp.status} {resp.reason}".strip())
+            declared = resp.getheader("Content-Length")
+            if declared is not None and declared.strip().isdigit():
+                budget.announce(int(declared))
+            budget.new_file()
+            sink("", b"")
+            while chunk := resp.read(CHUNK):
+                budget.take(len(chunk))
+                sink("", chunk)
+        finally:
+            conn.close()
+    except TimeoutError as exc:
+        raise failed(url, f"timed out ({budget.options.timeout:g} s to connect or for a read; "
+                     "localpachd serve --url-timeout)") from exc
+    except ssl.SSLError as exc:
+        raise failed(url, f"TLS: {exc.reason or exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise failed(url, reason) from exc
