@@ -42,6 +42,7 @@ from localpachd.datums import (
 from localpachd.outputs import OutputFile, Reader
 from localpachd.pfs import files, model
 from localpachd.pps import db
+from localpachd.pps.db import DatumState, JobState
 from localpachd.runtime import Runtime
 from localpachd.safepath import safe_join
 from localpachd.store import Store, Tx
@@ -102,9 +103,9 @@ def base_datums(tx: Tx, job: db.JobRow, out: model.Commit) -> dict[str, db.Datum
     while parent is not None:
         c = model.get_commit(tx, parent)
         prev = db.get_job(tx, job.project, job.pipeline, c.id)
-        if prev is not None and prev.state == "JOB_SUCCESS":
+        if prev is not None and prev.state == JobState.SUCCESS:
             rows = db.datums_of(tx, job.project, job.pipeline, prev.id)
-            return {d.id: d for d in rows if d.state in ("SUCCESS", "SKIPPED")}
+            return {d.id: d for d in rows if d.state in (DatumState.SUCCESS, DatumState.SKIPPED)}
         if prev is None and c.origin != "AUTO":
             break
         parent = c.parent_cid
@@ -132,7 +133,7 @@ class JobEnv:
         return self.stop.is_set()
 
 
-def finish_unrun(tx: Tx, job: db.JobRow, state: str, reason: str) -> None:
+def finish_unrun(tx: Tx, job: db.JobRow, state: JobState, reason: str) -> None:
     """End a job that will not (or no longer) run; its output commit finishes with an error."""
     db.update_job(tx, job, state=state, reason=reason, finished=time.time())
     out = model.find_commit(tx, job.project, job.pipeline, job.id)
@@ -215,7 +216,7 @@ class JobRun:
             spec, datums, base = self._plan()
         except DatumError as exc:
             with self.store.write() as tx:
-                finish_unrun(tx, job, "JOB_FAILURE", str(exc))
+                finish_unrun(tx, job, JobState.FAILURE, str(exc))
             return
         salt = spec.salt
         every_job = spec.reprocess_spec == pps_spec.REPROCESS_EVERY_JOB
@@ -250,10 +251,11 @@ class JobRun:
             db.clear_datums(tx, cur)
             for d in skipped:
                 db.put_datum(tx, cur, db.DatumRow(
-                    cur.id, d.id, hashes[d.id], "SKIPPED", 0, "", datum_inputs_json(d), 0, 0, 0,
+                    cur.id, d.id, hashes[d.id], DatumState.SKIPPED, 0, "", datum_inputs_json(d),
+                    0, 0, 0,
                 ))  # fmt: skip
             db.update_job(
-                tx, cur, state="JOB_RUNNING", started=time.time(), total=len(datums),
+                tx, cur, state=JobState.RUNNING, started=time.time(), total=len(datums),
                 skipped=len(skipped), processed=0, failed=0,
             )  # fmt: skip
         return True
@@ -355,10 +357,10 @@ class JobRun:
             return
         with self.store.write() as tx:
             cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
-            if cur is None or cur.state != "JOB_RUNNING":
+            if cur is None or cur.state != JobState.RUNNING:
                 return
             for d, res, took, digest in batch:
-                state = "SUCCESS" if res.ok else "RECOVERED" if res.recovered else "FAILED"
+                state = _datum_state(res)
                 size = sum(i.size for i in d.inputs)
                 db.put_datum(tx, cur, db.DatumRow(
                     cur.id, d.id, digest, state, res.attempts, res.reason, datum_inputs_json(d),
@@ -380,10 +382,10 @@ class JobRun:
             return  # server shutdown: the job stays unfinished and runs again after the restart
         with self.store.write() as tx:
             cur = db.get_job(tx, job.project, job.pipeline, job.id)
-            if cur is None or cur.state != "JOB_RUNNING":
+            if cur is None or cur.state != JobState.RUNNING:
                 return  # killed or deleted meanwhile: its outputs are dropped
             if self.timed_out:
-                finish_unrun(tx, cur, "JOB_FAILURE", "job timed out")
+                finish_unrun(tx, cur, JobState.FAILURE, "job timed out")
                 return
             failed = [i for i, r in results.items() if not r.ok and not r.recovered]
             if failed or self.cancel.is_set():
@@ -391,19 +393,19 @@ class JobRun:
                 if failed:
                     first = results[sorted(failed)[0]]
                     reason += f" (datum {sorted(failed)[0]}: {first.reason})"
-                finish_unrun(tx, cur, "JOB_FAILURE", reason)
+                finish_unrun(tx, cur, JobState.FAILURE, reason)
                 return
             out = model.find_commit(tx, job.project, job.pipeline, job.id)
             if out is None or out.is_finished:
-                finish_unrun(tx, cur, "JOB_KILLED", "output commit was finished")
+                finish_unrun(tx, cur, JobState.KILLED, "output commit was finished")
                 return
             entries, problem = self._output_tree(tx, out, skipped_ids, results)
             if problem:
-                finish_unrun(tx, cur, "JOB_FAILURE", problem)
+                finish_unrun(tx, cur, JobState.FAILURE, problem)
                 return
             files.replace_tree(tx, out.cid, entries)
             model.finish_commit(tx, model.get_commit(tx, out.cid))
-            db.update_job(tx, cur, state="JOB_SUCCESS", finished=time.time())
+            db.update_job(tx, cur, state=JobState.SUCCESS, finished=time.time())
 
     def _output_tree(
         self,
@@ -420,6 +422,12 @@ class JobRun:
         for path, _ref, did in entries:
             by_datum.setdefault(did, []).append(path)
         return entries, check_duplicate_outputs(by_datum)
+
+
+def _datum_state(res: DatumResult) -> DatumState:
+    if res.ok:
+        return DatumState.SUCCESS
+    return DatumState.RECOVERED if res.recovered else DatumState.FAILED
 
 
 def _empty_log(path: Path) -> None:

@@ -32,6 +32,7 @@ from localpachd.events import COMMIT_STARTED, Event
 from localpachd.jobrun import JobEnv, JobRun, finish_unrun, pipeline_context
 from localpachd.pfs import model
 from localpachd.pps import db
+from localpachd.pps.db import JobState
 from localpachd.runtime import Runtime
 from localpachd.runtimes import make_runtime
 from localpachd.store import Store, Tx
@@ -85,10 +86,10 @@ class JobEngine:
         shutil.rmtree(self.scratch, ignore_errors=True)
         with self.store.write() as tx:
             for job in db.unfinished_jobs(tx):
-                if job.state != "JOB_CREATED":
+                if job.state != JobState.CREATED:
                     db.clear_datums(tx, job)
                     db.update_job(
-                        tx, job, state="JOB_CREATED", started=None, processed=0, skipped=0,
+                        tx, job, state=JobState.CREATED, started=None, processed=0, skipped=0,
                         failed=0, total=0, restart=job.restart + 1, upload_bytes=0,
                         download_bytes=0, process_time=0,
                     )  # fmt: skip
@@ -186,7 +187,7 @@ class JobEngine:
                     continue
                 job = oldest.get(key)
                 if job is not None and self._ready(tx, job):
-                    db.update_job(tx, job, state="JOB_STARTING")
+                    db.update_job(tx, job, state=JobState.STARTING)
                     starts.append(job)
         for job in starts:
             self._start(job)
@@ -195,7 +196,7 @@ class JobEngine:
         """True when every input commit is finished; settles UNRUNNABLE/KILLED jobs itself."""
         out = model.find_commit(tx, job.project, job.pipeline, job.id)
         if out is None or out.is_finished:
-            db.update_job(tx, job, state="JOB_KILLED", finished=time.time(),
+            db.update_job(tx, job, state=JobState.KILLED, finished=time.time(),
                           reason="the job's output commit was deleted or finished")  # fmt: skip
             return False
         for up in model.commit_provenance(tx, out.cid):
@@ -203,7 +204,7 @@ class JobEngine:
                 return False
             if up.error:
                 reason = f"unrunnable because upstream commit {up.repo}@{up.id} failed"
-                finish_unrun(tx, job, "JOB_UNRUNNABLE", reason)
+                finish_unrun(tx, job, JobState.UNRUNNABLE, reason)
                 return False
         return True
 
@@ -230,7 +231,7 @@ class JobEngine:
             with self.store.write() as tx:
                 cur = db.get_job(tx, job.project, job.pipeline, job.id)
                 if cur is not None and not cur.terminal:
-                    finish_unrun(tx, cur, "JOB_FAILURE", f"internal error: {exc}")
+                    finish_unrun(tx, cur, JobState.FAILURE, f"internal error: {exc}")
         finally:
             with self._lock:
                 self._active.pop((job.project, job.pipeline), None)
@@ -256,7 +257,7 @@ class JobEngine:
         """StopJob / update: mark KILLED now (in the caller's tx) and stop its datums."""
         if job.terminal:
             return
-        finish_unrun(tx, job, "JOB_KILLED", reason)
+        finish_unrun(tx, job, JobState.KILLED, reason)
         with self._lock:
             active = self._active.get((job.project, job.pipeline))
         if active is not None and active.job_id == job.id:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -43,7 +44,34 @@ CREATE TABLE IF NOT EXISTS pps_datums(
     PRIMARY KEY(project, pipeline, job, id));
 """
 
-TERMINAL = ("JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE")
+
+
+class JobState(StrEnum):
+    """A job's state: the names of Pachyderm's `pps_v2.JobState` (stored as these strings)."""
+
+    CREATED = "JOB_CREATED"
+    STARTING = "JOB_STARTING"
+    RUNNING = "JOB_RUNNING"
+    FAILURE = "JOB_FAILURE"
+    SUCCESS = "JOB_SUCCESS"
+    KILLED = "JOB_KILLED"
+    UNRUNNABLE = "JOB_UNRUNNABLE"
+
+
+class DatumState(StrEnum):
+    """A datum's state: the names of Pachyderm's `pps_v2.DatumState` (stored as these strings)."""
+
+    UNKNOWN = "UNKNOWN"
+    FAILED = "FAILED"
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    STARTING = "STARTING"
+    RECOVERED = "RECOVERED"
+
+
+TERMINAL: tuple[JobState, ...] = (
+    JobState.SUCCESS, JobState.FAILURE, JobState.KILLED, JobState.UNRUNNABLE,
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +94,7 @@ class JobRow:
     pipeline: str
     id: str
     version: int
-    state: str
+    state: JobState
     reason: str
     created: float
     started: float | None
@@ -98,7 +126,7 @@ class DatumRow:
     job: str
     id: str
     hash: str
-    state: str
+    state: DatumState
     attempts: int
     reason: str
     inputs: list[dict[str, Any]]
@@ -246,13 +274,14 @@ def delete_pipeline(tx: Tx, project: str, name: str) -> None:
 
 
 def _job(row: Any) -> JobRow:
-    return JobRow(*tuple(row))
+    job = JobRow(*tuple(row))
+    return replace(job, state=JobState(job.state))
 
 
 def insert_job(tx: Tx, project: str, pipeline: str, job_id: str, version: int) -> bool:
     cur = tx.x(
         "INSERT OR IGNORE INTO pps_jobs(project, pipeline, id, version, state, created) "
-        "VALUES(?,?,?,?,'JOB_CREATED',?)",
+        f"VALUES(?,?,?,?,'{JobState.CREATED}',?)",
         (project, pipeline, job_id, version, time.time()),
     )
     return bool(cur.rowcount)
@@ -351,7 +380,8 @@ DATUM_COLS = (
 
 def _datum(row: Any) -> DatumRow:
     r = tuple(row)
-    return DatumRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+    state = DatumState(r[3])
+    return DatumRow(r[0], r[1], r[2], state, r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
 
 
 def put_datum(tx: Tx, job: JobRow, d: DatumRow) -> None:
