@@ -194,11 +194,9 @@ def glob_matches(pfs: Mapping[str, Any], src: InputSource) -> list[DatumInput]:
 
 
 def input_kind(inp: Mapping[str, Any]) -> str:
-    kinds = [k for k in ("pfs", "cross", "union", "join", "group", "cron") if inp.get(k)]
+    kinds = [k for k in INPUT_KINDS if inp.get(k)]
     if len(kinds) != 1:
-        raise DatumError(
-            f"an input must set exactly one of pfs/cross/union/join/group, got {kinds}"
-        )
+        raise DatumError(f"an input must set exactly one of {'/'.join(INPUT_KINDS)}, got {kinds}")
     return kinds[0]
 
 
@@ -207,21 +205,23 @@ def compute_datums(inp: Mapping[str, Any] | None, lister: Lister) -> list[Datum]
     if not inp:
         return []
     kind = input_kind(inp)
-    if kind == "pfs":
-        return [Datum((d,)) for d in glob_matches(inp["pfs"], lister(inp["pfs"]))]
-    children = list(inp[kind])
-    if kind == "union":
-        return [d for c in children for d in compute_datums(c, lister)]
-    if kind == "cross":
-        parts = [compute_datums(c, lister) for c in children]
-        return [
-            Datum(tuple(i for d in combo for i in d.inputs)) for combo in itertools.product(*parts)
-        ]
-    if kind == "join":
-        return _join(children, lister)
-    if kind == "group":
-        return _group(children, lister)
-    raise DatumError(f"input type {kind!r} is not supported by localpachd")
+    combine = DATUMS_OF.get(kind)
+    if combine is None:
+        raise DatumError(f"input type {kind!r} is not supported by localpachd")
+    return combine(inp[kind], lister)
+
+
+def _pfs(pfs: Any, lister: Lister) -> list[Datum]:
+    return [Datum((d,)) for d in glob_matches(pfs, lister(pfs))]
+
+
+def _union(children: Sequence[Mapping[str, Any]], lister: Lister) -> list[Datum]:
+    return [d for c in children for d in compute_datums(c, lister)]
+
+
+def _cross(children: Sequence[Mapping[str, Any]], lister: Lister) -> list[Datum]:
+    parts = [compute_datums(c, lister) for c in children]
+    return [Datum(tuple(i for d in combo for i in d.inputs)) for combo in itertools.product(*parts)]
 
 
 def _keyed(children: Sequence[Mapping[str, Any]], lister: Lister, attr: str) -> list[list[Datum]]:
@@ -267,6 +267,22 @@ def _group(children: Sequence[Mapping[str, Any]], lister: Lister) -> list[Datum]
     return [Datum(tuple(groups[k])) for k in sorted(groups)]
 
 
+# The input kinds, in one place: a leaf kind holds one input's spec, a composite kind a list of
+# child inputs. `pps_spec` (validation, defaults), `pps.servicer` and `pfs_inputs` walk the tree
+# through these names. A new kind: its name here and its datum function in DATUMS_OF (plus its
+# validation in `pps_spec._validate_input`); cron is a kind localpachd does not run yet.
+LEAF_KINDS = ("pfs", "cron")
+COMPOSITE_KINDS = ("cross", "union", "join", "group")
+INPUT_KINDS = LEAF_KINDS + COMPOSITE_KINDS
+DATUMS_OF: dict[str, Callable[[Any, Lister], list[Datum]]] = {
+    "pfs": _pfs,
+    "cross": _cross,
+    "union": _union,
+    "join": _join,
+    "group": _group,
+}
+
+
 def pfs_inputs(inp: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     """Every pfs input of a tree, depth first (used for provenance and env)."""
     if not inp:
@@ -274,7 +290,7 @@ def pfs_inputs(inp: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     if inp.get("pfs"):
         return [inp["pfs"]]
     out: list[Mapping[str, Any]] = []
-    for k in ("cross", "union", "join", "group"):
+    for k in COMPOSITE_KINDS:
         for c in inp.get(k) or []:
             out.extend(pfs_inputs(c))
     return out

@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from localpachd.datums import clean_glob
+from localpachd.datums import COMPOSITE_KINDS, INPUT_KINDS, LEAF_KINDS, clean_glob
 from localpachd.safepath import is_single_name
 
 DEFAULT_IMAGE = "ubuntu:20.04"
@@ -24,7 +24,6 @@ REPROCESS_UNTIL_SUCCESS = "until_success"
 REPROCESS_EVERY_JOB = "every_job"
 MAX_NAME_LEN = 51
 _NAME_RX = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]*")
-_COMPOSITES = ("cross", "union", "join", "group")
 # Pachyderm 2.7 (pps server validateName): /pfs/out collects the output, /pfs/.env is reserved.
 RESERVED_INPUT_NAMES = ("out", ".env")
 
@@ -52,7 +51,7 @@ def input_name(inp: pps_pb2.Input) -> str:
         return str(inp.pfs.name or inp.pfs.repo)
     if inp.HasField("cron"):
         return str(inp.cron.name)
-    for kind in _COMPOSITES:
+    for kind in COMPOSITE_KINDS:
         children = getattr(inp, kind)
         if children:
             return input_name(children[0])
@@ -60,8 +59,8 @@ def input_name(inp: pps_pb2.Input) -> str:
 
 
 def _kinds(inp: pps_pb2.Input) -> list[str]:
-    kinds = [k for k in ("pfs", "cron") if inp.HasField(k)]
-    return kinds + [k for k in _COMPOSITES if len(getattr(inp, k))]
+    kinds = [k for k in LEAF_KINDS if inp.HasField(k)]
+    return kinds + [k for k in COMPOSITE_KINDS if len(getattr(inp, k))]
 
 
 def validate_name(name: str) -> None:
@@ -103,7 +102,7 @@ def _validate_input(inp: pps_pb2.Input, where: str, names: list[str]) -> None:
     kinds = _kinds(inp)
     if len(kinds) != 1:
         raise SpecInvalid(
-            f"{where}: exactly one of pfs, cron, cross, union, join, group must be set "
+            f"{where}: exactly one of {', '.join(INPUT_KINDS)} must be set "
             f"(got {kinds or 'none'})"
         )
     kind = kinds[0]
@@ -143,7 +142,7 @@ def _validate_input(inp: pps_pb2.Input, where: str, names: list[str]) -> None:
 def _names(inp: pps_pb2.Input) -> list[str]:
     if inp.HasField("pfs"):
         return [inp.pfs.name or inp.pfs.repo]
-    return [n for k in _COMPOSITES for c in getattr(inp, k) for n in _names(c)]
+    return [n for k in COMPOSITE_KINDS for c in getattr(inp, k) for n in _names(c)]
 
 
 def validate(req: pps_pb2.CreatePipelineRequest) -> None:
@@ -174,7 +173,7 @@ def _default_input(inp: pps_pb2.Input, project: str) -> None:
         pfs.project = pfs.project or project
         pfs.glob = clean_glob(pfs.glob)
         return
-    for kind in _COMPOSITES:
+    for kind in COMPOSITE_KINDS:
         children = getattr(inp, kind)
         for child in children:
             _default_input(child, project)

@@ -15,7 +15,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
 from localpachd import errors, pps_spec, waits
-from localpachd.datums import DatumError, InputSource, RepoFile, compute_datums
+from localpachd.datums import COMPOSITE_KINDS, DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
 from localpachd.pps import convert, db, listing, logstream, pipelines
@@ -74,7 +74,7 @@ def _fill_input_commits(tx: Tx, job: db.JobRow, inp: pps_pb2.Input) -> None:
         if node.HasField("pfs"):
             key = (node.pfs.project or job.project, node.pfs.repo, node.pfs.branch or "master")
             node.pfs.commit = prov.get(key, node.pfs.commit)
-        for kind in ("cross", "union", "join", "group"):
+        for kind in COMPOSITE_KINDS:
             stack.extend(getattr(node, kind))
 
 
