@@ -217,3 +217,5 @@ def _http(url: str, budget: Budget, sink: Sink) -> None:
     except (OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise failed(url, reason) from exc
+    except ValueError as exc:  # e.g. a port that is not a number
+        raise failed(url, str(exc), errors.InvalidArgument) from exc

@@ -5,8 +5,8 @@
   default/nope`, a commit ID `commit default/nope@ID not found`, in every read that resolves a
   commit (InspectCommit, InspectFile, ListFile, WalkFile, GlobFile, GetFile, DiffFile). So
   python-pachyderm's `path_exists` raises its ValueError for a missing repo, as for a missing
-  branch, and returns False only for a missing file. ListCommit and InspectRepo still say
-  `repo default/nope not found`, as 2.7 does.
+  branch, and returns False only for a missing file. InspectRepo, ListCommit, ListBranch,
+  StartCommit and ModifyFile still say `repo default/nope not found`, as 2.7 does.
 - RestartDatum with no running datum of the job matching the filters fails with 2.7's
   `datum matching filter [a b] could not be found for job ID ID` (the Go slice printed with %+v).
 """
@@ -88,13 +88,15 @@ def test_path_exists_raises_for_a_missing_repo_or_branch_and_is_false_for_a_miss
 def test_repo_level_calls_still_report_the_repo_not_found(pach_client: Any) -> None:
     c = pach_client
     for call in (lambda: c.inspect_repo("nope"), lambda: c.list_commit("nope"),
-                 lambda: c.list_branch("nope")):
+                 lambda: c.list_branch("nope"), lambda: c.start_commit("nope", "master"),
+                 lambda: c.put_file_bytes(("nope", "master"), "/a", b"1")):
         assert _fails(call) == (grpc.StatusCode.NOT_FOUND, "repo default/nope not found")
 
 
 # ------------------------------------------------------------ RestartDatum
 
-HANG = ('if [ ! -e "$FLAG/go" ]; then sleep 120; fi', "echo ok > /pfs/out/done")
+HANG = ('touch "$FLAG/running"', 'while [ ! -e "$FLAG/go" ]; do sleep 0.05; done',
+        "echo ok > /pfs/out/done")
 
 
 @pytest.fixture
@@ -112,6 +114,7 @@ def test_restart_datum_matching_nothing_fails_as_27_words_it(
     put(c, "data", {"/a": "1"})
     sh_pipeline(c, "hang", pfs("data", "/*"), *HANG, transform={"env": {"FLAG": str(flag)}})
     job_id = wait_for(lambda: [j.job.id for j in c.list_job("hang")], "the job")[0]
+    wait_for((flag / "running").exists, "the datum to run")  # a running datum matches none
     for filters, shown in ((["/nope"], "[/nope]"), (["/a", "/nope"], "[/a /nope]")):
         code, details = _fails(lambda f=filters: c.restart_datum("hang", job_id, f))
         assert code == grpc.StatusCode.UNKNOWN

@@ -165,6 +165,18 @@ def test_put_file_url_streams_a_small_file(client: Any, web: str) -> None:
     assert _read(c, "/auth.txt") == b"secret data\n"
 
 
+def test_a_url_among_other_puts_of_one_stream(client: Any, web: str) -> None:
+    """python-pachyderm's own test_put_file_atomic/test_put_file_empty, on a loopback URL."""
+    c = client
+    with c.modify_file_client(("r", "master")) as mf:
+        mf.put_file_from_bytes("file1.dat", b"")
+        mf.put_file_from_url("index.html", f"{web}/small")
+        mf.put_file_from_bytes("file2.dat", b"DATA2")
+    assert [f.file.path for f in c.list_file(("r", "master"), "")] == [
+        "/file1.dat", "/file2.dat", "/index.html"]
+    assert len(list(c.list_commit("r"))) == 1
+
+
 def test_an_http_error_status_fails_the_stream_naming_url_and_status(client: Any,
                                                                       web: str) -> None:
     err = _put_fails(client, f"{web}/missing")
@@ -208,6 +220,9 @@ def test_redirects_are_bounded_and_only_to_http(client: Any, web: str, allowed: 
     ("s3://bucket/key", grpc.StatusCode.UNIMPLEMENTED, "put file from s3:// URLs is not supported"),
     ("ftp://127.0.0.1/x", grpc.StatusCode.INVALID_ARGUMENT, "unrecognized object store: ftp"),
     ("nonsense", grpc.StatusCode.INVALID_ARGUMENT, "unrecognized object store: "),
+    ("http://127.0.0.1:notaport/x", grpc.StatusCode.INVALID_ARGUMENT, "Port could not be cast"),
+    ("http:///nohost", grpc.StatusCode.INVALID_ARGUMENT, "no host in http:///nohost"),
+    ("http://127.0.0.1:1/refused", grpc.StatusCode.FAILED_PRECONDITION, "Connection refused"),
 ])
 def test_unsupported_schemes(client: Any, url: str, code: grpc.StatusCode, text: str) -> None:
     err = _put_fails(client, url)
