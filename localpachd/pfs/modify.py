@@ -24,7 +24,7 @@ from localpachd.pfs.convert import commit_ref, resolve
 from localpachd.pfs.files import Entry
 from localpachd.pfs.model import BranchKey, Commit
 from localpachd.pfs.session import INLINE_REBASE, ModifySession, Stale
-from localpachd.pfs.urls import fetch_url
+from localpachd.pfs.urls import Interrupt, fetch_url
 from localpachd.store import Tx
 
 OPTIMISTIC_TRIES = 3  # re-bases of large appends outside the lock before one inside it
@@ -103,7 +103,7 @@ def _write(target: Writable, path: str, data: bytes, datum: str) -> None:
     target.session.add(path, data, datum, existing)
 
 
-def _put_url(ctx: Any, target: Writable, af: Any, ended: Callable[[], bool]) -> None:
+def _put_url(ctx: Any, target: Writable, af: Any, interrupt: Interrupt) -> None:
     """An add_file with a URL source: streamed through the session as a raw put would be."""
     dst = clean_path(af.path)
 
@@ -114,16 +114,15 @@ def _put_url(ctx: Any, target: Writable, af: Any, ended: Callable[[], bool]) -> 
         _write(target, path, chunk, af.datum)
 
     fetch_url(af.url.URL, af.url.recursive, ctx.config.urls, sink,
-              lambda: ended() or ctx.stopping.is_set())
+              lambda: interrupt.ended or ctx.stopping.is_set(), interrupt)
 
 
-def _handle(ctx: Any, target: Writable, req: Any,
-            ended: Callable[[], bool] = lambda: False) -> None:
+def _handle(ctx: Any, target: Writable, req: Any, interrupt: Interrupt | None = None) -> None:
     which = req.WhichOneof("body")
     if which == "add_file":
         af = req.add_file
         if af.WhichOneof("source") == "url":
-            _put_url(ctx, target, af, ended)
+            _put_url(ctx, target, af, interrupt or Interrupt())
             return
         path = clean_path(af.path)
         if path == "/":
@@ -136,10 +135,10 @@ def _handle(ctx: Any, target: Writable, req: Any,
 
 
 def run_modify(ctx: Any, requests: Iterable[Any], alive: Callable[[], bool] = lambda: True,
-               active: Callable[[], bool] = lambda: True) -> None:
+               interrupt: Interrupt | None = None) -> None:
     """Apply a ModifyFile stream. `alive` is the RPC's `is_active` after a short grace: gRPC
     ends the request iterator quietly when the client cancels, and a cancelled upload must leave
-    no trace. `active` (cheap, no grace) is polled while a URL source streams."""
+    no trace. `interrupt` is fired when the RPC ends: it cuts a URL source's fetch short."""
     targets: list[_Target] = []
     try:
         for req in requests:
@@ -148,7 +147,7 @@ def run_modify(ctx: Any, requests: Iterable[Any], alive: Callable[[], bool] = la
             elif not targets:
                 raise errors.InvalidArgument("ModifyFile: the first message must be set_commit")
             else:
-                _handle(ctx, targets[-1], req, lambda: not active())
+                _handle(ctx, targets[-1], req, interrupt)
         if not alive():
             raise errors.Aborted("ModifyFile was cancelled by the client: nothing was written")
         for t in targets:

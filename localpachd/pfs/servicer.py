@@ -319,9 +319,11 @@ class PfsServicer(FileReads, FileSetMethods, pfs_pb2_grpc.APIServicer):  # type:
 
     def ModifyFile(self, request_iterator: Any, context: Any) -> Any:
         from localpachd.pfs.modify import run_modify
+        from localpachd.pfs.urls import Interrupt
 
-        run_modify(self.ctx, request_iterator, lambda: _not_cancelled(context),
-                   context.is_active)
+        interrupt = Interrupt()  # a URL fetch blocked on its socket ends with the call
+        context.add_callback(interrupt.fire)
+        run_modify(self.ctx, request_iterator, lambda: _not_cancelled(context), interrupt)
         return E()
 
     def DiffFile(self, req: Any, context: Any) -> Iterator[Any]:

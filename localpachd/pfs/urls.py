@@ -11,7 +11,8 @@ held whole in memory, and a failure anywhere fails the whole stream before anyth
   Go's client does (at most `max_redirects`, 10), only to http/https. A status >= 400 fails with
   Pachyderm's text `error retrieving content from "URL": 404 Not Found`. `recursive` is ignored
   for http, as in Pachyderm. Credentials in the URL are sent (Basic, to the URL's own host only)
-  and never shown: errors carry `redacted(url)`.
+  and never shown: errors carry `redacted(url)`. `Interrupt` ends a fetch blocked on a stalled
+  remote as soon as the RPC ends (client cancel, server stop).
 - `file://` (a localpachd extension, off by default): only under `UrlOptions.allow_dirs`
   (`localpachd serve --url-allow-dir DIR`), see `localpachd.pfs.urlfiles`.
 - Object stores (`s3`, `gs`, `azblob`, `wasb`, `minio`, `local`) are not served; any other
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import http.client
+import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -38,6 +41,33 @@ OBJECT_STORES = ("s3", "gs", "gcs", "azblob", "wasb", "minio", "test-minio", "lo
 
 Sink = Callable[[str, bytes], None]  # (relative path, "" for the URL itself; chunk)
 Stop = Callable[[], bool]  # True when the call ended (client cancelled, server stopping)
+
+
+class Interrupt:
+    """Ends a fetch blocked on its socket when the RPC ends (client cancel, server stop):
+    `fire` is given to grpc's `context.add_callback`; it shuts the watched connection down, so
+    a stalled read returns at once instead of after the read timeout."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+        self.ended = False
+
+    def watch(self, conn: http.client.HTTPConnection | None) -> bool:
+        """Follow `conn` (None: stop following); False if the call already ended."""
+        with self._lock:
+            self._conn = conn
+            return not self.ended
+
+    def fire(self) -> None:
+        with self._lock:
+            self.ended = True
+            sock = self._conn.sock if self._conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
 
 @dataclass(frozen=True)
@@ -114,9 +144,11 @@ class Budget:
                       "URL (localpachd serve --url-max-bytes)", errors.ResourceExhausted)
 
 
-def fetch_url(url: str, recursive: bool, options: UrlOptions, sink: Sink, stop: Stop) -> None:
+def fetch_url(url: str, recursive: bool, options: UrlOptions, sink: Sink, stop: Stop,
+              interrupt: Interrupt | None = None) -> None:
     """Stream the content of `url` into `sink`: one file (path "") for http(s) and a file://
-    file, or every file under a file:// directory when `recursive` (its path below it)."""
+    file, or every file under a file:// directory when `recursive` (its path below it).
+    `stop` is polled between pieces; `interrupt` (if given) also cuts a blocked read short."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:
@@ -124,7 +156,8 @@ def fetch_url(url: str, recursive: bool, options: UrlOptions, sink: Sink, stop: 
     scheme = parts.scheme.lower()
     budget = Budget(url, options, stop)
     if scheme in ("http", "https"):
-        _http(url, budget, sink)
+        _http(url, budget, sink, interrupt or Interrupt())
+        budget.check()  # a read cut short by the interrupt looks like the end of the body
     elif scheme == "file":
         from localpachd.pfs.urlfiles import fetch_file
 
@@ -145,7 +178,7 @@ def _connection(parts: urllib.parse.SplitResult, timeout: float) -> http.client.
     return http.client.HTTPConnection(host, port, timeout=timeout)
 
 
-def _request(current: str, auth: tuple[str, str] | None, budget: Budget
+def _request(current: str, auth: tuple[str, str] | None, budget: Budget, interrupt: Interrupt
              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     parts = urllib.parse.urlsplit(current)
     if not parts.hostname:
@@ -157,6 +190,9 @@ def _request(current: str, auth: tuple[str, str] | None, budget: Budget
         headers["Authorization"] = f"Basic {token}"
     conn = _connection(parts, budget.options.timeout)
     try:
+        conn.connect()
+        if not interrupt.watch(conn):
+            budget.check()  # raises: the call ended
         conn.request("GET", target, headers=headers)
         return conn, conn.getresponse()
     except BaseException:
@@ -173,12 +209,13 @@ def _credentials(url: str) -> tuple[str, str] | None:
     return parts.netloc, f"{user}:{password}"
 
 
-def _open(url: str, budget: Budget) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+def _open(url: str, budget: Budget, interrupt: Interrupt
+          ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """The final response of `url` after its redirects (an http(s) one each)."""
     current, auth = url, _credentials(url)
     for _ in range(budget.options.max_redirects + 1):
         budget.check()
-        conn, resp = _request(current, auth, budget)
+        conn, resp = _request(current, auth, budget, interrupt)
         location = resp.getheader("Location")
         if resp.status not in REDIRECTS or not location:
             return conn, resp
@@ -193,9 +230,9 @@ def _open(url: str, budget: Budget) -> tuple[http.client.HTTPConnection, http.cl
     raise failed(url, f"stopped after {budget.options.max_redirects} redirects")
 
 
-def _http(url: str, budget: Budget, sink: Sink) -> None:
+def _http(url: str, budget: Budget, sink: Sink, interrupt: Interrupt) -> None:
     try:
-        conn, resp = _open(url, budget)
+        conn, resp = _open(url, budget, interrupt)
         try:
             if resp.status >= 400:
                 raise failed(url, f"{resp.status} {resp.reason}".strip())
@@ -208,6 +245,7 @@ def _http(url: str, budget: Budget, sink: Sink) -> None:
                 budget.take(len(chunk))
                 sink("", chunk)
         finally:
+            interrupt.watch(None)
             conn.close()
     except TimeoutError as exc:
         raise failed(url, f"timed out ({budget.options.timeout:g} s to connect or for a read; "

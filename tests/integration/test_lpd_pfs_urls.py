@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
+import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,12 +21,19 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers.pachd import in_process_client
+import python_pachyderm
+from helpers.pachd import client as connect
+from helpers.pachd import in_process_client, serve, stop
+from helpers.wait import wait_for
+from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
 from localpachd.pfs.urls import UrlOptions, redacted
+from localpachd.server import start
 
 MIB = 1024 * 1024
 RELEASE = threading.Event()  # set at teardown: handlers that hang return
+STALLED = threading.Event()  # set by /stall once it has sent its first bytes
+DROPPED = threading.Event()  # set by /stall when the fetching side closed the connection
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -81,7 +91,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"x" * 10)
         self.wfile.flush()
-        RELEASE.wait(60)
+        STALLED.set()
+        while not RELEASE.wait(0.05):  # stall, watching for the fetcher to hang up
+            if select.select([self.connection], [], [], 0)[0]:
+                try:
+                    closed = self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    closed = True
+                if closed:
+                    DROPPED.set()
+                    return
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +221,37 @@ def test_a_slow_server_times_out(client: Any, web: str, route: str) -> None:
     err = _put_fails(client, f"{web}/{route}")
     assert err.details() == (f'error retrieving content from "{web}/{route}": timed out (0.5 s '
                              "to connect or for a read; localpachd serve --url-timeout)")
+
+
+@pytest.mark.parametrize("how", ["server stop", "client cancel"])
+def test_a_stalled_fetch_ends_with_the_call(tmp_path: Path, web: str, how: str) -> None:
+    """The fetch is blocked on a read with a 600 s timeout: ending the call (the server stops,
+    or the client cancels) cuts it short at once, while the remote still stalls."""
+    srv = start(tmp_path / "pachd", port=0, urls=UrlOptions(timeout=600))
+    channel = grpc.insecure_channel(f"{srv.host}:{srv.port}")
+    try:
+        c = python_pachyderm.Client(host=srv.host, port=srv.port)
+        c.create_repo("r")
+        commit = pfs_pb2.Commit(branch=pfs_pb2.Branch(repo=pfs_pb2.Repo(name="r", type="user"),
+                                                      name="master"))
+        reqs = [pfs_pb2.ModifyFileRequest(set_commit=commit),
+                pfs_pb2.ModifyFileRequest(add_file=pfs_pb2.AddFile(
+                    path="/x", url=pfs_pb2.AddFile.URLSource(URL=f"{web}/stall")))]
+        STALLED.clear()
+        DROPPED.clear()
+        call = pfs_pb2_grpc.APIStub(channel).ModifyFile.future(iter(reqs))
+        wait_for(STALLED.is_set, "the remote to stall")
+        if how == "server stop":
+            srv.stop()
+        else:
+            call.cancel()
+        wait_for(DROPPED.is_set, "the server to drop its fetch while the remote still stalls")
+        assert not RELEASE.is_set() and call.done()
+        if how == "client cancel":
+            assert _files(c) == {}
+    finally:
+        channel.close()
+        srv.stop()
 
 
 def test_redirects_are_bounded_and_only_to_http(client: Any, web: str, allowed: Path) -> None:
@@ -345,11 +395,6 @@ def _peak_rss(pid: int) -> int:
 
 @pytest.mark.slow
 def test_200mib_from_a_url_streams_with_bounded_server_memory(tmp_path: Path) -> None:
-    import shutil
-
-    from helpers.pachd import client as connect
-    from helpers.pachd import serve, stop
-
     if shutil.disk_usage(tmp_path).free < 1024 * MIB:
         pytest.skip(f"needs 1 GiB free under {tmp_path}")
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Generator)

@@ -33,6 +33,7 @@ LAYERS = {
     "bump": 4,
     "report": 4,
     "runner": 5,
+    "preview": 5,
     "cli": 6,
     "commands": 6,
     "__main__": 7,
