@@ -45,6 +45,7 @@ COMMANDS = (
     "demo",
     "bump_image",
     "report",
+    "preview",
 )
 
 
