@@ -296,6 +296,28 @@ def pfs_inputs(inp: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     return out
 
 
+@dataclass(frozen=True)
+class JobPlan:
+    """Which datums of a job run and which it skips, with every datum's hash."""
+
+    hashes: dict[str, str]  # datum ID -> hash (inputs' content + salt)
+    skipped: list[Datum]  # in the order of the job's datums
+    todo: list[Datum]
+
+
+def plan_job(
+    datums: Sequence[Datum], salt: str, done: Mapping[str, str], every_job: bool = False
+) -> JobPlan:
+    """Pachyderm 2.x's skip rule. `done` maps the datums that succeeded (or were skipped) in the
+    last successful job of the pipeline to their hashes. A datum is skipped when a done datum
+    has its ID and its hash (same inputs, same content, same salt), unless the pipeline
+    reprocesses every job (`reprocess_spec: every_job`); every other datum runs."""
+    hashes = {d.id: d.hash(salt) for d in datums}
+    skipped = [] if every_job else [d for d in datums if done.get(d.id) == hashes[d.id]]
+    skipped_ids = {d.id for d in skipped}
+    return JobPlan(hashes, skipped, [d for d in datums if d.id not in skipped_ids])
+
+
 def check_duplicate_outputs(outputs: Mapping[str, Sequence[str]]) -> str | None:
     """Pachyderm's validation of a job's output: datum ID -> output paths; message or None."""
     rows = sorted((path, did) for did, paths in outputs.items() for path in paths)

@@ -38,6 +38,7 @@ from localpachd.datums import (
     RepoFile,
     check_duplicate_outputs,
     compute_datums,
+    plan_job,
 )
 from localpachd.outputs import OutputFile, Reader
 from localpachd.pfs import files, model
@@ -47,6 +48,7 @@ from localpachd.runtime import Runtime
 from localpachd.safepath import safe_join
 from localpachd.store import Store, Tx
 from localpachd.worker import (
+    DatumIO,
     DatumResult,
     JobContext,
     copy_file,
@@ -218,14 +220,11 @@ class JobRun:
             with self.store.write() as tx:
                 finish_unrun(tx, job, JobState.FAILURE, str(exc))
             return
-        salt = spec.salt
         every_job = spec.reprocess_spec == pps_spec.REPROCESS_EVERY_JOB
-        hashes = {d.id: d.hash(salt) for d in datums}
-        skipped = [d for d in datums if not every_job and d.id in base
-                   and base[d.id].hash == hashes[d.id]]  # fmt: skip
-        skipped_ids = {d.id for d in skipped}
-        todo = [d for d in datums if d.id not in skipped_ids]
-        if not self._mark_running(datums, skipped, hashes):
+        plan = plan_job(datums, spec.salt, {i: row.hash for i, row in base.items()}, every_job)
+        hashes, todo = plan.hashes, plan.todo
+        skipped_ids = {d.id for d in plan.skipped}
+        if not self._mark_running(datums, plan.skipped, hashes):
             return
         deadline = None
         if spec.HasField("job_timeout") and (limit := _seconds(spec.job_timeout)):
@@ -340,13 +339,11 @@ class JobRun:
             with self._lock:
                 self.running[d.id] = d
             try:
-                res = run_datum(
-                    ctx, d, root, log_path, self.env.runtime,
-                    lambda f, dest: copy_file(str(blobs.path(f.hash)), dest), ingest,
-                    self.cancel.is_set,
-                    lambda: self._take_restart(d.id),
-                    reuse_root=True,
+                io = DatumIO(
+                    self.env.runtime, lambda f, dest: copy_file(str(blobs.path(f.hash)), dest),
+                    ingest, self.cancel.is_set, lambda: self._take_restart(d.id), reuse_root=True,
                 )  # fmt: skip
+                res = run_datum(ctx, d, root, log_path, io)
             finally:
                 with self._lock:
                     self.running.pop(d.id, None)

@@ -21,7 +21,7 @@ import shutil
 import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from localpachd.datums import Datum, RepoFile
@@ -219,21 +219,34 @@ def _cwd(ctx: JobContext, root: Path, pfs_root: Path) -> Path:
     return Path(rewrite_pfs(ctx.working_dir, pfs_root))
 
 
-def _datum_run(
-    ctx: JobContext, datum: Datum, root: Path, log_path: Path, materialize: Materialize
-) -> tuple[DatumRun, Path]:
-    """Lay out a fresh scratch tree and describe the process of one attempt."""
-    pfs_root = layout(datum, root, materialize)
-    run = DatumRun(
-        argv=build_argv(ctx.cmd, pfs_root),
+def _process(
+    ctx: JobContext, datum: Datum, pfs_root: Path, log_path: Path, cwd: Path, err: bool = False
+) -> DatumRun:
+    """The one place a datum's process is described: the transform's cmd and stdin, or its
+    err_cmd and err_stdin (`err`), rewritten for the scratch tree at `pfs_root`."""
+    return DatumRun(
+        argv=build_argv(ctx.err_cmd if err else ctx.cmd, pfs_root),
         env=build_env(ctx, datum, pfs_root),
-        cwd=_cwd(ctx, root, pfs_root),
-        stdin=build_stdin(ctx.stdin, pfs_root),
+        cwd=cwd,
+        stdin=build_stdin(ctx.err_stdin if err else ctx.stdin, pfs_root),
         stdout_path=log_path,
         stderr_path=log_path,
         timeout=ctx.datum_timeout,
     )
-    return run, pfs_root
+
+
+@dataclass(frozen=True)
+class DatumIO:
+    """How a datum meets this machine: the runtime that runs it, how an input file's content is
+    copied in (`materialize`) and an output stored (`ingest`), the job's signals, and bounds."""
+
+    runtime: Runtime
+    materialize: Materialize
+    ingest: Ingest
+    cancelled: Callable[[], bool] = lambda: False  # the job was stopped
+    restarted: Callable[[], bool] = lambda: False  # (once) RestartDatum killed the last attempt
+    reuse_root: bool = False  # `root` is a worker slot: emptied by the next datum, not removed
+    limits: Limits = DEFAULT_LIMITS  # of the outputs collected
 
 
 def prototype_run(ctx: JobContext, root: Path) -> DatumRun | None:
@@ -243,9 +256,8 @@ def prototype_run(ctx: JobContext, root: Path) -> DatumRun | None:
     if not ctx.cmd:
         return None
     pfs_root = root / "pfs"
-    env = build_env(ctx, Datum(()), pfs_root)
-    return DatumRun(argv=build_argv(ctx.cmd, pfs_root), env=env, cwd=_cwd(ctx, root, pfs_root),
-                    stdin=None, stdout_path=Path(os.devnull), stderr_path=Path(os.devnull))
+    run = _process(ctx, Datum(()), pfs_root, Path(os.devnull), _cwd(ctx, root, pfs_root))
+    return replace(run, stdin=None, timeout=None)
 
 
 def _failure(ctx: JobContext, outcome: DatumOutcome) -> str:
@@ -255,25 +267,15 @@ def _failure(ctx: JobContext, outcome: DatumOutcome) -> str:
 
 
 def run_datum(
-    ctx: JobContext,
-    datum: Datum,
-    root: Path,
-    log_path: Path,
-    runtime: Runtime,
-    materialize: Materialize,
-    ingest: Ingest,
-    cancelled: Callable[[], bool] = lambda: False,
-    restarted: Callable[[], bool] = lambda: False,
-    reuse_root: bool = False,
-    limits: Limits = DEFAULT_LIMITS,
+    ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO
 ) -> DatumResult:
     """Run one datum with up to `datum_tries` attempts; outputs only from a successful one.
 
-    `restarted()` tells (once) that the last attempt was killed by RestartDatum: that attempt
+    `io.restarted()` tells (once) that the last attempt was killed by RestartDatum: that attempt
     does not count as a try. An attempt whose output cannot be stored (`localpachd.outputs`,
-    within `limits`) fails like a non-zero exit. After the last failed try, `err_cmd` may
+    within `io.limits`) fails like a non-zero exit. After the last failed try, `err_cmd` may
     recover the datum. The log's directory must exist. `root` is removed at the end, unless
-    `reuse_root` (a worker slot: the next datum's `layout` empties it, the caller removes it
+    `io.reuse_root` (a worker slot: the next datum's `layout` empties it, the caller removes it
     when the job is done). A name that would lay the datum out beyond `root` fails it at once.
     """
     if not ctx.cmd:
@@ -282,12 +284,11 @@ def run_datum(
         _log(log_path, reason)
         return DatumResult(False, 0, reason=reason)
     try:
-        return _attempts(ctx, datum, root, log_path, runtime, materialize,
-                         _Collect(ingest, limits, cancelled), restarted, reuse_root)  # fmt: skip
+        return _attempts(ctx, datum, root, log_path, io)
     except UnsafePath as exc:
         reason = f"the datum's inputs cannot be laid out: {exc}"
         _log(log_path, reason)
-        _done(root, reuse_root)
+        _done(root, io.reuse_root)
         return DatumResult(False, 1, reason=reason)
 
 
@@ -306,22 +307,22 @@ class _Collect:
         return got.files
 
 
-def _attempts(
-    ctx: JobContext, datum: Datum, root: Path, log_path: Path, runtime: Runtime,
-    materialize: Materialize, outputs: _Collect, restarted: Callable[[], bool], reuse_root: bool,
-) -> DatumResult:  # fmt: skip
-    cancelled = outputs.cancelled
+def _attempts(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO
+              ) -> DatumResult:  # fmt: skip
+    cancelled, reuse_root = io.cancelled, io.reuse_root
+    outputs = _Collect(io.ingest, io.limits, cancelled)
     reason, tries, attempt, restarts = "", max(1, ctx.datum_tries), 0, 0
     while attempt < tries and not cancelled():
         attempt += 1
-        run, pfs_root = _datum_run(ctx, datum, root, log_path, materialize)
+        pfs_root = layout(datum, root, io.materialize)  # a fresh scratch tree per attempt
+        run = _process(ctx, datum, pfs_root, log_path, _cwd(ctx, root, pfs_root))
         if not run.cwd.is_dir():
             reason = f"working_dir {ctx.working_dir!r} does not exist on this machine"
             _log(log_path, reason)
             break
         if cancelled():  # stopped while the scratch tree was laid out
             break
-        outcome = runtime.run(run)
+        outcome = io.runtime.run(run)
         ok = outcome.returncode == 0 or outcome.returncode in ctx.accept_return_code
         if ok and not outcome.timed_out and not cancelled():
             try:
@@ -332,7 +333,7 @@ def _attempts(
                 continue
             _done(root, reuse_root)
             return DatumResult(True, attempt, files, upload_bytes=sum(o.size for o in files))
-        if restarted() and restarts < MAX_RESTARTS and not cancelled():
+        if io.restarted() and restarts < MAX_RESTARTS and not cancelled():
             restarts, attempt = restarts + 1, attempt - 1
             _log(log_path, "datum restarted (RestartDatum)")
             continue
@@ -341,7 +342,7 @@ def _attempts(
     if cancelled():
         _done(root, reuse_root)
         return DatumResult(False, attempt, reason="job was stopped")
-    recovered = bool(ctx.err_cmd) and _run_err_cmd(ctx, datum, root, log_path, runtime, materialize)
+    recovered = bool(ctx.err_cmd) and _run_err_cmd(ctx, datum, root, log_path, io)
     _done(root, reuse_root)
     return DatumResult(False, attempt, reason=reason, recovered=recovered)
 
@@ -351,26 +352,10 @@ def _done(root: Path, reuse: bool) -> None:
         remove_tree(root)
 
 
-def _run_err_cmd(
-    ctx: JobContext,
-    datum: Datum,
-    root: Path,
-    log_path: Path,
-    runtime: Runtime,
-    materialize: Materialize,
-) -> bool:
+def _run_err_cmd(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO) -> bool:
     """Pachyderm's err_cmd: run on a failed datum; exit 0 marks the datum RECOVERED."""
-    pfs_root = layout(datum, root, materialize)
-    run = DatumRun(
-        argv=build_argv(ctx.err_cmd, pfs_root),
-        env=build_env(ctx, datum, pfs_root),
-        cwd=root,
-        stdin=build_stdin(ctx.err_stdin, pfs_root),
-        stdout_path=log_path,
-        stderr_path=log_path,
-        timeout=ctx.datum_timeout,
-    )
-    outcome = runtime.run(run)
+    pfs_root = layout(datum, root, io.materialize)
+    outcome = io.runtime.run(_process(ctx, datum, pfs_root, log_path, root, err=True))
     ok = outcome.returncode == 0 and not outcome.timed_out
     _log(log_path, "err_cmd succeeded: datum recovered" if ok else "err_cmd failed")
     return ok

@@ -22,7 +22,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from localpachd.datums import Datum, DatumInput, RepoFile
 from localpachd.runtimes import make_runtime
 from localpachd.safepath import UnsafePath, safe_join
-from localpachd.worker import JobContext, run_datum
+from localpachd.worker import DatumIO, JobContext, run_datum
 
 # The scratch tree is <data_dir>/scratch/<job>/slot-<k>/pfs: five levels below tmp_path.
 ESCAPE = "../../../../../escaped"
@@ -99,8 +99,8 @@ def test_a_stored_hostile_name_fails_the_datum_without_writing_outside(tmp_path:
     ctx = JobContext(project="default", pipeline="p", job_id="j" * 32, output_commit="j" * 32,
                      cmd=("sh",), stdin=("true",), datum_tries=1)  # fmt: skip
     root = tmp_path / "a" / "b" / "c" / "d" / "slot"
-    res = run_datum(ctx, Datum((inp,)), root, tmp_path / "log", make_runtime("subprocess"),
-                    lambda _f, dest: dest.write_bytes(b"x"), lambda _src: ("h", 0))  # fmt: skip
+    res = run_datum(ctx, Datum((inp,)), root, tmp_path / "log", DatumIO(
+        make_runtime("subprocess"), lambda _f, dest: dest.write_bytes(b"x"), lambda _src: ("h", 0)))
     assert not res.ok and "leaves" in res.reason, res.reason
     assert not (tmp_path / "escaped").exists()
     assert not list(tmp_path.glob("**/escaped"))

@@ -12,7 +12,7 @@ import pytest
 from localpachd.datums import Datum, DatumInput, RepoFile
 from localpachd.outputs import Reader
 from localpachd.runtimes import make_runtime
-from localpachd.worker import JobContext, build_argv, rewrite_pfs, run_datum
+from localpachd.worker import DatumIO, JobContext, build_argv, rewrite_pfs, run_datum
 
 CONTENT = {"/c_parameters.txt/0000000000000000": b"0.5\n", "/dir/x.txt": b"xx"}
 
@@ -68,7 +68,7 @@ def test_shell_datum_sees_pachyderm_layout_and_env(tmp_path: Path) -> None:
     res = run_datum(
         ctx(stdin=script, env={"GREETING": "hi /pfs/out"}, output_commit="o" * 32), datum(),
         tmp_path / "s",
-        tmp_path / "log", make_runtime("subprocess"), materialize, ingest,
+        tmp_path / "log", DatumIO(make_runtime("subprocess"), materialize, ingest),
     )  # fmt: skip
     assert res.ok, (tmp_path / "log").read_text()
     assert [o.path for o in res.outputs] == ["/env", "/py", "/sub/ls", "/value.txt"]
@@ -92,18 +92,19 @@ def test_failed_datum_is_retried_then_fails_and_accepted_codes_pass(tmp_path: Pa
     rt = make_runtime("subprocess")
     counter = tmp_path / "n"
     fail = ctx(stdin=(f"echo x >> {counter}", "echo partial > /pfs/out/f", "exit 3"), datum_tries=3)
-    res = run_datum(fail, datum(), tmp_path / "s", tmp_path / "log", rt, materialize, ingest)
+    io = DatumIO(rt, materialize, ingest)
+    res = run_datum(fail, datum(), tmp_path / "s", tmp_path / "log", io)
     assert not res.ok and res.attempts == 3 and res.outputs == ()
     assert counter.read_text().count("x") == 3
     assert "exit status 3" in res.reason
     ok = ctx(stdin=("exit 3",), accept_return_code=frozenset({3}))
-    assert run_datum(ok, datum(), tmp_path / "s", tmp_path / "log", rt, materialize, ingest).ok
+    assert run_datum(ok, datum(), tmp_path / "s", tmp_path / "log", io).ok
 
 
 def test_datum_timeout_kills_the_process(tmp_path: Path) -> None:
     slow = ctx(cmd=("sleep", "30"), datum_timeout=0.3)
     res = run_datum(slow, datum(), tmp_path / "s", tmp_path / "log",
-                    make_runtime("subprocess"), materialize, ingest)  # fmt: skip
+                    DatumIO(make_runtime("subprocess"), materialize, ingest))  # fmt: skip
     assert not res.ok and "timed out" in res.reason
 
 
@@ -112,11 +113,11 @@ def test_working_dir_is_honoured(tmp_path: Path) -> None:
     wd.mkdir()
     c = ctx(stdin=("pwd > /pfs/out/pwd",), working_dir=str(wd))
     res = run_datum(c, datum(), tmp_path / "s", tmp_path / "log",
-                    make_runtime("subprocess"), materialize, ingest)  # fmt: skip
+                    DatumIO(make_runtime("subprocess"), materialize, ingest))  # fmt: skip
     assert res.ok
     bad = ctx(stdin=("true",), working_dir="/nonexistent/dir")
     res = run_datum(bad, datum(), tmp_path / "s", tmp_path / "log",
-                    make_runtime("subprocess"), materialize, ingest)  # fmt: skip
+                    DatumIO(make_runtime("subprocess"), materialize, ingest))  # fmt: skip
     assert not res.ok and "working_dir" in res.reason
 
 
@@ -128,6 +129,6 @@ def test_make_runtime_rejects_unknown_names() -> None:
 
 def test_empty_cmd_fails_the_datum_with_a_clear_reason(tmp_path: Path) -> None:
     res = run_datum(ctx(cmd=()), datum(), tmp_path / "s", tmp_path / "log",
-                    make_runtime("subprocess"), materialize, ingest)  # fmt: skip
+                    DatumIO(make_runtime("subprocess"), materialize, ingest))  # fmt: skip
     assert not res.ok and "transform.cmd is empty" in res.reason
     assert "transform.cmd is empty" in (tmp_path / "log").read_text()

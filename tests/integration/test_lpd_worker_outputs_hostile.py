@@ -24,7 +24,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from localpachd.datums import Datum, DatumInput, RepoFile
 from localpachd.outputs import UNREPRESENTABLE, Limits, OutputError, check_name
 from localpachd.runtimes import make_runtime
-from localpachd.worker import DatumResult, JobContext, run_datum
+from localpachd.worker import DatumIO, DatumResult, JobContext, run_datum
 
 WAIT = 240.0  # generous: every case below ends in well under a second of work
 
@@ -164,8 +164,9 @@ def _run(tmp_path: Path, script: str, limits: Limits) -> DatumResult:
     inp = DatumInput(name="in", project="default", repo="r", branch="master", commit="c" * 32,
                      path="/in.txt", hash="h", files=(f,))  # fmt: skip
     return run_datum(ctx, Datum((inp,)), tmp_path / "slot", tmp_path / "log",
-                     make_runtime("subprocess"), lambda _f, dest: dest.write_bytes(b"i" * 1024),
-                     lambda src: ("h", len(src.read())), limits=limits)  # fmt: skip
+                     DatumIO(make_runtime("subprocess"),
+                             lambda _f, dest: dest.write_bytes(b"i" * 1024),
+                             lambda src: ("h", len(src.read())), limits=limits))  # fmt: skip
 
 
 @pytest.mark.parametrize(("script", "limits", "words"), [
