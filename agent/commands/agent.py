@@ -13,23 +13,32 @@ import logging
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.commands._syncargs import add_pachd_arg, add_reprocess_arg, reprocess_of
 
 if TYPE_CHECKING:  # imported when the command runs, so `pachsync --help` stays fast
+    from agent.notify.notifier import Notifier
     from agent.runner import Runner, WebhookAuth
     from agent.runner.credentials import Credentials
+    from agent.runner.metrics import AgentMetrics
     from agent.sync import SyncOptions
 
 Verify = Callable[[Path, str], None]
+ONCE_NOTIFY_WAIT_S = 30.0  # --once: how long the last statuses may take to go out
 
 EPILOG = """\
 credentials (never flags): PACHSYNC_GIT_TOKEN or --git-token-file (sent as an HTTP header to the
 source's host only), PACH_PYTHON_AUTH_TOKEN or --pach-token-file, PACHSYNC_WEBHOOK_SECRET or
---webhook-secret-file, PACHSYNC_BASIC_AUTH ("user:password") or --basic-auth-file.
+--webhook-secret-file, PACHSYNC_BASIC_AUTH ("user:password") or --basic-auth-file,
+PACHSYNC_AZURE_TOKEN or --azure-token-file, PACHSYNC_NOTIFY_SECRET or --notify-secret-file.
+
+feedback: with an Azure DevOps token and an Azure DevOps source URL, every commit gets the
+statuses pachsync/sync and pachsync/health (pending, succeeded, failed); every --notify-url gets
+one JSON event per state change, signed like /webhook/generic. Sent in the background with
+retries: a slow or failing endpoint never delays a sync (pachsync_notifications_failed).
 
 endpoints: GET /healthz /readyz /status /metrics; POST /webhook/azure-devops (basic auth,
 Azure DevOps "code pushed" service hook; a repeated event id triggers nothing) and
@@ -89,6 +98,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--git-token-file", type=Path, metavar="FILE",
                    help="token for an HTTPS git source")
     p.add_argument("--pach-token-file", type=Path, metavar="FILE", help="Pachyderm auth token")
+    p.add_argument("--azure-token-file", type=Path, metavar="FILE",
+                   help="Azure DevOps PAT (or Entra token) with Code (status) scope: turns on "
+                        "commit statuses")
+    p.add_argument("--azure-api-url", metavar="URL", default="https://dev.azure.com",
+                   help="Azure DevOps base URL (Azure DevOps Server: https://HOST/COLLECTION)")
+    p.add_argument("--status-target-url", metavar="URL",
+                   help="link of each commit status (e.g. the agent's /status behind ingress)")
+    p.add_argument("--notify-url", action="append", default=[], metavar="URL",
+                   help="POST a signed JSON event per state change here (repeatable)")
+    p.add_argument("--notify-secret-file", type=Path, metavar="FILE",
+                   help="HMAC secret signing the --notify-url events")
     p.add_argument("--log-format", choices=("text", "json"),
                    help="log lines as text or JSON (env PACHSYNC_LOG_FORMAT; default: text)")
     p.add_argument("--once", action="store_true", help="run one sync and exit with its code")
@@ -176,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
     args = apply_env(args, os.environ)
     _check(args)
     creds = load_credentials(args.webhook_secret_file, args.basic_auth_file,
-                             args.git_token_file, args.pach_token_file)
+                             args.git_token_file, args.pach_token_file,
+                             azure_token_file=args.azure_token_file,
+                             notify_secret_file=args.notify_secret_file)
     log = logs.configure(args.log_format, secrets=creds.values(), capture_all=True)
     # agent.source.fetch and agent.cluster.address read the tokens themselves (env or the file
     # named in env): hand over file paths, so no token is copied around by this command.
@@ -188,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pachsync-agent-") as tmp:
         options = _options(args, args.cache_dir or Path(tmp))
         if args.once:
-            return _run_once(args, options, verify, creds.values())
+            return _run_once(args, options, verify, creds)
         return _serve(args, options, verify, creds, log)
 
 
@@ -201,21 +223,45 @@ def _options(args: argparse.Namespace, cache_dir: Path) -> SyncOptions:
         self_heal=not args.report_only_drift, adopt=args.adopt, cache_dir=cache_dir)
 
 
+def _notifier(args: argparse.Namespace, creds: Credentials,
+              metrics: AgentMetrics) -> Notifier | None:
+    from agent.notify.notifier import NotifyConfig, build_notifier
+    from agent.runner.credentials import redact_url
+
+    config = NotifyConfig(
+        source=args.source, branch=args.branch, azure_token=creds.azure_token,
+        azure_api_url=args.azure_api_url, target_url=args.status_target_url,
+        notify_urls=tuple(args.notify_url), notify_secret=creds.notify_secret)
+    return build_notifier(
+        config, on_failure=lambda target, _why: metrics.notifications_failed.labels(
+            target=target).inc(),
+        on_sent=lambda target: metrics.notifications_sent.labels(target=target).inc(),
+        public_source=redact_url(args.source))
+
+
 def _runner(args: argparse.Namespace, options: SyncOptions, verify: Verify | None,
-            secrets: Iterable[str]) -> Runner:
+            creds: Credentials) -> Runner:
     from agent.runner import BackoffPolicy, Runner, RunnerConfig
+    from agent.runner.credentials import redact_url
+    from agent.runner.metrics import AgentMetrics
     from agent.sync import sync_once
 
     config = RunnerConfig(interval_s=args.interval, jitter=args.jitter,
                           backoff=BackoffPolicy(), self_heal=not args.report_only_drift)
-    return Runner(options, sync_once, config=config, verify=verify, secrets=secrets)
+    metrics = AgentMetrics(redact_url(options.source), options.branch)
+    return Runner(options, sync_once, config=config, verify=verify, secrets=creds.values(),
+                  metrics=metrics, notifier=_notifier(args, creds, metrics))
 
 
 def _run_once(args: argparse.Namespace, options: SyncOptions, verify: Verify | None,
-              secrets: Iterable[str]) -> int:
+              creds: Credentials) -> int:
     from agent.runner.status import exit_code
 
-    result = _runner(args, options, verify, secrets).run_once("once")
+    runner = _runner(args, options, verify, creds)
+    result = runner.run_once("once")
+    if runner.notifier is not None:  # statuses of this one run: sent (bounded wait), then stop
+        runner.notifier.wait_idle(ONCE_NOTIFY_WAIT_S)
+        runner.notifier.stop()
     return 2 if result is None else exit_code(result)
 
 
@@ -224,7 +270,7 @@ def _serve(args: argparse.Namespace, options: SyncOptions, verify: Verify | None
     from agent.errors import UsageError
     from agent.runner import AgentServer, WebhookAuth
 
-    runner = _runner(args, options, verify, creds.values())
+    runner = _runner(args, options, verify, creds)
     auth = WebhookAuth(hmac_secret=creds.webhook_secret.encode() if creds.webhook_secret else None,
                        basic_auth=creds.basic_auth)
     try:
@@ -250,6 +296,8 @@ def _serve(args: argparse.Namespace, options: SyncOptions, verify: Verify | None
         log.info("agent stopping", extra={"fields": {"event": "stop"}})
         runner.stop(wait=True)
         server.stop()
+        if runner.notifier is not None:
+            runner.notifier.stop()
     return 0
 
 

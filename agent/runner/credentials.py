@@ -7,8 +7,10 @@ log redactor (`agent.runner.logs`) so it can never appear in a log line, even in
 text from a lower layer.
 
 Environment variables: PACHSYNC_WEBHOOK_SECRET, PACHSYNC_BASIC_AUTH ("user:password"),
-PACHSYNC_GIT_TOKEN, PACH_PYTHON_AUTH_TOKEN (Pachyderm). The git and Pachyderm tokens are used by
-`agent.source.fetch` and `agent.cluster.address`; the runner loads them only to redact them.
+PACHSYNC_GIT_TOKEN, PACH_PYTHON_AUTH_TOKEN (Pachyderm), PACHSYNC_AZURE_TOKEN (Azure DevOps commit
+statuses, `agent.notify`), PACHSYNC_NOTIFY_SECRET (signs the events sent to --notify-url). The
+git and Pachyderm tokens are used by `agent.source.fetch` and `agent.cluster.address`; the runner
+loads them only to redact them.
 
 A secret that is given but empty or blank (a file holding only a newline, `VAR=`) is a
 UsageError naming where it came from, never "not configured": for the webhook secret that
@@ -30,6 +32,8 @@ ENV_WEBHOOK_SECRET = "PACHSYNC_WEBHOOK_SECRET"
 ENV_BASIC_AUTH = "PACHSYNC_BASIC_AUTH"
 ENV_GIT_TOKEN = "PACHSYNC_GIT_TOKEN"
 ENV_PACH_TOKEN = "PACH_PYTHON_AUTH_TOKEN"
+ENV_AZURE_TOKEN = "PACHSYNC_AZURE_TOKEN"
+ENV_NOTIFY_SECRET = "PACHSYNC_NOTIFY_SECRET"
 
 
 def read_secret_file(path: Path, what: str) -> str:
@@ -78,9 +82,12 @@ class Credentials:
     basic_auth: BasicAuth | None = field(default=None, repr=False)
     git_token: str | None = field(default=None, repr=False)
     pach_token: str | None = field(default=None, repr=False)
+    azure_token: str | None = field(default=None, repr=False)
+    notify_secret: str | None = field(default=None, repr=False)
 
     def values(self) -> tuple[str, ...]:
-        found = [self.webhook_secret, self.git_token, self.pach_token]
+        found = [self.webhook_secret, self.git_token, self.pach_token, self.azure_token,
+                 self.notify_secret]
         if self.basic_auth is not None:
             found.append(self.basic_auth.password)
         return tuple(v for v in found if v)
@@ -90,7 +97,9 @@ def load_credentials(webhook_secret_file: Path | None = None,
                      basic_auth_file: Path | None = None,
                      git_token_file: Path | None = None,
                      pach_token_file: Path | None = None,
-                     env: Mapping[str, str] | None = None) -> Credentials:
+                     env: Mapping[str, str] | None = None, *,
+                     azure_token_file: Path | None = None,
+                     notify_secret_file: Path | None = None) -> Credentials:
     """Read every credential from its file or environment variable."""
     env = os.environ if env is None else env
     basic_text = load_secret(basic_auth_file, ENV_BASIC_AUTH, "basic-auth", env)
@@ -100,6 +109,8 @@ def load_credentials(webhook_secret_file: Path | None = None,
         basic_auth=parse_basic_auth_secret(basic_text, origin) if basic_text else None,
         git_token=load_secret(git_token_file, ENV_GIT_TOKEN, "git token", env),
         pach_token=load_secret(pach_token_file, ENV_PACH_TOKEN, "Pachyderm token", env),
+        azure_token=load_secret(azure_token_file, ENV_AZURE_TOKEN, "Azure DevOps token", env),
+        notify_secret=load_secret(notify_secret_file, ENV_NOTIFY_SECRET, "notify secret", env),
     )
 
 

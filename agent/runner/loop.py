@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -59,6 +59,19 @@ HealthFn = Callable[["SyncOptions", "Prepared"], StatusReport]  # agent.sync.ref
 HealthCheck = tuple[StatusReport | None, str | None]  # (report, or why there is none)
 LOG_NAMES_MAX = 20  # pipeline names per action in a log message (the fields hold them all)
 VerifyFn = Callable[[Path, str], None]
+
+
+class NotifyHooks(Protocol):
+    """agent.notify.notifier.Notifier: told when a commit is about to be planned and when a run
+    and its health check ended (run None: a stalled check, health only); queues its posts,
+    never blocks nor raises."""
+
+    def started(self, commit: str) -> None: ...
+    def finished(self, run: ResultLike | None, report: StatusReport | None) -> None: ...
+    def wait_idle(self, timeout: float) -> bool: ...
+    def stop(self) -> None: ...
+
+
 JOB_ID = "sync"
 WEBHOOK_JOB_ID = "webhook"
 RETRY_JOB_ID = "retry"
@@ -99,13 +112,17 @@ class CrashResult:
 class _Gate:
     """The verify hook handed to sync_once: refuse the stalled sha, then check the signature."""
 
-    def __init__(self, stalled: str | None, verify: VerifyFn | None) -> None:
+    def __init__(self, stalled: str | None, verify: VerifyFn | None,
+                 notifier: NotifyHooks | None = None) -> None:
         self.stalled, self.verify, self.fired = stalled, verify, False
+        self.notifier = notifier
 
     def __call__(self, repo_dir: Path, sha: str) -> None:
         if self.stalled is not None and sha == self.stalled:
             self.fired = True
             raise CommitStalled(f"commit {sha[:12]} is known invalid; waiting for a new commit")
+        if self.notifier is not None:
+            self.notifier.started(sha)  # commit status "sync pending" (queued, never blocks)
         if self.verify is not None:
             self.verify(repo_dir, sha)
 
@@ -117,8 +134,10 @@ class Runner:
                  metrics: AgentMetrics | None = None, verify: VerifyFn | None = None,
                  secrets: Iterable[str] = (), clock: Callable[[], float] = time.time,
                  health_fn: HealthFn | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 notifier: NotifyHooks | None = None) -> None:
         self.options, self.config = options, config or RunnerConfig()
+        self.notifier = notifier  # commit statuses and events (agent.notify), or None
         self._health_fn = health_fn  # None: agent.sync.refresh_status
         self._prepared: Prepared | None = None  # newest valid desired state seen by a run
         self.metrics = metrics or AgentMetrics(redact_url(options.source), options.branch)
@@ -226,7 +245,7 @@ class Runner:
             return self._execute(trigger)
 
     def _execute(self, trigger: str) -> ResultLike:
-        gate = _Gate(self._status.stalled_commit, self._verify)
+        gate = _Gate(self._status.stalled_commit, self._verify, self.notifier)
         opts = dataclasses.replace(self.options, verify=gate)
         started = self._clock()
         try:
@@ -236,7 +255,10 @@ class Runner:
             result = CrashResult(None, "failed", started, self._clock() - started,
                                  (f"{type(exc).__name__}: {exc}",))
         result = self._redacted(result)
-        self._record(result, trigger, gate.fired, self._check_health(result))
+        health = self._check_health(result)
+        self._record(result, trigger, gate.fired, health)
+        if self.notifier is not None:  # queued: never delays the next run
+            self.notifier.finished(None if gate.fired else result, health[0])
         self._reschedule()
         return result
 

@@ -3,7 +3,8 @@
 `agent.runner.loop` calls `observe_result` after every run; `agent.runner.server` serves
 `render()` on GET /metrics. Names follow argocd_* / gotk_* style with the `pachsync_` prefix so
 the same dashboards and alerts work: syncs by result, duration histogram, last success time,
-pipelines out of sync, drift, git fetch failures, backoff, stall, webhook calls, build info.
+pipelines out of sync, drift, git fetch failures, backoff, stall, webhook calls, notifications
+sent and failed (`agent.notify`), build info.
 An own registry keeps tests independent and avoids duplicate-registration errors.
 
 Per pipeline, `pachsync_pipeline_sync{pipeline,status}` and `pachsync_pipeline_health{pipeline,
@@ -105,6 +106,12 @@ class AgentMetrics:
             "pachsync_http_refused", "HTTP requests the agent refused before handling them "
             "(408 slow, 411/413/431 too big or unbounded, 400 truncated, 503 busy).",
             ["status"], registry=r)
+        self.notifications_failed = Counter(
+            "pachsync_notifications_failed", "Commit statuses and events given up (after "
+            "retries, refused, or dropped from a full queue) by target.", ["target"], registry=r)
+        self.notifications_sent = Counter(
+            "pachsync_notifications_sent", "Commit statuses and events delivered by target.",
+            ["target"], registry=r)
         self.info = Info("pachsync", "Agent build and source.", registry=r)
         self.pipeline_status = PipelineStatusCollector()
         r.register(self.pipeline_status)

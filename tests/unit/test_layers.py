@@ -32,6 +32,7 @@ LAYERS = {
     "sync": 4,
     "bump": 4,
     "report": 4,
+    "notify": 4,  # commit statuses and events: below the runner that calls it
     "runner": 5,
     "preview": 5,
     "cli": 6,
