@@ -1,7 +1,8 @@
 """`file://` sources of put-file-from-URL: only under an allowed directory, never through a link.
 
-Called by `localpachd.pfs.urls.fetch_url`. A server that reads its own disk for a client is a
-hole, so this is off unless the operator names directories (`localpachd serve --url-allow-dir`).
+Called by `localpachd.pfs.urls.fetch_url` (bounds: `localpachd.pfs.urlbounds`). A server that
+reads its own disk for a client is a hole, so this is off unless the operator names directories
+(`localpachd serve --url-allow-dir`).
 The URL's path must lie lexically under one of them (`localpachd.safepath.safe_join` proves the
 rest of the path has no `..`), and it is opened from the allowed directory one segment at a time
 relative to its parent's descriptor with O_NOFOLLOW: a symbolic link anywhere below the allowed
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from localpachd import errors
-from localpachd.pfs.urls import CHUNK, Budget, Sink, failed
+from localpachd.pfs.urlbounds import CHUNK, Budget, Sink, failed
 from localpachd.safepath import UnsafePath, safe_join
 
 MAX_DEPTH = 64

@@ -14,7 +14,8 @@ held whole in memory, and a failure anywhere fails the whole stream before anyth
   and never shown: errors carry `redacted(url)`. `Interrupt` ends a fetch blocked on a stalled
   remote as soon as the RPC ends (client cancel, server stop).
 - `file://` (a localpachd extension, off by default): only under `UrlOptions.allow_dirs`
-  (`localpachd serve --url-allow-dir DIR`), see `localpachd.pfs.urlfiles`.
+  (`localpachd serve --url-allow-dir DIR`), see `localpachd.pfs.urlfiles`. Bounds, options and
+  error wording: `localpachd.pfs.urlbounds`.
 - Object stores (`s3`, `gs`, `azblob`, `wasb`, `minio`, `local`) are not served; any other
   scheme gets Pachyderm's `unrecognized object store: SCHEME`.
 """
@@ -26,21 +27,16 @@ import http.client
 import socket
 import ssl
 import threading
-import time
 import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from localpachd import errors
+from localpachd.pfs.urlbounds import CHUNK, Budget, Sink, Stop, UrlOptions, failed, redacted
+from localpachd.pfs.urlfiles import fetch_file
 
-CHUNK = 1024 * 1024
-GIB = 1024 * 1024 * 1024
+__all__ = ["Interrupt", "UrlOptions", "fetch_url", "redacted"]
+
 REDIRECTS = (301, 302, 303, 307, 308)
 OBJECT_STORES = ("s3", "gs", "gcs", "azblob", "wasb", "minio", "test-minio", "local")
-
-Sink = Callable[[str, bytes], None]  # (relative path, "" for the URL itself; chunk)
-Stop = Callable[[], bool]  # True when the call ended (client cancelled, server stopping)
 
 
 class Interrupt:
@@ -70,80 +66,6 @@ class Interrupt:
                 pass  # already closed
 
 
-@dataclass(frozen=True)
-class UrlOptions:
-    """Server options of put-file-from-URL (`ServerConfig.urls`)."""
-
-    allow_dirs: tuple[Path, ...] = ()  # file:// sources allowed under these; none by default
-    timeout: float = 30.0  # seconds to connect, and for each read of the body
-    deadline: float = 3600.0  # seconds for one URL source as a whole
-    max_bytes: int = 8 * GIB  # per URL source (all files of a recursive file:// directory)
-    max_redirects: int = 10  # Go's http.Client default, which Pachyderm uses
-    max_files: int = 100_000  # files of one recursive file:// source
-
-
-def redacted(url: str) -> str:
-    """`url` safe to show: the password of its user info and the values of its query (a
-    presigned URL's signature is a credential) become `xxxxx`; keys and the rest stay."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            user = userinfo.split(":", 1)[0]
-            netloc = f"{user}:xxxxx@{host}" if ":" in userinfo else f"{user}@{host}"
-        query = "&".join(f"{p.split('=', 1)[0]}=xxxxx" if "=" in p else p
-                         for p in parts.query.split("&")) if parts.query else ""
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return "(an unparsable URL)"
-
-
-def failed(url: str, reason: str,
-           kind: type[errors.PachError] = errors.FailedPrecondition) -> errors.PachError:
-    """Pachyderm's wording: `error retrieving content from "URL": REASON` (URL redacted)."""
-    return kind(f'error retrieving content from "{redacted(url)}": {reason}')
-
-
-class Budget:
-    """Bytes, files and time one URL source may still use; `take` raises past any of them."""
-
-    def __init__(self, url: str, options: UrlOptions, stop: Stop) -> None:
-        self.url, self.options, self.stop = url, options, stop
-        self.bytes = 0
-        self.files = 0
-        self.ends = time.monotonic() + options.deadline
-
-    def check(self) -> None:
-        if self.stop():
-            raise errors.Aborted(f'put file from "{redacted(self.url)}" ended: the call was '
-                                 "cancelled or the server is stopping; nothing was written")
-        if time.monotonic() > self.ends:
-            raise failed(self.url, f"not done after {self.options.deadline:g} s (the whole-fetch "
-                         "deadline, localpachd serve --url-deadline)")
-
-    def announce(self, size: int) -> None:
-        """Refuse at once a body whose declared size is over the limit."""
-        if self.bytes + size > self.options.max_bytes:
-            raise self._too_big(f"{self.bytes + size} bytes declared")
-
-    def take(self, n: int) -> None:
-        self.bytes += n
-        if self.bytes > self.options.max_bytes:
-            raise self._too_big(f"more than {self.options.max_bytes} bytes received")
-        self.check()
-
-    def new_file(self) -> None:
-        self.files += 1
-        if self.files > self.options.max_files:
-            raise failed(self.url, f"more than {self.options.max_files} files",
-                         errors.ResourceExhausted)
-
-    def _too_big(self, what: str) -> errors.PachError:
-        return failed(self.url, f"{what}, over the limit of {self.options.max_bytes} bytes per "
-                      "URL (localpachd serve --url-max-bytes)", errors.ResourceExhausted)
-
-
 def fetch_url(url: str, recursive: bool, options: UrlOptions, sink: Sink, stop: Stop,
               interrupt: Interrupt | None = None) -> None:
     """Stream the content of `url` into `sink`: one file (path "") for http(s) and a file://
@@ -159,8 +81,6 @@ def fetch_url(url: str, recursive: bool, options: UrlOptions, sink: Sink, stop: 
         _http(url, budget, sink, interrupt or Interrupt())
         budget.check()  # a read cut short by the interrupt looks like the end of the body
     elif scheme == "file":
-        from localpachd.pfs.urlfiles import fetch_file
-
         fetch_file(url, parts, recursive, budget, sink)
     elif scheme in OBJECT_STORES:
         raise errors.Unimplemented(
