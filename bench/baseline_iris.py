@@ -41,7 +41,7 @@ def main(workdir: Path) -> dict[str, float | int]:
                     "--output", str(out["model"]), "--kernel", "rbf"])
     for model in sorted(out["model"].glob("*.pkl")):
         evaluate.main(["--models", str(model), "--test", str(out["split"] / "test.csv"),
-                       "--output", str(out["test"])])
+                       "--train", str(out["split"] / "train.csv"), "--output", str(out["test"])])
     select.main(["--metrics", str(out["test"]), "--models", str(out["model"]),
                  "--output", str(out["select"])])
     return {"models": len(list(out["model"].glob("*.pkl"))),

@@ -42,6 +42,27 @@ def names(client: Any, repo: str) -> list[str]:
     return sorted(f.file.path for f in client.list_file((repo, "master"), "/"))
 
 
+def metrics(client: Any) -> list[str]:
+    """test's accuracy files (each has a _cv.txt beside it, its cross-validated accuracy)."""
+    files = names(client, "test")
+    found = [f for f in files if f.endswith("_metric.txt")]
+    assert sorted(f.replace("_metric.txt", "_cv.txt") for f in found) == [
+        f for f in files if f.endswith("_cv.txt")
+    ] and len(files) == 2 * len(found)
+    return found
+
+
+# The shipped data: 40 models tie at test accuracy 1.0 (20 test rows); the tie-breaker, their
+# cross-validated accuracy on the 80 training rows, keeps the 4 on the C x gamma = 0.5 ridge.
+RIDGE = ["model_C8.0_G0.063", "model_C32.0_G0.016", "model_C128.0_G0.004", "model_C512.0_G0.001"]
+
+
+def selection(client: Any) -> dict[str, Any]:
+    raw = client.get_file(("select", "master"), "/selected.json").read()
+    found: dict[str, Any] = json.loads(raw)
+    return found
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[Any]:
     from localpachd.server import start
@@ -70,9 +91,10 @@ def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
     assert counts(first["select"]) == ("JOB_SUCCESS", 1, 0, 0, 1)
     models = names(client, "model")
     assert len(models) == 77 and all(m.endswith(".pkl") for m in models)
-    assert len(names(client, "test")) == 77
-    selected = json.loads(client.get_file(("select", "master"), "/selected.json").read())
-    assert selected["considered"] == 77 and len(selected["selected"]) >= 1
+    assert len(metrics(client)) == 77
+    selected = selection(client)
+    assert selected["considered"] == 77 and len(selected["tied"]) == 40
+    assert selected["selected"] == RIDGE and selected["best_cv_accuracy"] == 0.975
     assert "/leaderboard.csv" in names(client, "select")
 
     # -- one more C value: exactly 7 new model datums (77 skipped), 7 new test datums
@@ -84,7 +106,9 @@ def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
     assert counts(jobs["select"]) == ("JOB_SUCCESS", 1, 0, 0, 1)
     added = sorted(set(names(client, "model")) - set(models))
     assert len(added) == 7 and all("_C4.0_" in m for m in added)
-    assert len(names(client, "test")) == 84
+    assert len(metrics(client)) == 84
+    assert selection(client)["selected"] == RIDGE  # C=4 ties on accuracy, loses on cv: stable
+    assert len(selection(client)["tied"]) == 44
 
     # -- removing it deletes its 7 models (and their metrics); nothing else re-runs
     with client.commit("parameters", "master") as c:
@@ -92,7 +116,7 @@ def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
     jobs = wait_set(client, c.id)
     assert counts(jobs["model"]) == ("JOB_SUCCESS", 0, 77, 0, 77)
     assert names(client, "model") == models
-    assert len(names(client, "test")) == 77
+    assert len(metrics(client)) == 77
 
     # -- update without reprocess: a new version, no datum runs again
     client.create_pipeline_from_request(
@@ -110,3 +134,4 @@ def test_iris_from_empty_then_incremental_then_reprocess(client: Any) -> None:
     assert counts(job) == ("JOB_SUCCESS", 77, 0, 0, 77)
     assert names(client, "model") == models
     assert counts(job_of(client, "select", job.job.id))[0] == "JOB_SUCCESS"
+    assert selection(client)["selected"] == RIDGE  # refitted from scratch: the same selection

@@ -100,6 +100,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(pfs / "model"),
             "--test",
             str(repos / "split" / "test.csv"),
+            "--train",
+            str(repos / "split" / "train.csv"),
             "--output",
             str(repos / "test"),
         ]
@@ -164,36 +166,49 @@ def test_one_model_per_c_gamma_pair_named_like_the_original(run: Path) -> None:
     assert not [p for p in (run / "model").iterdir() if p.name.startswith(".")]  # no temp files
 
 
-def test_one_metric_per_model(run: Path) -> None:
-    metrics = sorted((run / "test").iterdir())
-    assert len(metrics) == 77
-    assert {p.name[: -len("_metric.txt")] + ".pkl" for p in metrics} == {
-        p.name for p in (run / "model").iterdir()
-    }
-    values = [float(p.read_text()) for p in metrics]
-    assert all(0.0 <= v <= 1.0 for v in values)
-    assert len(set(values)) > 1  # gamma matters with rbf: the search is not flat
+def test_one_metric_and_one_cv_score_per_model(run: Path) -> None:
+    metrics = sorted((run / "test").glob("*_metric.txt"))
+    scores = sorted((run / "test").glob("*_cv.txt"))
+    assert len(metrics) == len(scores) == 77 and len(list((run / "test").iterdir())) == 154
+    models = {p.name for p in (run / "model").iterdir()}
+    assert {p.name[: -len("_metric.txt")] + ".pkl" for p in metrics} == models
+    assert {p.name[: -len("_cv.txt")] + ".pkl" for p in scores} == models
+    for files in (metrics, scores):
+        values = [float(p.read_text()) for p in files]
+        assert all(0.0 <= v <= 1.0 for v in values)
+        assert len(set(values)) > 1  # gamma matters with rbf: the search is not flat
+    # cross-validation predicts each of the 80 training rows once: a whole number of them right
+    assert all((float(p.read_text()) * 80).is_integer() for p in scores)
 
 
 def test_select_keeps_exactly_the_best(run: Path) -> None:
     out = run / "select"
     summary = json.loads((out / "selected.json").read_text())
     best = max(float(p.read_text()) for p in (run / "test").iterdir())
-    assert summary["rule"] == {"kind": "tolerance", "tolerance": 0.0}
+    assert summary["rule"] == {"kind": "tolerance", "tolerance": 0.0, "tie_break": "cv"}
     assert summary["best_accuracy"] == best and summary["considered"] == 77
     assert summary["selected"], "the selection is empty"
     assert sorted(p.name for p in out.glob("*.pkl")) == sorted(
         f"{n}.pkl" for n in summary["selected"]
     )
     board = (out / "leaderboard.csv").read_text().splitlines()
-    assert board[0] == "model,C,gamma,accuracy,selected" and len(board) == 78
-    accuracies = [float(line.split(",")[3]) for line in board[1:]]
-    assert accuracies == sorted(accuracies, reverse=True)
+    assert board[0] == "model,C,gamma,accuracy,cv_accuracy,selected" and len(board) == 78
+    ranks = [(float(line.split(",")[3]), float(line.split(",")[4])) for line in board[1:]]
+    assert ranks == sorted(ranks, reverse=True)  # accuracy, then cross-validated accuracy
     selected_rows = [line for line in board[1:] if line.endswith(",true")]
     assert len(selected_rows) == len(summary["selected"])
     assert all(float(line.split(",")[3]) == best for line in selected_rows)
     name, c, gamma = board[1].split(",")[:3]
     assert name == f"model_C{c}_G{gamma}"
+    # the shipped data: 40 models tie at accuracy 1.0 on the 20 test rows; cross-validation on
+    # the 80 training rows keeps the 4 on the C x gamma = 0.5 ridge (0.975: 78 of 80 right)
+    assert len(summary["tied"]) == 40 and summary["best_cv_accuracy"] == 0.975
+    assert summary["selected"] == [
+        "model_C8.0_G0.063",
+        "model_C32.0_G0.016",
+        "model_C128.0_G0.004",
+        "model_C512.0_G0.001",
+    ]
 
 
 def test_select_rules_from_env_and_options(
@@ -204,8 +219,8 @@ def test_select_rules_from_env_and_options(
     assert select.main([*base, "--output", str(tmp_path / "tol")]) == 0
     tol = json.loads((tmp_path / "tol/selected.json").read_text())
     exact = json.loads((run / "select/selected.json").read_text())
-    assert tol["rule"] == {"kind": "tolerance", "tolerance": 0.05}
-    assert set(exact["selected"]) <= set(tol["selected"])
+    assert tol["rule"] == {"kind": "tolerance", "tolerance": 0.05, "tie_break": "cv"}
+    assert set(tol["tied"]) >= set(exact["tied"]) and tol["best_cv_accuracy"] >= 0.975
     monkeypatch.setenv("SELECT_THRESHOLD", "1")  # threshold wins over tolerance: every model
     assert select.main([*base, "--output", str(tmp_path / "all")]) == 0
     assert len(json.loads((tmp_path / "all/selected.json").read_text())["selected"]) == 77
