@@ -39,6 +39,8 @@ def redacted(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
         netloc = parts.netloc
+        if "@" in url and "@" not in netloc and ":" in netloc:
+            parts.port  # noqa: B018 (raises on a password cut by a raw '#' or '/')
         if "@" in netloc:
             userinfo, host = netloc.rsplit("@", 1)
             user = userinfo.split(":", 1)[0]
@@ -47,7 +49,7 @@ def redacted(url: str) -> str:
                          for p in parts.query.split("&")) if parts.query else ""
         return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
     except ValueError:
-        return "(an unparsable URL)"
+        return "(a URL that does not parse)"
 
 
 def failed(url: str, reason: str,

@@ -8,12 +8,14 @@ refused unless the server was given an allow-list directory, and never follows a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import select
 import shutil
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +27,8 @@ import python_pachyderm
 from helpers.pachd import client as connect
 from helpers.pachd import in_process_client, serve, stop
 from helpers.wait import wait_for
+from hypothesis import given
+from hypothesis import strategies as st
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
 from localpachd.pfs.urls import UrlOptions, redacted
@@ -283,6 +287,26 @@ def test_redacted_hides_passwords_and_query_values() -> None:
     assert redacted("https://u:p@h:1/x?a=1&b") == "https://u:xxxxx@h:1/x?a=xxxxx&b"
     assert redacted("http://u@h/x") == "http://u@h/x"
     assert redacted("http://h/x#frag") == "http://h/x"
+    assert redacted("http://u:pa#ss@h/x") == "(a URL that does not parse)"  # raw '#' in it
+    assert redacted("http://u:pa/ss@h/x") == "(a URL that does not parse)"
+    assert redacted("http://h:8080/users/@me") == "http://h:8080/users/@me"
+
+
+SECRET = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
+                 max_size=30).map(lambda t: "SECRET" + t)
+
+
+@pytest.mark.fuzz
+@given(password=SECRET, values=st.lists(SECRET, max_size=3), scheme=st.sampled_from(
+    ["http", "https", "s3", "file"]))
+def test_redacted_never_shows_a_password_or_query_value(password: str, values: list[str],
+                                                        scheme: str) -> None:
+    quote = functools.partial(urllib.parse.quote, safe="")
+    query = "&".join(f"k{i}={quote(v)}" for i, v in enumerate(values))
+    url = f"{scheme}://user:{quote(password)}@host.example:8080/p/a?{query}"
+    shown = redacted(url)
+    assert "SECRET" not in shown and "SECRET" not in urllib.parse.unquote(shown)
+    assert shown.startswith(f"{scheme}://user:xxxxx@host.example:8080/p/a")
 
 
 # ------------------------------------------------------------ file://
