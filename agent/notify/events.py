@@ -155,12 +155,13 @@ class CommitStatuses:
                  and run.result in ("applied", "partial")
                  and (self._health is None or self._health[0] != run.commit))
         if fresh and run is not None and run.commit is not None:
+            # pending first, even when its jobs are done by the first check: the sequence a
+            # reviewer sees is always pending -> succeeded/failed
             self._health, self._checks = (run.commit, changed_pipelines(run.actions)), 0
+            events.append(Event(run.commit, HEALTH, PENDING, "waiting for jobs"))
         if self._health is not None and report is not None and report.commit == self._health[0]:
             self._checks += 1
             events.append(health_of(*self._health, report, self._checks > self._settle_checks))
-        elif fresh and self._health is not None:
-            events.append(Event(self._health[0], HEALTH, PENDING, "waiting for jobs"))
         return self._changed(events)
 
     def _changed(self, events: list[Event]) -> list[Event]:

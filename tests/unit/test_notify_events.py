@@ -112,3 +112,11 @@ def test_memory_is_bounded() -> None:
     for i in range(100):
         cs.started(f"{i:040x}")
     assert len(cs._last) == 8
+
+
+def test_health_pending_comes_first_even_when_jobs_are_done_at_the_first_check() -> None:
+    cs = CommitStatuses()
+    events = cs.finished(Run(A, "applied", actions={"up": "create"}),
+                         report(A, up=(Health.HEALTHY, "JOB_SUCCESS")))
+    assert states(events) == [("sync", "succeeded"), ("health", "pending"),
+                              ("health", "succeeded")]
