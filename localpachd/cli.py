@@ -139,7 +139,7 @@ def threads(args: argparse.Namespace) -> dict[str, int]:
     """The thread options given (`workers`, `wait_slots`, `wait_slots_per_peer`), checked as
     the server will; ValueError naming the flag otherwise."""
     from localpachd import waits
-    from localpachd.server import ServerConfig
+    from localpachd.context import ServerConfig
 
     given = {name: value for name in ("workers", "wait_slots", "wait_slots_per_peer")
              if (value := getattr(args, name)) is not None}

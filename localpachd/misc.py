@@ -18,6 +18,7 @@ from python_pachyderm.proto.v2.admin import admin_pb2, admin_pb2_grpc
 from python_pachyderm.proto.v2.version.versionpb import version_pb2, version_pb2_grpc
 
 from localpachd import errors
+from localpachd.context import ServerContext, fill_unimplemented
 
 VERSION = (2, 7, 0)
 ADDITIONAL = "-localpachd"
@@ -33,7 +34,7 @@ class VersionServicer(version_pb2_grpc.APIServicer):  # type: ignore[misc]
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
     def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -52,7 +53,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
 
 
 class AdminServicer(admin_pb2_grpc.APIServicer):  # type: ignore[misc]
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
     def InspectCluster(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -74,9 +75,7 @@ class _AuthNotActivated(grpc.GenericRpcHandler):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(behaviour)
 
 
-def register(server: grpc.Server, ctx: Any) -> None:
-    from localpachd.server import fill_unimplemented
-
+def register(server: grpc.Server, ctx: ServerContext) -> None:
     fill_unimplemented(VersionServicer, "versionpb_v2.API")
     fill_unimplemented(HealthServicer, "grpc.health.v1.Health")
     fill_unimplemented(AdminServicer, "admin_v2.API")

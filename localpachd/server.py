@@ -4,17 +4,18 @@ Called by `localpachd.cli` (`localpachd serve`) and in-process by tests (`start(
 
 Extension points for pps
 ------------------------
-- `registrars()` returns the list of `register(grpc_server, ctx)` functions, one per service
-  module; the pps module adds `pps.register` to it (a one-line edit). A registrar adds its
+- `REGISTRARS` lists the `register(grpc_server, ctx)` functions, one per service module (a new
+  service is one more entry). A registrar adds its
   servicer with the generated `add_APIServicer_to_server(servicer, grpc_server)` and may
   subscribe to `ctx.store.events` (commit started/finished, see `localpachd.events`) and
   append a cleanup callable to `ctx.on_stop` (run by `RunningServer.stop` before the store closes).
-- `ctx` is a `ServerContext`: `config` (frozen `ServerConfig`: runtime, max_parallelism, ...),
+- `ctx` is a `ServerContext` (`localpachd.context`, a leaf module, so servicers import it
+  without importing the server): `config` (frozen `ServerConfig`: runtime, max_parallelism, ...),
   `store` (`localpachd.store.Store`: SQLite write transactions shared by all modules, blobs,
   events), `transactions` (`localpachd.transaction.Registry`: register transactional methods such
   as `/pps_v2.API/CreatePipeline` with an apply function; calls carrying `pach-transaction`
   metadata are then recorded and applied at FinishTransaction, all or nothing), `stopping` (a
-  threading.Event).
+  threading.Event), `pps_engine` (the job engine, `localpachd.jobs.JobEngine`).
 - `ctx.delete_repo_guards` / `ctx.finish_commit_guards`: refuse DeleteRepo / FinishCommit on a
   pipeline's output repo or commit unless `force`, as Pachyderm does (see ServerContext).
 - Errors: servicers raise `localpachd.errors` types (NotFound, AlreadyExists, InvalidArgument,
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -48,11 +48,14 @@ from typing import Any
 
 import grpc
 
-from localpachd import errors, limits, waits
-from localpachd.pfs.urls import UrlOptions
+from localpachd import errors, limits, misc, pfs, pps, transaction, waits
+from localpachd.context import Registrar, ServerConfig, ServerContext
 from localpachd.shutdown import STOPPING, Calls, Stopping
 from localpachd.store import Store
+from localpachd.transaction import Registry
 from localpachd.waits import WaitSlots
+
+__all__ = ["RunningServer", "ServerConfig", "ServerContext", "start"]
 
 log = logging.getLogger("localpachd")
 
@@ -64,59 +67,10 @@ GRPC_OPTIONS = [
 CALLS_WAIT = 30.0  # seconds stop() waits for servicer code still running once calls ended
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 0
-    auth_token: str | None = None
-    runtime: str = "auto"  # worker runtime name (localpachd.runtime.make_runtime)
-    max_parallelism: int | None = None  # cap on datum workers; None = os.cpu_count()
-    fsync: bool = True  # fsync blobs and SQLite commits (off only for throwaway benchmarks)
-    workers: int = 64  # gRPC handler threads (a call holds one until it returns)
-    # Blocking calls (waits, SubscribeCommit, GetLogs follow) hold at most `wait_slots` threads,
-    # at most `wait_slots_per_peer` per client connection; None = localpachd.waits.sizes().
-    wait_slots: int | None = None
-    wait_slots_per_peer: int | None = None
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key the port serves TLS only
-    tls_key: Path | None = None  # PEM private key of tls_cert
-    # Put file from a URL: timeouts, size limit, file:// allow-list (off by default).
-    urls: UrlOptions = field(default_factory=UrlOptions)
-
-    @property
-    def parallelism_cap(self) -> int:
-        return self.max_parallelism or os.cpu_count() or 1
-
-
-@dataclass
-class ServerContext:
-    config: ServerConfig
-    store: Store
-    transactions: Any  # localpachd.transaction.Registry (Any avoids an import cycle)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    # Blocking calls take a slot first (localpachd.waits), so they never hold every handler thread.
-    waits: WaitSlots = field(default_factory=lambda: WaitSlots(1, 1))
-    on_stop: list[Callable[[], None]] = field(default_factory=list)
-    # Checks the pps module may add, run by the DeleteRepo / FinishCommit RPCs (not by the
-    # model functions) unless the request has `force`: `guard(tx, commit_or_repo)` raises a
-    # localpachd.errors type to refuse, e.g. Pachyderm's "cannot delete a repo associated with
-    # a pipeline - delete the pipeline instead" and "cannot finish a pipeline output or meta
-    # commit, use 'stop job' instead".
-    delete_repo_guards: list[Callable[[Any, str, str], None]] = field(default_factory=list)
-    finish_commit_guards: list[Callable[[Any, Any], None]] = field(default_factory=list)
-
-
-Registrar = Callable[[grpc.Server, ServerContext], None]
-
-
-def registrars() -> list[Registrar]:
-    """One `register(grpc_server, ctx)` per service module, in order; pps adds `pps.register`.
-
-    Imported lazily because service modules import `ServerContext` from here.
-    """
-    from localpachd import misc, pfs, pps, transaction
-
-    return [misc.register, transaction.register, pfs.register, pps.register]
+# One `register(grpc_server, ctx)` per service module, in order.
+REGISTRARS: tuple[Registrar, ...] = (
+    misc.register, transaction.register, pfs.register, pps.register,
+)
 
 
 class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -322,8 +276,6 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     credentials = _tls_credentials(config)  # before the store: a bad file leaves nothing open
     slots = WaitSlots(*waits.sizes(config.workers, config.wait_slots,
                                          config.wait_slots_per_peer))
-    from localpachd.transaction import Registry
-
     store = Store(config.data_dir, fsync=config.fsync)
     ctx = ServerContext(config=config, store=store, transactions=Registry(), waits=slots)
     executor = futures.ThreadPoolExecutor(max_workers=config.workers,
@@ -344,7 +296,7 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
     running = RunningServer(host=host, port=bound, data_dir=config.data_dir, ctx=ctx,
                             _server=server, _calls=boundary.calls, _executor=executor)
     try:
-        for register in registrars():
+        for register in REGISTRARS:
             register(server, ctx)
         server.add_generic_rpc_handlers((_Fallback(), _Unimplemented()))
         server.start()
@@ -378,22 +330,3 @@ def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def fill_unimplemented(cls: type, service: str) -> type:
-    """Make every generated-servicer method a class does not override fail UNIMPLEMENTED with
-    the full method name (the generated default says only "Method not implemented!")."""
-    for base in cls.__mro__[1:]:
-        if not base.__module__.endswith("_pb2_grpc"):
-            continue  # mixins of ours implement methods; only generated defaults are replaced
-        for name, attr in vars(base).items():
-            if name.startswith("_") or not callable(attr) or name in vars(cls):
-                continue
-            if getattr(cls, name) is not attr:
-                continue
-
-            def missing(self: Any, request: Any, context: Any, _n: str = name) -> Any:
-                raise errors.Unimplemented(f"/{service}/{_n} is not implemented by localpachd")
-
-            setattr(cls, name, missing)
-    return cls

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +38,8 @@ from python_pachyderm.proto.v2.transaction import transaction_pb2 as tpb
 from python_pachyderm.proto.v2.transaction import transaction_pb2_grpc as tgrpc
 
 from localpachd import errors, limits
+from localpachd.context import Apply, ServerContext, fill_unimplemented
 from localpachd.store import Tx
-
-Apply = Callable[[Any, Tx, Any], "message.Message | None"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ class Registry:
             raise errors.NotFound(f"transaction {txn} not found")
         return str(row["commit_set"])
 
-    def _run(self, ctx: Any, tx: Tx, ops: list[tuple[TxnMethod, message.Message]],
+    def _run(self, ctx: ServerContext, tx: Tx, ops: list[tuple[TxnMethod, message.Message]],
              ) -> list[message.Message | None]:
         """Apply calls in order; a failure names the call as Pachyderm does and keeps its code."""
         out = []
@@ -99,7 +97,8 @@ class Registry:
                 raise type(exc)(f"error running request {i} of {len(ops)}: {exc.message}") from exc
         return out
 
-    def record(self, ctx: Any, txn: str, method: str, request: message.Message) -> message.Message:
+    def record(self, ctx: ServerContext, txn: str, method: str, request: message.Message
+               ) -> message.Message:  # fmt: skip
         """Dry-run the transaction plus this call (rolled back); if it succeeds, append it."""
         m = self._methods[method]
         with ctx.store.write() as tx:
@@ -116,7 +115,7 @@ class Registry:
                   response.SerializeToString() if response is not None else b""))
         return response if response is not None else empty_pb2.Empty()
 
-    def finish(self, ctx: Any, txn: str) -> tpb.TransactionInfo:
+    def finish(self, ctx: ServerContext, txn: str) -> tpb.TransactionInfo:
         """Apply every recorded call in one store transaction. On failure nothing is applied
         and the transaction stays (as in Pachyderm): fix the cause and finish it, or delete it."""
         with ctx.store.write() as tx:
@@ -127,7 +126,8 @@ class Registry:
             _delete(tx, txn)
             return limits.fit(info)  # inside the write: if it cannot be answered, undo it all
 
-    def batch(self, ctx: Any, requests: list[tpb.TransactionRequest]) -> tpb.TransactionInfo:
+    def batch(self, ctx: ServerContext, requests: list[tpb.TransactionRequest]
+              ) -> tpb.TransactionInfo:  # fmt: skip
         info = tpb.TransactionInfo(transaction=tpb.Transaction(id=uuid.uuid4().hex))
         info.started.FromSeconds(int(time.time()))
         with ctx.store.write() as tx:
@@ -180,9 +180,11 @@ def _delete(tx: Tx, txn: str) -> None:
 
 
 class TransactionServicer(tgrpc.APIServicer):  # type: ignore[misc]
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
-        self.reg: Registry = ctx.transactions
+        reg = ctx.transactions
+        assert isinstance(reg, Registry)  # the server builds its context with this registry
+        self.reg = reg
 
     def StartTransaction(self, request: Any, context: grpc.ServicerContext) -> tpb.Transaction:
         txn = uuid.uuid4().hex
@@ -220,8 +222,6 @@ class TransactionServicer(tgrpc.APIServicer):  # type: ignore[misc]
         return empty_pb2.Empty()
 
 
-def register(server: grpc.Server, ctx: Any) -> None:
-    from localpachd.server import fill_unimplemented
-
+def register(server: grpc.Server, ctx: ServerContext) -> None:
     fill_unimplemented(TransactionServicer, "transaction_v2.API")
     tgrpc.add_APIServicer_to_server(TransactionServicer(ctx), server)

@@ -7,12 +7,16 @@ sessions), `convert` (protobuf), `servicer` (the gRPC methods), `transfer` (GetF
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
+if TYPE_CHECKING:
+    from localpachd.context import ServerContext
 
-def register(server: grpc.Server, ctx: Any) -> None:
+
+def register(server: grpc.Server, ctx: ServerContext) -> None:
+    # Imported here: the package is loaded by every `from localpachd.pfs import model`.
     from localpachd.pfs.servicer import register as _register
 
     _register(server, ctx)

@@ -17,6 +17,7 @@ from google.protobuf import empty_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 
 from localpachd import errors, waits, wire
+from localpachd.context import fill_unimplemented
 from localpachd.pfs import files, filesets, model
 from localpachd.pfs.convert import (
     ORIGIN_NAMES,
@@ -45,7 +46,6 @@ from localpachd.pfs.ops import (
     has_commit,
 )
 from localpachd.pfs.reading import FileReads
-from localpachd.server import fill_unimplemented
 from localpachd.store import Tx
 
 Ctx = Any

@@ -9,12 +9,17 @@ repos and commits (`guards`), and stops the engine on shutdown.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
+if TYPE_CHECKING:
+    from localpachd.context import ServerContext
 
-def register(server: grpc.Server, ctx: Any) -> None:
+
+def register(server: grpc.Server, ctx: ServerContext) -> None:
+    # Imported here: the package is loaded by every `from localpachd.pps import db`, the job
+    # engine's among them.
     from python_pachyderm.proto.v2.pps import pps_pb2
     from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
@@ -25,7 +30,7 @@ def register(server: grpc.Server, ctx: Any) -> None:
     engine = JobEngine(
         ctx.store, runtime=ctx.config.runtime, parallelism_cap=ctx.config.parallelism_cap
     )
-    ctx.pps_engine = engine
+    ctx.jobs = engine
     ctx.on_stop.append(engine.close)
     ctx.delete_repo_guards.append(guards.refuse_pipeline_repo)
     ctx.finish_commit_guards.append(guards.refuse_pipeline_commit)

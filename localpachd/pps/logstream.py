@@ -16,6 +16,7 @@ from typing import Any
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import errors, logs
+from localpachd.context import ServerContext
 from localpachd.pps import convert, db, pipelines
 from localpachd.store import Tx
 
@@ -79,7 +80,7 @@ def _tails(
             yield tail, job, inputs[job.id].get(did, [])
 
 
-def get_logs(ctx: Any, req: Any, context: Any) -> Iterator[pps_pb2.LogMessage]:
+def get_logs(ctx: ServerContext, req: Any, context: Any) -> Iterator[pps_pb2.LogMessage]:
     """Streams: one line in memory at a time (at most `logs.MAX_LINE` bytes of it). `tail`
     counts the lines first (up to each file's size then) and skips all but the last ones."""
     tails: dict[str, logs.Tail] = {}

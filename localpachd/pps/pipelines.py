@@ -8,11 +8,11 @@ jobs are stopped via `tx.after_commit`, so a dry run or a failed transaction has
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import errors, pps_spec
+from localpachd.context import ServerContext
 from localpachd.datums import pfs_inputs
 from localpachd.pfs import model
 from localpachd.pps import db
@@ -46,7 +46,7 @@ def _provenance(tx: Tx, spec: pps_pb2.CreatePipelineRequest) -> list[model.Branc
     return prov
 
 
-def create_pipeline(ctx: Any, tx: Tx, req: pps_pb2.CreatePipelineRequest) -> None:
+def create_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.CreatePipelineRequest) -> None:
     """CreatePipeline with Pachyderm's rules: validate, default, version, salt, output branch."""
     try:
         pps_spec.validate(req)
@@ -78,7 +78,7 @@ class DryRun(Exception):
 
 
 def _create(
-    ctx: Any,
+    ctx: ServerContext,
     tx: Tx,
     spec: pps_pb2.CreatePipelineRequest,
     out: model.BranchKey,
@@ -96,7 +96,7 @@ def _create(
 
 
 def _update(
-    ctx: Any,
+    ctx: ServerContext,
     tx: Tx,
     existing: db.PipelineRow,
     spec: pps_pb2.CreatePipelineRequest,
@@ -128,7 +128,7 @@ def _open_in_this_set(tx: Tx, out: model.BranchKey) -> bool:
     return head is not None and not head.is_finished and head.id == tx.commit_set_id
 
 
-def delete_pipeline(ctx: Any, tx: Tx, req: pps_pb2.DeletePipelineRequest) -> None:
+def delete_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.DeletePipelineRequest) -> None:
     if req.all:
         delete_all(ctx, tx)
         return
@@ -148,7 +148,7 @@ def delete_pipeline(ctx: Any, tx: Tx, req: pps_pb2.DeletePipelineRequest) -> Non
     tx.after_commit(lambda: ctx.pps_engine.forget(project, name))
 
 
-def delete_all(ctx: Any, tx: Tx) -> None:
+def delete_all(ctx: ServerContext, tx: Tx) -> None:
     for row in reversed(db.all_current(tx)):
         req = pps_pb2.DeletePipelineRequest(force=True)
         req.pipeline.name = row.name
@@ -156,7 +156,7 @@ def delete_all(ctx: Any, tx: Tx) -> None:
         delete_pipeline(ctx, tx, req)
 
 
-def set_stopped(ctx: Any, tx: Tx, pipeline: pps_pb2.Pipeline, stopped: bool) -> None:
+def set_stopped(ctx: ServerContext, tx: Tx, pipeline: pps_pb2.Pipeline, stopped: bool) -> None:
     project = pipeline.project.name or "default"
     require(tx, project, pipeline.name)
     db.set_stopped(tx, project, pipeline.name, stopped)

@@ -15,6 +15,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
 from localpachd import errors, pps_spec, waits
+from localpachd.context import ServerContext
 from localpachd.datums import COMPOSITE_KINDS, DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
@@ -30,7 +31,7 @@ def job_not_found(project: str, pipeline: str, job_id: str) -> errors.NotFound:
     return errors.NotFound(f"job {project}/{pipeline}@{job_id} not found")
 
 
-def apply_create_pipeline(ctx: Any, tx: Tx, req: pps_pb2.CreatePipelineRequest) -> None:
+def apply_create_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.CreatePipelineRequest) -> None:
     if not req.dry_run:
         pipelines.create_pipeline(ctx, tx, req)
         return
@@ -41,11 +42,11 @@ def apply_create_pipeline(ctx: Any, tx: Tx, req: pps_pb2.CreatePipelineRequest) 
         pass
 
 
-def apply_delete_pipeline(ctx: Any, tx: Tx, req: pps_pb2.DeletePipelineRequest) -> None:
+def apply_delete_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.DeletePipelineRequest) -> None:
     pipelines.delete_pipeline(ctx, tx, req)
 
 
-def apply_stop_job(ctx: Any, tx: Tx, req: pps_pb2.StopJobRequest) -> None:
+def apply_stop_job(ctx: ServerContext, tx: Tx, req: pps_pb2.StopJobRequest) -> None:
     project, pipeline = _project(req.job.pipeline), req.job.pipeline.name
     job = db.get_job(tx, project, pipeline, req.job.id)
     if job is None:
@@ -79,7 +80,7 @@ def _fill_input_commits(tx: Tx, job: db.JobRow, inp: pps_pb2.Input) -> None:
 
 
 class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.store = ctx.store
         self.engine = ctx.pps_engine
