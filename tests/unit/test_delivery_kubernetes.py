@@ -120,7 +120,9 @@ def test_secrets_are_referenced_never_inlined() -> None:
     assert secret_refs == {"PACHSYNC_GIT_TOKEN": "pachsync-git",
                            "PACH_PYTHON_AUTH_TOKEN": "pachsync-pachyderm",
                            "PACHSYNC_BASIC_AUTH": "pachsync-webhook",
-                           "PACHSYNC_WEBHOOK_SECRET": "pachsync-webhook"}
+                           "PACHSYNC_WEBHOOK_SECRET": "pachsync-webhook",
+                           "PACHSYNC_AZURE_TOKEN": "pachsync-notify",
+                           "PACHSYNC_NOTIFY_SECRET": "pachsync-notify"}
     config = resources()["ConfigMap"]["data"]
     assert {"PACHSYNC_SOURCE", "PACHSYNC_BRANCH", "PACHSYNC_INTERVAL", "PACHSYNC_PRUNE"} <= set(
         config)
