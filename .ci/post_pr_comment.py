@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Post (or update) the `pachsync plan` markdown as one comment thread on an Azure DevOps PR.
 
-Called by azure-pipelines.yml (job Plan) after `pachsync plan --format markdown`. Standard
+Called by azure-pipelines.yml: job Plan after `pachsync plan --format markdown`, job
+PreviewComment with `pachsync preview`'s preview.md (`--marker pachsync-preview`). Standard
 library only. It uses the pipeline's own identity (SYSTEM_ACCESSTOKEN = $(System.AccessToken))
 and the predefined variables Azure Pipelines exports to every step:
 SYSTEM_COLLECTIONURI, SYSTEM_TEAMPROJECT, BUILD_REPOSITORY_ID,
 SYSTEM_PULLREQUEST_PULLREQUESTID. The comment carries a hidden marker, so the next push to the
-PR edits the same comment instead of adding a new one (as Atlantis and Terraform Cloud do).
+PR edits the same comment instead of adding a new one (as Atlantis and Terraform Cloud do);
+`--marker NAME` keeps one comment per kind (plan, preview).
 REST API: Pull Request Threads (api-version 7.1). The build service needs the
 "Contribute to pull requests" permission on the repository. What it prints from the server
 (an error body) is shown as one escaped line: it must not become an Azure logging command.
@@ -18,6 +20,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -25,7 +28,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-MARKER = "<!-- pachsync-plan -->"
+MARKER = "<!-- pachsync-plan -->"  # the default --marker
+MARKER_NAME = re.compile(r"[a-z][a-z0-9-]{0,40}")
 API_VERSION = "7.1"
 MAX_CHARS = 150_000  # Azure DevOps refuses comments above ~150k characters
 REQUIRED = ("SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECT", "BUILD_REPOSITORY_ID",
@@ -69,27 +73,31 @@ def request(method: str, url: str, token: str, body: Any = None) -> Any:
         raise ApiError(f"{method} {url} -> {exc.reason}") from exc
 
 
-def comment_body(markdown: str) -> str:
+def marker_for(name: str) -> str:
+    return f"<!-- {name} -->"
+
+
+def comment_body(markdown: str, marker: str = MARKER) -> str:
     if len(markdown) > MAX_CHARS:
-        note = "\n\n… (truncated; the full plan is the build's `plan` artifact)"
+        note = "\n\n… (truncated; the full text is in the build's artifacts)"
         markdown = markdown[:MAX_CHARS] + note
-    return f"{MARKER}\n{markdown}"
+    return f"{marker}\n{markdown}"
 
 
-def find_existing(threads: Any) -> tuple[int, int] | None:
+def find_existing(threads: Any, marker: str = MARKER) -> tuple[int, int] | None:
     """(thread id, comment id) of our earlier comment, if any."""
     for thread in (threads or {}).get("value", []):
         for comment in thread.get("comments", []):
-            if MARKER in (comment.get("content") or "") and not comment.get("isDeleted"):
+            if marker in (comment.get("content") or "") and not comment.get("isDeleted"):
                 return int(thread["id"]), int(comment["id"])
     return None
 
 
-def post(markdown: str, env: Mapping[str, str]) -> str:
-    """Create or update the plan comment. Returns 'created' or 'updated'."""
+def post(markdown: str, env: Mapping[str, str], marker: str = MARKER) -> str:
+    """Create or update the comment carrying `marker`. Returns 'created' or 'updated'."""
     url, token = threads_url(env), env["SYSTEM_ACCESSTOKEN"]
-    content = comment_body(markdown)
-    existing = find_existing(request("GET", url, token))
+    content = comment_body(markdown, marker)
+    existing = find_existing(request("GET", url, token), marker)
     if existing is not None:
         thread_id, comment_id = existing
         request("PATCH", f"{url}/{thread_id}/comments/{comment_id}", token, {"content": content})
@@ -103,7 +111,11 @@ def post(markdown: str, env: Mapping[str, str]) -> str:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", required=True, help="markdown file (pachsync plan output)")
+    parser.add_argument("--marker", default="pachsync-plan",
+                        help="hidden marker naming the comment to update (default: pachsync-plan)")
     args = parser.parse_args(argv)
+    if not MARKER_NAME.fullmatch(args.marker):
+        parser.error("--marker: lowercase letters, digits and dashes, e.g. pachsync-preview")
     env = os.environ if env is None else env
     missing = [name for name in REQUIRED if not env.get(name)]
     if missing:
@@ -114,7 +126,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         with open(args.file, encoding="utf-8") as handle:
             markdown = handle.read()
-        print(f"post_pr_comment: {post(markdown, env)} the plan comment on PR "
+        print(f"post_pr_comment: {post(markdown, env, marker_for(args.marker))} the "
+              f"{args.marker} comment on PR "
               f"{env['SYSTEM_PULLREQUEST_PULLREQUESTID']}")
     except (OSError, ApiError) as exc:
         print(f"post_pr_comment: {shown(str(exc))}", file=sys.stderr)

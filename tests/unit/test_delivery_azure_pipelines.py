@@ -215,7 +215,7 @@ def group_links(pipeline: dict[str, Any]) -> set[str]:
 
 
 @pytest.mark.parametrize(("run", "expected"), [
-    ("same-repository PR", {"Tests", "Plan"}),
+    ("same-repository PR", {"Tests", "Plan", "Preview", "PreviewComment"}),
     ("fork PR", {"Tests", "PlanSkipped"}),
     ("main", {"Tests", "Images", "Bump"}),
 ])
@@ -370,12 +370,13 @@ class FakeAzureDevOps(BaseHTTPRequestHandler):
             return self._reply(200, {"value": self.threads, "count": len(self.threads)})
         doc = json.loads(body)
         if method == "POST":
-            thread = {"id": 7, "comments": [dict(doc["comments"][0], id=1)]}
+            thread = {"id": 7 + len(self.threads), "comments": [dict(doc["comments"][0], id=1)]}
             self.threads.append(thread)
             return self._reply(200, thread)
         thread_id, comment_id = re.findall(r"/(\d+)", self.path.split("?")[0])[-2:]
-        comment = self.threads[0]["comments"][0]
-        assert (int(thread_id), int(comment_id)) == (self.threads[0]["id"], comment["id"])
+        (thread,) = [t for t in self.threads if t["id"] == int(thread_id)]
+        comment = thread["comments"][0]
+        assert int(comment_id) == comment["id"]
         comment["content"] = doc["content"]
         return self._reply(200, comment)
 
@@ -460,3 +461,49 @@ def test_plan_comment_errors_print_no_logging_command(azure_devops: str, tmp_pat
     err = capsys.readouterr().err
     assert "HTTP 400" in err and "evil" in err
     assert len(err.splitlines()) == 1 and "##" not in err
+
+
+def test_pull_requests_preview_without_cluster_credentials(pipeline: dict[str, Any]) -> None:
+    """Job Preview runs `pachsync preview` against the PR's target branch (HEAD^1 of the merge
+    commit) with its base runs in Cache@2 and publishes the `preview` artifact, with no variable
+    group and no env at all (it runs the PR's stage code); a fresh job posts preview.md as its
+    own comment (marker pachsync-preview), with only the build's token, even when the preview
+    failed (a failed job is what the comment must show)."""
+    job, comment = jobs(pipeline)["Preview"], jobs(pipeline)["PreviewComment"]
+    assert "variables" not in job and all("env" not in s for s in job["steps"])
+    assert job["steps"][0]["fetchDepth"] == "2"
+    (script,) = [s["script"] for s in job["steps"] if "pachsync preview" in s.get("script", "")]
+    words = commands_of(script)[0]
+    assert words[words.index("--base") + 1] == "HEAD^1"
+    cache = words[words.index("--cache") + 1]
+    cached = [s["inputs"]["path"] for s in job["steps"] if s.get("task") == "Cache@2"]
+    assert cache.replace("XPipeline_Workspace", "$(Pipeline.Workspace)") in cached
+    published = [s for s in job["steps"] if s.get("task") == "PublishPipelineArtifact@1"]
+    assert [(s["inputs"]["artifact"], s["condition"]) for s in published] == \
+        [("preview", "succeededOrFailed()")]
+    assert comment["dependsOn"] == "Preview" and "succeededOrFailed()" in comment["condition"]
+    assert "variables" not in comment
+    posts = [s for s in comment["steps"] if "script" in s]
+    assert [commands_of(s["script"])[0][:4] for s in posts] == \
+        [["python3", ".ci/post_pr_comment.py", "--marker", "pachsync-preview"]]
+    assert posts[0]["env"] == {"SYSTEM_ACCESSTOKEN": "$(System.AccessToken)"}
+    assert [s.get("download") for s in comment["steps"] if "download" in s] == ["current"]
+
+
+def test_plan_and_preview_comments_are_updated_separately(azure_devops: str,
+                                                          tmp_path: Path) -> None:
+    post = load_script("post_pr_comment")
+    env = {"SYSTEM_COLLECTIONURI": azure_devops, "SYSTEM_TEAMPROJECT": "p",
+           "BUILD_REPOSITORY_ID": "r", "SYSTEM_PULLREQUEST_PULLREQUESTID": "3",
+           "SYSTEM_ACCESSTOKEN": "t"}
+    md = tmp_path / "x.md"
+    for text, marker in (("plan 1", []), ("preview 1", ["--marker", "pachsync-preview"]),
+                         ("preview 2", ["--marker", "pachsync-preview"]), ("plan 2", [])):
+        md.write_text(text)
+        assert post.main(["--file", str(md), *marker], env) == 0
+    methods = [c[0] for c in FakeAzureDevOps.calls]
+    assert methods == ["GET", "POST", "GET", "POST", "GET", "PATCH", "GET", "PATCH"]
+    contents = [t["comments"][0]["content"] for t in FakeAzureDevOps.threads]
+    assert contents == ["<!-- pachsync-plan -->\nplan 2", "<!-- pachsync-preview -->\npreview 2"]
+    with pytest.raises(SystemExit):
+        post.main(["--file", str(md), "--marker", "x -->"], env)
