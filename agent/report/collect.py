@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,17 +77,33 @@ def format_rule(rule: Any) -> str:
     return "" if rule is None else str(rule)
 
 
+def cv_scores(leaderboard_csv: str | None) -> tuple[tuple[str, float], ...]:
+    """(model, cross-validated accuracy) from leaderboard.csv's cv_accuracy column; rows without
+    a number there (an older select, a model without _cv.txt) are left out."""
+    out = []
+    for row in csv.DictReader(io.StringIO(leaderboard_csv or "")):
+        try:
+            value = float(row.get("cv_accuracy") or "")
+        except ValueError:
+            continue
+        if row.get("model") and math.isfinite(value):
+            out.append((str(row["model"]), value))
+    return tuple(out)
+
+
 def selection_of(found: outputs.SelectOutputs) -> Selection | None:
-    """From selected.json; else from leaderboard.csv's `selected` column; else None."""
+    """From selected.json; else from leaderboard.csv's `selected` column; else None. The
+    cross-validated accuracies come from leaderboard.csv either way."""
+    scores = cv_scores(found.leaderboard_csv)
     if found.selected is not None:
         names = tuple(str(n) for n in found.selected.get("selected", []))
         best = found.selected.get("best_accuracy")
         return Selection(names, float(best) if best is not None else None,
-                         format_rule(found.selected.get("rule")))  # fmt: skip
+                         format_rule(found.selected.get("rule")), scores)  # fmt: skip
     if found.leaderboard_csv:
         rows = list(csv.DictReader(io.StringIO(found.leaderboard_csv)))
         names = tuple(r["model"] for r in rows if r.get("selected", "").lower() == "true")
-        return Selection(names, None, "from leaderboard.csv")
+        return Selection(names, None, "from leaderboard.csv", scores)
     return None
 
 
@@ -153,16 +170,16 @@ def _later_selection_commit(client: Any, commit: str, opts: Options,
 
 
 def _same_set_selection(client: Any, commit: str, opts: Options,
-                        target: PachdTarget | None) -> tuple[str, ...]:  # fmt: skip
-    """The models select kept in the commit set `commit` (empty when it has no such commit)."""
+                        target: PachdTarget | None) -> Selection | None:  # fmt: skip
+    """What select kept (and scored) in the commit set `commit`; None when it has no such
+    commit."""
     try:
         same = outputs.head_commit(client, opts.select_repo, commit, target)
         if same is None or not same.finished or same.error:
-            return ()
-        sel = selection_of(outputs.read_select(client, opts.select_repo, same.id, target))
+            return None
+        return selection_of(outputs.read_select(client, opts.select_repo, same.id, target))
     except PachsyncError:
-        return ()
-    return sel.names if sel else ()
+        return None
 
 
 def collect(client: Any, pachd: str = "", opts: Options | None = None,
@@ -184,7 +201,8 @@ def collect(client: Any, pachd: str = "", opts: Options | None = None,
     if commit:
         selection = _selection(client, commit, opts, target, warnings)
         metrics = outputs.read_metrics(client, opts.test_repo, commit, target)
-        results = results_from_metrics(metrics, selection.names if selection else ())
+        results = results_from_metrics(metrics, selection.names if selection else (),
+                                       dict(selection.cv) if selection else None)  # fmt: skip
         if not results:
             warnings.append(f"{opts.test_repo}@{commit} holds no *_metric.txt files")
     comparison = None
@@ -196,7 +214,8 @@ def collect(client: Any, pachd: str = "", opts: Options | None = None,
                                   "commit ids) or ~N for N commits before the newest")  # fmt: skip
         old_metrics = outputs.read_metrics(client, opts.test_repo, old, target)
         old_sel = _same_set_selection(client, old, opts, target)
-        comparison = Comparison(old, results_from_metrics(old_metrics, old_sel))
+        comparison = Comparison(old, results_from_metrics(
+            old_metrics, old_sel.names if old_sel else (), dict(old_sel.cv) if old_sel else None))
     return ReportData(results, selection, pipelines, repos, pachd, commit or "", time.time(),
                       comparison, tuple(warnings))  # fmt: skip
 

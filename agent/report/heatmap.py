@@ -1,4 +1,5 @@
-"""Draws the accuracy heatmap (C rows x gamma columns) and the difference heatmap as PNG files.
+"""Draws the accuracy heatmap (C rows x gamma columns), the cross-validated accuracy heatmap (the
+tie-breaker) and the difference heatmap as PNG files.
 
 Called by `agent.report.render`. matplotlib with the Agg backend only (no display needed). Both
 axes are truly log-scaled: cell edges sit at the geometric midpoints between parameter values,
@@ -93,7 +94,7 @@ def _outline_selected(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray) -> N
                                fill=False, edgecolor=OUTLINE, linewidth=2.5, zorder=3))
 
 
-def _mark_best(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis) -> str:
+def _mark_best(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis, tie_word: str | None) -> str:
     best = grid.best()
     if best is None:
         return ""
@@ -104,13 +105,18 @@ def _mark_best(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis) -> str:
                 fontweight="bold", color="black", zorder=4,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": OUTLINE, "alpha": 0.9})
     ties = sum(1 for row in grid.values for w in row if w is not None and abs(w - v) < 1e-12)
-    tied = f" (and {ties - 1} more with the same accuracy)" if ties > 1 else ""
+    tied = f" (and {ties - 1} more with the same {tie_word})" if tie_word and ties > 1 else ""
     return (f"best {v:.3f} at C={format_param(grid.cs[i])}, "
             f"gamma={format_param(grid.gammas[j])}{tied}")
 
 
-def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False) -> Path:
-    """Write one heatmap PNG of exactly PIXELS; `diff` uses a diverging scale centred on 0."""
+def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False,
+                   value_label: str = "test accuracy", tie_word: str | None = "accuracy",
+                   note: str = "") -> Path:  # fmt: skip
+    """Write one heatmap PNG of exactly PIXELS; `diff` uses a diverging scale centred on 0.
+
+    `value_label` names the colour scale, `tie_word` what the best cell's ties share (None: no
+    tie count), `note` is appended to the best cell's subtitle (e.g. how ties were broken)."""
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     try:
         xa, ya = _axis(grid.gammas), _axis(grid.cs)
@@ -137,10 +143,12 @@ def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False) ->
         if grid.values:
             _annotate_cells(ax, grid, xa, ya, mesh, diff)
             _outline_selected(ax, grid, xe, ye)
-        subtitle = "" if diff else _mark_best(ax, grid, xa, ya)
+        subtitle = "" if diff else _mark_best(ax, grid, xa, ya, tie_word)
+        if subtitle and note:
+            subtitle += f"; {note}"
         ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
         bar = fig.colorbar(mesh, cax=fig.add_axes((0.86, 0.14, 0.025, 0.76)))
-        bar.set_label("accuracy change" if diff else "test accuracy")
+        bar.set_label("accuracy change" if diff else value_label)
         if grid.selected:
             handle = Line2D([], [], color=OUTLINE, linewidth=2.5, label="selected by select")
             ax.legend(handles=[handle], loc="upper left", bbox_to_anchor=(0.0, -0.08),

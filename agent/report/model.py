@@ -42,31 +42,43 @@ def parse_model_name(name: str) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One trained model's test accuracy and whether `select` kept it."""
+    """One trained model's test accuracy, its cross-validated accuracy on the training split
+    (the tie-breaker `stages.select` ranks by; None when unknown) and whether `select` kept it."""
 
     name: str  # the stem, e.g. "model_C0.5_G0.016"
     c: float
     gamma: float
     accuracy: float
     selected: bool = False
+    cv: float | None = None
+
+
+def rank_key(r: ModelResult) -> tuple[float, float, float, float]:
+    """stages.select's order: accuracy, then cross-validated accuracy (unknown last), then the
+    simplest model (smaller C, then smaller gamma)."""
+    return (-r.accuracy, -r.cv if r.cv is not None else math.inf, r.c, r.gamma)
 
 
 def results_from_metrics(
-    metrics: Mapping[str, float], selected: Iterable[str] = ()
+    metrics: Mapping[str, float],
+    selected: Iterable[str] = (),
+    cv: Mapping[str, float] | None = None,
 ) -> tuple[ModelResult, ...]:
     """ModelResults from {file or model name: accuracy}; names not matching the pattern are skipped.
 
-    Sorted best first, then by C and gamma, which is the leaderboard's order.
+    `cv` maps model (or file) names to their cross-validated accuracy. Sorted by `rank_key`,
+    which is the leaderboard's order and select's.
     """
     chosen = {model_stem(n) or n for n in selected}
+    scores = {model_stem(n) or n: float(v) for n, v in (cv or {}).items() if is_finite(v)}
     out = []
     for name, acc in metrics.items():
         stem = model_stem(name)
         if stem is None:
             continue
         c, g = parse_model_name(stem)
-        out.append(ModelResult(stem, c, g, float(acc), stem in chosen))
-    return tuple(sorted(out, key=lambda r: (-r.accuracy, r.c, r.gamma)))
+        out.append(ModelResult(stem, c, g, float(acc), stem in chosen, scores.get(stem)))
+    return tuple(sorted(out, key=rank_key))
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class Grid:
     gammas: tuple[float, ...]
     values: tuple[tuple[float | None, ...], ...]
     selected: frozenset[tuple[int, int]] = frozenset()
+    top: tuple[int, int] | None = None  # the first model in rank order, when ranked
 
     @property
     def cells(self) -> int:
@@ -84,7 +97,14 @@ class Grid:
         return sum(v is not None for row in self.values for v in row)
 
     def best(self) -> tuple[int, int, float] | None:
-        """(row, column, value) of the highest value (the first in C, gamma order on ties)."""
+        """(row, column, value) of the top-ranked model when the grid knows it (ties on accuracy
+        broken by cross-validated accuracy), else of the highest value (the first in C, gamma
+        order on ties)."""
+        if self.top is not None:
+            i, j = self.top
+            value = self.values[i][j]
+            if value is not None:
+                return (i, j, value)
         found: tuple[int, int, float] | None = None
         for i, row in enumerate(self.values):
             for j, v in enumerate(row):
@@ -94,19 +114,42 @@ class Grid:
 
 
 def build_grid(results: Iterable[ModelResult]) -> Grid:
-    """The heatmap grid of a set of results: axes are the distinct C and gamma values, ascending."""
+    """The heatmap grid of a set of results: axes are the distinct C and gamma values, ascending.
+    Its `best()` is the top-ranked model (`rank_key`)."""
     results = tuple(results)
     cs = tuple(sorted({r.c for r in results}))
     gammas = tuple(sorted({r.gamma for r in results}))
     return _grid_on(cs, gammas, results)
 
 
+def build_cv_grid(results: Iterable[ModelResult]) -> Grid:
+    """The same grid holding each model's cross-validated accuracy (None where unknown); the
+    outline and the top model are those of the accuracy grid."""
+    results = tuple(results)
+    cs = tuple(sorted({r.c for r in results}))
+    gammas = tuple(sorted({r.gamma for r in results}))
+    return _grid_on(cs, gammas, results, cv=True)
+
+
+def has_cv(results: Iterable[ModelResult]) -> bool:
+    """Whether any result carries a cross-validated accuracy (select wrote the column)."""
+    return any(r.cv is not None for r in results)
+
+
 def _grid_on(
-    cs: tuple[float, ...], gammas: tuple[float, ...], results: Iterable[ModelResult]
+    cs: tuple[float, ...],
+    gammas: tuple[float, ...],
+    results: Iterable[ModelResult],
+    cv: bool = False,
 ) -> Grid:
+    results = tuple(results)
     index = {(r.c, r.gamma): r for r in results}
     values = tuple(
-        tuple(index[(c, g)].accuracy if (c, g) in index else None for g in gammas) for c in cs
+        tuple(
+            (index[(c, g)].cv if cv else index[(c, g)].accuracy) if (c, g) in index else None
+            for g in gammas
+        )
+        for c in cs
     )
     selected = frozenset(
         (i, j)
@@ -114,7 +157,9 @@ def _grid_on(
         for j, g in enumerate(gammas)
         if (c, g) in index and index[(c, g)].selected
     )
-    return Grid(cs, gammas, values, selected)
+    first = min(results, key=rank_key, default=None)
+    top = (cs.index(first.c), gammas.index(first.gamma)) if first is not None else None
+    return Grid(cs, gammas, values, selected, top)
 
 
 def diff_grid(new: Iterable[ModelResult], old: Iterable[ModelResult]) -> Grid:
@@ -188,11 +233,14 @@ class PipelineView:
 
 @dataclass(frozen=True)
 class Selection:
-    """select's selected.json: the rule it applied, the best accuracy, the models it kept."""
+    """select's outputs: the rule it applied, the best accuracy, the models it kept, and each
+    model's cross-validated accuracy from leaderboard.csv's cv_accuracy column (empty when an
+    older select wrote no such column)."""
 
     names: tuple[str, ...]
     best_accuracy: float | None = None
     rule: str = ""
+    cv: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,7 +267,8 @@ class ReportData:
 
     @property
     def best(self) -> ModelResult | None:
-        return self.results[0] if self.results else None
+        """The top-ranked model (accuracy, then cross-validated accuracy, then the simplest)."""
+        return min(self.results, key=rank_key) if self.results else None
 
 
 def is_finite(value: float | None) -> bool:

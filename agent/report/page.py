@@ -23,6 +23,7 @@ from agent.report.model import (
     PipelineView,
     ReportData,
     format_param,
+    rank_key,
     summarize_change,
 )
 
@@ -99,18 +100,25 @@ def _figure(png: Path, alt: str, caption: str) -> str:
             f"</figcaption></figure>")
 
 
+def _cv(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
 def _leaderboard(results: Iterable[ModelResult]) -> str:
+    """Rank order (select's): test accuracy, then cross-validated accuracy, then C and gamma."""
     rows = []
-    for rank, r in enumerate(results, 1):
+    for rank, r in enumerate(sorted(results, key=rank_key), 1):
         cls = ' class="selected"' if r.selected else ""
         rows.append(
             f'<tr{cls} data-model="{_e(r.name)}"><td class="num">{rank}</td><td>{_e(r.name)}</td>'
             f'<td class="num">{_e(format_param(r.c))}</td>'
             f'<td class="num">{_e(format_param(r.gamma))}</td>'
-            f'<td class="num">{r.accuracy:.4f}</td><td>{"yes" if r.selected else ""}</td></tr>'
+            f'<td class="num">{r.accuracy:.4f}</td><td class="num">{_cv(r.cv)}</td>'
+            f'<td>{"yes" if r.selected else ""}</td></tr>'
         )
     head = ("<tr><th>#</th><th>model</th><th>C</th><th>gamma</th><th>accuracy</th>"
-            "<th>selected</th></tr>")
+            '<th title="stratified 5-fold cross-validated accuracy on the training split: '
+            'the tie-breaker">cv accuracy</th><th>selected</th></tr>')
     return (f'<div class="scroll"><table id="leaderboard"><thead>{head}</thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
@@ -155,12 +163,13 @@ def _top(results: tuple[ModelResult, ...], n: int = 12) -> str:
     sel = ' class="selected"'
     rows = "".join(
         f'<tr{sel if r.selected else ""}><td>{_e(r.name)}</td>'
-        f'<td class="num">{r.accuracy:.4f}</td></tr>'
-        for r in results[:n]
+        f'<td class="num">{r.accuracy:.4f}</td><td class="num">{_cv(r.cv)}</td></tr>'
+        for r in sorted(results, key=rank_key)[:n]
     )
     more = f"<p>… {len(results) - n} more in the leaderboard below</p>" if len(results) > n else ""
     return (f'<aside><h3>Top {min(n, len(results))}</h3><table><thead><tr><th>model</th>'
-            f"<th>accuracy</th></tr></thead><tbody>{rows}</tbody></table>{more}</aside>")
+            f"<th>accuracy</th><th>cv</th></tr></thead><tbody>{rows}</tbody></table>{more}"
+            "</aside>")
 
 
 def _names(names: tuple[str, ...]) -> str:
@@ -191,10 +200,15 @@ def _comparison(data: ReportData, images: Mapping[str, Path]) -> str:
 
 
 def build_page(data: ReportData, images: Mapping[str, Path], summary: Mapping[str, Any]) -> str:
-    """The whole HTML document. `images` maps heatmap/dag/compare/diff to the PNG files."""
+    """The whole HTML document. `images` maps heatmap/dag/compare/diff/cv to the PNG files."""
     sel = data.selection
     rule = f" Selection rule: <code>{_e(sel.rule)}</code>." if sel and sel.rule else ""
     heat = _figure(images["heatmap"], "accuracy heatmap", "test accuracy over C x gamma")
+    cv = (_figure(images["cv"], "cross-validated accuracy heatmap",
+                  "cross-validated accuracy on the training split: the tie-breaker")
+          if "cv" in images else "")  # fmt: skip
+    ties = (" Models tied on test accuracy are ranked by their stratified 5-fold cross-validated "
+            "accuracy on the training split (second heatmap)." if cv else "")  # fmt: skip
     warnings = "".join(f"<li>{_e(w)}</li>" for w in data.warnings)
     warn = (f'<section class="warn"><h2>Warnings</h2><ul>{warnings}</ul></section>'
             if warnings else "")
@@ -212,7 +226,8 @@ def build_page(data: ReportData, images: Mapping[str, Path], summary: Mapping[st
 {_cards(data)}{warn}
 <section id="search"><h2>Accuracy over C × gamma</h2>
 <p>Each cell is one model's accuracy on the held-out test set; outlined cells are the models
-<code>select</code> kept.{rule}</p><div class="figs">{heat}{_top(data.results)}</div></section>
+<code>select</code> kept.{rule}{ties}</p>
+<div class="figs">{heat}{_top(data.results)}</div><div class="figs">{cv}</div></section>
 {_comparison(data, images)}
 <section id="graph"><h2>Pipeline graph</h2>{dag}</section>
 <section><h2>Pipelines</h2>{_pipelines(data.pipelines)}</section>

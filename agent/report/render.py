@@ -14,12 +14,22 @@ from typing import Any
 from agent.report.dag import render_dag
 from agent.report.graph import Graph, build_graph, layout
 from agent.report.heatmap import render_heatmap
-from agent.report.model import ReportData, build_grid, diff_grid, summarize_change
+from agent.report.model import (
+    ReportData,
+    build_cv_grid,
+    build_grid,
+    diff_grid,
+    has_cv,
+    rank_key,
+    summarize_change,
+)
 from agent.report.page import build_page
 
 HTML_NAME = "report.html"
 COMPARE_NAME = "heatmap_compare.png"
 DIFF_NAME = "heatmap_diff.png"
+CV_NAME = "heatmap_cv.png"
+TIE_NOTE = "ties broken by cross-validated accuracy"
 
 
 @dataclass(frozen=True)
@@ -29,9 +39,11 @@ class ReportFiles:
     dag: Path
     compare: Path | None = None
     diff: Path | None = None
+    cv: Path | None = None  # the cross-validated accuracy heatmap, when select wrote the scores
 
     def all(self) -> tuple[Path, ...]:
-        return tuple(p for p in (self.html, self.heatmap, self.dag, self.compare, self.diff) if p)
+        return tuple(p for p in (self.html, self.heatmap, self.dag, self.compare, self.diff,
+                                 self.cv) if p)  # fmt: skip
 
 
 def summary(data: ReportData, graph: Graph) -> dict[str, Any]:
@@ -46,13 +58,14 @@ def summary(data: ReportData, graph: Graph) -> dict[str, Any]:
         "cells": grid.cells,
         "c_values": list(grid.cs),
         "gamma_values": list(grid.gammas),
-        "best": {"model": best.name, "accuracy": best.accuracy} if best else None,
+        "best": {"model": best.name, "accuracy": best.accuracy, "cv_accuracy": best.cv}
+        if best else None,
         "selected": sorted(r.name for r in data.results if r.selected),
         "selection_rule": data.selection.rule if data.selection else "",
         "leaderboard": [
             {"model": r.name, "C": r.c, "gamma": r.gamma, "accuracy": r.accuracy,
-             "selected": r.selected}
-            for r in data.results
+             "cv_accuracy": r.cv, "selected": r.selected}
+            for r in sorted(data.results, key=rank_key)  # select's order
         ],
         "graph": {
             "nodes": [{"name": n.name, "kind": n.kind, "state": n.state, "job_state": n.job_state,
@@ -85,8 +98,17 @@ def write_report(data: ReportData, out_dir: Path) -> ReportFiles:
     """Draw every image into out_dir and write report.html there; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     images: dict[str, Path] = {}
+    scored = has_cv(data.results)
     images["heatmap"] = render_heatmap(build_grid(data.results), out_dir / "heatmap.png",
-                                       "Test accuracy by C and gamma")
+                                       "Test accuracy by C and gamma",
+                                       note=TIE_NOTE if scored else "")  # fmt: skip
+    if scored:
+        images["cv"] = render_heatmap(build_cv_grid(data.results), out_dir / CV_NAME,
+                                      "Cross-validated accuracy on the training split",
+                                      value_label="cross-validated accuracy (5 folds)",
+                                      tie_word=None)  # fmt: skip
+    else:  # an older select without scores: no stale picture beside the new page
+        (out_dir / CV_NAME).unlink(missing_ok=True)
     graph = build_graph(data.pipelines, data.repos)
     images["dag"] = render_dag(graph, layout(graph), out_dir / "dag.png")
     if data.comparison:
@@ -105,4 +127,4 @@ def write_report(data: ReportData, out_dir: Path) -> ReportFiles:
     partial.write_text(build_page(data, images, summary(data, graph)), encoding="utf-8")
     partial.replace(html_path)
     return ReportFiles(html_path, images["heatmap"], images["dag"], images.get("compare"),
-                       images.get("diff"))
+                       images.get("diff"), images.get("cv"))
