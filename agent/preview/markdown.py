@@ -18,6 +18,8 @@ IMAGES_NOTE = ("Images: on localpachd the stage code comes from the checkout (`s
 NOTHING_TO_RUN = ("Nothing to run: the plan re-runs no datum and changes no data "
                   "(descriptions or metadata only), so no pipeline ran for this change.")
 SHOW_MODELS = 15
+UNRUNNABLE = "UNRUNNABLE"  # its upstream failed: the cause is shown with that upstream job
+QUIET = {"SUCCESS", UNRUNNABLE}  # states shown without their logs
 
 
 def _acc(value: float | None) -> str:
@@ -38,9 +40,11 @@ def headline(p: Preview) -> str:
     c = p.comparison
     if c is None:
         return NOTHING_TO_RUN
-    failed = [j for j in c.head_jobs if j.state != "SUCCESS"]
+    failed = [j for j in c.head_jobs if j.state not in QUIET]
     if failed:
-        return "**A preview job failed:** " + ", ".join(md_code(j.pipeline) for j in failed)
+        blocked = sum(1 for j in c.head_jobs if j.state == UNRUNNABLE)
+        return ("**A preview job failed:** " + ", ".join(md_code(j.pipeline) for j in failed)
+                + (f" ({blocked} downstream job(s) could not run)" if blocked else ""))
     if not c.head_jobs:
         return "The plan applied, but no job ran."
     what = "the selection changed" if c.selection_changed else "the selection is unchanged"
@@ -77,7 +81,11 @@ def job_lines(base: RunResult, c: Comparison | None) -> list[str]:
 
 def failure_lines(jobs: tuple[JobResult, ...], title: str) -> list[str]:
     lines: list[str] = []
-    for j in (j for j in jobs if j.state != "SUCCESS"):
+    blocked = [j for j in jobs if j.state == UNRUNNABLE]
+    if blocked:
+        lines += ["", f"{title}: could not run because an upstream job failed: "
+                  + ", ".join(md_code(j.pipeline) for j in blocked)]
+    for j in (j for j in jobs if j.state not in QUIET):
         lines += ["", f"<details open><summary>{title}: {md_text(j.pipeline)} job "
                   f"{md_text(j.id[:12])} {md_text(j.state)}"
                   f"{': ' + md_text(j.reason) if j.reason else ''}</summary>", "",
