@@ -94,7 +94,8 @@ def _outline_selected(ax: Axes, grid: Grid, xe: np.ndarray, ye: np.ndarray) -> N
                                fill=False, edgecolor=OUTLINE, linewidth=2.5, zorder=3))
 
 
-def _mark_best(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis, tie_word: str | None) -> str:
+def _mark_best(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis, tie_word: str | None,
+               note: str) -> str:  # fmt: skip
     best = grid.best()
     if best is None:
         return ""
@@ -105,7 +106,10 @@ def _mark_best(ax: Axes, grid: Grid, xa: _Axis, ya: _Axis, tie_word: str | None)
                 fontweight="bold", color="black", zorder=4,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": OUTLINE, "alpha": 0.9})
     ties = sum(1 for row in grid.values for w in row if w is not None and abs(w - v) < 1e-12)
-    tied = f" (and {ties - 1} more with the same {tie_word})" if tie_word and ties > 1 else ""
+    tied = ""
+    if tie_word and ties > 1:  # short: the subtitle must fit the figure's width
+        tied = f" (+{ties - 1} tied{', ' + note if note else ''})" if note else \
+            f" (and {ties - 1} more with the same {tie_word})"  # fmt: skip
     return (f"best {v:.3f} at C={format_param(grid.cs[i])}, "
             f"gamma={format_param(grid.gammas[j])}{tied}")
 
@@ -116,7 +120,7 @@ def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False,
     """Write one heatmap PNG of exactly PIXELS; `diff` uses a diverging scale centred on 0.
 
     `value_label` names the colour scale, `tie_word` what the best cell's ties share (None: no
-    tie count), `note` is appended to the best cell's subtitle (e.g. how ties were broken)."""
+    tie count), `note` says how those ties were broken (shown only when there are ties)."""
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     try:
         xa, ya = _axis(grid.gammas), _axis(grid.cs)
@@ -143,9 +147,7 @@ def render_heatmap(grid: Grid, path: Path, title: str, *, diff: bool = False,
         if grid.values:
             _annotate_cells(ax, grid, xa, ya, mesh, diff)
             _outline_selected(ax, grid, xe, ye)
-        subtitle = "" if diff else _mark_best(ax, grid, xa, ya, tie_word)
-        if subtitle and note:
-            subtitle += f"; {note}"
+        subtitle = "" if diff else _mark_best(ax, grid, xa, ya, tie_word, note)
         ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
         bar = fig.colorbar(mesh, cax=fig.add_axes((0.86, 0.14, 0.025, 0.76)))
         bar.set_label("accuracy change" if diff else value_label)

@@ -29,7 +29,7 @@ HTML_NAME = "report.html"
 COMPARE_NAME = "heatmap_compare.png"
 DIFF_NAME = "heatmap_diff.png"
 CV_NAME = "heatmap_cv.png"
-TIE_NOTE = "ties broken by cross-validated accuracy"
+TIE_NOTE = "ranked by cross-validated accuracy"
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,14 @@ def test_report_shows_all_77_models_and_selects_exactly_selects_choice(demo: Dem
     assert page["selected"] == expected and expected
     assert page["best"]["accuracy"] == pytest.approx(demo.selected_json["best_accuracy"])
     board = page["leaderboard"]
-    assert [r["accuracy"] for r in board] == sorted((r["accuracy"] for r in board), reverse=True)
+    ranks = [(r["accuracy"], r["cv_accuracy"]) for r in board]
+    assert ranks == sorted(ranks, reverse=True)  # select's order: accuracy, then cv accuracy
     assert {r["model"] for r in board if r["selected"]} == set(expected)
+    # the tie-breaker: of the 40 models at accuracy 1.0, the 4 with the best cross-validated
+    # accuracy (the C x gamma = 0.5 ridge); the best is the simplest of them
+    assert len(demo.selected_json["tied"]) == 40 and expected == sorted(
+        ["model_C8.0_G0.063", "model_C32.0_G0.016", "model_C128.0_G0.004", "model_C512.0_G0.001"])
+    assert page["best"] == {"model": "model_C8.0_G0.063", "accuracy": 1.0, "cv_accuracy": 0.975}
     assert page["warnings"] == []
 
 
@@ -93,13 +99,14 @@ def test_graph_equals_the_specs_and_shows_the_jobs(demo: DemoRun) -> None:
 
 
 def test_report_images_are_valid_pngs(demo: DemoRun) -> None:
-    for name in ("heatmap.png", "dag.png"):
+    for name in ("heatmap.png", "heatmap_cv.png", "dag.png"):
         with Image.open(demo.out / name) as img:
             img.verify()
-    with Image.open(demo.out / "heatmap.png") as img:
-        assert img.size == PIXELS
+    for name in ("heatmap.png", "heatmap_cv.png"):
+        with Image.open(demo.out / name) as img:
+            assert img.size == PIXELS
     html = (demo.out / "report.html").read_text(encoding="utf-8")
-    assert html.count('src="data:image/png;base64,') == 2
+    assert html.count('src="data:image/png;base64,') == 3  # accuracy, cv accuracy, graph
     assert "report.html" in demo.stdout
 
 
