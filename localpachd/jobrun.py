@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import duration_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import logs, pps_spec
@@ -60,7 +61,7 @@ RECORD_BATCH = 32  # datum results per progress write
 RECORD_EVERY = 0.5  # seconds between progress writes
 
 
-def datum_inputs_json(d: Datum) -> list[dict[str, Any]]:
+def datum_inputs_json(d: Datum) -> list[db.DatumInputJSON]:
     return [
         {"name": i.name, "project": i.project, "repo": i.repo, "branch": i.branch,
          "commit": i.commit, "path": i.path, "hash": i.hash, "size": i.size}
@@ -68,7 +69,7 @@ def datum_inputs_json(d: Datum) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _seconds(d: Any) -> float | None:
+def _seconds(d: duration_pb2.Duration) -> float | None:
     total = float(d.seconds) + d.nanos / 1e9
     return total if total > 0 else None
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from python_pachyderm.proto.v2.admin import admin_pb2, admin_pb2_grpc
 from python_pachyderm.proto.v2.version.versionpb import version_pb2, version_pb2_grpc
@@ -25,7 +27,9 @@ ADDITIONAL = "-localpachd"
 
 
 class VersionServicer(version_pb2_grpc.APIServicer):  # type: ignore[misc]
-    def GetVersion(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def GetVersion(
+        self, request: empty_pb2.Empty, context: grpc.ServicerContext
+    ) -> version_pb2.Version:
         major, minor, micro = VERSION
         return version_pb2.Version(
             major=major, minor=minor, micro=micro, additional=ADDITIONAL,
@@ -37,13 +41,17 @@ class HealthServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
-    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
         status = (health_pb2.HealthCheckResponse.NOT_SERVING if self.ctx.stopping.is_set()
                   else health_pb2.HealthCheckResponse.SERVING)
         return health_pb2.HealthCheckResponse(status=status)
 
 
-    def Watch(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> Iterator[health_pb2.HealthCheckResponse]:
         """Send the status now and again when the server starts stopping."""
         yield self.Check(request, context)
         while context.is_active() and not self.ctx.stopping.wait(1.0):
@@ -56,7 +64,9 @@ class AdminServicer(admin_pb2_grpc.APIServicer):  # type: ignore[misc]
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
-    def InspectCluster(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def InspectCluster(
+        self, request: admin_pb2.InspectClusterRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ClusterInfo:
         cid = self.ctx.store.meta("cluster_id")
         return admin_pb2.ClusterInfo(id=cid, deployment_id=cid, version_warnings_ok=True)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, message, timestamp_pb2
@@ -186,36 +185,50 @@ class TransactionServicer(tgrpc.APIServicer):  # type: ignore[misc]
         assert isinstance(reg, Registry)  # the server builds its context with this registry
         self.reg = reg
 
-    def StartTransaction(self, request: Any, context: grpc.ServicerContext) -> tpb.Transaction:
+    def StartTransaction(
+        self, request: tpb.StartTransactionRequest, context: grpc.ServicerContext
+    ) -> tpb.Transaction:
         txn = uuid.uuid4().hex
         with self.ctx.store.write() as tx:
             # as Pachyderm: commits made by the transaction get the transaction's ID
             tx.x("INSERT INTO transactions VALUES(?,?,?)", (txn, time.time(), txn))
         return tpb.Transaction(id=txn)
 
-    def InspectTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def InspectTransaction(
+        self, request: tpb.InspectTransactionRequest, context: grpc.ServicerContext
+    ) -> tpb.TransactionInfo:
         with self.ctx.store.read() as tx:
             return limits.fit(self.reg.info(tx, request.transaction.id))
 
-    def ListTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ListTransaction(
+        self, request: tpb.ListTransactionRequest, context: grpc.ServicerContext
+    ) -> tpb.TransactionInfos:
         with self.ctx.store.read() as tx:
             ids = [r["id"] for r in tx.q("SELECT id FROM transactions ORDER BY started")]
             return limits.fit(tpb.TransactionInfos(
                 transaction_info=[self.reg.info(tx, i) for i in ids]))
 
-    def DeleteTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def DeleteTransaction(
+        self, request: tpb.DeleteTransactionRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.ctx.store.write() as tx:
             self.reg.info(tx, request.transaction.id)
             _delete(tx, request.transaction.id)
         return empty_pb2.Empty()
 
-    def FinishTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def FinishTransaction(
+        self, request: tpb.FinishTransactionRequest, context: grpc.ServicerContext
+    ) -> tpb.TransactionInfo:
         return self.reg.finish(self.ctx, request.transaction.id)
 
-    def BatchTransaction(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def BatchTransaction(
+        self, request: tpb.BatchTransactionRequest, context: grpc.ServicerContext
+    ) -> tpb.TransactionInfo:
         return self.reg.batch(self.ctx, list(request.requests))
 
-    def DeleteAll(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def DeleteAll(
+        self, request: tpb.DeleteAllRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.ctx.store.write() as tx:
             tx.x("DELETE FROM txn_ops")
             tx.x("DELETE FROM transactions")

@@ -6,39 +6,37 @@ RPCs run the same functions in their own store transaction, so both paths behave
 
 from __future__ import annotations
 
-from typing import Any
-
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 
 from localpachd import errors
+from localpachd.context import ServerContext
 from localpachd.pfs import model
 from localpachd.pfs.convert import branch_key, commit_pb, commit_ref, repo_ref, resolve
 from localpachd.pfs.model import Commit
 from localpachd.store import Tx
 
-Ctx = Any
 
-
-def apply_create_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
+def apply_create_repo(ctx: ServerContext, tx: Tx, req: pfs_pb2.CreateRepoRequest) -> None:
     project, name = repo_ref(req.repo)
     model.create_repo(tx, project, name, req.description, req.update, req.repo.type or "user")
 
 
-def apply_delete_repo(ctx: Ctx, tx: Tx, req: Any) -> None:
+def apply_delete_repo(ctx: ServerContext, tx: Tx, req: pfs_pb2.DeleteRepoRequest) -> None:
     project, name = repo_ref(req.repo)
     if tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (project, name)) is None:
         return  # Pachyderm 2.7 deletes a missing repo without complaint
     if not req.force:
-        for guard in getattr(ctx, "delete_repo_guards", ()):
+        for guard in ctx.delete_repo_guards:
             guard(tx, project, name)
     model.delete_repo(tx, project, name, req.force)
 
 
-def has_commit(c: Any) -> bool:
+def has_commit(c: pfs_pb2.Commit) -> bool:
     return bool(c.id or c.branch.name)
 
 
-def apply_start_commit(ctx: Ctx, tx: Tx, req: Any) -> pfs_pb2.Commit:
+def apply_start_commit(ctx: ServerContext, tx: Tx, req: pfs_pb2.StartCommitRequest
+                       ) -> pfs_pb2.Commit:  # fmt: skip
     b = branch_key(req.branch)
     parent = None
     if req.HasField("parent") and has_commit(req.parent):
@@ -47,10 +45,10 @@ def apply_start_commit(ctx: Ctx, tx: Tx, req: Any) -> pfs_pb2.Commit:
     return commit_pb(model.start_commit(tx, b.project, b.repo, b.name, parent, req.description))
 
 
-def apply_finish_commit(ctx: Ctx, tx: Tx, req: Any) -> None:
+def apply_finish_commit(ctx: ServerContext, tx: Tx, req: pfs_pb2.FinishCommitRequest) -> None:
     commit = resolve(tx, req.commit)
     if not req.force and not commit.is_finished:
-        for guard in getattr(ctx, "finish_commit_guards", ()):
+        for guard in ctx.finish_commit_guards:
             guard(tx, commit)
     model.finish_commit(tx, commit, req.error, req.description or None)
 
@@ -62,7 +60,8 @@ def commit_set(tx: Tx, cs: str) -> list[Commit]:
     return commits
 
 
-def apply_squash_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
+def apply_squash_commit_set(ctx: ServerContext, tx: Tx, req: pfs_pb2.SquashCommitSetRequest
+                            ) -> None:  # fmt: skip
     commits = commit_set(tx, req.commit_set.id)
     for c in commits:
         if not c.is_finished:
@@ -76,7 +75,7 @@ def apply_squash_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
     model.delete_commits(tx, commits, squash=True)
 
 
-def apply_drop_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
+def apply_drop_commit_set(ctx: ServerContext, tx: Tx, req: pfs_pb2.DropCommitSetRequest) -> None:
     commits = commit_set(tx, req.commit_set.id)
     for c in commits:
         if model.children(tx, c.cid):
@@ -86,7 +85,7 @@ def apply_drop_commit_set(ctx: Ctx, tx: Tx, req: Any) -> None:
     model.delete_commits(tx, commits, squash=False)
 
 
-def apply_create_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
+def apply_create_branch(ctx: ServerContext, tx: Tx, req: pfs_pb2.CreateBranchRequest) -> None:
     b = branch_key(req.branch)
     if req.HasField("trigger") and req.trigger.branch:
         raise errors.Unimplemented("branch triggers are not supported by localpachd")
@@ -99,7 +98,7 @@ def apply_create_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
                         req.new_commit_set)
 
 
-def apply_delete_branch(ctx: Ctx, tx: Tx, req: Any) -> None:
+def apply_delete_branch(ctx: ServerContext, tx: Tx, req: pfs_pb2.DeleteBranchRequest) -> None:
     model.delete_branch(tx, branch_key(req.branch), req.force)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.protobuf import duration_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
@@ -125,7 +123,7 @@ def datum_info(project: str, pipeline: str, d: db.DatumRow) -> pps_pb2.DatumInfo
     return info
 
 
-def file_info(inp: dict[str, Any]) -> pfs_pb2.FileInfo:
+def file_info(inp: db.DatumInputJSON) -> pfs_pb2.FileInfo:
     fi = pfs_pb2.FileInfo(size_bytes=int(inp.get("size", 0)))
     commit = commit_pb(inp["project"], inp["repo"], inp["branch"], inp["commit"])
     fi.file.commit.CopyFrom(commit)

@@ -8,11 +8,12 @@ branch/commit commit atomically; functions take the store `Tx` first.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
 
 from python_pachyderm.proto.v2.pps import pps_pb2
 
@@ -44,6 +45,19 @@ CREATE TABLE IF NOT EXISTS pps_datums(
     PRIMARY KEY(project, pipeline, job, id));
 """
 
+
+
+class DatumInputJSON(TypedDict):
+    """One input of a datum as stored in `pps_datums.inputs` (JSON) and shown by ListDatum."""
+
+    name: str
+    project: str
+    repo: str
+    branch: str
+    commit: str
+    path: str
+    hash: str
+    size: int
 
 
 class JobState(StrEnum):
@@ -129,7 +143,7 @@ class DatumRow:
     state: DatumState
     attempts: int
     reason: str
-    inputs: list[dict[str, Any]]
+    inputs: list[DatumInputJSON]
     process_time: float
     upload_bytes: int
     download_bytes: int
@@ -152,7 +166,7 @@ _CURRENT = (
 )
 
 
-def _current_row(r: Any) -> PipelineRow:
+def _current_row(r: sqlite3.Row) -> PipelineRow:
     return PipelineRow(r[0], r[1], r[2], parse_spec(r[3]), r[4], bool(r[5]), r[6], r[7],
                        blob=r[3])
 
@@ -167,7 +181,8 @@ def all_current(tx: Tx) -> list[PipelineRow]:
     return [_current_row(r) for r in tx.q(f"{_CURRENT} ORDER BY c.seq")]
 
 
-def _with_history(cur: PipelineRow, older: list[Any], depth: int) -> list[PipelineRow]:
+def _with_history(cur: PipelineRow, older: list[tuple[Any, ...]], depth: int
+                  ) -> list[PipelineRow]:  # fmt: skip
     """`cur` then up to `depth` (-1 = all) of `older` (version, spec, created), newest first."""
     out = [cur]
     for r in older:
@@ -185,11 +200,11 @@ def history(tx: Tx, project: str, name: str, depth: int) -> list[PipelineRow]:
     cur = current(tx, project, name)
     if cur is None:
         return []
-    older = [] if depth == 0 else tx.q(
+    older = [] if depth == 0 else [tuple(r) for r in tx.q(
         "SELECT version, spec, created FROM pps_pipelines WHERE project=? AND name=? "
         "ORDER BY version DESC",
         (project, name),
-    )  # fmt: skip
+    )]  # fmt: skip
     return _with_history(cur, older, depth)
 
 
@@ -198,10 +213,10 @@ def all_history(tx: Tx, depth: int) -> list[PipelineRow]:
     currents = all_current(tx)
     if depth == 0:
         return currents
-    older: dict[tuple[str, str], list[Any]] = {}
+    older: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
     for r in tx.q("SELECT project, name, version, spec, created FROM pps_pipelines "
                   "ORDER BY project, name, version DESC"):  # fmt: skip
-        older.setdefault((r[0], r[1]), []).append(r[2:])
+        older.setdefault((r[0], r[1]), []).append(tuple(r)[2:])
     out: list[PipelineRow] = []
     for cur in currents:
         out.extend(_with_history(cur, older.get((cur.project, cur.name), []), depth))
@@ -273,7 +288,7 @@ def delete_pipeline(tx: Tx, project: str, name: str) -> None:
 # ------------------------------------------------------------------ jobs
 
 
-def _job(row: Any) -> JobRow:
+def _job(row: sqlite3.Row) -> JobRow:
     job = JobRow(*tuple(row))
     return replace(job, state=JobState(job.state))
 
@@ -344,7 +359,7 @@ def unfinished_jobs(tx: Tx) -> list[JobRow]:
     return [_job(r) for r in rows]
 
 
-def update_job(tx: Tx, job: JobRow, **fields: Any) -> None:
+def update_job(tx: Tx, job: JobRow, **fields: str | float | None) -> None:
     sets = ", ".join(f"{k}=?" for k in fields)
     tx.x(
         f"UPDATE pps_jobs SET {sets} WHERE project=? AND pipeline=? AND id=?",
@@ -378,7 +393,7 @@ DATUM_COLS = (
 )
 
 
-def _datum(row: Any) -> DatumRow:
+def _datum(row: sqlite3.Row) -> DatumRow:
     r = tuple(row)
     state = DatumState(r[3])
     return DatumRow(r[0], r[1], r[2], state, r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])

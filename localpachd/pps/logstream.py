@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
+import grpc
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import errors, logs
@@ -23,7 +24,7 @@ from localpachd.store import Tx
 POLL = 0.2
 
 
-def _scope(tx: Tx, req: Any) -> tuple[str, str, list[db.JobRow]]:
+def _scope(tx: Tx, req: pps_pb2.GetLogsRequest) -> tuple[str, str, list[db.JobRow]]:
     if req.job.id:
         project, name = req.job.pipeline.project.name or "default", req.job.pipeline.name
         job = db.get_job(tx, project, name, req.job.id)
@@ -39,18 +40,18 @@ def _scope(tx: Tx, req: Any) -> tuple[str, str, list[db.JobRow]]:
     return project, name, db.jobs_of(tx, project, name)
 
 
-def _inputs(tx: Tx, job: db.JobRow) -> dict[str, list[dict[str, Any]]]:
+def _inputs(tx: Tx, job: db.JobRow) -> dict[str, list[db.DatumInputJSON]]:
     return {d.id: d.inputs for d in db.datums_of(tx, job.project, job.pipeline, job.id)}
 
 
-def _wanted(inputs: list[dict[str, Any]], filters: list[str]) -> bool:
+def _wanted(inputs: list[db.DatumInputJSON], filters: list[str]) -> bool:
     if not filters:
         return True
     return all(any(f in (i["path"], i["hash"], i["path"].rstrip("/")) for i in inputs)
                for f in filters)  # fmt: skip
 
 
-def _message(line: logs.LogLine, inputs: list[dict[str, Any]]) -> pps_pb2.LogMessage:
+def _message(line: logs.LogLine, inputs: list[db.DatumInputJSON]) -> pps_pb2.LogMessage:
     msg = pps_pb2.LogMessage(
         project_name=line.project, pipeline_name=line.pipeline, job_id=line.job,
         datum_id=line.datum, worker_id="localpachd", user=True, message=line.message,
@@ -65,9 +66,10 @@ def _message(line: logs.LogLine, inputs: list[dict[str, Any]]) -> pps_pb2.LogMes
 
 
 def _tails(
-    data_dir: Any, req: Any, jobs: list[db.JobRow], inputs: dict[str, dict[str, Any]],
+    data_dir: Path, req: pps_pb2.GetLogsRequest, jobs: list[db.JobRow],
+    inputs: dict[str, dict[str, list[db.DatumInputJSON]]],
     tails: dict[str, logs.Tail],
-) -> Iterator[tuple[logs.Tail, db.JobRow, list[dict[str, Any]]]]:  # fmt: skip
+) -> Iterator[tuple[logs.Tail, db.JobRow, list[db.DatumInputJSON]]]:  # fmt: skip
     """The wanted log files of `jobs` (datum and data filters applied), each with its Tail."""
     for job in jobs:
         for path in logs.job_files(data_dir, job.project, job.pipeline, job.id):
@@ -80,7 +82,8 @@ def _tails(
             yield tail, job, inputs[job.id].get(did, [])
 
 
-def get_logs(ctx: ServerContext, req: Any, context: Any) -> Iterator[pps_pb2.LogMessage]:
+def get_logs(ctx: ServerContext, req: pps_pb2.GetLogsRequest, context: grpc.ServicerContext
+             ) -> Iterator[pps_pb2.LogMessage]:  # fmt: skip
     """Streams: one line in memory at a time (at most `logs.MAX_LINE` bytes of it). `tail`
     counts the lines first (up to each file's size then) and skips all but the last ones."""
     tails: dict[str, logs.Tail] = {}

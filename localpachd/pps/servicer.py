@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from google.protobuf import empty_pb2
+import grpc
+from google.protobuf import empty_pb2, message
 from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
 from localpachd import errors, pps_spec, waits
-from localpachd.context import ServerContext
+from localpachd.context import Apply, ServerContext
 from localpachd.datums import COMPOSITE_KINDS, DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
@@ -23,7 +24,7 @@ from localpachd.pps import convert, db, listing, logstream, pipelines
 from localpachd.store import Tx
 
 
-def _project(p: Any) -> str:
+def _project(p: pps_pb2.Pipeline) -> str:
     return str(p.project.name or "default")
 
 
@@ -85,41 +86,53 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         self.store = ctx.store
         self.engine = ctx.pps_engine
 
-    def _write(self, fn: Any, req: Any) -> empty_pb2.Empty:
+    def _write(self, fn: Apply, req: message.Message) -> empty_pb2.Empty:
         with self.store.write() as tx:
             fn(self.ctx, tx, req)
         return empty_pb2.Empty()
 
     # ------------------------------------------------------------ pipelines
 
-    def CreatePipeline(self, req: Any, context: Any) -> Any:
+    def CreatePipeline(
+        self, req: pps_pb2.CreatePipelineRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         return self._write(apply_create_pipeline, req)
 
-    def DeletePipeline(self, req: Any, context: Any) -> Any:
+    def DeletePipeline(
+        self, req: pps_pb2.DeletePipelineRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         return self._write(apply_delete_pipeline, req)
 
-    def DeleteAll(self, req: Any, context: Any) -> Any:
+    def DeleteAll(self, req: empty_pb2.Empty, context: grpc.ServicerContext) -> empty_pb2.Empty:
         with self.store.write() as tx:
             pipelines.delete_all(self.ctx, tx)
         return empty_pb2.Empty()
 
-    def StartPipeline(self, req: Any, context: Any) -> Any:
+    def StartPipeline(
+        self, req: pps_pb2.StartPipelineRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.store.write() as tx:
             pipelines.set_stopped(self.ctx, tx, req.pipeline, False)
         return empty_pb2.Empty()
 
-    def StopPipeline(self, req: Any, context: Any) -> Any:
+    def StopPipeline(
+        self, req: pps_pb2.StopPipelineRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.store.write() as tx:
             pipelines.set_stopped(self.ctx, tx, req.pipeline, True)
         return empty_pb2.Empty()
 
-    def InspectPipeline(self, req: Any, context: Any) -> Any:
+    def InspectPipeline(
+        self, req: pps_pb2.InspectPipelineRequest, context: grpc.ServicerContext
+    ) -> pps_pb2.PipelineInfo:
         self.engine.sync()
         with self.store.read() as tx:
             row = pipelines.require(tx, _project(req.pipeline), req.pipeline.name)
             return listing.pipeline_infos(tx, [row], req.details, self.engine.cap)[0]
 
-    def ListPipeline(self, req: Any, context: Any) -> Iterator[Any]:
+    def ListPipeline(
+        self, req: pps_pb2.ListPipelineRequest, context: grpc.ServicerContext
+    ) -> Iterator[pps_pb2.PipelineInfo]:
         self.engine.sync()
         projects = {p.name for p in req.projects}
         with self.store.read() as tx:
@@ -137,7 +150,7 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
 
     # ------------------------------------------------------------ jobs
 
-    def _job(self, tx: Tx, job: Any) -> db.JobRow:
+    def _job(self, tx: Tx, job: pps_pb2.Job) -> db.JobRow:
         project, pipeline = _project(job.pipeline), job.pipeline.name
         row = db.get_job(tx, project, pipeline, job.id)
         if row is None:
@@ -154,7 +167,8 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             _fill_input_commits(tx, job, info.details.input)
         return info
 
-    def _wait_job(self, job: Any, context: Any, what: str = "InspectJob") -> None:
+    def _wait_job(self, job: pps_pb2.Job, context: grpc.ServicerContext, what: str = "InspectJob"
+                  ) -> None:  # fmt: skip
         project, pipeline = _project(job.pipeline), job.pipeline.name
 
         def done(tx: Tx) -> bool:
@@ -163,7 +177,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
 
         waits.wait_until(self.ctx, context, what, done)
 
-    def InspectJob(self, req: Any, context: Any) -> Any:
+    def InspectJob(
+        self, req: pps_pb2.InspectJobRequest, context: grpc.ServicerContext
+    ) -> pps_pb2.JobInfo:
         self.engine.sync()
         with self.store.read() as tx:
             self._job(tx, req.job)
@@ -172,7 +188,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         with self.store.read() as tx:
             return self._job_info(tx, self._job(tx, req.job), req.details)
 
-    def InspectJobSet(self, req: Any, context: Any) -> Iterator[Any]:
+    def InspectJobSet(
+        self, req: pps_pb2.InspectJobSetRequest, context: grpc.ServicerContext
+    ) -> Iterator[pps_pb2.JobInfo]:
         self.engine.sync()
         with self.store.read() as tx:
             jobs = db.jobs_in_set(tx, req.job_set.id)
@@ -186,7 +204,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             if info is not None:
                 yield info
 
-    def ListJob(self, req: Any, context: Any) -> Iterator[Any]:
+    def ListJob(
+        self, req: pps_pb2.ListJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[pps_pb2.JobInfo]:
         self.engine.sync()
         projects = {p.name for p in req.projects}
         wanted_commits = {c.id for c in req.input_commit}
@@ -206,7 +226,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             infos = [self._job_info(tx, j, req.details) for j in jobs]
         yield from infos
 
-    def ListJobSet(self, req: Any, context: Any) -> Iterator[Any]:
+    def ListJobSet(
+        self, req: pps_pb2.ListJobSetRequest, context: grpc.ServicerContext
+    ) -> Iterator[pps_pb2.JobSetInfo]:
         self.engine.sync()
         projects = {p.name for p in req.projects}
         with self.store.read() as tx:
@@ -224,10 +246,14 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
                 out.append(info)
         yield from out
 
-    def StopJob(self, req: Any, context: Any) -> Any:
+    def StopJob(
+        self, req: pps_pb2.StopJobRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         return self._write(apply_stop_job, req)
 
-    def DeleteJob(self, req: Any, context: Any) -> Any:
+    def DeleteJob(
+        self, req: pps_pb2.DeleteJobRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.store.write() as tx:
             job = self._job(tx, req.job)
             self.engine.kill_job(tx, job, "job was deleted")
@@ -236,7 +262,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
 
     # ------------------------------------------------------------ datums
 
-    def ListDatum(self, req: Any, context: Any) -> Iterator[Any]:
+    def ListDatum(
+        self, req: pps_pb2.ListDatumRequest, context: grpc.ServicerContext
+    ) -> Iterator[pps_pb2.DatumInfo]:
         if req.HasField("input"):
             yield from self._hypothetical(req.input)
             return
@@ -281,7 +309,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             out.append(convert.datum_info("default", "", row))
         return out
 
-    def InspectDatum(self, req: Any, context: Any) -> Any:
+    def InspectDatum(
+        self, req: pps_pb2.InspectDatumRequest, context: grpc.ServicerContext
+    ) -> pps_pb2.DatumInfo:
         with self.store.read() as tx:
             job = self._job(tx, req.datum.job)
             for d in db.datums_of(tx, job.project, job.pipeline, job.id):
@@ -289,7 +319,9 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
                     return convert.datum_info(job.project, job.pipeline, d)
         raise errors.NotFound(f"datum {req.datum.id} not found in job {job.pipeline}@{job.id}")
 
-    def RestartDatum(self, req: Any, context: Any) -> Any:
+    def RestartDatum(
+        self, req: pps_pb2.RestartDatumRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         filters = list(req.data_filters)
         if not self.engine.restart_datums(req.job, filters):  # as 2.7's workers: none matched
             raise errors.datum_not_matched(filters, req.job.id)
@@ -297,5 +329,7 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
 
     # ------------------------------------------------------------ logs
 
-    def GetLogs(self, req: Any, context: Any) -> Iterator[Any]:
+    def GetLogs(
+        self, req: pps_pb2.GetLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pps_pb2.LogMessage]:
         yield from logstream.get_logs(self.ctx, req, context)
