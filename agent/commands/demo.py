@@ -110,7 +110,9 @@ def describe_rule(rule: Any) -> str:
     """stages.select's rule in words: `accuracy within 0.0 of the best` or `error at most
     0.1`; anything else as JSON (never a Python repr)."""
     if isinstance(rule, dict) and rule.get("kind") == "tolerance":
-        return f"rule: accuracy within {rule.get('tolerance')} of the best"
+        ties = ("; ties broken by cross-validated accuracy" if rule.get("tie_break") == "cv"
+                else "")
+        return f"rule: accuracy within {rule.get('tolerance')} of the best{ties}"
     if isinstance(rule, dict) and rule.get("kind") == "threshold":
         return f"rule: error (1 - accuracy) at most {rule.get('max_error')}"
     return f"rule: {json.dumps(rule, sort_keys=True, default=str)}"

@@ -41,8 +41,8 @@ def test_demo_then_image_bump_reprocesses(tmp_path: Path) -> None:
         assert proc.returncode == 0, out
         assert "model 77/77 ok" in out and "test 77/77 ok" in out and "select 1/1 ok" in out
         selected = re.search(r"Selected (\d+) of 77 models \(rule: accuracy within 0\.0 of the "
-                             r"best; best accuracy", out)
-        assert selected and int(selected.group(1)) >= 1, out
+                             r"best; ties broken by cross-validated accuracy; best accuracy", out)
+        assert selected and int(selected.group(1)) == 4, out  # the shipped data: 4 of 40 tied
         assert "{'kind'" not in out and "Data declared in git" in out
         assert "~ repo parameters: 18 to add, 0 unchanged" in out, out
         addr = re.search(r"listening on (\S+)", out).group(1)  # type: ignore[union-attr]

@@ -13,14 +13,17 @@ from agent.commands.demo import describe_rule
 from stages.select import Entry, choose
 
 
-@pytest.mark.parametrize("tolerance, threshold, words", [
-    (0.0, None, "rule: accuracy within 0.0 of the best"),
-    (0.02, None, "rule: accuracy within 0.02 of the best"),
-    (None, 0.1, "rule: error (1 - accuracy) at most 0.1"),
+@pytest.mark.parametrize("tolerance, threshold, tie_break, words", [
+    (0.0, None, "cv", "rule: accuracy within 0.0 of the best; ties broken by cross-validated "
+                      "accuracy"),
+    (0.0, None, "none", "rule: accuracy within 0.0 of the best"),
+    (0.02, None, "none", "rule: accuracy within 0.02 of the best"),
+    (None, 0.1, "cv", "rule: error (1 - accuracy) at most 0.1"),
 ])
-def test_the_rules_select_writes_read_as_words(tolerance: float | None,
-                                               threshold: float | None, words: str) -> None:
-    rule, _ = choose([Entry("model_C1.0_G1.0", 1.0, Path("m.pkl"))], tolerance, threshold)
+def test_the_rules_select_writes_read_as_words(tolerance: float | None, threshold: float | None,
+                                               tie_break: str, words: str) -> None:
+    rule, _ = choose([Entry("model_C1.0_G1.0", 1.0, Path("m.pkl"))], tolerance, threshold,
+                     tie_break)
     assert describe_rule(rule) == words
     assert "{" not in describe_rule(rule) and "'" not in describe_rule(rule)
 
