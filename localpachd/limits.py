@@ -25,11 +25,14 @@ recorded into transactions) and `localpachd.transaction` (`fit`, `check_size`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TypeVar, cast
 
 from google.protobuf import message
 
 from localpachd import errors
+from localpachd.rpctypes import Behaviour, Handler
+
+M = TypeVar("M", bound=message.Message)
 
 MIB = 1024 * 1024
 MAX_MESSAGE = 20 * MIB  # Pachyderm's grpcutil.MaxMsgSize; python-pachyderm's receive limit
@@ -70,21 +73,21 @@ def check_size(size: int, streamed: bool = False) -> None:
         raise too_large_to_store(size)
 
 
-def check(request: Any) -> Any:
+def check(request: object) -> object:
     """The request, or raise its refusal if the deserializer replaced it with `Oversized`."""
     if isinstance(request, Oversized):
         raise request.error
     return request
 
 
-def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+def _checked_stream(requests: Iterator[object]) -> Iterator[object]:
     for request in requests:
         yield check(request)
 
 
-def _deserializer(inner: Callable[[bytes], Any] | None, streamed: bool
-                  ) -> Callable[[bytes], Any]:
-    def deserialize(data: bytes) -> Any:
+def _deserializer(inner: Callable[[bytes], object] | None, streamed: bool
+                  ) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
         try:
             check_size(len(data), streamed)
         except errors.ResourceExhausted as exc:
@@ -94,7 +97,7 @@ def _deserializer(inner: Callable[[bytes], Any] | None, streamed: bool
     return deserialize
 
 
-def bounded(handler: Any) -> Any:
+def bounded(handler: Handler) -> Handler:
     """The grpc method handler with the request size limits applied (see the module doc).
 
     Its behaviour raises errors.ResourceExhausted for an oversized request (a unary one before
@@ -109,13 +112,14 @@ def bounded(handler: Any) -> Any:
     return out
 
 
-def _checking(fn: Callable[..., Any], streamed: bool) -> Callable[..., Any]:
+def _checking(fn: Behaviour, streamed: bool) -> Behaviour:
     if streamed:
-        return lambda requests, context: fn(_checked_stream(requests), context)
+        return lambda requests, context: fn(_checked_stream(cast(Iterator[object], requests)),
+                                            context)
     return lambda request, context: fn(check(request), context)
 
 
-def fit(info: Any) -> Any:
+def fit(info: M) -> M:
     """A TransactionInfo (or TransactionInfos) a client can receive: as is when it fits
     MAX_MESSAGE, else without the echoed requests (the client sent them; responses, which carry
     the commits a transaction started, are kept). Raises errors.ResourceExhausted if even that
@@ -123,7 +127,7 @@ def fit(info: Any) -> Any:
     after applying."""
     if info.ByteSize() <= MAX_MESSAGE:
         return info
-    out: message.Message = type(info)()
+    out: M = type(info)()
     out.CopyFrom(info)
     for one in [out] if hasattr(out, "requests") else out.transaction_info:
         del one.requests[:]

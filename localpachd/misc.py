@@ -11,7 +11,6 @@ from __future__ import annotations
 import platform
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
@@ -21,6 +20,7 @@ from python_pachyderm.proto.v2.version.versionpb import version_pb2, version_pb2
 
 from localpachd import errors
 from localpachd.context import ServerContext, fill_unimplemented
+from localpachd.rpctypes import CallDetails, Handler
 
 VERSION = (2, 7, 0)
 ADDITIONAL = "-localpachd"
@@ -75,11 +75,11 @@ class _AuthNotActivated(grpc.GenericRpcHandler):  # type: ignore[misc]
     SERVICES = ("/auth_v2.API/", "/identity_v2.API/", "/license_v2.API/",
                 "/enterprise_v2.API/")
 
-    def service(self, details: Any) -> Any:
+    def service(self, details: CallDetails) -> Handler | None:
         if not details.method.startswith(self.SERVICES):
             return None
 
-        def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+        def behaviour(request: object, context: grpc.ServicerContext) -> object:
             raise errors.Unimplemented(errors.AUTH_NOT_ACTIVATED)
 
         return grpc.unary_unary_rpc_method_handler(behaviour)

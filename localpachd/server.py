@@ -44,12 +44,13 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import grpc
 
 from localpachd import errors, limits, misc, pfs, pps, transaction, waits
 from localpachd.context import Registrar, ServerConfig, ServerContext
+from localpachd.rpctypes import Behaviour, CallDetails, Handler, Streaming, Wrap
 from localpachd.shutdown import STOPPING, Calls, Stopping
 from localpachd.store import Store
 from localpachd.transaction import Registry
@@ -80,13 +81,14 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
         self.ctx = ctx
         self.calls = Calls()  # what stop() waits for before the store closes
 
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
+    def intercept_service(self, continuation: Callable[[CallDetails], Handler | None],
+                          details: CallDetails) -> Handler | None:
         handler = continuation(details)
         if handler is not None and self.ctx.stopping.is_set():
             return _replace(handler, lambda fn: _fail(Stopping(STOPPING)))
         return self.calls.track(self._intercept(handler, details))
 
-    def _intercept(self, handler: Any, details: Any) -> Any:
+    def _intercept(self, handler: Handler | None, details: CallDetails) -> Handler | None:
         if handler is None:
             return None
         handler = limits.bounded(handler)  # oversized requests fail before the servicer runs
@@ -108,23 +110,25 @@ class _Boundary(grpc.ServerInterceptor):  # type: ignore[misc]
                         lambda fn: _guard_stream(fn, method, self.ctx.waits))
 
 
-def _fail(exc: errors.PachError) -> Callable[..., Any]:
-    def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+def _fail(exc: errors.PachError) -> Behaviour:
+    def behaviour(request: object, context: grpc.ServicerContext) -> NoReturn:
         context.abort(exc.code, exc.message)
+        raise AssertionError("unreachable: grpc's abort raises")
 
     return behaviour
 
 
-def _abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+def _abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
     if isinstance(exc, errors.PachError):
         context.abort(exc.code, exc.message)
     if isinstance(exc, grpc.RpcError) or not context.is_active():
         raise exc  # the client cancelled or went away: nothing to report, nobody to tell
     log.exception("internal error")
     context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable: grpc's abort raises")
 
 
-def _settle(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+def _settle(context: grpc.ServicerContext, exc: Exception, method: str) -> NoReturn:
     """Turn an exception into the call's status (always raises)."""
     if context.code() is not None:  # the generated default servicer or grpc set it already
         if isinstance(exc, NotImplementedError):
@@ -133,8 +137,8 @@ def _settle(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     _abort(context, exc)
 
 
-def _guard(fn: Callable[..., Any], method: str = "") -> Callable[..., Any]:
-    def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
+def _guard(fn: Behaviour, method: str = "") -> Behaviour:
+    def behaviour(request: object, context: grpc.ServicerContext) -> object:
         try:
             return fn(request, context)
         except Exception as exc:
@@ -143,28 +147,26 @@ def _guard(fn: Callable[..., Any], method: str = "") -> Callable[..., Any]:
     return behaviour
 
 
-def _guard_stream(fn: Callable[..., Any], method: str = "",
-                  slots: WaitSlots | None = None) -> Callable[..., Any]:
+def _guard_stream(fn: Behaviour, method: str = "",
+                  slots: WaitSlots | None = None) -> Streaming:
     """The error boundary of a streaming response; a stream that lasts until the client leaves
     (localpachd.waits.STREAMS) holds a wait slot for its whole life."""
     name = method.rsplit("/", 1)[-1]
 
-    def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    def behaviour(request: object, context: grpc.ServicerContext) -> Iterator[object]:
         try:
             if slots is not None and waits.stream_holds_slot(method, request):
                 with slots.hold(waits.peer_of(context), name):
-                    yield from fn(request, context)
+                    yield from cast(Iterator[object], fn(request, context))
             else:
-                yield from fn(request, context)
+                yield from cast(Iterator[object], fn(request, context))
         except Exception as exc:
             _settle(context, exc, method)
 
     return behaviour
 
 
-def _replace(handler: Any, wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
-             stream_wrap: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
-             ) -> Any:
+def _replace(handler: Handler, wrap: Wrap, stream_wrap: Wrap | None = None) -> Handler:
     """Wrap whichever behaviour the handler has (`stream_wrap` for streaming responses)."""
     if handler.unary_unary:
         return handler._replace(unary_unary=wrap(handler.unary_unary))
@@ -180,7 +182,7 @@ class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Serves `/pps_v2.API/DeleteAll` as a no-op while no pps module is registered, so the
     client's `delete_all()` works on a PFS-only server (a real pps servicer takes precedence)."""
 
-    def service(self, details: Any) -> Any:
+    def service(self, details: CallDetails) -> Handler | None:
         if details.method != "/pps_v2.API/DeleteAll":
             return None
         return grpc.unary_unary_rpc_method_handler(lambda request, context: b"",
@@ -190,10 +192,10 @@ class _Fallback(grpc.GenericRpcHandler):  # type: ignore[misc]
 class _Unimplemented(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Catch-all, registered last: any method nobody serves fails UNIMPLEMENTED, naming it."""
 
-    def service(self, details: Any) -> Any:
+    def service(self, details: CallDetails) -> Handler | None:
         method = details.method
 
-        def behaviour(request_iterator: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+        def behaviour(request_iterator: object, context: grpc.ServicerContext) -> Iterator[bytes]:
             context.abort(grpc.StatusCode.UNIMPLEMENTED,
                           f"{method} is not implemented by localpachd")
             yield b""  # pragma: no cover (abort raises)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import grpc
 
 from localpachd import errors
+from localpachd.rpctypes import Handler, Streaming, Unary
 
 
 class Stopping(errors.PachError):
@@ -60,7 +60,7 @@ class Calls:
             return self._cond.wait_for(lambda: self._running == 0,
                                        max(0.0, deadline - time.monotonic()))
 
-    def track(self, handler: Any) -> Any:
+    def track(self, handler: Handler | None) -> Handler | None:
         """`handler` (a grpc.RpcMethodHandler) counted while its behaviour runs: a unary
         response until it returns, a streaming one until the stream ends or is dropped."""
         if handler is None:
@@ -75,15 +75,15 @@ class Calls:
                 return handler._replace(**{kind: self._stream(fn)})
         return handler
 
-    def _unary(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def behaviour(request: Any, context: Any) -> Any:
+    def _unary(self, fn: Unary) -> Unary:
+        def behaviour(request: object, context: grpc.ServicerContext) -> object:
             with self._held():
                 return fn(request, context)
 
         return behaviour
 
-    def _stream(self, fn: Callable[..., Any]) -> Callable[..., Iterator[Any]]:
-        def behaviour(request: Any, context: Any) -> Iterator[Any]:
+    def _stream(self, fn: Streaming) -> Streaming:
+        def behaviour(request: object, context: grpc.ServicerContext) -> Iterator[object]:
             with self._held():
                 yield from fn(request, context)
 

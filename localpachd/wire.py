@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 
 import grpc
 
+from localpachd.rpctypes import CallDetails, Handler
+
 M = TypeVar("M")
 _MAX = 4096
-_bytes: dict[int, tuple[Any, bytes]] = {}
+_bytes: dict[int, tuple[object, bytes]] = {}
 
 
 def remember(msg: M) -> M:
@@ -28,8 +30,8 @@ def remember(msg: M) -> M:
     return msg
 
 
-def _serializer(default: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    def serialize(msg: Any) -> bytes:
+def _serializer(default: Callable[[object], bytes]) -> Callable[[object], bytes]:
+    def serialize(msg: object) -> bytes:
         hit = _bytes.get(id(msg))
         if hit is not None and hit[0] is msg:  # the dict keeps msg alive, so ids are not reused
             return hit[1]
@@ -43,7 +45,7 @@ class _Fast(grpc.GenericRpcHandler):  # type: ignore[misc]
         self.inner = inner
         self.methods = methods
 
-    def service(self, details: Any) -> Any:
+    def service(self, details: CallDetails) -> Handler | None:
         handler = self.inner.service(details)
         if handler is None or details.method not in self.methods:
             return handler
