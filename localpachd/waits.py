@@ -32,9 +32,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+
+import grpc
 
 from localpachd import errors
+from localpachd.store import Store, Tx
 
 T = TypeVar("T")
 
@@ -114,7 +117,14 @@ class WaitSlots:
             self.release(peer)
 
 
-def peer_of(context: Any) -> str:
+class Waiting(Protocol):
+    """What `wait_until` needs of the server context (`localpachd.context.ServerContext`)."""
+
+    store: Store
+    waits: WaitSlots
+
+
+def peer_of(context: grpc.ServicerContext) -> str:
     """The call's client connection ("ipv4:127.0.0.1:54321"), the unit of the per-peer bound."""
     try:
         return str(context.peer())
@@ -122,7 +132,8 @@ def peer_of(context: Any) -> str:
         return ""
 
 
-def wait_until(ctx: Any, context: Any, what: str, check: Callable[[Any], T]) -> T:
+def wait_until(ctx: Waiting, context: grpc.ServicerContext, what: str, check: Callable[[Tx], T]
+               ) -> T:  # fmt: skip
     """`check(tx)` once it is truthy, re-checked after every store commit, holding a wait slot
     only while it actually waits; the last value when the call ends (cancelled, server stopping).
 
@@ -132,10 +143,10 @@ def wait_until(ctx: Any, context: Any, what: str, check: Callable[[Any], T]) -> 
     if value or not context.is_active():
         return value
     with ctx.waits.hold(peer_of(context), what):
-        return ctx.store.wait_until(check, alive=context.is_active)  # type: ignore[no-any-return]
+        return ctx.store.wait_until(check, alive=context.is_active)
 
 
-def stream_holds_slot(method: str, request: Any) -> bool:
+def stream_holds_slot(method: str, request: object) -> bool:
     """True when this call of a streaming method lasts until the client leaves."""
     long = STREAMS.get(method)
     return long is not None and long(request)

@@ -26,11 +26,11 @@ def ts(t: float | None) -> timestamp_pb2.Timestamp | None:
     return out
 
 
-def project_of(p: Any) -> str:
+def project_of(p: pfs_pb2.Project) -> str:
     return model.project_name(p.name if p is not None else "")
 
 
-def repo_ref(repo: Any) -> tuple[str, str]:
+def repo_ref(repo: pfs_pb2.Repo) -> tuple[str, str]:
     return project_of(repo.project), repo.name
 
 
@@ -39,7 +39,7 @@ def repo_pb(project: str, name: str, repo_type: str = "user") -> pfs_pb2.Repo:
                         project=pfs_pb2.Project(name=project))
 
 
-def branch_key(b: Any) -> BranchKey:
+def branch_key(b: pfs_pb2.Branch) -> BranchKey:
     project, repo = repo_ref(b.repo)
     return BranchKey(project, repo, b.name)
 
@@ -48,7 +48,7 @@ def branch_pb(b: BranchKey) -> pfs_pb2.Branch:
     return pfs_pb2.Branch(repo=repo_pb(b.project, b.repo), name=b.name)
 
 
-def commit_ref(c: Any) -> tuple[str, str, str, str]:
+def commit_ref(c: pfs_pb2.Commit) -> tuple[str, str, str, str]:
     """(project, repo, branch, id) of a Commit message: the repo lives in `branch.repo` (what the
     client sends) or, for older callers, in `commit.repo`."""
     repo_msg = c.branch.repo if c.branch.repo.name else c.repo
@@ -56,12 +56,12 @@ def commit_ref(c: Any) -> tuple[str, str, str, str]:
     return project, repo, c.branch.name, c.id
 
 
-def resolve(tx: Tx, c: Any) -> Commit:
+def resolve(tx: Tx, c: pfs_pb2.Commit) -> Commit:
     project, repo, branch, cid = commit_ref(c)
     return model.resolve_commit(tx, project, repo, branch, cid)
 
 
-def resolve_read(tx: Tx, c: Any) -> Commit:
+def resolve_read(tx: Tx, c: pfs_pb2.Commit) -> Commit:
     """The commit a read names (InspectCommit, file reads, DiffFile), resolved as Pachyderm
     2.7's resolveCommit does: a missing repo reports `branch "b" not found in repo p/r` (or the
     commit ID not found), which python-pachyderm's `path_exists` turns into its ValueError."""

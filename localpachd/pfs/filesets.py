@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import grpc
 from google.protobuf import empty_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 
@@ -143,42 +144,58 @@ class FileSetMethods:
     ctx: Any
     store: Store
 
-    def CreateFileSet(self, request_iterator: Any, context: Any) -> Any:
+    def CreateFileSet(
+        self, request_iterator: Iterator[pfs_pb2.ModifyFileRequest], context: grpc.ServicerContext
+    ) -> pfs_pb2.CreateFileSetResponse:
         return pfs_pb2.CreateFileSetResponse(
             file_set_id=create(self.ctx, request_iterator))
 
-    def AddFileSet(self, req: Any, context: Any) -> Any:
+    def AddFileSet(
+        self, req: pfs_pb2.AddFileSetRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.store.write() as tx:
             add(tx, resolve(tx, req.commit), req.file_set_id)
         return empty_pb2.Empty()
 
-    def GetFileSet(self, req: Any, context: Any) -> Any:
+    def GetFileSet(
+        self, req: pfs_pb2.GetFileSetRequest, context: grpc.ServicerContext
+    ) -> pfs_pb2.CreateFileSetResponse:
         with self.store.write() as tx:
             fid = snapshot(tx, resolve(tx, req.commit))
         return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
 
-    def ComposeFileSet(self, req: Any, context: Any) -> Any:
+    def ComposeFileSet(
+        self, req: pfs_pb2.ComposeFileSetRequest, context: grpc.ServicerContext
+    ) -> pfs_pb2.CreateFileSetResponse:
         with self.store.write() as tx:
             fid = compose(tx, list(req.file_set_ids), req.ttl_seconds)
         return pfs_pb2.CreateFileSetResponse(file_set_id=fid)
 
-    def RenewFileSet(self, req: Any, context: Any) -> Any:
+    def RenewFileSet(
+        self, req: pfs_pb2.RenewFileSetRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.store.write() as tx:
             renew(tx, req.file_set_id, req.ttl_seconds)
         return empty_pb2.Empty()
 
-    def ShardFileSet(self, req: Any, context: Any) -> Any:
+    def ShardFileSet(
+        self, req: pfs_pb2.ShardFileSetRequest, context: grpc.ServicerContext
+    ) -> pfs_pb2.ShardFileSetResponse:
         with self.store.read() as tx:
             _rows(tx, req.file_set_id)  # exists?
         return pfs_pb2.ShardFileSetResponse(shards=[pfs_pb2.PathRange()])  # one shard: all
 
-    def PutCache(self, req: Any, context: Any) -> Any:
+    def PutCache(
+        self, req: pfs_pb2.PutCacheRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.store.write() as tx:
             tx.x("INSERT OR REPLACE INTO pfs_cache VALUES(?,?,?)",
                  (req.key, req.value.SerializeToString(), req.tag))
         return empty_pb2.Empty()
 
-    def GetCache(self, req: Any, context: Any) -> Any:
+    def GetCache(
+        self, req: pfs_pb2.GetCacheRequest, context: grpc.ServicerContext
+    ) -> pfs_pb2.GetCacheResponse:
         with self.store.read() as tx:
             row = tx.one("SELECT value FROM pfs_cache WHERE key=?", (req.key,))
         if row is None:
@@ -187,13 +204,17 @@ class FileSetMethods:
         resp.value.ParseFromString(row["value"])
         return resp
 
-    def ClearCache(self, req: Any, context: Any) -> Any:
+    def ClearCache(
+        self, req: pfs_pb2.ClearCacheRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
         with self.store.write() as tx:
             tx.x("DELETE FROM pfs_cache WHERE substr(tag, 1, ?) = ?",
                  (len(req.tag_prefix), req.tag_prefix))
         return empty_pb2.Empty()
 
-    def CheckStorage(self, req: Any, context: Any) -> Any:
+    def CheckStorage(
+        self, req: pfs_pb2.CheckStorageRequest, context: grpc.ServicerContext
+    ) -> pfs_pb2.CheckStorageResponse:
         count = check_storage(self.store.blobs, req.read_chunk_data)
         return pfs_pb2.CheckStorageResponse(chunk_object_count=count)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 from google.protobuf import wrappers_pb2
+from python_pachyderm.proto.v2.pfs import pfs_pb2
 
 from localpachd import errors
 from localpachd.globs import clean_glob, compile_glob
@@ -37,7 +39,7 @@ def _outermost(entries: list[files.Entry]) -> list[files.Entry]:
 class FileReads:
     store: Store
 
-    def _file(self, tx: Tx, f: Any) -> tuple[Commit, str, files.Entry]:
+    def _file(self, tx: Tx, f: pfs_pb2.File) -> tuple[Commit, str, files.Entry]:
         c = resolve_read(tx, f.commit)
         path = clean_path(f.path)
         e = files.lookup(tx, c.cid, path)
@@ -45,7 +47,7 @@ class FileReads:
             raise errors.file_not_found(c.project, c.repo, c.id, path)
         return c, path, e
 
-    def _selection(self, tx: Tx, f: Any, tar: bool) -> tuple[Commit, list[files.Entry]]:
+    def _selection(self, tx: Tx, f: pfs_pb2.File, tar: bool) -> tuple[Commit, list[files.Entry]]:
         """What GetFile/GetFileTAR send: a file, a directory's subtree, or (Pachyderm 2.x) every
         match of a glob path such as `/dir/*.csv`."""
         c = resolve_read(tx, f.commit)
@@ -69,7 +71,9 @@ class FileReads:
                 out.extend(files.files_under(tx, c.cid, t.path))
         return c, out
 
-    def GetFile(self, req: Any, context: Any) -> Iterator[Any]:
+    def GetFile(
+        self, req: pfs_pb2.GetFileRequest, context: grpc.ServicerContext
+    ) -> Iterator[wrappers_pb2.BytesValue]:
         if req.URL:
             raise errors.Unimplemented("GetFile to a URL is not supported by localpachd")
         with self.store.read() as tx:
@@ -80,32 +84,42 @@ class FileReads:
         for chunk in transfer.file_bytes(self.store.blobs, entries, req.offset):
             yield wrappers_pb2.BytesValue(value=chunk)
 
-    def GetFileTAR(self, req: Any, context: Any) -> Iterator[Any]:
+    def GetFileTAR(
+        self, req: pfs_pb2.GetFileRequest, context: grpc.ServicerContext
+    ) -> Iterator[wrappers_pb2.BytesValue]:
         with self.store.read() as tx:
             c, entries = self._selection(tx, req.file, tar=True)
         mtime = c.finished or c.started
         for chunk in transfer.tar_stream(self.store.blobs, entries, mtime):
             yield wrappers_pb2.BytesValue(value=chunk)
 
-    def InspectFile(self, req: Any, context: Any) -> Any:
+    def InspectFile(
+        self, req: pfs_pb2.InspectFileRequest, context: grpc.ServicerContext
+    ) -> pfs_pb2.FileInfo:
         with self.store.read() as tx:
             c, _, e = self._file(tx, req.file)
             return file_info(c, e)
 
-    def ListFile(self, req: Any, context: Any) -> Iterator[Any]:
+    def ListFile(
+        self, req: pfs_pb2.ListFileRequest, context: grpc.ServicerContext
+    ) -> Iterator[pfs_pb2.FileInfo]:
         with self.store.read() as tx:
             c, path, e = self._file(tx, req.file)
             entries = files.children(tx, c.cid, path) if e.is_dir else [e]
             out = [file_info(c, x) for x in _paginate(entries, req)]
         yield from out
 
-    def WalkFile(self, req: Any, context: Any) -> Iterator[Any]:
+    def WalkFile(
+        self, req: pfs_pb2.WalkFileRequest, context: grpc.ServicerContext
+    ) -> Iterator[pfs_pb2.FileInfo]:
         with self.store.read() as tx:
             c, path, _ = self._file(tx, req.file)
             out = [file_info(c, x) for x in _paginate(files.walk(tx, c.cid, path), req)]
         yield from out
 
-    def GlobFile(self, req: Any, context: Any) -> Iterator[Any]:
+    def GlobFile(
+        self, req: pfs_pb2.GlobFileRequest, context: grpc.ServicerContext
+    ) -> Iterator[pfs_pb2.FileInfo]:
         pattern = clean_glob(req.pattern)
         glob = compile_glob(pattern)
         lo, hi = req.path_range.lower, req.path_range.upper
