@@ -149,6 +149,10 @@ def _matches(d: Datum, filters: list[str]) -> bool:
     return all(any(f in (i.path, i.path.rstrip("/"), i.hash) for i in d.inputs) for f in filters)
 
 
+class JobGone(Exception):
+    """The job's pipeline was deleted between scheduling and the start of its run."""
+
+
 class JobRun:
     def __init__(self, env: JobEnv, job: db.JobRow, cancel: threading.Event) -> None:
         self.env = env
@@ -182,7 +186,10 @@ class JobRun:
     def _plan(self) -> tuple[pps_pb2.CreatePipelineRequest, list[Datum], dict[str, db.DatumRow]]:
         job = self.job
         with self.store.read() as tx:
-            spec = db.version_spec(tx, job.project, job.pipeline, job.version)
+            try:
+                spec = db.version_spec(tx, job.project, job.pipeline, job.version)
+            except KeyError:  # deleted (DeletePipeline, DeleteAll) since the job was scheduled
+                raise JobGone(f"pipeline {job.project}/{job.pipeline} was deleted") from None
             out = model.find_commit(tx, job.project, job.pipeline, job.id)
             if out is None:
                 raise DatumError("the job's output commit disappeared")
@@ -217,6 +224,8 @@ class JobRun:
         job = self.job
         try:
             spec, datums, base = self._plan()
+        except JobGone:
+            return  # its rows went with the pipeline: nothing to record
         except DatumError as exc:
             with self.store.write() as tx:
                 finish_unrun(tx, job, JobState.FAILURE, str(exc))

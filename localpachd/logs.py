@@ -43,6 +43,17 @@ def datum_log(data_dir: Path, project: str, pipeline: str, job: str, datum: str)
     return safe_join(root(data_dir), project, pipeline, job, f"{datum}.log")
 
 
+def append(path: Path, line: str) -> None:
+    """Append one line to a datum's log. A log whose directory is gone belongs to a pipeline or
+    job deleted meanwhile (its datum was being killed): the line is dropped, never re-creating
+    the directory the delete removed."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{line}\n")
+    except FileNotFoundError:
+        pass
+
+
 def remove_pipeline(data_dir: Path, project: str, pipeline: str) -> None:
     shutil.rmtree(safe_join(root(data_dir), project, pipeline), ignore_errors=True)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from localpachd import logs
 from localpachd.datums import Datum, RepoFile
 from localpachd.outputs import DEFAULT_LIMITS, Ingest, Limits, OutputError, OutputFile, collect
 from localpachd.runtime import DatumOutcome, DatumRun, Runtime
@@ -362,5 +363,4 @@ def _run_err_cmd(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: 
 
 
 def _log(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(f"localpachd: {line}\n")
+    logs.append(path, f"localpachd: {line}")  # dropped if the pipeline was deleted meanwhile
