@@ -276,7 +276,7 @@ def test_small_anchors_and_merge_keys_keep_working(specs: Path) -> None:
     [
         ("pipelines/model.yaml", "name: c\n", 'name: "c\\n"\n'),
         ("pipelines/model.yaml", "repo: split\n", 'repo: "split\\n"\n'),
-        ("pipelines/select.yaml", "SELECT_TOLERANCE:", '"SELECT_TOLERANCE\\n":'),
+        ("pipelines/select.yaml", "    SELECT_TOLERANCE:", '    "SELECT_TOLERANCE\\n":'),
         ("pipelines/model.yaml", "memory: 256Mi", 'memory: "256Mi\\n"'),
         ("pipelines/model.yaml", "image: pachsyncdemo.azurecr.io/iris-stages:0.1.0",
          'image: "pachsyncdemo.azurecr.io/iris-stages:0.1.0\\n"'),
