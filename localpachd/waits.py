@@ -20,7 +20,8 @@ field is listed):
   already reached is never refused: pfs InspectCommit and InspectCommitSet with `wait`, pps
   InspectJob and InspectJobSet with `wait`;
 - streams that last until the client leaves (`STREAMS`, held by the server's interceptor for the
-  whole call): pfs SubscribeCommit, pps GetLogs with `follow`, grpc.health.v1 Health/Watch.
+  whole call): pfs SubscribeCommit, pps GetLogs with `follow` and SubscribeJob,
+  grpc.health.v1 Health/Watch.
 
 Used by `localpachd.server` (builds `ctx.waits`, holds slots for STREAMS) and by the pfs and pps
 servicers (`wait_until`).
@@ -45,6 +46,7 @@ T = TypeVar("T")
 STREAMS: dict[str, Callable[[Any], bool]] = {
     "/pfs_v2.API/SubscribeCommit": lambda req: True,
     "/pps_v2.API/GetLogs": lambda req: bool(req.follow),
+    "/pps_v2.API/SubscribeJob": lambda req: True,
     "/grpc.health.v1.Health/Watch": lambda req: True,
 }
 # Unary methods that call `wait_until` (for the completeness test and the docs).

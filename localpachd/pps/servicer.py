@@ -16,11 +16,11 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
 from localpachd import errors, pps_spec, waits
-from localpachd.context import Apply, ServerContext
+from localpachd.context import Apply, ServerContext, fill_unimplemented
 from localpachd.datums import COMPOSITE_KINDS, DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
-from localpachd.pps import convert, db, listing, logstream, pipelines
+from localpachd.pps import convert, db, jobwatch, listing, logstream, pipelines
 from localpachd.store import Tx
 
 
@@ -102,6 +102,17 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         self, req: pps_pb2.DeletePipelineRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
         return self._write(apply_delete_pipeline, req)
+
+    def DeletePipelines(
+        self, req: pps_pb2.DeletePipelinesRequest, context: grpc.ServicerContext
+    ) -> pps_pb2.DeletePipelinesResponse:
+        with self.store.write() as tx:
+            return jobwatch.delete_pipelines(self.ctx, tx, req)
+
+    def RunPipeline(
+        self, req: pps_pb2.RunPipelineRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        raise errors.PachError("unimplemented")  # 2.7 answers exactly this (code UNKNOWN)
 
     def DeleteAll(self, req: empty_pb2.Empty, context: grpc.ServicerContext) -> empty_pb2.Empty:
         with self.store.write() as tx:
@@ -246,6 +257,16 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
                 out.append(info)
         yield from out
 
+    def SubscribeJob(
+        self, req: pps_pb2.SubscribeJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[pps_pb2.JobInfo]:
+        yield from jobwatch.subscribe_job(self.ctx, req, context, self._job_info)
+
+    def ListTask(self, req: message.Message, context: grpc.ServicerContext
+                 ) -> Iterator[message.Message]:  # fmt: skip
+        """No task service: datums run in-process, so there is never a task to list."""
+        yield from ()
+
     def StopJob(
         self, req: pps_pb2.StopJobRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
@@ -333,3 +354,6 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         self, req: pps_pb2.GetLogsRequest, context: grpc.ServicerContext
     ) -> Iterator[pps_pb2.LogMessage]:
         yield from logstream.get_logs(self.ctx, req, context)
+
+
+fill_unimplemented(PPSServicer, "pps_v2.API")
