@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test test-fast fuzz lint typecheck bench clean
+.PHONY: help venv demo test test-fast test-upstream fuzz lint typecheck bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,9 @@ test: $(STAMP)  ## run the whole test suite (fails if no test ran)
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
+
+test-upstream: $(STAMP)  ## python-pachyderm 7.6.0's own tests against localpachd (tests from git: UPSTREAM=URL|clone|dir; exits 1 if any fails)
+	$(BIN)/python .ci/test_upstream.py $(if $(UPSTREAM),--source '$(UPSTREAM)')
 
 fuzz: $(STAMP)  ## the property-based fuzz tests with many more examples (minutes, not seconds)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -m fuzz --timeout 3600 -p no:cacheprovider
