@@ -23,14 +23,14 @@ import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import duration_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from localpachd import logs, pps_spec
+from localpachd import logs, pps_spec, secrets
 from localpachd.blobs import CHUNK, BlobRef
 from localpachd.datums import (
     Datum,
@@ -97,6 +97,7 @@ def pipeline_context(
         datum_tries=spec.datum_tries or pps_spec.DEFAULT_DATUM_TRIES,
         err_cmd=tuple(t.err_cmd),
         err_stdin=tuple(t.err_stdin),
+        mount_paths=tuple(m.mount_path for m in t.secrets if m.mount_path),
     )
 
 
@@ -163,6 +164,7 @@ class JobRun:
         self._lock = threading.Lock()
         self.running: dict[str, Datum] = {}  # datum ID -> datum, while its process runs
         self._restart: set[str] = set()
+        self.secrets = secrets.Resolved()  # transform.secrets, resolved when the job starts
 
     def restart(self, filters: list[str]) -> int:
         """RestartDatum: kill the running datums matching every filter (a path or an input
@@ -224,9 +226,10 @@ class JobRun:
         job = self.job
         try:
             spec, datums, base = self._plan()
+            self.secrets = secrets.resolve(self.env.data_dir, spec.transform.secrets)
         except JobGone:
             return  # its rows went with the pipeline: nothing to record
-        except DatumError as exc:
+        except (DatumError, secrets.SecretMissing) as exc:
             with self.store.write() as tx:
                 finish_unrun(tx, job, JobState.FAILURE, str(exc))
             return
@@ -236,6 +239,8 @@ class JobRun:
         skipped_ids = {d.id for d in plan.skipped}
         if not self._mark_running(datums, plan.skipped, hashes):
             return
+        self._say("", f"started job: {len(todo)} datum(s) to process, "
+                      f"{len(plan.skipped)} skipped", first=True)  # fmt: skip
         deadline = None
         if spec.HasField("job_timeout") and (limit := _seconds(spec.job_timeout)):
             deadline = threading.Timer(limit, self._timeout)
@@ -249,6 +254,28 @@ class JobRun:
                 deadline.cancel()
                 deadline.join()  # no timer thread outlives its job (server shutdown joins jobs)
         self._finalize(datums, skipped_ids, results)
+        self._say_end()
+
+    def _say(self, datum: str, message: str, first: bool = False) -> None:
+        """A worker line of this job (GetLogs with master=true); `first` makes its directory."""
+        job = self.job
+        path = logs.worker_log(self.env.data_dir, job.project, job.pipeline, job.id)
+        if first:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        logs.append_worker(path, datum, message)
+
+    def _say_end(self) -> None:
+        """The job's last worker line, in Pachyderm 2.7's words (none at server shutdown)."""
+        with self.store.read() as tx:
+            cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
+        if cur is None or self.env.stopping:
+            return
+        if cur.state == JobState.SUCCESS:
+            self._say("", "job successful, closing commits")
+        elif cur.state == JobState.FAILURE:
+            self._say("", f"failing job with reason: {cur.reason}")
+        elif cur.state == JobState.KILLED:
+            self._say("", f"killing job with reason: {cur.reason}")
 
     def _mark_running(
         self, datums: list[Datum], skipped: list[Datum], hashes: dict[str, str]
@@ -277,7 +304,8 @@ class JobRun:
     def _run_all(
         self, spec: pps_pb2.CreatePipelineRequest, todo: list[Datum], hashes: dict[str, str]
     ) -> dict[str, DatumResult]:
-        ctx = job_context(self.job, spec)
+        ctx = replace(job_context(self.job, spec), secret_env=self.secrets.env,
+                      secret_mounts=self.secrets.mounts)  # fmt: skip
         workers = min(pps_spec.parallelism(spec, self.env.cap), max(1, len(todo)))
         results: dict[str, DatumResult] = {}
         if not todo:
@@ -353,7 +381,10 @@ class JobRun:
                     self.env.runtime, lambda f, dest: copy_file(str(blobs.path(f.hash)), dest),
                     ingest, self.cancel.is_set, lambda: self._take_restart(d.id), reuse_root=True,
                 )  # fmt: skip
+                self._say(d.id, "beginning to run user code")
                 res = run_datum(ctx, d, root, log_path, io)
+                self._say(d.id, f"finished running user code after "
+                                f"{time.monotonic() - started:.3f}s")  # fmt: skip
             finally:
                 with self._lock:
                     self.running.pop(d.id, None)

@@ -3,7 +3,9 @@
 The worker appends each datum's stdout and stderr (all attempts) to
 `<data_dir>/pps_logs/<project>/<pipeline>/<job>/<datum id>.log` (paths built with `safe_join`);
 the pps servicer (`localpachd.pps.logstream`) reads them back as Pachyderm `LogMessage`s, one
-per line, optionally following a job until it is terminal.
+per line, optionally following a job until it is terminal. The worker's own lines about a job
+(job started, each datum's start and finish with its duration, job finished: GetLogs' `master`
+lines) go to `<job>/worker.jsonl`, one JSON object per line with its own time (`WorkerLine`).
 
 Reading is streamed: a file is read CHUNK bytes at a time and at most MAX_LINE bytes of one line
 are kept, so memory stays bounded whatever the log's size. A longer line is cut there and ends
@@ -12,8 +14,10 @@ with a marker saying how long it was (or, for a line still being written, that i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import BinaryIO
 
 from localpachd.safepath import safe_join
 
+WORKER_LOG = "worker.jsonl"  # not `*.log`: never taken for a datum's log by `job_files`
 MAX_LINE = 1 << 20  # bytes of one line sent; gRPC messages must stay far below 20 MiB
 CHUNK = 1 << 16
 
@@ -52,6 +57,31 @@ def append(path: Path, line: str) -> None:
             f.write(f"{line}\n")
     except FileNotFoundError:
         pass
+
+
+def worker_log(data_dir: Path, project: str, pipeline: str, job: str) -> Path:
+    return safe_join(root(data_dir), project, pipeline, job, WORKER_LOG)
+
+
+def append_worker(path: Path, datum: str, message: str) -> None:
+    """One worker line about the job (`datum` empty) or one of its datums, timed now."""
+    append(path, json.dumps({"ts": time.time(), "datum": datum, "message": message}))
+
+
+@dataclass(frozen=True)
+class WorkerLine:
+    ts: float
+    datum: str
+    message: str
+
+
+def worker_line(text: str) -> WorkerLine | None:
+    """A line of `worker.jsonl` read back (None: not one the worker wrote whole)."""
+    try:
+        rec = json.loads(text)
+        return WorkerLine(float(rec["ts"]), str(rec["datum"]), str(rec["message"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def remove_pipeline(data_dir: Path, project: str, pipeline: str) -> None:

@@ -160,8 +160,42 @@ def validate(req: pps_pb2.CreatePipelineRequest) -> None:
     if not req.HasField("input"):
         raise SpecInvalid("invalid pipeline spec: pipeline must specify an input")
     _validate_input(req.input, "input", [])
+    _validate_secrets(req.transform)
     if req.datum_tries < 0:
         raise SpecInvalid("invalid pipeline spec: datum_tries must not be negative")
+
+
+def _validate_secrets(transform: pps_pb2.Transform) -> None:
+    """transform.secrets: Pachyderm 2.7's rule (env_var needs key), plus what localpachd needs
+    to stand a directory in for `mount_path` and to set `env_var` (no effect on values)."""
+    mounts: set[str] = set()
+    for i, s in enumerate(transform.secrets):
+        where = f"transform.secrets[{i}]"
+        if not s.name:
+            raise SpecInvalid(f"{where}: a secret must have a name")
+        if s.env_var and not s.key:
+            raise SpecInvalid(f"secret {s.name} has env_var set but is missing key")
+        if s.env_var and ("=" in s.env_var or "\0" in s.env_var):
+            raise SpecInvalid(f"{where}: env_var {s.env_var!r} is not a valid environment "
+                              "variable name (no '=' or NUL): rename it")  # fmt: skip
+        if s.mount_path:
+            _validate_mount_path(s.mount_path, where)
+            if s.mount_path in mounts:
+                raise SpecInvalid(f"{where}: mount_path {s.mount_path!r} must be unique")
+            mounts.add(s.mount_path)
+
+
+def _validate_mount_path(path: str, where: str) -> None:
+    parts = path.split("/")
+    if (not path.startswith("/") or path == "/" or "\0" in path
+            or any(p in ("", ".", "..") for p in parts[1:])):  # fmt: skip
+        raise SpecInvalid(
+            f"{where}: mount_path {path!r} must be a clean absolute path other than '/' "
+            "(no empty, '.' or '..' segments, no trailing '/'): write it as /a/b"
+        )
+    if parts[1] == "pfs":
+        raise SpecInvalid(f"{where}: mount_path {path!r} cannot be /pfs or lie under it: "
+                          "/pfs holds the datum's inputs and output")  # fmt: skip
 
 
 def _default_input(inp: pps_pb2.Input, project: str) -> None:

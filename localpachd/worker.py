@@ -14,13 +14,14 @@ Every path built from a name goes through `localpachd.safepath.safe_join`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +56,11 @@ class JobContext:
     datum_tries: int = 3
     err_cmd: tuple[str, ...] = ()
     err_stdin: tuple[str, ...] = ()
+    # transform.secrets resolved (localpachd.secrets.resolve): env vars, and the files of each
+    # mount_path, written in a per-datum directory that stands in for it (`secret_dirs`).
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    secret_mounts: tuple[tuple[str, Mapping[str, bytes]], ...] = field(default=(), repr=False)
+    mount_paths: tuple[str, ...] = ()  # the spec's mount paths (known before any job: prewarm)
 
 
 @dataclass(frozen=True)
@@ -67,28 +73,49 @@ class DatumResult:
     recovered: bool = False  # failed, but err_cmd succeeded: the job does not fail
 
 
-def rewrite_pfs(text: str, pfs_root: Path) -> str:
-    """`/pfs` (as a path, not inside another word) -> the scratch pfs directory."""
-    return _PFS_RX.sub(lambda _m: str(pfs_root), text)
+def rewrite_pfs(text: str, pfs_root: Path, mounts: Mapping[str, Path] | None = None) -> str:
+    """`/pfs` (as a path, not inside another word) -> the scratch pfs directory; with `mounts`
+    (a secret's mount_path -> the directory standing in for it), each mount path likewise."""
+    if not mounts:
+        return _PFS_RX.sub(lambda _m: str(pfs_root), text)
+    return _mount_rx(tuple(mounts)).sub(
+        lambda m: str(pfs_root) if m.group(0) == "/pfs" else str(mounts[m.group(0)]), text
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _mount_rx(paths: tuple[str, ...]) -> re.Pattern[str]:
+    """One pass for /pfs and every mount path (longest first), as `_PFS_RX` matches /pfs."""
+    alts = "|".join(re.escape(p) for p in sorted({"/pfs", *paths}, key=len, reverse=True))
+    return re.compile(rf"(?<![\w./-])(?:{alts})(?=/|$|[^\w.-])")
+
+
+def secret_dirs(ctx: JobContext, pfs_root: Path) -> dict[str, Path]:
+    """mount_path -> the datum's directory standing in for it, beside (never inside) pfs."""
+    return {p: pfs_root.parent / "secrets" / str(i) for i, p in enumerate(ctx.mount_paths)}
 
 
 def python_bin_dir() -> str:
     return str(Path(sys.executable).parent)
 
 
-def build_argv(cmd: Sequence[str], pfs_root: Path) -> tuple[str, ...]:
+def build_argv(
+    cmd: Sequence[str], pfs_root: Path, mounts: Mapping[str, Path] | None = None
+) -> tuple[str, ...]:
     if not cmd:
         raise ValueError("transform.cmd is empty: Pachyderm needs a command to run")
-    argv = [rewrite_pfs(a, pfs_root) for a in cmd]
+    argv = [rewrite_pfs(a, pfs_root, mounts) for a in cmd]
     if _PYTHON_RX.match(argv[0]):
         argv[0] = sys.executable
     return tuple(argv)
 
 
-def build_stdin(stdin: Sequence[str], pfs_root: Path) -> bytes | None:
+def build_stdin(
+    stdin: Sequence[str], pfs_root: Path, mounts: Mapping[str, Path] | None = None
+) -> bytes | None:
     if not stdin:
         return None
-    return ("\n".join(rewrite_pfs(line, pfs_root) for line in stdin) + "\n").encode()
+    return ("\n".join(rewrite_pfs(line, pfs_root, mounts) for line in stdin) + "\n").encode()
 
 
 def build_env(
@@ -98,7 +125,9 @@ def build_env(
     env = dict(os.environ if base is None else base)
     # `python3` inside sh scripts (stdin) must also find localpachd's interpreter.
     env["PATH"] = python_bin_dir() + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-    env.update({k: rewrite_pfs(v, pfs_root) for k, v in ctx.env.items()})
+    mounts = secret_dirs(ctx, pfs_root)
+    env.update({k: rewrite_pfs(v, pfs_root, mounts) for k, v in ctx.env.items()})
+    env.update(ctx.secret_env)  # after transform.env, as the worker pod lists them
     for inp in datum.inputs:
         rel = inp.path.strip("/")
         env[inp.name] = str(safe_join(pfs_root, inp.name, *([rel] if rel else [])))
@@ -217,7 +246,7 @@ def remove_tree(root: Path) -> None:
 def _cwd(ctx: JobContext, root: Path, pfs_root: Path) -> Path:
     if not ctx.working_dir:
         return root
-    return Path(rewrite_pfs(ctx.working_dir, pfs_root))
+    return Path(rewrite_pfs(ctx.working_dir, pfs_root, secret_dirs(ctx, pfs_root)))
 
 
 def _process(
@@ -225,11 +254,12 @@ def _process(
 ) -> DatumRun:
     """The one place a datum's process is described: the transform's cmd and stdin, or its
     err_cmd and err_stdin (`err`), rewritten for the scratch tree at `pfs_root`."""
+    mounts = secret_dirs(ctx, pfs_root)
     return DatumRun(
-        argv=build_argv(ctx.err_cmd if err else ctx.cmd, pfs_root),
+        argv=build_argv(ctx.err_cmd if err else ctx.cmd, pfs_root, mounts),
         env=build_env(ctx, datum, pfs_root),
         cwd=cwd,
-        stdin=build_stdin(ctx.err_stdin if err else ctx.stdin, pfs_root),
+        stdin=build_stdin(ctx.err_stdin if err else ctx.stdin, pfs_root, mounts),
         stdout_path=log_path,
         stderr_path=log_path,
         timeout=ctx.datum_timeout,
@@ -323,7 +353,8 @@ def _attempts(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: Dat
             break
         if cancelled():  # stopped while the scratch tree was laid out
             break
-        outcome = io.runtime.run(run)
+        with secret_files(ctx, pfs_root):
+            outcome = io.runtime.run(run)
         ok = outcome.returncode == 0 or outcome.returncode in ctx.accept_return_code
         if ok and not outcome.timed_out and not cancelled():
             try:
@@ -356,10 +387,37 @@ def _done(root: Path, reuse: bool) -> None:
 def _run_err_cmd(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO) -> bool:
     """Pachyderm's err_cmd: run on a failed datum; exit 0 marks the datum RECOVERED."""
     pfs_root = layout(datum, root, io.materialize)
-    outcome = io.runtime.run(_process(ctx, datum, pfs_root, log_path, root, err=True))
+    with secret_files(ctx, pfs_root):
+        outcome = io.runtime.run(_process(ctx, datum, pfs_root, log_path, root, err=True))
     ok = outcome.returncode == 0 and not outcome.timed_out
     _log(log_path, "err_cmd succeeded: datum recovered" if ok else "err_cmd failed")
     return ok
+
+
+@contextlib.contextmanager
+def secret_files(ctx: JobContext, pfs_root: Path) -> Iterator[None]:
+    """Each secret mount's keys as files (0600, in a 0700 directory) while the datum runs;
+    removed when it ends, whatever happened."""
+    if not ctx.secret_mounts:
+        yield
+        return
+    base = pfs_root.parent / "secrets"
+    dirs = secret_dirs(ctx, pfs_root)
+    if os.path.lexists(base):
+        remove_tree(base)  # left by an attempt cut short
+    try:
+        os.mkdir(base, 0o700)
+        for path, data in ctx.secret_mounts:
+            os.mkdir(dirs[path], 0o700)
+            for key, value in data.items():
+                fd = os.open(dirs[path] / key,
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600)  # fmt: skip
+                with os.fdopen(fd, "wb") as f:
+                    f.write(value)
+        yield
+    finally:
+        remove_tree(base)
 
 
 def _log(path: Path, line: str) -> None:

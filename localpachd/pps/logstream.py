@@ -1,10 +1,14 @@
 """GetLogs: stream datum logs as Pachyderm `LogMessage`s, by pipeline, job or datum; follow.
 
-Called by the pps servicer. Logs are the files `localpachd.logs` keeps per datum; with `follow`
-the stream keeps polling for new lines until the job is terminal (job scope) or the client
-goes away (pipeline scope), like `pachctl logs -f`. Memory stays bounded whatever the logs'
-size: lines are read and sent one at a time (`localpachd.logs` cuts a line at MAX_LINE bytes),
-and `tail` is a counting pass followed by a skipping one, not a buffer of the last lines.
+Called by the pps servicer. Logs are the files `localpachd.logs` keeps per datum (the user code's
+lines, `user=true`) and per job (the worker's lines, `master=true`); as in Pachyderm 2.7 a
+request gets the lines whose `master` equals its own. `since` leaves out lines older than that
+(a datum log's lines carry the time the file was last written). With `follow` the stream keeps
+polling for new lines until the job is terminal (job scope), the pipeline or job is deleted, or
+the client goes away (pipeline scope), like `pachctl logs -f`. Memory stays bounded whatever
+the logs' size: lines are read and sent one at a time (`localpachd.logs` cuts a line at
+MAX_LINE bytes), and `tail` is a counting pass followed by a skipping one, not a buffer of the
+last lines.
 """
 
 from __future__ import annotations
@@ -65,13 +69,41 @@ def _message(line: logs.LogLine, inputs: list[db.DatumInputJSON]) -> pps_pb2.Log
     return msg
 
 
+def _worker_message(
+    line: logs.LogLine, req: pps_pb2.GetLogsRequest, inputs: dict[str, list[db.DatumInputJSON]]
+) -> pps_pb2.LogMessage | None:
+    """A `master` line of the job, or None if the request's filters leave it out."""
+    rec = logs.worker_line(line.message)
+    if rec is None or (req.datum.id and rec.datum != req.datum.id):
+        return None
+    data = inputs.get(rec.datum, [])
+    if req.data_filters and not (rec.datum and _wanted(data, list(req.data_filters))):
+        return None
+    msg = _message(logs.LogLine(line.project, line.pipeline, line.job, rec.datum, rec.ts,
+                                rec.message), data)  # fmt: skip
+    msg.master, msg.user = True, False
+    return msg
+
+
+def _cutoff(req: pps_pb2.GetLogsRequest) -> float:
+    """The oldest line time `since` lets through (0: every line)."""
+    since = req.since.seconds + req.since.nanos / 1e9
+    return time.time() - since if since > 0 else 0.0
+
+
 def _tails(
     data_dir: Path, req: pps_pb2.GetLogsRequest, jobs: list[db.JobRow],
     inputs: dict[str, dict[str, list[db.DatumInputJSON]]],
     tails: dict[str, logs.Tail],
 ) -> Iterator[tuple[logs.Tail, db.JobRow, list[db.DatumInputJSON]]]:  # fmt: skip
-    """The wanted log files of `jobs` (datum and data filters applied), each with its Tail."""
+    """The wanted log files of `jobs` (datum and data filters applied), each with its Tail:
+    with `master`, each job's worker log (filtered line by line by `_worker_message`)."""
     for job in jobs:
+        if req.master:
+            path = logs.worker_log(data_dir, job.project, job.pipeline, job.id)
+            yield tails.setdefault(str(path), logs.Tail(path, job.project, job.pipeline, job.id)
+                                   ), job, []  # fmt: skip
+            continue
         for path in logs.job_files(data_dir, job.project, job.pipeline, job.id):
             did = path.stem
             if req.datum.id and did != req.datum.id:
@@ -82,16 +114,47 @@ def _tails(
             yield tail, job, inputs[job.id].get(did, [])
 
 
+def _shown(req: pps_pb2.GetLogsRequest, line: logs.LogLine,
+           inputs: dict[str, list[db.DatumInputJSON]], data: list[db.DatumInputJSON],
+           cutoff: float) -> pps_pb2.LogMessage | None:  # fmt: skip
+    """The message of a line, or None if `master`, the filters or `since` leave it out."""
+    msg = _worker_message(line, req, inputs) if req.master else _message(line, data)
+    if msg is None or (cutoff and msg.ts.ToNanoseconds() < cutoff * 1e9):
+        return None
+    return msg
+
+
+def _count(
+    req: pps_pb2.GetLogsRequest, wanted: list[tuple[logs.Tail, db.JobRow, list[db.DatumInputJSON]]],
+    final: dict[str, bool], ends: dict[str, int | None],
+    inputs: dict[str, dict[str, list[db.DatumInputJSON]]], cutoff: float,
+) -> int:  # fmt: skip
+    """How many messages the first pass sends (for `tail`), without consuming any line: raw
+    lines when every line is sent, else each line read again (streamed) and filtered."""
+    if not req.master and not cutoff:
+        return sum(t.count(final[j.id], ends[str(t.path)] or 0) for t, j, _i in wanted)
+    return sum(1 for t, j, data in wanted
+               for line in logs.Tail(t.path, j.project, j.pipeline, j.id).read(
+                   final[j.id], ends[str(t.path)] or 0)
+               if _shown(req, line, inputs[j.id], data, cutoff) is not None)  # fmt: skip
+
+
 def get_logs(ctx: ServerContext, req: pps_pb2.GetLogsRequest, context: grpc.ServicerContext
              ) -> Iterator[pps_pb2.LogMessage]:  # fmt: skip
     """Streams: one line in memory at a time (at most `logs.MAX_LINE` bytes of it). `tail`
     counts the lines first (up to each file's size then) and skips all but the last ones."""
     tails: dict[str, logs.Tail] = {}
     first = True
+    cutoff = _cutoff(req)
     ctx.pps_engine.sync()  # once: later polls only read (the engine keeps job rows current)
     while True:
         with ctx.store.read() as tx:
-            _project, _name, jobs = _scope(tx, req)
+            try:
+                _project, _name, jobs = _scope(tx, req)
+            except errors.NotFound:
+                if first:
+                    raise
+                return  # followed, then deleted: the stream ends (Pachyderm's pods go too)
             inputs = {j.id: _inputs(tx, j) for j in jobs}
             terminal = all(j.terminal for j in jobs) and bool(req.job.id or req.datum.job.id)
         wanted = list(_tails(ctx.store.data_dir, req, jobs, inputs, tails))
@@ -101,15 +164,16 @@ def get_logs(ctx: ServerContext, req: pps_pb2.GetLogsRequest, context: grpc.Serv
         skip = 0
         if first and req.tail > 0:
             ends = {str(t.path): t.size() for t, _j, _i in wanted}
-            total = sum(t.count(final[j.id], ends[str(t.path)] or 0) for t, j, _i in wanted)
-            skip = max(0, total - req.tail)
+            skip = max(0, _count(req, wanted, final, ends, inputs, cutoff) - req.tail)
         first = False
         for tail, job, data in wanted:
             for line in tail.read(final[job.id], ends.get(str(tail.path))):
+                if (msg := _shown(req, line, inputs[job.id], data, cutoff)) is None:
+                    continue
                 if skip:
                     skip -= 1
                     continue
-                yield _message(line, data)
+                yield msg
         if not req.follow or terminal or not context.is_active() or ctx.stopping.is_set():
             return
         time.sleep(POLL)

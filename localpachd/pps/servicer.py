@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2, message
 from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
-from localpachd import errors, pps_spec, waits
+from localpachd import errors, pps_spec, secrets, waits
 from localpachd.context import Apply, ServerContext, fill_unimplemented
 from localpachd.datums import COMPOSITE_KINDS, DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
@@ -96,6 +96,10 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
     def CreatePipeline(
         self, req: pps_pb2.CreatePipelineRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
+        try:  # as 2.7, checked here, not when CreatePipeline is part of a transaction
+            secrets.check_pipeline(self.store.data_dir, req.transform.secrets)
+        except secrets.SecretMissing as exc:
+            raise errors.InvalidArgument(str(exc)) from exc
         return self._write(apply_create_pipeline, req)
 
     def DeletePipeline(
@@ -117,6 +121,7 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
     def DeleteAll(self, req: empty_pb2.Empty, context: grpc.ServicerContext) -> empty_pb2.Empty:
         with self.store.write() as tx:
             pipelines.delete_all(self.ctx, tx)
+        secrets.delete_all(self.store.data_dir)  # as 2.7: user secrets go too
         return empty_pb2.Empty()
 
     def StartPipeline(
@@ -354,6 +359,38 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         self, req: pps_pb2.GetLogsRequest, context: grpc.ServicerContext
     ) -> Iterator[pps_pb2.LogMessage]:
         yield from logstream.get_logs(self.ctx, req, context)
+
+    # ------------------------------------------------------------ secrets
+
+    def CreateSecret(
+        self, req: pps_pb2.CreateSecretRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        secrets.create(self.store.data_dir, secrets.parse(req.file))
+        return empty_pb2.Empty()
+
+    def InspectSecret(
+        self, req: pps_pb2.InspectSecretRequest, context: grpc.ServicerContext
+    ) -> pps_pb2.SecretInfo:
+        return _secret_info(secrets.require(self.store.data_dir, req.secret.name))
+
+    def ListSecret(
+        self, req: empty_pb2.Empty, context: grpc.ServicerContext
+    ) -> pps_pb2.SecretInfos:
+        infos = [_secret_info(s) for s in secrets.list_all(self.store.data_dir)]
+        return pps_pb2.SecretInfos(secret_info=infos)
+
+    def DeleteSecret(
+        self, req: pps_pb2.DeleteSecretRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        secrets.delete(self.store.data_dir, req.secret.name)
+        return empty_pb2.Empty()
+
+
+def _secret_info(s: secrets.Secret) -> pps_pb2.SecretInfo:
+    """What Pachyderm 2.7 returns of a secret: its name, type and creation time, never data."""
+    info = pps_pb2.SecretInfo(secret=pps_pb2.Secret(name=s.name), type=s.type)
+    info.creation_timestamp.FromNanoseconds(int(s.created * 1e9))
+    return info
 
 
 fill_unimplemented(PPSServicer, "pps_v2.API")

@@ -4,11 +4,14 @@ The memory bound itself is tested in test_lpd_logs_memory.py."""
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import duration_pb2
 from lpd_pps_helpers import last_job, pfs, put, sh_pipeline, state
 
 from localpachd import logs
@@ -132,3 +135,81 @@ def test_tail_count_matches_what_read_yields(tmp_path: Path) -> None:
         end = tail.size()
         n = tail.count(final, end)
         assert n == len(list(logs.Tail(path, "default", "p", "j").read(final, end))) == 4 + final
+
+
+# ------------------------------------------------------------ issue 16, item 4
+
+
+def test_worker_lines_are_master_lines_and_master_filters(pach_client: Any) -> None:
+    """master=true gives the worker's lines (job started, each datum's start and finish with its
+    duration, job finished), none of the user's; the default gives the user's lines only."""
+    client = pach_client
+    client.create_repo("data")
+    put(client, "data", {"/a": "1", "/b": "2"})
+    sh_pipeline(client, "talk", pfs("data", "/*"), 'echo "out $(basename $data)"')
+    job = last_job(client, "talk")
+    master = list(client.get_pipeline_logs("talk", master=True))
+    assert master and all(m.master and not m.user and m.job_id == job.job.id for m in master)
+    texts = [m.message for m in master]
+    assert texts[0].startswith("started job") and texts[-1] == "job successful, closing commits"
+    begun = [m for m in master if m.message == "beginning to run user code"]
+    done = [m for m in master if m.message.startswith("finished running user code after ")]
+    assert len(begun) == len(done) == 2
+    assert {m.data[0].path for m in done} == {"/a", "/b"} and all(m.datum_id for m in done)
+    assert all(m.ts.seconds > 0 for m in master)
+    assert [m.message for m in client.get_job_logs("talk", job.job.id)] != []
+    user = list(client.get_pipeline_logs("talk"))
+    assert sorted(m.message for m in user) == ["out a", "out b"]
+    assert all(m.user and not m.master for m in user)
+
+
+def test_a_failed_job_says_why_in_its_master_lines(pach_client: Any) -> None:
+    client = pach_client
+    client.create_repo("data")
+    put(client, "data", {"/a": "1"})
+    sh_pipeline(client, "bad", pfs("data", "/"), "exit 3")
+    last_job(client, "bad")
+    texts = [m.message for m in client.get_pipeline_logs("bad", master=True)]
+    assert texts[-1].startswith("failing job with reason: 1 datum(s) failed")
+
+
+def test_follow_waits_for_lines_and_ends_when_the_pipeline_is_deleted(pach_client: Any) -> None:
+    """No input yet: the followed stream waits; a commit's lines arrive; deleting the pipeline
+    ends the stream (no error, no hang)."""
+    client = pach_client
+    client.create_repo("data")
+    sh_pipeline(client, "later", pfs("data", "/"), "echo hello")
+    lines: queue.Queue[str] = queue.Queue()
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for m in client.get_pipeline_logs("later", follow=True):
+                lines.put(m.message)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    put(client, "data", {"/a": "1"})
+    assert lines.get(timeout=60) == "hello"
+    client.delete_pipeline("later")
+    t.join(timeout=60)
+    assert not t.is_alive(), "follow did not end when the pipeline was deleted"
+    assert errors == []
+
+
+def test_since_leaves_out_older_lines(pach_client: Any, localpachd: Any) -> None:
+    client = pach_client
+    client.create_repo("data")
+    put(client, "data", {"/a": "1"})
+    sh_pipeline(client, "old", pfs("data", "/"), "echo hi")
+    job = last_job(client, "old")
+    hour_ago = time.time() - 3600
+    for path in logs.job_files(localpachd.ctx.store.data_dir, "default", "old", job.job.id):
+        os.utime(path, (hour_ago, hour_ago))
+    recent = duration_pb2.Duration(seconds=600)
+    assert list(client.get_pipeline_logs("old", since=recent)) == []
+    day = duration_pb2.Duration(seconds=86400)
+    assert [m.message for m in client.get_pipeline_logs("old", since=day)] == ["hi"]
+    assert [m.message for m in client.get_pipeline_logs("old", master=True, since=recent)] != []
