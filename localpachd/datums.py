@@ -215,6 +215,22 @@ def _pfs(pfs: Any, lister: Lister) -> list[Datum]:
     return [Datum((d,)) for d in glob_matches(pfs, lister(pfs))]
 
 
+def cron_as_pfs(cron: Mapping[str, Any]) -> dict[str, Any]:
+    """A cron input read as Pachyderm 2.7 reads it: a pfs input on its repo's master, glob `/*`
+    (one datum per tick file)."""
+    return {
+        "name": cron.get("name", ""),
+        "project": cron.get("project") or "",
+        "repo": cron.get("repo", ""),
+        "branch": "master",
+        "glob": "/*",
+    }
+
+
+def _cron(cron: Any, lister: Lister) -> list[Datum]:
+    return _pfs(cron_as_pfs(cron), lister)
+
+
 def _union(children: Sequence[Mapping[str, Any]], lister: Lister) -> list[Datum]:
     return [d for c in children for d in compute_datums(c, lister)]
 
@@ -270,12 +286,13 @@ def _group(children: Sequence[Mapping[str, Any]], lister: Lister) -> list[Datum]
 # The input kinds, in one place: a leaf kind holds one input's spec, a composite kind a list of
 # child inputs. `pps_spec` (validation, defaults), `pps.servicer` and `pfs_inputs` walk the tree
 # through these names. A new kind: its name here and its datum function in DATUMS_OF (plus its
-# validation in `pps_spec._validate_input`); cron is a kind localpachd does not run yet.
+# validation in `pps_spec._validate_input`); cron reads as a pfs input (`cron_as_pfs`).
 LEAF_KINDS = ("pfs", "cron")
 COMPOSITE_KINDS = ("cross", "union", "join", "group")
 INPUT_KINDS = LEAF_KINDS + COMPOSITE_KINDS
 DATUMS_OF: dict[str, Callable[[Any, Lister], list[Datum]]] = {
     "pfs": _pfs,
+    "cron": _cron,
     "cross": _cross,
     "union": _union,
     "join": _join,
@@ -284,11 +301,14 @@ DATUMS_OF: dict[str, Callable[[Any, Lister], list[Datum]]] = {
 
 
 def pfs_inputs(inp: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
-    """Every pfs input of a tree, depth first (used for provenance and env)."""
+    """Every pfs input of a tree, depth first, a cron input as the pfs input it reads
+    (used for provenance and env)."""
     if not inp:
         return []
     if inp.get("pfs"):
         return [inp["pfs"]]
+    if inp.get("cron"):
+        return [cron_as_pfs(inp["cron"])]
     out: list[Mapping[str, Any]] = []
     for k in COMPOSITE_KINDS:
         for c in inp.get(k) or []:

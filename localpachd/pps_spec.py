@@ -15,6 +15,8 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from python_pachyderm.proto.v2.pps import pps_pb2
 
+from localpachd.cron import CronSpecError
+from localpachd.cron import parse as parse_cron
 from localpachd.datums import COMPOSITE_KINDS, INPUT_KINDS, LEAF_KINDS, clean_glob
 from localpachd.safepath import is_single_name
 
@@ -120,7 +122,9 @@ def _validate_input(inp: pps_pb2.Input, where: str, names: list[str]) -> None:
         names.append(pfs.name or pfs.repo)
         return
     if kind == "cron":
-        raise SpecInvalid(f"{where}: cron inputs are not supported by localpachd")
+        _validate_cron(inp.cron, where)
+        names.append(inp.cron.name)
+        return
     children = getattr(inp, kind)
     for i, child in enumerate(children):
         sub: list[str] = []
@@ -139,9 +143,20 @@ def _validate_input(inp: pps_pb2.Input, where: str, names: list[str]) -> None:
         names.extend(sorted({n for c in children for n in _names(c)} - set(names)))
 
 
+def _validate_cron(cron: pps_pb2.CronInput, where: str) -> None:
+    """Pachyderm 2.7's checks of a cron input: a name (as a pfs input's), a parsable spec."""
+    validate_input_name(cron.name, f"{where}.cron")
+    try:
+        parse_cron(cron.spec)
+    except CronSpecError as exc:
+        raise SpecInvalid(f"error parsing cron-spec: {exc}") from exc
+
+
 def _names(inp: pps_pb2.Input) -> list[str]:
     if inp.HasField("pfs"):
         return [inp.pfs.name or inp.pfs.repo]
+    if inp.HasField("cron"):
+        return [inp.cron.name]
     return [n for k in COMPOSITE_KINDS for c in getattr(inp, k) for n in _names(c)]
 
 
@@ -198,7 +213,19 @@ def _validate_mount_path(path: str, where: str) -> None:
                           "/pfs holds the datum's inputs and output")  # fmt: skip
 
 
-def _default_input(inp: pps_pb2.Input, project: str) -> None:
+def _default_cron(cron: pps_pb2.CronInput, project: str, pipeline: str) -> None:
+    """Pachyderm's defaults: repo `<pipeline>_<name>`, the pipeline's project, start = now."""
+    cron.repo = cron.repo or f"{pipeline}_{cron.name}"
+    cron.project = cron.project or project
+    if not cron.HasField("start"):
+        cron.start.GetCurrentTime()
+        cron.start.nanos = 0
+
+
+def _default_input(inp: pps_pb2.Input, project: str, pipeline: str = "") -> None:
+    if inp.HasField("cron"):
+        _default_cron(inp.cron, project, pipeline)
+        return
     if inp.HasField("pfs"):
         pfs = inp.pfs
         pfs.name = pfs.name or pfs.repo
@@ -210,7 +237,7 @@ def _default_input(inp: pps_pb2.Input, project: str) -> None:
     for kind in COMPOSITE_KINDS:
         children = getattr(inp, kind)
         for child in children:
-            _default_input(child, project)
+            _default_input(child, project, pipeline)
         if children:
             ordered = sorted(
                 (pps_pb2.Input.FromString(c.SerializeToString()) for c in children),
@@ -230,7 +257,7 @@ def with_defaults(req: pps_pb2.CreatePipelineRequest) -> pps_pb2.CreatePipelineR
     out.output_branch = out.output_branch or "master"
     out.datum_tries = out.datum_tries or DEFAULT_DATUM_TRIES
     out.reprocess_spec = out.reprocess_spec or REPROCESS_UNTIL_SUCCESS
-    _default_input(out.input, project)
+    _default_input(out.input, project, out.pipeline.name)
     # Request-only switches are not part of the stored spec.
     for f in ("update", "reprocess", "dry_run"):
         out.ClearField(f)

@@ -9,12 +9,23 @@ repos and commits (`guards`), and stops the engine on shutdown.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 if TYPE_CHECKING:
     from localpachd.context import ServerContext
+    from localpachd.store import Tx
+
+
+def running_pipelines(tx: Tx) -> list[tuple[str, str, int, dict[str, Any]]]:
+    """The pipelines the cron ticker serves: every current version not stopped that has an
+    input (project, name, version, input tree as a dict)."""
+    from localpachd import pps_spec
+    from localpachd.pps import db
+
+    return [(p.project, p.name, p.version, pps_spec.input_dict(p.spec.input))
+            for p in db.all_current(tx) if not p.stopped and p.spec.HasField("input")]  # fmt: skip
 
 
 def register(server: grpc.Server, ctx: ServerContext) -> None:
@@ -23,7 +34,7 @@ def register(server: grpc.Server, ctx: ServerContext) -> None:
     from python_pachyderm.proto.v2.pps import pps_pb2
     from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
-    from localpachd import wire
+    from localpachd import cronticker, wire
     from localpachd.jobs import JobEngine
     from localpachd.pps import guards, servicer
 
@@ -32,6 +43,9 @@ def register(server: grpc.Server, ctx: ServerContext) -> None:
     )
     ctx.jobs = engine
     ctx.on_stop.append(engine.close)
+    ticker = cronticker.Ticker(ctx.store, running_pipelines)
+    ctx.on_stop.append(ticker.close)  # stop hooks run in reverse: the ticker before the engine
+    ticker.start()
     ctx.delete_repo_guards.append(guards.refuse_pipeline_repo)
     ctx.finish_commit_guards.append(guards.refuse_pipeline_commit)
     reg = ctx.transactions

@@ -13,6 +13,8 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import errors, pps_spec
 from localpachd.context import ServerContext
+from localpachd.cronticker import cron_inputs
+from localpachd.cronticker import run_cron as run_cron_ticks
 from localpachd.datums import pfs_inputs
 from localpachd.pfs import model
 from localpachd.pps import db
@@ -58,6 +60,7 @@ def create_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.CreatePipelineReque
     existing = db.current(tx, project, name)
     if existing is not None and not req.update:
         raise errors.AlreadyExists(f'pipeline "{pipeline_str(project, name)}" already exists')
+    _create_cron_repos(tx, spec)
     prov = _provenance(tx, spec)
     out = model.BranchKey(project, name, spec.output_branch)
     if out in prov or any(p.project == project and p.repo == name for p in prov):
@@ -71,6 +74,20 @@ def create_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.CreatePipelineReque
     if req.dry_run:
         raise DryRun()
     tx.after_commit(lambda: ctx.pps_engine.prewarm(project, name, spec))
+
+
+def _cron_repos(spec: pps_pb2.CreatePipelineRequest) -> list[tuple[str, str]]:
+    return [(str(c["project"]), str(c["repo"]))
+            for c in cron_inputs(pps_spec.input_dict(spec.input))]  # fmt: skip
+
+
+def _create_cron_repos(tx: Tx, spec: pps_pb2.CreatePipelineRequest) -> None:
+    """As Pachyderm 2.7: each cron input's repo is created unless it exists already."""
+    for project, repo in _cron_repos(spec):
+        if not tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (project, repo)):
+            name = pipeline_str(spec.pipeline.project.name, spec.pipeline.name)
+            description = f"Cron tick repo for pipeline {name}."
+            model.create_repo(tx, project, repo, description)
 
 
 class DryRun(Exception):
@@ -144,6 +161,10 @@ def delete_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.DeletePipelineReque
             model.create_branch(tx, out, model.branch_head(tx, out), [])
     elif tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (project, name)):
         model.delete_repo(tx, project, name, force=req.force)
+    if not req.keep_repo:  # as Pachyderm 2.7: the cron repos go with the pipeline
+        for cproject, repo in _cron_repos(row.spec):
+            if tx.one("SELECT 1 FROM repos WHERE project=? AND name=?", (cproject, repo)):
+                model.delete_repo(tx, cproject, repo, force=req.force)
     db.delete_pipeline(tx, project, name)
     tx.after_commit(lambda: ctx.pps_engine.forget(project, name))
 
@@ -160,3 +181,11 @@ def set_stopped(ctx: ServerContext, tx: Tx, pipeline: pps_pb2.Pipeline, stopped:
     project = pipeline.project.name or "default"
     require(tx, project, pipeline.name)
     db.set_stopped(tx, project, pipeline.name, stopped)
+
+
+def run_cron(ctx: ServerContext, pipeline: pps_pb2.Pipeline) -> None:
+    """RunCron: a tick now on each of the pipeline's cron inputs (`cronticker.run_cron`)."""
+    project = pipeline.project.name or "default"
+    with ctx.store.read() as tx:
+        row = require(tx, project, pipeline.name)
+    run_cron_ticks(ctx.store, row.project, pps_spec.input_dict(row.spec.input))

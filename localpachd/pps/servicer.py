@@ -138,6 +138,12 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
             pipelines.set_stopped(self.ctx, tx, req.pipeline, True)
         return empty_pb2.Empty()
 
+    def RunCron(
+        self, req: pps_pb2.RunCronRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        pipelines.run_cron(self.ctx, req.pipeline)
+        return empty_pb2.Empty()
+
     def InspectPipeline(
         self, req: pps_pb2.InspectPipelineRequest, context: grpc.ServicerContext
     ) -> pps_pb2.PipelineInfo:

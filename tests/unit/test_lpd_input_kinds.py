@@ -22,8 +22,8 @@ def test_the_kinds_are_the_fields_of_pachyderms_input() -> None:
         assert field.label == field.LABEL_REPEATED, kind
 
 
-def test_every_kind_but_cron_computes_datums() -> None:
-    assert set(datums.DATUMS_OF) == set(datums.INPUT_KINDS) - {"cron"}
+def test_every_kind_computes_datums() -> None:
+    assert set(datums.DATUMS_OF) == set(datums.INPUT_KINDS)
 
 
 def _lister(pfs: Mapping[str, Any]) -> InputSource:
@@ -45,9 +45,16 @@ def test_each_composite_dispatches(kind: str, count: int) -> None:
     assert len(datums.compute_datums(tree, _lister)) == count
 
 
-def test_cron_and_unknown_kinds_are_refused_by_name() -> None:
-    with pytest.raises(datums.DatumError, match="'cron' is not supported"):
-        datums.compute_datums({"cron": {"name": "tick", "spec": "@every 1m"}}, _lister)
+def test_cron_reads_as_a_pfs_input_on_master_with_glob_star() -> None:
+    cron = {"cron": {"name": "tick", "spec": "@every 1m", "repo": "p_tick", "project": "pj"}}
+    found = datums.compute_datums(cron, _lister)
+    assert [(d.inputs[0].name, d.inputs[0].repo, d.inputs[0].branch, d.inputs[0].path,
+             d.inputs[0].glob) for d in found] == [
+        ("tick", "p_tick", "master", "/a", "/*"), ("tick", "p_tick", "master", "/b", "/*")]
+    assert datums.pfs_inputs({"cross": [cron, _pfs("r")]})[0]["repo"] == "p_tick"
+
+
+def test_mixed_kinds_are_refused_by_name() -> None:
     with pytest.raises(datums.DatumError, match="exactly one of pfs/cron/cross/union/join/group"):
         datums.compute_datums({"pfs": {"repo": "a"}, "cross": [_pfs("b")]}, _lister)
 
