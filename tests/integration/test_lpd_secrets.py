@@ -24,8 +24,13 @@ import python_pachyderm
 from helpers.jobs import state
 from helpers.pachd import HOST, stop
 from helpers.pfs import put, read_repo
+from helpers.wait import wait_for
+from hypothesis import given
+from hypothesis import strategies as st
 from lpd_pps_helpers import last_job, pfs, sh_pipeline
 from python_pachyderm.proto.v2.pps import pps_pb2, pps_pb2_grpc
+
+from localpachd import errors, secrets
 
 LISTENING = "listening on "
 
@@ -45,10 +50,8 @@ def _serve(data_dir: Path, log: Path, port: int = 0) -> tuple[subprocess.Popen[b
         if idx < 0 or proc.poll() is not None:
             assert proc.poll() is None, f"localpachd exited: {text}"
             return None
-        tail = text[idx + len(LISTENING):].split()[0]
+        tail = text[idx + len(LISTENING) :].split()[0]
         return int(tail.rsplit(":", 1)[1])
-
-    from helpers.wait import wait_for
 
     if port:  # a restart on the same port: wait for the second "listening on"
         before = log.read_text(errors="replace").count(LISTENING)
@@ -284,3 +287,39 @@ def test_warm_python_datum_gets_secret_env_and_mount_path_argument(
     assert state(job) == "JOB_SUCCESS", job.reason
     out = {k.lstrip("/"): v for k, v in read_repo(c, "py").items()}
     assert out["sums"].split() == [_sha(value), _sha(value)]
+
+
+# Values carry a mark that names and keys never hold: the name and key may be shown, not it.
+_VALUE = st.text(min_size=1).map(lambda v: f"\x01value:{v}")
+_NAME = st.text(st.characters(blacklist_characters="\x01"), max_size=12)
+
+
+@pytest.mark.fuzz
+@given(value=_VALUE, key=_NAME.filter(bool), name=_NAME)
+def test_no_refusal_ever_quotes_a_value(value: str, key: str, name: str) -> None:
+    """Whatever is wrong with a secret (its name, a key, base64, the JSON itself), the error
+    names the secret and key at most, never the value, plain or encoded."""
+    encoded = base64.b64encode(value.encode()).decode()
+    docs = [
+        {"metadata": {"name": name}, "data": {key: encoded}},
+        {"metadata": {"name": "ok"}, "data": {key: value}},  # not base64 (mostly)
+        {"metadata": {"name": "ok"}, "stringData": {key: value}, "data": {key: 1}},
+        {"metadata": {"name": name}, "stringData": {key: value * 200_000}},  # over 1 MiB
+    ]
+    raws = [json.dumps(d).encode() for d in docs]
+    raws.append(json.dumps(docs[0]).encode()[:-3])  # cut JSON
+    for raw in raws:
+        try:
+            secrets.parse(raw)
+        except errors.PachError as exc:
+            assert value not in exc.message and encoded not in exc.message
+
+
+def test_nul_in_an_env_value_fails_without_the_value(tmp_path: Path) -> None:
+    value = _value()
+    secrets.create(tmp_path, secrets.Secret("n", "Opaque", {"k": f"{value}\0".encode()}))
+    mount = pps_pb2.SecretMount(name="n", key="k", env_var="V")
+    with pytest.raises(secrets.SecretMissing) as exc:
+        secrets.resolve(tmp_path, [mount])
+    assert "NUL" in str(exc.value) and value not in str(exc.value)
+    assert secrets.resolve(tmp_path, [pps_pb2.SecretMount(name="n", mount_path="/m")]).mounts
