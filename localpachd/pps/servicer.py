@@ -76,6 +76,9 @@ def _fill_input_commits(tx: Tx, job: db.JobRow, inp: pps_pb2.Input) -> None:
         if node.HasField("pfs"):
             key = (node.pfs.project or job.project, node.pfs.repo, node.pfs.branch or "master")
             node.pfs.commit = prov.get(key, node.pfs.commit)
+        if node.HasField("cron"):
+            key = (node.cron.project or job.project, node.cron.repo, "master")
+            node.cron.commit = prov.get(key, node.cron.commit)
         for kind in COMPOSITE_KINDS:
             stack.extend(getattr(node, kind))
 

@@ -73,6 +73,11 @@ def test_run_cron_ticks_at_once_and_starts_a_job(pach_client: Any) -> None:
         run_cron_in_a_new_second(pach_client, "tock")
         assert len(head_files(pach_client, "tock_tick")) == n  # the tick is committed on return
         wait_for(lambda n=n: len(succeeded(pach_client, "tock")) == 1 + n, f"job {1 + n}")
+    # The job names the tick commit it read, as Pachyderm's JobInfo does.
+    newest = max(succeeded(pach_client, "tock"), key=lambda j: j.started.ToNanoseconds())
+    job = pach_client.inspect_job(newest.job.id, "tock", details=True)
+    tick = tick_commits(pach_client, "tock_tick")[-1]
+    assert next(iter(job)).details.input.cron.commit == tick.commit.id
 
 
 @pytest.mark.parametrize(("overwrite", "kept"), [(True, 1), (False, 3)])
