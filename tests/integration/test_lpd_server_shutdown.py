@@ -71,7 +71,9 @@ def test_stop_at_every_phase_leaves_no_thread_and_no_datum(
     # clients calling while the server stops are refused cleanly: never INTERNAL or UNKNOWN
     # (e.g. "Cannot operate on a closed database"); "stuck" is grpc's client (see the driver)
     ends = summary["storm_ends"]
-    assert set(ends) <= {"UNAVAILABLE", "CANCELLED", "stuck"} and "UNAVAILABLE" in ends, ends
+    # (which of UNAVAILABLE and CANCELLED each call sees depends on where the stop found it: on a
+    # loaded machine every call can be in flight, so requiring one UNAVAILABLE was timing luck)
+    assert ends and set(ends) <= {"UNAVAILABLE", "CANCELLED", "stuck"}, ends
 
 
 def test_a_job_cut_by_shutdown_runs_again_after_restart(tmp_path: Path) -> None:
