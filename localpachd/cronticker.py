@@ -77,6 +77,7 @@ class Ticker:
         self.store = store
         self.pipelines = pipelines
         self._next: dict[Key, datetime] = {}
+        self._failed: dict[Key, str] = {}  # the last error of each input, logged once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="localpachd-cron", daemon=True)
 
@@ -118,8 +119,17 @@ class Ticker:
         for key, (project, cron) in live.items():
             if self._stop.is_set():
                 break
-            wait = self._one(key, project, cron, now)
-            soonest = min(soonest, wait)
+            try:
+                soonest = min(soonest, self._one(key, project, cron, now))
+                self._failed.pop(key, None)
+            except errors.PachError as exc:  # e.g. its repo deleted by hand: the others tick on
+                if self._stop.is_set():
+                    break
+                if self._failed.get(key) != str(exc):
+                    log.warning("cron input %r of pipeline %s/%s cannot tick: %s",
+                                key[3], key[0], key[1], exc)  # fmt: skip
+                self._failed[key] = str(exc)
+                self._next.pop(key, None)  # retried from the repo's state on the next pass
         return soonest
 
     def _live(self, tx: Tx) -> set[Key]:

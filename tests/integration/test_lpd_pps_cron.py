@@ -165,3 +165,18 @@ def test_restart_catches_up_with_one_tick_not_a_flood(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert not [t.name for t in threading.enumerate() if t.name == "localpachd-cron"]
+
+
+def test_a_cron_repo_deleted_by_hand_stops_only_its_pipeline(
+    pach_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sh_pipeline(pach_client, "tock", cron("@every 1s"), "true")
+    sh_pipeline(pach_client, "control", cron("@every 1s"), "true")
+    wait_for(lambda: tick_commits(pach_client, "tock_tick"), "a first tick")
+    pach_client.delete_repo("tock_tick", force=True)
+    seen = len(tick_commits(pach_client, "control_tick"))
+    wait_for(lambda: len(tick_commits(pach_client, "control_tick")) >= seen + 3,
+             "three more ticks of the other pipeline")
+    cron_records = [r for r in caplog.records if r.name == "localpachd.cron"]
+    assert [r for r in cron_records if r.exc_info] == []  # no traceback, and
+    assert len([r for r in cron_records if "cannot tick" in r.getMessage()]) <= 1  # said once
