@@ -153,6 +153,7 @@ def threads(args: argparse.Namespace) -> dict[str, int]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from localpachd import runtime_pfsmount as pfsmount
     from localpachd.server import start
 
     if not 0 <= args.port <= 65535:  # grpc would silently pick another port
@@ -193,6 +194,8 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    print(f"localpachd: /pfs mode {pfsmount.mode()}: {pfsmount.describe(pfsmount.mode())}",
+          flush=True)
     scheme = "TLS" if server.tls else "plaintext"
     print(f"localpachd listening on {server.address} ({scheme}, data dir {args.data_dir})",
           flush=True)

@@ -27,6 +27,9 @@ class DatumRun:
     stdout_path: Path  # where the process's stdout is written
     stderr_path: Path  # where the process's stderr is written
     timeout: float | None = None  # datum_timeout in seconds
+    # (host dir, path the datum sees it at): its scratch /pfs and secret mount paths, mounted
+    # there by a runtime that can (localpachd.runtime_pfsmount), else reached by rewriting only
+    binds: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Chosen by `localpachd.runtimes.make_runtime("subprocess")`, and the warm runtime's fallback for
 every command it cannot fork warm. Called from the worker's threads; each call is independent, so
 it is thread-safe. The process runs in its own session so a timeout or a kill reaches its whole
-process group. """
+process group. Where the kernel allows (`localpachd.runtime_pfsmount.mode()` is NAMESPACE) each
+datum runs in its own private mount namespace with its `DatumRun.binds` mounted (a real /pfs),
+through the `runtime_pfsmount` helper that execs the command. """
 
 from __future__ import annotations
 
@@ -11,14 +13,18 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 
+from localpachd import runtime_pfsmount as pfsmount
 from localpachd.runtime import DatumOutcome, DatumRun
 
 
 class SubprocessRuntime:
     name = "subprocess"
 
-    def __init__(self) -> None:
+    def __init__(self, pfs_mode: Callable[[], str] = pfsmount.mode) -> None:
+        # how datums see /pfs, asked at the first datum (the probe starts a process)
+        self._pfs_mode = pfs_mode
         self._lock = threading.Lock()
         # process -> (PACH_JOB_ID, PACH_DATUM_ID)
         self._live: dict[subprocess.Popen[bytes], tuple[str, str]] = {}
@@ -29,7 +35,7 @@ class SubprocessRuntime:
         try:
             try:
                 proc = subprocess.Popen(
-                    list(run.argv),
+                    self._argv(run),
                     cwd=run.cwd,
                     env=run.env,
                     stdin=subprocess.PIPE if run.stdin is not None else subprocess.DEVNULL,
@@ -52,6 +58,13 @@ class SubprocessRuntime:
         finally:
             with self._lock:
                 self._live.pop(proc, None)
+
+    def _argv(self, run: DatumRun) -> list[str]:
+        """The datum's argv, wrapped by the runtime_pfsmount helper in namespace mode."""
+        if not run.binds or self._pfs_mode() != pfsmount.NAMESPACE:
+            return list(run.argv)
+        pfs_dir = run.binds[0][0]  # the scratch pfs tree: the new root is built beside it
+        return pfsmount.wrap(run.argv, run.binds, os.path.join(os.path.dirname(pfs_dir), ".ns"))
 
     def _wait(self, proc: subprocess.Popen[bytes], run: DatumRun) -> DatumOutcome:
         try:

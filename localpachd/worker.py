@@ -4,7 +4,8 @@ Called by `localpachd.jobs` from its datum threads. For each datum it lays out a
 `<scratch>/pfs/<input name>/<repo path>` plus `<scratch>/pfs/out`, builds the environment
 (`<input>`, `<input>_COMMIT`, `PACH_JOB_ID`, `PACH_DATUM_ID`, `PACH_OUTPUT_COMMIT_ID`,
 `PPS_PIPELINE_NAME`, `PPS_PROJECT_NAME`, `transform.env`), rewrites `/pfs` in cmd, stdin and env
-values to the scratch `pfs` directory (a real `/pfs` cannot exist on every machine), replaces
+values to the scratch `pfs` directory (a real `/pfs` cannot exist on every machine; where the
+kernel allows, the subprocess runtime also mounts it at a private `/pfs`: `DatumRun.binds`), replaces
 `python3`/`python` by the interpreter localpachd runs under, and hands a `DatumRun` to the
 `Runtime`. Attempts are retried up to `datum_tries`; outputs are collected (`localpachd.outputs`:
 bounded, links never followed out of the datum's /pfs) only from a successful attempt, so a failed
@@ -263,7 +264,15 @@ def _process(
         stdout_path=log_path,
         stderr_path=log_path,
         timeout=ctx.datum_timeout,
+        binds=datum_binds(ctx, pfs_root),
     )
+
+
+def datum_binds(ctx: JobContext, pfs_root: Path) -> tuple[tuple[str, str], ...]:
+    """What a namespace-capable runtime mounts where the spec names it: the scratch pfs tree at
+    /pfs, each secret's directory (written by `secret_files`) at its mount_path."""
+    dirs = secret_dirs(ctx, pfs_root)
+    return ((str(pfs_root), "/pfs"), *((str(dirs[p]), p) for p, _data in ctx.secret_mounts))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,207 @@
+"""A real `/pfs` for a datum where the kernel allows it: a private mount namespace per datum.
+
+Called by `localpachd.runtime_subprocess` (which wraps a datum's argv with `wrap` when `mode()` is
+NAMESPACE) and by `localpachd.server`/`cli` (which report the mode at start-up). Run as a script
+(`python -I -S runtime_pfsmount.py ...`, stdlib only, single-threaded: never a fork of the threaded
+server), it is the datum's first process: it enters a new mount namespace (plus a user namespace
+when not root), builds a new root on a tmpfs from bind mounts of every top-level entry of the
+host's `/` except `/pfs`, binds the datum's scratch `pfs` tree at `/pfs` and each secret's
+directory at its `mount_path`, chroots there, returns to the same working directory and execs the
+datum's command. Every mount is private to that process tree: the host's own `/pfs` (present or
+not) and every other process never see it. Where the kernel refuses (no privilege, user
+namespaces disabled, seccomp), `mode()` is REWRITE and datums run as before: `/pfs` rewritten in
+cmd, stdin and env only (the worker rewrites in both modes, so well-behaved stages run the same).
+A secret mount path inside a host directory that lacks it cannot be created without touching the
+host: that one stays rewrite-only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from collections.abc import Sequence
+
+NAMESPACE = "namespace"  # each datum sees its own scratch tree at a real /pfs
+REWRITE = "rewrite"  # /pfs rewritten in cmd, stdin and env values only
+
+_CLONE_NEWNS = 0x00020000
+_CLONE_NEWUSER = 0x10000000
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
+_MNT_DETACH = 2
+SETUP_FAILED = 126  # the helper's exit status when the namespace cannot be set up
+NOT_FOUND = 127  # the command cannot be started (as a shell says)
+PROBE_TIMEOUT = 30.0
+
+
+def wrap(argv: Sequence[str], binds: Sequence[tuple[str, str]], root: str) -> list[str]:
+    """The argv that runs `argv` with each (host dir, target path) of `binds` mounted at its
+    target, the new root built under `root` (an empty or absent directory of ours)."""
+    out = [sys.executable, "-I", "-S", __file__, "--root", root]
+    for src, dst in binds:
+        out += ["--bind", src, dst]
+    return [*out, "--", *argv]
+
+
+def parse(args: Sequence[str]) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """`wrap`'s arguments back: (root, binds, argv). ValueError if malformed."""
+    root, binds, i = "", [], 0
+    while i < len(args) and args[i] != "--":
+        if args[i] == "--root" and i + 1 < len(args):
+            root, i = args[i + 1], i + 2
+        elif args[i] == "--bind" and i + 2 < len(args):
+            binds.append((args[i + 1], args[i + 2]))
+            i += 3
+        else:
+            raise ValueError(f"unexpected argument {args[i]!r}")
+    if not root or i + 1 >= len(args):
+        raise ValueError("usage: runtime_pfsmount.py --root DIR [--bind SRC DST]... -- CMD...")
+    return root, binds, list(args[i + 1 :])
+
+
+_found: list[str] = []  # mode(), once found (no functools: the helper imports only the least)
+
+
+def mode() -> str:
+    """NAMESPACE if this machine lets the server give datums a private /pfs (found once, by
+    running the helper for real), else REWRITE."""
+    if not _found:
+        import logging  # here: the helper never logs
+
+        _found.append(NAMESPACE if probe() else REWRITE)
+        log = logging.getLogger("localpachd")
+        log.log(logging.INFO if _found[0] == NAMESPACE else logging.WARNING,
+                "/pfs mode %s: %s", _found[0], describe(_found[0]))  # fmt: skip
+    return _found[0]
+
+
+def probe() -> bool:
+    """Whether a wrapped `sh` sees a bound directory at /pfs (the kernel allows namespaces)."""
+    import subprocess  # here, not at the top: the helper itself starts as fast as it can
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="localpachd-pfsprobe-") as tmp:
+        pfs = os.path.join(tmp, "pfs")
+        os.mkdir(pfs)
+        with open(os.path.join(pfs, "probe"), "w") as f:
+            f.write("ok")
+        argv = wrap(["sh", "-c", "cat /pfs/probe"], [(pfs, "/pfs")], os.path.join(tmp, "ns"))
+        try:
+            got = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT, check=False,
+                                 stdin=subprocess.DEVNULL)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return got.returncode == 0 and got.stdout == b"ok"
+
+
+def describe(current: str) -> str:
+    """The one start-up line that says how datums see /pfs."""
+    if current == NAMESPACE:
+        return ("datums see a real /pfs (a private mount namespace per datum; python datums "
+                "forked by the warm runtime see it rewritten only)")
+    return ("datums see /pfs only where cmd, stdin and env name it (rewritten to a scratch "
+            "directory: this kernel refuses private mount namespaces)")  # fmt: skip
+
+
+# --- the helper (runs in the datum's own process, before exec) --------------------------------
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(libc: ctypes.CDLL, src: str | None, dst: str, fstype: str | None, flags: int) -> None:
+    rc = libc.mount(_bytes(src), dst.encode(), _bytes(fstype), ctypes.c_ulong(flags), None)
+    _check(rc, f"mount {src or fstype} on {dst}")
+
+
+def _bytes(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
+
+
+def _enter_namespace(libc: ctypes.CDLL) -> None:
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    else:  # unprivileged: a user namespace mapping us to ourselves, then the mount namespace
+        _check(libc.unshare(_CLONE_NEWNS | _CLONE_NEWUSER), "unshare(CLONE_NEWNS|CLONE_NEWUSER)")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                           ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing propagates to the host
+
+
+def _build_root(libc: ctypes.CDLL, root: str) -> None:
+    """A tmpfs at `root` holding every top-level entry of `/` but `pfs`, bound (recursively)."""
+    os.makedirs(root, exist_ok=True)
+    _mount(libc, "tmpfs", root, "tmpfs", 0)
+    for name in sorted(os.listdir("/")):
+        host, new = "/" + name, os.path.join(root, name)
+        if name == "pfs":
+            continue
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), new)
+        elif os.path.isdir(host):
+            os.mkdir(new)
+            _mount(libc, host, new, None, _MS_BIND | _MS_REC)
+        elif os.path.exists(host):
+            open(new, "w").close()
+            _mount(libc, host, new, None, _MS_BIND)
+
+
+def _bind_target(libc: ctypes.CDLL, root: str, src: str, dst: str) -> None:
+    """Bind `src` at `dst` in the new root; a target inside a host directory that lacks it is
+    left to the rewriting (creating it would change the host)."""
+    parts = [p for p in dst.split("/") if p and p != "."]
+    if not parts or ".." in parts:
+        return
+    new = os.path.join(root, *parts)
+    top_is_ours = parts[0] == "pfs" or not os.path.lexists(os.path.join("/", parts[0]))
+    if top_is_ours:
+        os.makedirs(new, exist_ok=True)
+    elif not os.path.isdir(new) or os.path.islink(new):
+        return
+    _mount(libc, src, new, None, _MS_BIND | _MS_REC)
+
+
+def main(args: Sequence[str]) -> int:
+    """The helper: set up the namespace, then exec the datum's command (never returns on
+    success). Errors go to stderr (the datum's log) with what to do."""
+    try:
+        root, binds, argv = parse(args)
+    except ValueError as exc:
+        print(f"localpachd runtime_pfsmount: {exc}", file=sys.stderr)
+        return 2
+    cwd = os.getcwd()
+    try:
+        libc = _libc()
+        _enter_namespace(libc)
+        _build_root(libc, root)
+        for src, dst in binds:
+            _bind_target(libc, root, src, dst)
+        os.chroot(root)
+        os.chdir(cwd)
+        # The new root's own view of itself (below the scratch dir in the bound host tree).
+        libc.umount2(root.encode(), _MNT_DETACH)
+    except OSError as exc:
+        print(f"localpachd: cannot give the datum a private /pfs: {exc} (run the server with "
+              "the privilege to create mount namespaces, or where user namespaces are allowed)",
+              file=sys.stderr)  # fmt: skip
+        return SETUP_FAILED
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"localpachd: cannot start {argv[0]!r}: {exc}", file=sys.stderr)
+    return NOT_FOUND
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
