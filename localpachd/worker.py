@@ -5,8 +5,8 @@ Called by `localpachd.jobs` from its datum threads. For each datum it lays out a
 (`<input>`, `<input>_COMMIT`, `PACH_JOB_ID`, `PACH_DATUM_ID`, `PACH_OUTPUT_COMMIT_ID`,
 `PPS_PIPELINE_NAME`, `PPS_PROJECT_NAME`, `transform.env`), rewrites `/pfs` in cmd, stdin and env
 values to the scratch `pfs` directory (a real `/pfs` cannot exist on every machine; where the
-kernel allows, the subprocess runtime also mounts it at a private `/pfs`: `DatumRun.binds`), replaces
-`python3`/`python` by the interpreter localpachd runs under, and hands a `DatumRun` to the
+kernel allows, the subprocess runtime also mounts it at a private `/pfs`: `DatumRun.binds`),
+replaces `python3`/`python` by the interpreter localpachd runs under, and hands a `DatumRun` to the
 `Runtime`. Attempts are retried up to `datum_tries`; outputs are collected (`localpachd.outputs`:
 bounded, links never followed out of the datum's /pfs) only from a successful attempt, so a failed
 or killed attempt never leaks half-written files; output that cannot be stored fails the attempt.
