@@ -170,14 +170,45 @@ def validate(req: pps_pb2.CreatePipelineRequest) -> None:
             "invalid pipeline spec: ReprocessSpec must be one of "
             f"'{REPROCESS_UNTIL_SUCCESS}' or '{REPROCESS_EVERY_JOB}'"
         )
-    if req.HasField("spout") or req.HasField("service"):
-        raise SpecInvalid("spout and service pipelines are not supported by localpachd")
-    if not req.HasField("input"):
+    _validate_long_running(req)
+    if req.HasField("input"):
+        _validate_input(req.input, "input", [])
+    elif not req.HasField("spout"):
         raise SpecInvalid("invalid pipeline spec: pipeline must specify an input")
-    _validate_input(req.input, "input", [])
     _validate_secrets(req.transform)
     if req.datum_tries < 0:
         raise SpecInvalid("invalid pipeline spec: datum_tries must not be negative")
+
+
+SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")
+
+
+def long_running(spec: pps_pb2.CreatePipelineRequest) -> bool:
+    """A spout or a service: its cmd runs as one supervised process (`localpachd.longrun`),
+    never as the datums of jobs."""
+    return bool(spec.HasField("spout") or spec.HasField("service"))
+
+
+def _validate_long_running(req: pps_pb2.CreatePipelineRequest) -> None:
+    """Pachyderm 2.7's rules for spouts and services (validatePipeline), plus the ports a
+    service needs on one machine."""
+    services = [("service", req.service)] if req.HasField("service") else []
+    if req.HasField("spout") and req.spout.HasField("service"):
+        services.append(("spout.service", req.spout.service))
+    for where, svc in services:
+        if svc.type and svc.type not in SERVICE_TYPES:
+            raise SpecInvalid(f"invalid pipeline spec: the following service type {svc.type} "
+                              "is not allowed")  # fmt: skip
+        for port in ("internal_port", "external_port"):
+            if not 0 <= getattr(svc, port) <= 65535:
+                raise SpecInvalid(f"invalid pipeline spec: {where}.{port} "
+                                  f"{getattr(svc, port)} is not a port (0-65535)")  # fmt: skip
+        if svc.internal_port == 0:
+            raise SpecInvalid(f"invalid pipeline spec: {where}.internal_port must be set: the "
+                              "port the pipeline's process listens on")  # fmt: skip
+    if req.HasField("spout") and not req.spout.HasField("service") and req.HasField("input"):
+        raise SpecInvalid(
+            "invalid pipeline spec: spout pipelines (without a service) must not have an input")
 
 
 def _validate_secrets(transform: pps_pb2.Transform) -> None:

@@ -42,7 +42,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -297,6 +297,7 @@ def start(data_dir: Path, host: str = "127.0.0.1", port: int = 0,
         raise OSError(f"localpachd could not bind {host}:{port}: is the port in use?")
     running = RunningServer(host=host, port=bound, data_dir=config.data_dir, ctx=ctx,
                             _server=server, _calls=boundary.calls, _executor=executor)
+    ctx.config = replace(config, port=bound)  # the bound port: spouts and services dial it
     try:
         for register in REGISTRARS:
             register(server, ctx)

@@ -40,6 +40,14 @@ def commit_pb(project: str, repo: str, branch: str, commit_id: str) -> pfs_pb2.C
     return c
 
 
+def _pipeline_type(spec: pps_pb2.CreatePipelineRequest) -> int:
+    types = pps_pb2.PipelineInfo
+    if spec.HasField("spout"):
+        return int(types.PIPELINE_TYPE_SPOUT)
+    return int(types.PIPELINE_TYPE_SERVICE if spec.HasField("service")
+               else types.PIPELINE_TYPE_TRANSFORM)  # fmt: skip
+
+
 def pipeline_info(
     row: db.PipelineRow, details: bool, last_job_state: str | None, cap: int
 ) -> pps_pb2.PipelineInfo:
@@ -50,7 +58,7 @@ def pipeline_info(
         state=PIPELINE_STATES.Value(row.state),
         reason=row.reason,
         parallelism=pps_spec.parallelism(row.spec, cap),
-        type=pps_pb2.PipelineInfo.PIPELINE_TYPE_TRANSFORM,
+        type=_pipeline_type(row.spec),
     )
     if last_job_state:
         info.last_job_state = JOB_STATES.Value(last_job_state)

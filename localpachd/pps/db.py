@@ -264,7 +264,10 @@ def jobless_output_commits(tx: Tx) -> list[tuple[str, str, str, int]]:
         "LEFT JOIN pps_jobs j ON j.project=c.project AND j.pipeline=c.repo AND j.id=c.id "
         "WHERE c.finished IS NULL AND j.id IS NULL ORDER BY cur.seq, c.cid"
     )
-    return [(r[0], r[1], r[2], r[3]) for r in rows if r[4] == parse_spec(r[5]).output_branch]
+    specs = [(r, parse_spec(r[5])) for r in rows]
+    # A spout's or service's output commits are its process's own (opened through the API).
+    return [(r[0], r[1], r[2], r[3]) for r, s in specs
+            if r[4] == s.output_branch and not (s.HasField("spout") or s.HasField("service"))]
 
 
 def set_stopped(tx: Tx, project: str, name: str, stopped: bool) -> None:

@@ -67,6 +67,8 @@ def create_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.CreatePipelineReque
         raise errors.InvalidArgument(
             f"pipeline {pipeline_str(project, name)} cannot read its own output"
         )
+    if pps_spec.long_running(spec):
+        prov = []  # its process reads its input itself: input commits open no jobs
     if existing is None:
         _create(ctx, tx, spec, out, prov)
     else:
@@ -108,7 +110,7 @@ def _create(
     model.create_repo(tx, out.project, out.repo, f"Output repo for pipeline {out.repo}.")
     db.put_version(tx, out.project, out.repo, 1, spec)
     model.create_branch(tx, out, None, prov)
-    if not _open_in_this_set(tx, out):
+    if not _open_in_this_set(tx, out) and not pps_spec.long_running(spec):
         model.start_commit(tx, out.project, out.repo, out.name, origin="AUTO")
 
 
@@ -136,7 +138,7 @@ def _update(
     old_prov = set(model.direct_provenance(tx, out))
     if set(prov) != old_prov or not model.branch_exists(tx, out):
         model.create_branch(tx, out, None, prov)
-    if not _open_in_this_set(tx, out):
+    if not _open_in_this_set(tx, out) and not pps_spec.long_running(spec):
         model.start_commit(tx, out.project, out.repo, out.name, origin="AUTO")
 
 
