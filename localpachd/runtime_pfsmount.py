@@ -99,8 +99,7 @@ def probe() -> bool:
 def describe(current: str) -> str:
     """The one start-up line that says how datums see /pfs."""
     if current == NAMESPACE:
-        return ("datums see a real /pfs (a private mount namespace per datum; python datums "
-                "forked by the warm runtime see it rewritten only)")
+        return "datums see a real /pfs (a private mount namespace per datum)"
     return ("datums see /pfs only where cmd, stdin and env name it (rewritten to a scratch "
             "directory: this kernel refuses private mount namespaces)")  # fmt: skip
 
@@ -172,6 +171,32 @@ def _bind_target(libc: ctypes.CDLL, root: str, src: str, dst: str) -> None:
     _mount(libc, src, new, None, _MS_BIND | _MS_REC)
 
 
+def enter(root: str, binds: Sequence[tuple[str, str]]) -> None:
+    """Move this (single-threaded) process into its own mount namespace whose / is a new root
+    built under `root` with `binds` mounted, in the same working directory. Raises OSError.
+    Called by `main` before exec, and by a warm datum forked from its zygote (`warm.child`)."""
+    cwd = os.getcwd()
+    libc = _libc()
+    _enter_namespace(libc)
+    _build_root(libc, root)
+    for src, dst in binds:
+        _bind_target(libc, root, src, dst)
+    os.chroot(root)
+    os.chdir(cwd)
+    # The new root's own view of itself (below the scratch dir in the bound host tree).
+    libc.umount2(root.encode(), _MNT_DETACH)
+
+
+def setup_failure(exc: OSError) -> str:
+    return (f"localpachd: cannot give the datum a private /pfs: {exc} (run the server with the "
+            "privilege to create mount namespaces, or where user namespaces are allowed)")
+
+
+def ns_root(binds: Sequence[tuple[str, str]]) -> str:
+    """Where a datum's new root is built: `.ns` beside its scratch pfs tree (binds[0])."""
+    return os.path.join(os.path.dirname(binds[0][0]), ".ns")
+
+
 def main(args: Sequence[str]) -> int:
     """The helper: set up the namespace, then exec the datum's command (never returns on
     success). Errors go to stderr (the datum's log) with what to do."""
@@ -180,21 +205,10 @@ def main(args: Sequence[str]) -> int:
     except ValueError as exc:
         print(f"localpachd runtime_pfsmount: {exc}", file=sys.stderr)
         return 2
-    cwd = os.getcwd()
     try:
-        libc = _libc()
-        _enter_namespace(libc)
-        _build_root(libc, root)
-        for src, dst in binds:
-            _bind_target(libc, root, src, dst)
-        os.chroot(root)
-        os.chdir(cwd)
-        # The new root's own view of itself (below the scratch dir in the bound host tree).
-        libc.umount2(root.encode(), _MNT_DETACH)
+        enter(root, binds)
     except OSError as exc:
-        print(f"localpachd: cannot give the datum a private /pfs: {exc} (run the server with "
-              "the privilege to create mount namespaces, or where user namespaces are allowed)",
-              file=sys.stderr)  # fmt: skip
+        print(setup_failure(exc), file=sys.stderr)
         return SETUP_FAILED
     try:
         os.execvp(argv[0], argv)

@@ -63,8 +63,7 @@ class SubprocessRuntime:
         """The datum's argv, wrapped by the runtime_pfsmount helper in namespace mode."""
         if not run.binds or self._pfs_mode() != pfsmount.NAMESPACE:
             return list(run.argv)
-        pfs_dir = run.binds[0][0]  # the scratch pfs tree: the new root is built beside it
-        return pfsmount.wrap(run.argv, run.binds, os.path.join(os.path.dirname(pfs_dir), ".ns"))
+        return pfsmount.wrap(run.argv, run.binds, pfsmount.ns_root(run.binds))
 
     def _wait(self, proc: subprocess.Popen[bytes], run: DatumRun) -> DatumOutcome:
         try:

@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from localpachd import runtime_pfsmount as pfsmount
 from localpachd.runtime import DatumOutcome, DatumRun, Runtime
 from localpachd.runtime_subprocess import SubprocessRuntime, open_logs
 from localpachd.warm.pool import Pool, ZygoteHandle, ZygoteUnavailable
@@ -269,7 +270,15 @@ def _request(target: Target, run: DatumRun) -> dict[str, Any]:
         "env": dict(run.env),
         "cwd": cwd,
         "path0": path0,
+        **_namespace(run),
     }
+
+
+def _namespace(run: DatumRun) -> dict[str, Any]:
+    """Where the kernel allows, the forked datum enters its own mount namespace (a real /pfs)."""
+    if not run.binds or pfsmount.mode() != pfsmount.NAMESPACE:
+        return {}
+    return {"ns_root": pfsmount.ns_root(run.binds), "binds": [list(b) for b in run.binds]}
 
 
 class _Feeder:

@@ -31,6 +31,7 @@ import types
 from importlib.machinery import EXTENSION_SUFFIXES, SourceFileLoader
 from typing import Any, NoReturn
 
+from localpachd import runtime_pfsmount
 from localpachd.warm import codecache
 
 _LIBC = ctypes.CDLL(None)
@@ -63,6 +64,8 @@ def become_datum(
     for fd in set(stdio):
         os.close(fd)
     os.chdir(req["cwd"])
+    if "ns_root" in req:  # a real /pfs: this fork's own mount namespace, as a cold datum's
+        _enter_namespace(req)
     argv: list[str] = req["argv"]
     env: dict[str, str] = req["env"]
     _replace_environ(env)
@@ -78,6 +81,14 @@ def become_datum(
     before = len(sys.modules)
     code = _run(req, argv)
     _exit(code, before)
+
+
+def _enter_namespace(req: dict[str, Any]) -> None:
+    try:
+        runtime_pfsmount.enter(req["ns_root"], [(src, dst) for src, dst in req["binds"]])
+    except OSError as exc:
+        os.write(2, (runtime_pfsmount.setup_failure(exc) + "\n").encode())
+        os._exit(runtime_pfsmount.SETUP_FAILED)
 
 
 def _reset_signals() -> None:

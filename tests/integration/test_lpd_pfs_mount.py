@@ -23,6 +23,9 @@ from lpd_pps_helpers import last_job, pfs, sh_pipeline
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import runtime_pfsmount as pfsmount
+from localpachd.runtime import DatumRun
+from localpachd.runtime_subprocess import SubprocessRuntime
+from localpachd.runtime_warm import WarmRuntime
 
 # Hard-coded /pfs the worker cannot rewrite: `${P}fs` is /pfs only once the shell expands it.
 HIDDEN = 'P=/p; D="${P}fs"'
@@ -114,6 +117,39 @@ def test_secret_mount_path_is_real_in_namespace_mode(pach_client: Any) -> None:
     # that mount path is reached through the rewriting only (cmd, stdin, env)
     assert read_repo(c, "sec") == {"/top": "v1", "/nested": "absent\n" if host_tmp else "v1"}
     assert not os.path.lexists("/zsecret")
+
+
+SCRIPT = """import os, sys
+p = '/' + 'pfs'
+data = open(p + '/in/x').read()
+open(p + '/out/y', 'w').write(data.upper() + ' ' + ' '.join(sorted(os.listdir(p))))
+print('cwd', os.getcwd())
+"""
+
+
+@pytest.mark.usefixtures("namespace_mode")
+@pytest.mark.parametrize("kind", ["subprocess", "warm"])
+def test_both_runtimes_give_a_real_pfs(tmp_path: Path, kind: str) -> None:
+    """The same DatumRun through the subprocess runtime and forked warm from a zygote."""
+    root = tmp_path / "slot"
+    (root / "pfs" / "in").mkdir(parents=True)
+    (root / "pfs" / "out").mkdir()
+    (root / "pfs" / "in" / "x").write_text("hi")
+    (root / "run.py").write_text(SCRIPT)
+    log = tmp_path / "log"
+    run = DatumRun(argv=(sys.executable, "run.py"), env=dict(os.environ), cwd=root, stdin=None,
+                   stdout_path=log, stderr_path=log, binds=((str(root / "pfs"), "/pfs"),))
+    runtime = SubprocessRuntime() if kind == "subprocess" else WarmRuntime(shared=False)
+    try:
+        outcome = runtime.run(run)
+        if kind == "warm":
+            assert isinstance(runtime, WarmRuntime) and runtime.stats["warm"] == 1
+    finally:
+        runtime.close()
+    assert outcome.returncode == 0, log.read_text()
+    assert (root / "pfs" / "out" / "y").read_text() == "HI in out"
+    assert f"cwd {root}" in log.read_text()
+    assert not os.path.lexists("/pfs") or os.listdir("/pfs") != ["in", "out"]
 
 
 def test_rewrite_mode_when_namespaces_are_refused(rewrite_mode: None, pach_client: Any) -> None:
