@@ -1,7 +1,8 @@
 """A real `/pfs` for a datum where the kernel allows it: a private mount namespace per datum.
 
 Called by `localpachd.runtime_subprocess` (which wraps a datum's argv with `wrap` when `mode()` is
-NAMESPACE) and by `localpachd.server`/`cli` (which report the mode at start-up). Run as a script
+NAMESPACE), by a warm datum forked from its zygote (`warm.child` calls `enter`), and by
+`localpachd.cli` (`serve` prints the mode at start-up; `mode()` logs it once). Run as a script
 (`python -I -S runtime_pfsmount.py ...`, stdlib only, single-threaded: never a fork of the threaded
 server), it is the datum's first process: it enters a new mount namespace (plus a user namespace
 when not root), builds a new root on a tmpfs from bind mounts of every top-level entry of the
