@@ -194,10 +194,11 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    print(f"localpachd: /pfs mode {pfsmount.mode()}: {pfsmount.describe(pfsmount.mode())}",
-          flush=True)
     scheme = "TLS" if server.tls else "plaintext"
     print(f"localpachd listening on {server.address} ({scheme}, data dir {args.data_dir})",
+          flush=True)
+    # after `listening on`, which callers read as the first line
+    print(f"localpachd: /pfs mode {pfsmount.mode()}: {pfsmount.describe(pfsmount.mode())}",
           flush=True)
     while not done.wait(1.0):
         pass

@@ -182,7 +182,8 @@ def test_probe_refused_by_the_kernel_means_rewrite(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("refused", [False, True])
 def test_serve_reports_the_mode(tmp_path: Path, refused: bool) -> None:
-    """`localpachd serve` says which mode it runs in, before `listening on`."""
+    """`localpachd serve` says which mode it runs in, right after `listening on` (which stays the
+    first line: callers such as test_tls read only that one)."""
     code = ("import sys; from localpachd import runtime_pfsmount as pfsmount, cli; "
             + ("pfsmount.probe = lambda: False; " if refused else "")
             + "raise SystemExit(cli.main(sys.argv[1:]))")  # fmt: skip
@@ -197,5 +198,5 @@ def test_serve_reports_the_mode(tmp_path: Path, refused: bool) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     expected = pfsmount.REWRITE if refused else pfsmount.mode()
-    assert lines[0].startswith(f"localpachd: /pfs mode {expected}: datums see"), lines
-    assert "listening on" in lines[1], lines
+    assert "listening on" in lines[0], lines
+    assert lines[1].startswith(f"localpachd: /pfs mode {expected}: datums see"), lines
