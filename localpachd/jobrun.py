@@ -257,7 +257,8 @@ class JobRun:
         self._say_end()
 
     def _say(self, datum: str, message: str, first: bool = False) -> None:
-        """A worker line of this job (GetLogs with master=true); `first` makes its directory."""
+        """A worker line of this job (`datum` empty: GetLogs sends it as master=true) or of one of
+        its datums (master=false, user=false); `first` makes its directory."""
         job = self.job
         path = logs.worker_log(self.env.data_dir, job.project, job.pipeline, job.id)
         if first:

@@ -4,8 +4,10 @@ The worker appends each datum's stdout and stderr (all attempts) to
 `<data_dir>/pps_logs/<project>/<pipeline>/<job>/<datum id>.log` (paths built with `safe_join`);
 the pps servicer (`localpachd.pps.logstream`) reads them back as Pachyderm `LogMessage`s, one
 per line, optionally following a job until it is terminal. The worker's own lines about a job
-(job started, each datum's start and finish with its duration, job finished: GetLogs' `master`
-lines) go to `<job>/worker.jsonl`, one JSON object per line with its own time (`WorkerLine`).
+(job started, each datum's start and finish with its duration, job finished) go to
+`<job>/worker.jsonl`, one JSON object per line with its own time (`WorkerLine`); as in
+Pachyderm 2.7 GetLogs sends the job's lines as `master` lines and the datums' as non-master,
+non-user lines.
 
 Reading is streamed: a file is read CHUNK bytes at a time and at most MAX_LINE bytes of one line
 are kept, so memory stays bounded whatever the log's size. A longer line is cut there and ends
@@ -26,6 +28,7 @@ from typing import BinaryIO
 from localpachd.safepath import safe_join
 
 WORKER_LOG = "worker.jsonl"  # not `*.log`: never taken for a datum's log by `job_files`
+WORKER_STEM = Path(WORKER_LOG).stem  # `Tail.datum` of a worker log (no datum id looks so)
 MAX_LINE = 1 << 20  # bytes of one line sent; gRPC messages must stay far below 20 MiB
 CHUNK = 1 << 16
 

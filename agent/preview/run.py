@@ -83,8 +83,8 @@ def wait_for_jobs(conn: Connection, names: list[str], timeout: float,
 def _log_tail(conn: Connection, pipeline: str, job_id: str) -> tuple[str, ...]:
     try:
         with rpc_errors(f"reading the logs of job {job_id} of {pipeline!r}", conn.target):
-            lines = [m.message.rstrip("\n")
-                     for m in conn.client.get_job_logs(pipeline, job_id)]
+            lines = [m.message.rstrip("\n")  # the user code's, not the worker's own lines
+                     for m in conn.client.get_job_logs(pipeline, job_id) if m.user]
     except PachsyncError as exc:
         return (f"(logs unavailable: {exc.message})",)
     return tuple(lines[-LOG_LINES:])

@@ -1,8 +1,12 @@
 """GetLogs: stream datum logs as Pachyderm `LogMessage`s, by pipeline, job or datum; follow.
 
 Called by the pps servicer. Logs are the files `localpachd.logs` keeps per datum (the user code's
-lines, `user=true`) and per job (the worker's lines, `master=true`); as in Pachyderm 2.7 a
-request gets the lines whose `master` equals its own. `since` leaves out lines older than that
+lines: `master=false, user=true`) and per job (the worker's lines). As in Pachyderm 2.7 the
+worker's lines about one datum ("beginning to run user code", "finished running user code after
+...") are `master=false, user=false`, and only its lines about the whole job (started, finished)
+are `master=true`; a request gets the lines whose `master` equals its own (2.7's
+FilterLogLines), so a plain request gets the user's lines and the per-datum worker lines. A job's
+worker lines are sent before its datums' lines. `since` leaves out lines older than that
 (a datum log's lines carry the time the file was last written). With `follow` the stream keeps
 polling for new lines until the job is terminal (job scope), the pipeline or job is deleted, or
 the client goes away (pipeline scope), like `pachctl logs -f`. Memory stays bounded whatever
@@ -72,16 +76,19 @@ def _message(line: logs.LogLine, inputs: list[db.DatumInputJSON]) -> pps_pb2.Log
 def _worker_message(
     line: logs.LogLine, req: pps_pb2.GetLogsRequest, inputs: dict[str, list[db.DatumInputJSON]]
 ) -> pps_pb2.LogMessage | None:
-    """A `master` line of the job, or None if the request's filters leave it out."""
+    """A worker line of the job, or None if the request's filters leave it out: a line about one
+    datum is `master=false, user=false`, a line about the job `master=true` (as 2.7 logs them)."""
     rec = logs.worker_line(line.message)
     if rec is None or (req.datum.id and rec.datum != req.datum.id):
+        return None
+    if req.master == bool(rec.datum):
         return None
     data = inputs.get(rec.datum, [])
     if req.data_filters and not (rec.datum and _wanted(data, list(req.data_filters))):
         return None
     msg = _message(logs.LogLine(line.project, line.pipeline, line.job, rec.datum, rec.ts,
                                 rec.message), data)  # fmt: skip
-    msg.master, msg.user = True, False
+    msg.master, msg.user = not rec.datum, False
     return msg
 
 
@@ -97,12 +104,13 @@ def _tails(
     tails: dict[str, logs.Tail],
 ) -> Iterator[tuple[logs.Tail, db.JobRow, list[db.DatumInputJSON]]]:  # fmt: skip
     """The wanted log files of `jobs` (datum and data filters applied), each with its Tail:
-    with `master`, each job's worker log (filtered line by line by `_worker_message`)."""
+    each job's worker log first (filtered line by line by `_worker_message`), then, without
+    `master`, its datums' logs."""
     for job in jobs:
+        path = logs.worker_log(data_dir, job.project, job.pipeline, job.id)
+        yield tails.setdefault(str(path), logs.Tail(path, job.project, job.pipeline, job.id)
+                               ), job, []  # fmt: skip
         if req.master:
-            path = logs.worker_log(data_dir, job.project, job.pipeline, job.id)
-            yield tails.setdefault(str(path), logs.Tail(path, job.project, job.pipeline, job.id)
-                                   ), job, []  # fmt: skip
             continue
         for path in logs.job_files(data_dir, job.project, job.pipeline, job.id):
             did = path.stem
@@ -118,7 +126,8 @@ def _shown(req: pps_pb2.GetLogsRequest, line: logs.LogLine,
            inputs: dict[str, list[db.DatumInputJSON]], data: list[db.DatumInputJSON],
            cutoff: float) -> pps_pb2.LogMessage | None:  # fmt: skip
     """The message of a line, or None if `master`, the filters or `since` leave it out."""
-    msg = _worker_message(line, req, inputs) if req.master else _message(line, data)
+    worker = line.datum == logs.WORKER_STEM
+    msg = _worker_message(line, req, inputs) if worker else _message(line, data)
     if msg is None or (cutoff and msg.ts.ToNanoseconds() < cutoff * 1e9):
         return None
     return msg
@@ -130,13 +139,21 @@ def _count(
     inputs: dict[str, dict[str, list[db.DatumInputJSON]]], cutoff: float,
 ) -> int:  # fmt: skip
     """How many messages the first pass sends (for `tail`), without consuming any line: raw
-    lines when every line is sent, else each line read again (streamed) and filtered."""
-    if not req.master and not cutoff:
-        return sum(t.count(final[j.id], ends[str(t.path)] or 0) for t, j, _i in wanted)
-    return sum(1 for t, j, data in wanted
-               for line in logs.Tail(t.path, j.project, j.pipeline, j.id).read(
-                   final[j.id], ends[str(t.path)] or 0)
-               if _shown(req, line, inputs[j.id], data, cutoff) is not None)  # fmt: skip
+    lines of a datum log when every line is sent, else each line read again (streamed) and
+    filtered (always so for a worker log)."""
+    return sum(_count_one(req, t, j, final[j.id], ends[str(t.path)] or 0, inputs[j.id], data,
+                          cutoff) for t, j, data in wanted)  # fmt: skip
+
+
+def _count_one(
+    req: pps_pb2.GetLogsRequest, tail: logs.Tail, job: db.JobRow, final: bool, end: int,
+    inputs: dict[str, list[db.DatumInputJSON]], data: list[db.DatumInputJSON], cutoff: float,
+) -> int:  # fmt: skip
+    if tail.datum != logs.WORKER_STEM and not cutoff:
+        return tail.count(final, end)
+    return sum(1 for line in logs.Tail(tail.path, job.project, job.pipeline, job.id).read(
+                   final, end)
+               if _shown(req, line, inputs, data, cutoff) is not None)  # fmt: skip
 
 
 def get_logs(ctx: ServerContext, req: pps_pb2.GetLogsRequest, context: grpc.ServicerContext

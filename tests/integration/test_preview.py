@@ -114,3 +114,4 @@ def test_broken_stage_reports_the_failed_job(base_repo: tuple[Path, Path]) -> No
     assert "**A preview job failed:** `split` (3 downstream job(s) could not run)" in ran.md
     assert "could not run because an upstream job failed: `model`, `test`, `select`" in ran.md
     assert "preview test: a broken stage" in ran.md  # the last lines of its log
+    assert "running user code" not in ran.md  # the user code's lines, not the worker's
