@@ -11,8 +11,11 @@ python-pachyderm client, datums as real `sh` processes.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +153,39 @@ def test_both_runtimes_give_a_real_pfs(tmp_path: Path, kind: str) -> None:
     assert (root / "pfs" / "out" / "y").read_text() == "HI in out"
     assert f"cwd {root}" in log.read_text()
     assert not os.path.lexists("/pfs") or os.listdir("/pfs") != ["in", "out"]
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A directory nobody can reach (pytest's tmp_path lies below a 0700 directory of root's)."""
+    with tempfile.TemporaryDirectory(prefix="lpd-pfs-nobody-", dir="/tmp") as d:
+        yield Path(d)
+
+
+def test_unprivileged_user_gets_a_real_pfs_through_a_user_namespace(open_tmp: Path) -> None:
+    """The non-root path (CLONE_NEWUSER mapping the user to itself): run the helper as nobody."""
+    setpriv, py = shutil.which("setpriv"), shutil.which("python3", path="/usr/bin:/bin")
+    if os.getuid() != 0 or setpriv is None or py is None:
+        pytest.skip("needs root, setpriv and a system python3 to run the helper as nobody")
+    nobody, tmp_path = pwd.getpwnam("nobody"), open_tmp
+    (tmp_path / "pfs" / "in").mkdir(parents=True)
+    (tmp_path / "pfs" / "out").mkdir()
+    (tmp_path / "pfs" / "in" / "x").write_text("hey")
+    shutil.copy(pfsmount.__file__, tmp_path / "helper.py")  # the venv may be closed to nobody
+    for p in [tmp_path, *tmp_path.rglob("*")]:
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    tmp_path.chmod(0o755)
+    argv = pfsmount.wrap(["sh", "-c", "id -u; cat /pfs/in/x > /pfs/out/y"],
+                         [(str(tmp_path / "pfs"), "/pfs")], str(tmp_path / "ns"))  # fmt: skip
+    argv[0], argv[3] = py, str(tmp_path / "helper.py")
+    got = subprocess.run([setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                          "--clear-groups", *argv], cwd=tmp_path, capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    if got.returncode == pfsmount.SETUP_FAILED:
+        pytest.skip(f"this kernel refuses user namespaces to nobody: {got.stderr.strip()}")
+    assert got.returncode == 0, got
+    assert got.stdout.strip() == str(nobody.pw_uid)  # still nobody inside: no privilege gained
+    assert (tmp_path / "pfs" / "out" / "y").read_text() == "hey"
 
 
 def test_rewrite_mode_when_namespaces_are_refused(rewrite_mode: None, pach_client: Any) -> None:
