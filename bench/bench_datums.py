@@ -12,6 +12,7 @@ collection, commit) rather than any computation. Target: >= 150 datums/s.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
 
@@ -74,11 +75,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runtime", default="auto")
     p.add_argument("--parallelism", type=int, default=None,
                    help="parallelism_spec.constant (default: the server's cap, the cores)")
+    p.add_argument("--pfs-mode", choices=("auto", "namespace", "rewrite"), default=None,
+                   help="how datums see /pfs (localpachd serve --pfs-mode; default auto)")
     args = p.parse_args(argv)
+    from localpachd import runtime_pfsmount as pfsmount
+
+    if args.pfs_mode:
+        os.environ[pfsmount.MODE_ENV] = args.pfs_mode
+        pfsmount.forget_mode()
     r = measure(args.datums, args.runtime, args.parallelism)
     rate = r["processed"] / r["wall_s"]
     figures = {
         "datums": args.datums,
+        "/pfs mode": pfsmount.mode(),
         "job state": r["state"],
         "output files": r["outputs"],
         "create -> job finished (s)": round(r["wall_s"], 2),

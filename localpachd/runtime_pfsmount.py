@@ -65,17 +65,30 @@ def parse(args: Sequence[str]) -> tuple[str, list[tuple[str, str]], list[str]]:
 _found: list[str] = []  # mode(), once found (no functools: the helper imports only the least)
 
 
+MODE_ENV = "LOCALPACHD_PFS_MODE"  # auto (default) | namespace | rewrite; `serve --pfs-mode`
+MODES = ("auto", NAMESPACE, REWRITE)
+
+
 def mode() -> str:
     """NAMESPACE if this machine lets the server give datums a private /pfs (found once, by
-    running the helper for real), else REWRITE."""
+    running the helper for real), else REWRITE. `LOCALPACHD_PFS_MODE=rewrite` skips namespaces
+    (a namespace costs ~20-30 ms per non-warm datum: a fresh helper process and its mounts)."""
     if not _found:
         import logging  # here: the helper never logs
 
-        _found.append(NAMESPACE if probe() else REWRITE)
+        wanted = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
+        if wanted not in MODES:
+            raise ValueError(f"{MODE_ENV}={wanted!r}: choose one of {', '.join(MODES)}")
+        _found.append(REWRITE if wanted == REWRITE or not probe() else NAMESPACE)
         log = logging.getLogger("localpachd")
         log.log(logging.INFO if _found[0] == NAMESPACE else logging.WARNING,
                 "/pfs mode %s: %s", _found[0], describe(_found[0]))  # fmt: skip
     return _found[0]
+
+
+def forget_mode() -> None:
+    """Find the mode again at the next `mode()` (tests and benchmarks that switch it in-process)."""
+    _found.clear()
 
 
 def probe() -> bool:
@@ -101,6 +114,9 @@ def describe(current: str) -> str:
     """The one start-up line that says how datums see /pfs."""
     if current == NAMESPACE:
         return "datums see a real /pfs (a private mount namespace per datum)"
+    if os.environ.get(MODE_ENV, "").strip().lower() == REWRITE:
+        return ("datums see /pfs only where cmd, stdin and env name it (rewritten to a scratch "
+                f"directory, as {MODE_ENV}=rewrite / --pfs-mode rewrite asks)")
     return ("datums see /pfs only where cmd, stdin and env name it (rewritten to a scratch "
             "directory: this kernel refuses private mount namespaces)")  # fmt: skip
 

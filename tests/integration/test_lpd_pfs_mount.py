@@ -236,3 +236,32 @@ def test_serve_reports_the_mode(tmp_path: Path, refused: bool) -> None:
     expected = pfsmount.REWRITE if refused else pfsmount.mode()
     assert "listening on" in lines[0], lines
     assert lines[1].startswith(f"localpachd: /pfs mode {expected}: datums see"), lines
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_rewrite_mode_can_be_chosen(tmp_path: Path, how: str) -> None:
+    """`--pfs-mode rewrite` (or LOCALPACHD_PFS_MODE=rewrite) skips namespaces even where the
+    kernel allows them, says so, and a hard-coded /pfs then fails while a rewritten one works."""
+    env = {**os.environ, pfsmount.MODE_ENV: "rewrite"} if how == "env" else dict(os.environ)
+    flag = ["--pfs-mode", "rewrite"] if how == "flag" else []
+    proc = subprocess.Popen([sys.executable, "-m", "localpachd", "serve", "--port", "0",
+                             "--data-dir", str(tmp_path / "d"), *flag],
+                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert "listening on" in lines[0], lines
+    assert lines[1].startswith("localpachd: /pfs mode rewrite:"), lines
+    assert "--pfs-mode rewrite" in lines[1], lines
+
+
+def test_an_unknown_pfs_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pfsmount, "_found", [])
+    monkeypatch.setenv(pfsmount.MODE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="choose one of auto, namespace, rewrite"):
+        pfsmount.mode()
