@@ -161,7 +161,12 @@ class CommitStatuses:
             events.append(Event(run.commit, HEALTH, PENDING, "waiting for jobs"))
         if self._health is not None and report is not None and report.commit == self._health[0]:
             self._checks += 1
-            events.append(health_of(*self._health, report, self._checks > self._settle_checks))
+            health = health_of(*self._health, report, self._checks > self._settle_checks)
+            events.append(health)
+            if health.state != PENDING:
+                # the commit's own jobs have answered: jobs that later data starts are not of
+                # its commit set, so they never reopen its status (no pending after succeeded)
+                self._health = None
         return self._changed(events)
 
     def _changed(self, events: list[Event]) -> list[Event]:

@@ -119,6 +119,10 @@ def test_statuses_of_a_good_an_invalid_and_a_failing_commit(
             first = runner.run_once()
             assert first is not None and first.result == "applied", first.errors
             put(client, "words", {"a.txt": "hello\n"})
+            # the engine creates the job after the put returns: let it exist before the next
+            # health checks, or a fast machine settles "Healthy, no job yet" first (then sees
+            # the new job running and posts pending again)
+            wait_for(lambda: list(client.list_job(pipeline_name="upper")), "upper's first job")
             run_until(runner, notifier, stand, good, ("health", "succeeded"))
             assert of(stand, good) == [("sync", "pending"), ("sync", "succeeded"),
                                        ("health", "pending"), ("health", "succeeded")], \

@@ -120,3 +120,19 @@ def test_health_pending_comes_first_even_when_jobs_are_done_at_the_first_check()
                          report(A, up=(Health.HEALTHY, "JOB_SUCCESS")))
     assert states(events) == [("sync", "succeeded"), ("health", "pending"),
                               ("health", "succeeded")]
+
+
+def test_a_settled_health_is_never_reopened_by_later_jobs() -> None:
+    """Jobs that later data starts are not of the commit's commit set: once its health has
+    answered (succeeded or failed), new jobs running or failing post nothing for that commit."""
+    for final, js in ((Health.HEALTHY, "JOB_SUCCESS"), (Health.DEGRADED, "JOB_FAILURE")):
+        cs = CommitStatuses()
+        cs.started(A)
+        run = Run(A, "applied", actions={"up": "create"})
+        cs.finished(run, report(A, up=(Health.PROGRESSING, "JOB_RUNNING")))
+        settled = cs.finished(Run(A, "unchanged"), report(A, up=(final, js)))
+        assert states(settled) == [("health", "succeeded" if final == Health.HEALTHY
+                                    else "failed")]
+        for later in ((Health.PROGRESSING, "JOB_RUNNING"), (Health.DEGRADED, "JOB_FAILURE"),
+                      (Health.HEALTHY, "JOB_SUCCESS")):
+            assert cs.finished(Run(A, "unchanged"), report(A, up=later)) == []
