@@ -216,6 +216,21 @@ def test_probe_refused_by_the_kernel_means_rewrite(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def _serve_first_lines(launcher: list[str], tmp_path: Path, flags: list[str],
+                       env: dict[str, str]) -> list[str]:
+    """The first two lines `localpachd serve` prints (`listening on`, then the /pfs mode)."""
+    proc = subprocess.Popen([*launcher, "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
+                             *flags], stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        return [proc.stdout.readline(), proc.stdout.readline()]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 @pytest.mark.parametrize("refused", [False, True])
 def test_serve_reports_the_mode(tmp_path: Path, refused: bool) -> None:
     """`localpachd serve` says which mode it runs in, right after `listening on` (which stays the
@@ -223,16 +238,7 @@ def test_serve_reports_the_mode(tmp_path: Path, refused: bool) -> None:
     code = ("import sys; from localpachd import runtime_pfsmount as pfsmount, cli; "
             + ("pfsmount.probe = lambda: False; " if refused else "")
             + "raise SystemExit(cli.main(sys.argv[1:]))")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", "0", "--data-dir",
-                             str(tmp_path / "d")], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline(), proc.stdout.readline()]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    lines = _serve_first_lines([sys.executable, "-c", code], tmp_path, [], dict(os.environ))
     expected = pfsmount.REWRITE if refused else pfsmount.mode()
     assert "listening on" in lines[0], lines
     assert lines[1].startswith(f"localpachd: /pfs mode {expected}: datums see"), lines
@@ -241,20 +247,10 @@ def test_serve_reports_the_mode(tmp_path: Path, refused: bool) -> None:
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_rewrite_mode_can_be_chosen(tmp_path: Path, how: str) -> None:
     """`--pfs-mode rewrite` (or LOCALPACHD_PFS_MODE=rewrite) skips namespaces even where the
-    kernel allows them, says so, and a hard-coded /pfs then fails while a rewritten one works."""
+    kernel allows them, and `serve` says which choice made it rewrite."""
     env = {**os.environ, pfsmount.MODE_ENV: "rewrite"} if how == "env" else dict(os.environ)
     flag = ["--pfs-mode", "rewrite"] if how == "flag" else []
-    proc = subprocess.Popen([sys.executable, "-m", "localpachd", "serve", "--port", "0",
-                             "--data-dir", str(tmp_path / "d"), *flag],
-                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline(), proc.stdout.readline()]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    lines = _serve_first_lines([sys.executable, "-m", "localpachd"], tmp_path, flag, env)
     assert "listening on" in lines[0], lines
     assert lines[1].startswith("localpachd: /pfs mode rewrite:"), lines
     assert "--pfs-mode rewrite" in lines[1], lines

@@ -15,7 +15,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from test_layers import import_cycle, import_graph
+from test_layers import _module_names, import_cycle, import_graph
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,13 +83,7 @@ def _closure(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def _files(package: str) -> dict[str, Path]:
-    out = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        out[".".join(parts)] = path
-    return out
+    return _module_names(ROOT, package)
 
 
 def _io_imports(names: set[str]) -> set[str]:
