@@ -1,6 +1,9 @@
 r"""Stage `evaluate`: the accuracy of each model on the test CSV, and a finer tie-breaking score.
 
-Run by the `test` pipeline (specs/pipelines/test.yaml), one datum per model (glob `/*`):
+Run by the `test` pipeline (specs/pipelines/test.yaml), one datum per model (glob `/*`). The
+pipeline sets `datum_batching: true`: under a batching worker (`PPS_WORKER_GRPC_PORT` set) one
+process runs datum after datum through python-pachyderm's `worker.batch_datum()`, reading the
+same paths again for each (`stages.batching`); without it, one datum from the arguments:
 
     python3 -m stages.evaluate --models /pfs/model --test /pfs/split/test.csv \
         --train /pfs/split/train.csv --output /pfs/out
@@ -25,7 +28,8 @@ each species), libsvm without probability is deterministic, so the same files gi
 score. Folds: min(5, rows of the smallest species); fewer than 2 is an error naming the file.
 
 Exit 1 with one line on stderr (file and problem) when there is no model, a model cannot be
-loaded, or the test CSV is bad or empty; nothing is written then.
+loaded, or the test CSV is bad or empty; nothing is written then (under a batching worker that
+datum alone fails, and the process goes on with the next).
 scikit-learn and joblib are imported at module level on purpose: a warm worker runtime imports
 this module once and then calls `main(argv)` per datum.
 """
@@ -43,6 +47,7 @@ import sklearn.svm  # noqa: F401  (unpickling the models needs it; imported here
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from stages import batching
 from stages.common import Row, StageError, read_iris, run, single_file, write_atomic
 
 METRIC_SUFFIX = "_metric.txt"
@@ -139,8 +144,12 @@ def cv_accuracy(model: Any, rows: list[Row], folds: int, where: Path) -> float:
     )
 
 
-def _body(argv: Sequence[str] | None) -> None:
-    args = build_parser().parse_args(argv)
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def _datum(args: argparse.Namespace) -> None:
+    """One datum: reads the models and CSVs from their paths again, writes the scores."""
     models = find_models(args.models)
     rows = read_iris(single_file(args.test, "test CSV"))  # an empty CSV fails here
     train: list[Row] = []
@@ -163,7 +172,15 @@ def _body(argv: Sequence[str] | None) -> None:
     write_atomic(outputs)
 
 
+def _body(argv: Sequence[str] | None) -> None:
+    _datum(_parse(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if batching.under_batching_worker():
+        from python_pachyderm import Client  # here, so only batching mode loads grpc
+
+        return batching.serve("stages.evaluate", batching.worker_of(Client), _parse, _datum, argv)
     return run("stages.evaluate", _body, argv)
 
 

@@ -1,6 +1,9 @@
 r"""Stage `train`: fits one SVM for one (C, gamma) pair and saves it with joblib.
 
-Run by the `model` pipeline (specs/pipelines/model.yaml), one datum per C x gamma pair:
+Run by the `model` pipeline (specs/pipelines/model.yaml), one datum per C x gamma pair. The
+pipeline sets `datum_batching: true`: under a batching worker (`PPS_WORKER_GRPC_PORT` set) one
+process runs datum after datum through python-pachyderm's `worker.batch_datum()`, reading the
+same paths again for each (`stages.batching`); without it, one datum from the arguments:
 
     python3 -m stages.train --train /pfs/split/train.csv --c /pfs/c --gamma /pfs/gamma \
         --output /pfs/out [--kernel rbf]
@@ -14,7 +17,8 @@ Run by the `model` pipeline (specs/pipelines/model.yaml), one datum per C x gamm
 --kernel  SVC kernel: rbf (default), linear, poly or sigmoid. The original example used linear,
           which ignores gamma and so made the gamma search meaningless.
 
-Exit 1 with one line on stderr (file and problem) on bad input; nothing is written then.
+Exit 1 with one line on stderr (file and problem) on bad input; nothing is written then (under
+a batching worker that datum alone fails, and the process goes on with the next).
 scikit-learn and joblib are imported at module level on purpose: a warm worker runtime imports
 this module once and then calls `main(argv)` per datum.
 """
@@ -30,6 +34,7 @@ from pathlib import Path
 import joblib
 from sklearn.svm import SVC
 
+from stages import batching
 from stages.common import Row, StageError, parse_number, read_iris, run, single_file, write_atomic
 
 KERNELS = ("rbf", "linear", "poly", "sigmoid")
@@ -79,8 +84,12 @@ def fit(rows: list[Row], c: float, gamma: float, kernel: str) -> SVC:
     return model
 
 
-def _body(argv: Sequence[str] | None) -> None:
-    args = build_parser().parse_args(argv)
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def _datum(args: argparse.Namespace) -> None:
+    """One datum: reads every input from its path again, fits, writes the model."""
     c = parse_number(single_file(args.c, "C value"), "C")
     gamma = parse_number(single_file(args.gamma, "gamma value"), "gamma")
     train_file = single_file(args.train, "training CSV")
@@ -94,7 +103,15 @@ def _body(argv: Sequence[str] | None) -> None:
     print(f"stages.train: {model_name(c, gamma)}: {args.kernel} SVC on {len(rows)} rows")
 
 
+def _body(argv: Sequence[str] | None) -> None:
+    _datum(_parse(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if batching.under_batching_worker():
+        from python_pachyderm import Client  # here, so only batching mode loads grpc
+
+        return batching.serve("stages.train", batching.worker_of(Client), _parse, _datum, argv)
     return run("stages.train", _body, argv)
 
 
