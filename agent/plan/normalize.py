@@ -13,6 +13,9 @@ Lives inside `agent.plan` (the planner may not import a sibling layer). Called b
   sorted by input name;
 - drops proto3 default values (empty strings, 0, false, empty lists/maps) the way protobuf does,
   except inside maps (an env var set to "" is a real value);
+- so a boolean whose default is false is absent when false: `transform.datum_batching` (Pachyderm
+  >= 2.6; the model and test specs set it) written as false, left out, or echoed false by the
+  server is one spec, and turning it on is a transform change like any other;
 - strips the annotations the agent writes itself (`pachsync.io/managed-by`, `source-commit`,
   `spec-hash`, `applied-version`), so recording what was applied never looks like a change.
 
