@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.wait import wait_for
 
 from stages import evaluate, train
-from tests.helpers.wait import wait_for
 
 workerapi = pytest.importorskip("localpachd.workerapi")
 
