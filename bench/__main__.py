@@ -1,11 +1,12 @@
 """`make bench` = `python -m bench`: run every benchmark, print a summary table, save the results.
 
-Runs (1)+(2) bench_pipeline, (3) bench_agent, (4) bench_datums and (5) bench_pfs (written by
-the localpachd part-1 helper; its `main()` is called when the module exists). A benchmark whose
-pieces have not landed is reported as skipped; one that fails is reported with its error and
-the others still run. Results go to bench/results/latest.json (gitignored) with the machine
-they ran on. `--only pipeline,datums` runs a subset; `--cold` adds the subprocess-runtime
-"before" figure to (1) (slow: one process per datum re-imports scikit-learn).
+Runs (1)+(1b)+(2) bench_pipeline (the search with and without datum batching), (3) bench_agent,
+(4) bench_datums and (5) bench_pfs (written by the localpachd part-1 helper; its `main()` is
+called when the module exists). A benchmark whose pieces have not landed is reported as
+skipped; one that fails is reported with its error and the others still run. Results go to
+bench/results/latest.json (gitignored) with the machine they ran on. `--only pipeline,datums`
+runs a subset; `--cold` adds the subprocess-runtime "before" figure to (1b) (slow: one process
+per datum re-imports scikit-learn).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--only", help="comma-separated subset of: " + ", ".join(BENCHES))
     p.add_argument("--cold", action="store_true",
-                   help="also run (1) with the subprocess runtime (the 'before' figure)")
+                   help="also run (1b) with the subprocess runtime (the 'before' figure)")
     args = p.parse_args(argv)
     names = args.only.split(",") if args.only else list(BENCHES)
     started = time.perf_counter()

@@ -1,18 +1,22 @@
-"""Benchmarks (1) and (2) of issue 7: the iris pipeline on localpachd against a single process.
+"""Benchmarks (1), (1b) and (2): the iris pipeline on localpachd against a single process.
 
 (1) From empty: start localpachd, create raw_data and parameters, create the four pipelines
-    from specs/pipelines, fill the two repos (the order of `pachsync demo` and of GitOps:
-    specs first, data later), wait until select has finished; versus
+    from specs/pipelines (model and test with `datum_batching: true`: one process per worker
+    slot works through its datums), fill the two repos (the order of `pachsync demo` and of
+    GitOps: specs first, data later), wait until select has finished; versus
     `bench.baseline_iris` (one fresh process doing the same split, 77 fits, 77 evaluations
-    and selection with the same stage code). Target: ratio <= 2.0. `--runs` full runs (3),
-    each between two baseline runs; the ratio is of the medians, as this machine's speed
-    drifts by up to 1.5x from one minute to the next.
-(2) Incremental: add one C value to parameters; wall time as a fraction of (1) (target <= 15%)
-    and the datums processed (must be exactly 7 + 7 + 1).
+    and selection with the same stage code). Target (issue 15): ratio <= 1.3.
+(1b) The same search with `datum_batching` removed from every spec (one process, or one fork of
+    the warm zygote, per datum: the isolation floor). Target: ratio <= 2.7 (no regression).
+    `--runs` rounds (3), each a (1) run, a (1b) run and a baseline run, after one baseline
+    run; the ratios are of the medians, as this machine's speed drifts by up to 1.5x from one
+    minute to the next.
+(2) Incremental: add one C value to parameters on the first (1) server; wall time as a fraction
+    of (1) (target <= 10 %) and the datums processed (must be exactly 7 + 7 + 1).
 
 `python -m bench.bench_pipeline [--runtime auto|warm|subprocess] [--runs N] [--cold]`;
-`--cold` also runs (1) with the subprocess runtime, the "before" figure (slow: a process per
-datum).
+`--cold` also runs (1b) with the subprocess runtime, the "before" figure of issue 7 (slow: a
+process per datum).
 """
 
 from __future__ import annotations
@@ -74,9 +78,14 @@ def _load(pc: Any) -> None:
                 pc.put_file_bytes(c, f"/{kind}_parameters.txt/{i:016x}", line)
 
 
-def _specs() -> list[dict[str, Any]]:
-    return [yaml.safe_load((ROOT / "specs" / "pipelines" / f"{n}.yaml").read_text())
-            for n in PIPELINES]
+def _specs(batching: bool) -> list[dict[str, Any]]:
+    """The pipeline specs of specs/; with `batching` False, `datum_batching` removed (1b)."""
+    specs = [yaml.safe_load((ROOT / "specs" / "pipelines" / f"{n}.yaml").read_text())
+             for n in PIPELINES]
+    if not batching:
+        for spec in specs:
+            spec["transform"].pop("datum_batching", None)
+    return specs
 
 
 def _counts(jobs: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -102,15 +111,15 @@ def _full_done(models: int):  # type: ignore[no-untyped-def]
     return done
 
 
-def full_run(runtime: str, incremental: bool) -> dict[str, Any]:
-    """(1) and, on the same server, (2). Returns the figures."""
+def full_run(runtime: str, incremental: bool, batching: bool = True) -> dict[str, Any]:
+    """(1) (or (1b) without `batching`) and, on the same server, (2). Returns the figures."""
     t0 = time.perf_counter()
     marks: dict[str, float] = {}
     with local_server(runtime) as server:
         marks["server listening"] = time.perf_counter() - t0
         pc = client(server)
         _create_repos(pc)  # the GitOps order, as `pachsync demo`: pipelines, then data
-        for spec in _specs():
+        for spec in _specs(batching):
             create_pipeline_from_spec(pc, spec)
         marks["pipelines created"] = time.perf_counter() - t0
         _load(pc)
@@ -119,7 +128,8 @@ def full_run(runtime: str, incremental: bool) -> dict[str, Any]:
         full = time.perf_counter() - t0
         cpu = tree_cpu_seconds(server.process.pid)
         server_cpu = own_cpu_seconds(server.process.pid)
-        result: dict[str, Any] = {"runtime": runtime, "full_s": full, "cpu_s": cpu,
+        result: dict[str, Any] = {"runtime": runtime, "batching": batching,
+                                  "full_s": full, "cpu_s": cpu,
                                   "server_cpu_s": server_cpu,
                                   "full_jobs": _counts(jobs),
                                   "states": {n: job_state(j) for n, j in jobs.items()},
@@ -140,62 +150,78 @@ def _incremental(pc: Any) -> dict[str, Any]:
             "incremental_states": {n: job_state(j) for n, j in jobs.items()}}
 
 
-def measure(runs: int, runtime: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """`runs` full runs of (1), each between two baseline runs (the machine's speed drifts by
-    up to 1.5x between minutes here: interleaving and medians keep the ratio honest). The
-    first run also measures (2)."""
+def measure(runs: int, runtime: str) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                              list[dict[str, Any]]]:
+    """`runs` rounds of a (1) run, a (1b) run and a baseline run, after a first baseline run
+    (the machine's speed drifts by up to 1.5x between minutes here: interleaving and medians
+    keep the ratios honest). The first (1) run also measures (2)."""
     bases = [baseline()]
-    fulls = []
+    batched: list[dict[str, Any]] = []
+    unbatched: list[dict[str, Any]] = []
     for i in range(runs):
-        fulls.append(full_run(runtime, incremental=i == 0))
+        batched.append(full_run(runtime, incremental=i == 0, batching=True))
+        unbatched.append(full_run(runtime, incremental=False, batching=False))
         bases.append(baseline())
     walls = [b["wall_s"] for b in bases]
     base = {**bases[-1], "wall_s": statistics.median(walls),
             "cpu_s": statistics.median(b["cpu_s"] for b in bases), "runs_s": walls}
-    return base, fulls
+    return base, batched, unbatched
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def _side(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one side, (1) or (1b): wall times, CPU, the first run's timeline."""
+    return {
+        f"{label}: median (s)": round(_median(runs, "full_s"), 2),
+        f"{label}: runs (s)": [round(r["full_s"], 2) for r in runs],
+        f"{label}: job states": runs[0]["states"],
+        f"{label}: CPU s (median), server+zygotes+datums": round(_median(runs, "cpu_s"), 2),
+        f"{label}: CPU s (median), server process alone": round(_median(runs, "server_cpu_s"), 2),
+        f"{label}: timeline of the first run (s)": {k: round(v, 2)
+                                                    for k, v in runs[0]["marks_s"].items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m bench.bench_pipeline", description=__doc__)
     p.add_argument("--runtime", default="auto", help="worker runtime under test (default auto)")
-    p.add_argument("--runs", type=int, default=3, help="full runs of (1), interleaved with "
-                   "baseline runs; medians are compared (default 3)")
-    p.add_argument("--cold", action="store_true", help="also time (1) with the subprocess runtime")
+    p.add_argument("--runs", type=int, default=3, help="rounds of (1), (1b) and a baseline run, "
+                   "after a first baseline run; medians are compared (default 3)")
+    p.add_argument("--cold", action="store_true",
+                   help="also time (1b) with the subprocess runtime")
     args = p.parse_args(argv)
-    base, fulls = measure(max(1, args.runs), args.runtime)
-    warm = fulls[0]  # the run that also measured (2); its timeline is shown
-    full_s = statistics.median(f["full_s"] for f in fulls)
+    base, batched, unbatched = measure(max(1, args.runs), args.runtime)
+    first = batched[0]  # the run that also measured (2)
+    full_s, unbatched_s = _median(batched, "full_s"), _median(unbatched, "full_s")
     figures: dict[str, Any] = {
         f"baseline single process, median of {len(base['runs_s'])} (s)": round(base["wall_s"], 2),
         "baseline runs (s)": [round(x, 2) for x in base["runs_s"]],
-        f"localpachd full pipeline, runtime {args.runtime}, median (s)": round(full_s, 2),
-        "localpachd full pipeline runs (s)": [round(f["full_s"], 2) for f in fulls],
-        "full pipeline job states": warm["states"],
-        "models in the model repo": warm["models_in_repo"],
-        "CPU seconds (medians): baseline / server+zygote+datums": [
-            round(base["cpu_s"], 2), round(statistics.median(f["cpu_s"] for f in fulls), 2)],
-        "CPU seconds of the server process alone (median)": round(
-            statistics.median(f["server_cpu_s"] for f in fulls), 2),
-        "timeline of the first run (s since start)": {k: round(v, 2)
-                                                      for k, v in warm["marks_s"].items()},
-        "incremental: add one C value (s)": round(warm["incremental_s"], 2),
+        "baseline CPU s (median)": round(base["cpu_s"], 2),
+        **_side(f"(1) batching, runtime {args.runtime}", batched),
+        **_side(f"(1b) no batching, runtime {args.runtime}", unbatched),
+        "models in the model repo": first["models_in_repo"],
+        "incremental: add one C value (s)": round(first["incremental_s"], 2),
         "incremental datums processed": {n: c["processed"]
-                                         for n, c in warm["incremental_jobs"].items()},
+                                         for n, c in first["incremental_jobs"].items()},
     }
     if args.cold:
-        cold = full_run("subprocess", incremental=False)
-        figures["localpachd full pipeline, runtime subprocess (s)"] = round(cold["full_s"], 2)
-        figures["subprocess runtime / baseline"] = round(cold["full_s"] / base["wall_s"], 2)
-    processed = [warm["incremental_jobs"][n]["processed"] for n in PIPELINES[1:]]
+        cold = full_run("subprocess", incremental=False, batching=False)
+        figures["(1b) runtime subprocess (s)"] = round(cold["full_s"], 2)
+        figures["(1b) runtime subprocess / baseline"] = round(cold["full_s"] / base["wall_s"], 2)
+    processed = [first["incremental_jobs"][n]["processed"] for n in PIPELINES[1:]]
     checks = [
         check("(2) incremental datums == 7+7+1 (1 = yes)",
               float(processed == [7, 7, 1]), 1.0, higher_is_better=True),
-        check("(2) incremental / full", warm["incremental_s"] / full_s, 0.15),
-        check("(1) full pipeline / single process (medians)", full_s / base["wall_s"], 2.0),
+        check("(2) incremental / full (1)", first["incremental_s"] / full_s, 0.10),
+        check("(1b) no batching / single process (medians)", unbatched_s / base["wall_s"], 2.7),
+        check("(1) batching / single process (medians)", full_s / base["wall_s"], 1.3),
     ]
-    show("(1)+(2) iris pipeline on localpachd vs one process", figures, checks)
+    show("(1)+(1b)+(2) iris pipeline on localpachd vs one process", figures, checks)
     return {"name": "pipeline", "figures": figures, "checks": checks,
-            "raw": {"baseline": base, "runs": fulls}}
+            "raw": {"baseline": base, "runs": batched, "runs_unbatched": unbatched}}
 
 
 if __name__ == "__main__":

@@ -171,8 +171,9 @@ def check(what: str, value: float, target: float, higher_is_better: bool = False
 
 def show(title: str, figures: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     print(f"\n== {title}")
+    width = min(64, max([44, *(len(k) for k in figures), *(len(c["what"]) for c in checks)]))
     for k, v in figures.items():
-        print(f"  {k:<44} {v}")
+        print(f"  {k:<{width}} {v}")
     for c in checks:
         mark = "ok" if c["ok"] else "MISSED"
-        print(f"  {c['what']:<44} {c['value']} (target {c['op']} {c['target']}: {mark})")
+        print(f"  {c['what']:<{width}} {c['value']} (target {c['op']} {c['target']}: {mark})")
