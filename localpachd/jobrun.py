@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 from google.protobuf import duration_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from localpachd import logs, pps_spec, secrets
+from localpachd import batching, logs, pps_spec, secrets
 from localpachd.blobs import CHUNK, BlobRef
 from localpachd.datums import (
     Datum,
@@ -98,6 +98,7 @@ def pipeline_context(
         err_cmd=tuple(t.err_cmd),
         err_stdin=tuple(t.err_stdin),
         mount_paths=tuple(m.mount_path for m in t.secrets if m.mount_path),
+        datum_batching=bool(t.datum_batching),
     )
 
 
@@ -163,6 +164,7 @@ class JobRun:
         self.timed_out = False
         self._lock = threading.Lock()
         self.running: dict[str, Datum] = {}  # datum ID -> datum, while its process runs
+        self._process_of: dict[str, str] = {}  # datum ID -> PACH_DATUM_ID of its process
         self._restart: set[str] = set()
         self.secrets = secrets.Resolved()  # transform.secrets, resolved when the job starts
 
@@ -172,8 +174,9 @@ class JobRun:
         with self._lock:
             hits = [d for d in self.running.values() if _matches(d, filters)]
             self._restart.update(d.id for d in hits)
-        for d in hits:
-            self.env.runtime.kill_datum(self.job.id, d.id)
+            kills = {self._process_of.get(d.id, d.id) for d in hits}
+        for process in kills:  # a batching slot's process is named by its slot
+            self.env.runtime.kill_datum(self.job.id, process)
         return len(hits)
 
     def _take_restart(self, datum_id: str) -> bool:
@@ -322,29 +325,84 @@ class JobRun:
         for k in range(workers):
             slots.put(scratch / f"slot-{k}")
         try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
-                self._submit_all(pool, ctx, todo, hashes, slots, results)
+            if ctx.datum_batching:
+                roots = [scratch / f"slot-{k}" for k in range(workers)]
+                done = batching.run_slots(self._batch_job(ctx), todo, roots)
+                self._collect(done, hashes, results)
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
+                    self._submit_all(pool, ctx, todo, hashes, slots, results)
         finally:
             remove_tree(scratch)
         return results
+
+    def _batch_job(self, ctx: JobContext) -> batching.BatchJob:
+        """What the slots of a batching job use of this run (localpachd.batching)."""
+
+        def begin(d: Datum, process: str) -> Path:
+            log_path = logs.datum_log(self.env.data_dir, ctx.project, ctx.pipeline,
+                                      ctx.job_id, d.id)  # fmt: skip
+            _empty_log(log_path)
+            with self._lock:
+                self.running[d.id] = d
+                self._process_of[d.id] = process
+            return log_path
+
+        def end(d: Datum) -> None:
+            with self._lock:
+                self.running.pop(d.id, None)
+                self._process_of.pop(d.id, None)
+
+        return batching.BatchJob(
+            ctx, self._datum_io(), self.env.slots, self._say, begin, end, self._take_restart
+        )
+
+    def _datum_io(self, datum_id: str = "") -> DatumIO:
+        blobs = self.store.blobs
+
+        def ingest(src: Reader) -> tuple[str, int]:
+            w = blobs.writer()
+            try:
+                while chunk := src.read(CHUNK):
+                    w.write(chunk)
+                ref = w.commit()
+            except BaseException:
+                w.abort()
+                raise
+            return ref.hash, ref.size
+
+        return DatumIO(
+            self.env.runtime, lambda f, dest: copy_file(str(blobs.path(f.hash)), dest),
+            ingest, self.cancel.is_set, lambda: self._take_restart(datum_id), reuse_root=True,
+        )  # fmt: skip
+
+    def _collect(
+        self, done: Iterable[tuple[Datum, DatumResult, float]], hashes: dict[str, str],
+        results: dict[str, DatumResult],
+    ) -> None:  # fmt: skip
+        """Record results as they come, in batches: one durable commit per datum is too slow."""
+        batch: list[tuple[Datum, DatumResult, float, str]] = []
+        flushed = time.monotonic()
+        for d, res, took in done:
+            results[d.id] = res
+            batch.append((d, res, took, hashes[d.id]))
+            if len(batch) >= RECORD_BATCH or time.monotonic() - flushed > RECORD_EVERY:
+                self._record(batch)
+                batch, flushed = [], time.monotonic()
+        self._record(batch)
 
     def _submit_all(
         self, pool: ThreadPoolExecutor, ctx: JobContext, todo: list[Datum],
         hashes: dict[str, str], slots: queue.SimpleQueue[Path], results: dict[str, DatumResult],
     ) -> None:  # fmt: skip
-        batch: list[tuple[Datum, DatumResult, float, str]] = []
-        flushed = time.monotonic()
         futs = {pool.submit(self._run_one, ctx, d, slots): d for d in todo}
-        for fut in as_completed(futs):
-            d = futs[fut]
-            res, took = fut.result()
-            results[d.id] = res
-            batch.append((d, res, took, hashes[d.id]))
-            # Progress is written in batches: one durable commit per datum is too slow.
-            if len(batch) >= RECORD_BATCH or time.monotonic() - flushed > RECORD_EVERY:
-                self._record(batch)
-                batch, flushed = [], time.monotonic()
-        self._record(batch)
+
+        def done() -> Iterator[tuple[Datum, DatumResult, float]]:
+            for fut in as_completed(futs):
+                res, took = fut.result()
+                yield futs[fut], res, took
+
+        self._collect(done(), hashes, results)
 
     def _run_one(
         self, ctx: JobContext, d: Datum, slots: queue.SimpleQueue[Path]
@@ -358,32 +416,15 @@ class JobRun:
             slots.put(root)
 
     def _run_in(self, ctx: JobContext, d: Datum, root: Path) -> tuple[DatumResult, float]:
-        blobs = self.store.blobs
         log_path = logs.datum_log(self.env.data_dir, ctx.project, ctx.pipeline, ctx.job_id, d.id)
         _empty_log(log_path)
-
-        def ingest(src: Reader) -> tuple[str, int]:
-            w = blobs.writer()
-            try:
-                while chunk := src.read(CHUNK):
-                    w.write(chunk)
-                ref = w.commit()
-            except BaseException:
-                w.abort()
-                raise
-            return ref.hash, ref.size
-
         with self.env.slots:  # held while the datum runs: the machine-wide cap
             started = time.monotonic()
             with self._lock:
                 self.running[d.id] = d
             try:
-                io = DatumIO(
-                    self.env.runtime, lambda f, dest: copy_file(str(blobs.path(f.hash)), dest),
-                    ingest, self.cancel.is_set, lambda: self._take_restart(d.id), reuse_root=True,
-                )  # fmt: skip
                 self._say(d.id, "beginning to run user code")
-                res = run_datum(ctx, d, root, log_path, io)
+                res = run_datum(ctx, d, root, log_path, self._datum_io(d.id))
                 self._say(d.id, f"finished running user code after "
                                 f"{time.monotonic() - started:.3f}s")  # fmt: skip
             finally:

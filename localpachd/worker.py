@@ -22,7 +22,7 @@ import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -62,6 +62,7 @@ class JobContext:
     secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     secret_mounts: tuple[tuple[str, Mapping[str, bytes]], ...] = field(default=(), repr=False)
     mount_paths: tuple[str, ...] = ()  # the spec's mount paths (known before any job: prewarm)
+    datum_batching: bool = False  # transform.datum_batching: one process per slot (batching.py)
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,19 @@ def build_env(
     env = dict(os.environ if base is None else base)
     # `python3` inside sh scripts (stdin) must also find localpachd's interpreter.
     env["PATH"] = python_bin_dir() + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    env.update(ctx.secret_env)  # transform.env does not override them (the pod lists them last)
+    env.update(datum_vars(ctx, datum, pfs_root))
+    return env
+
+
+def datum_vars(ctx: JobContext, datum: Datum, pfs_root: Path) -> dict[str, str]:
+    """What `build_env` adds for this datum on top of the base environment and the secrets:
+    transform.env (`/pfs` rewritten; not the names of secrets, which win over it), each input's
+    path and `_COMMIT`, and the PACH_*/PPS_* variables. A batching worker hands exactly these to
+    its user process per datum (`/pfs/.env`, NextDatumResponse.env): they never hold a secret."""
     mounts = secret_dirs(ctx, pfs_root)
-    env.update({k: rewrite_pfs(v, pfs_root, mounts) for k, v in ctx.env.items()})
-    env.update(ctx.secret_env)  # after transform.env, as the worker pod lists them
+    env = {k: rewrite_pfs(v, pfs_root, mounts) for k, v in ctx.env.items()
+           if k not in ctx.secret_env}  # fmt: skip
     for inp in datum.inputs:
         rel = inp.path.strip("/")
         env[inp.name] = str(safe_join(pfs_root, inp.name, *([rel] if rel else [])))
@@ -143,9 +154,10 @@ def build_env(
     return env
 
 
-def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
+def layout(datum: Datum, root: Path, materialize: Materialize, spare: Collection[str] = ()) -> Path:
     """Make `root` hold exactly `root/pfs/<name>/<path>` for every input file and an empty
-    `root/pfs/out`, nothing else; returns `root/pfs`.
+    `root/pfs/out`, nothing else (but the entries of `root` named in `spare`, left as they
+    are: a batching slot's secret folders, bound into its running process); returns `root/pfs`.
 
     `root` may hold an earlier datum's tree (a worker slot, or an earlier attempt): its
     directories that this datum also needs are kept, emptied and their mode reset; every other
@@ -168,7 +180,7 @@ def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
         try:
             if root.is_symlink() or not root.is_dir():
                 raise NotADirectoryError(root)
-            _clear(root, needed)
+            _clear(root, needed, frozenset(root / name for name in spare))
         except OSError:  # something unusual (permissions, a file where a directory was)
             remove_tree(root)
     for d in sorted(needed, key=lambda p: len(p.parts)):  # parents first
@@ -183,13 +195,16 @@ def layout(datum: Datum, root: Path, materialize: Materialize) -> Path:
     return pfs_root
 
 
-def _clear(path: Path, keep: set[Path]) -> None:
+def _clear(path: Path, keep: set[Path], spare: frozenset[Path] = frozenset()) -> None:
     """Remove everything below the directory `path` except the directories in `keep`, which
-    are emptied of files and get a fresh directory's mode back; links are never followed."""
+    are emptied of files and get a fresh directory's mode back, and what `spare` names, left
+    untouched; links are never followed."""
     with os.scandir(path) as it:
         entries = list(it)
     for entry in entries:
         p = Path(entry.path)
+        if p in spare:
+            continue
         if entry.is_dir(follow_symlinks=False):
             _clear(p, keep)
             if p not in keep:
@@ -292,12 +307,30 @@ class DatumIO:
 def prototype_run(ctx: JobContext, root: Path) -> DatumRun | None:
     """The process every datum of `ctx` would start, minus its inputs, with `root` standing
     for the datum's scratch directory (nothing is laid out): what a runtime prepares from at
-    CreatePipeline (the warm runtime's prewarm). None without a command."""
+    CreatePipeline (the warm runtime's prewarm). None without a command. With datum batching,
+    the slot's process (`slot_process`): its startup environment is what picks a zygote."""
     if not ctx.cmd:
         return None
+    if ctx.datum_batching:
+        return replace(slot_process(ctx, root, Path(os.devnull)), stdin=None)
     pfs_root = root / "pfs"
     run = _process(ctx, Datum(()), pfs_root, Path(os.devnull), _cwd(ctx, root, pfs_root))
     return replace(run, stdin=None, timeout=None)
+
+
+# Added to a batching slot's process environment: Python writes what it prints at once, so
+# all it printed for a datum is in its log when it asks for the next one (localpachd.batching).
+BATCH_STARTUP_ENV = {"PYTHONUNBUFFERED": "1"}
+
+
+def slot_process(ctx: JobContext, root: Path, log_path: Path) -> DatumRun:
+    """The one user process of a batching worker slot whose scratch tree is `root`: the
+    transform's cmd and stdin with the job's environment and no datum's (no input variables;
+    the slot sets PACH_DATUM_ID and its worker API), stdout and stderr appended to `log_path`,
+    no timeout (datum_timeout bounds each datum, not the process)."""
+    pfs_root = root / "pfs"
+    run = _process(ctx, Datum(()), pfs_root, log_path, _cwd(ctx, root, pfs_root))
+    return replace(run, env={**run.env, **BATCH_STARTUP_ENV}, timeout=None)
 
 
 def _failure(ctx: JobContext, outcome: DatumOutcome) -> str:
@@ -321,19 +354,19 @@ def run_datum(
     if not ctx.cmd:
         # Real Pachyderm falls back to the image's entrypoint; there is no image here.
         reason = "transform.cmd is empty: localpachd runs no image, so it needs a command"
-        _log(log_path, reason)
+        note(log_path, reason)
         return DatumResult(False, 0, reason=reason)
     try:
         return _attempts(ctx, datum, root, log_path, io)
     except UnsafePath as exc:
         reason = f"the datum's inputs cannot be laid out: {exc}"
-        _log(log_path, reason)
+        note(log_path, reason)
         _done(root, io.reuse_root)
         return DatumResult(False, 1, reason=reason)
 
 
 @dataclass(frozen=True)
-class _Collect:
+class Collect:
     ingest: Ingest
     limits: Limits
     cancelled: Callable[[], bool]
@@ -342,15 +375,15 @@ class _Collect:
         """The attempt's outputs; raises OutputError (the reason) if they cannot be stored."""
         got = collect(str(pfs_root / "out"), str(pfs_root), self.ingest, self.limits,
                       self.cancelled)  # fmt: skip
-        for note in got.notes:
-            _log(log_path, note)
+        for line in got.notes:
+            note(log_path, line)
         return got.files
 
 
 def _attempts(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO
               ) -> DatumResult:  # fmt: skip
     cancelled, reuse_root = io.cancelled, io.reuse_root
-    outputs = _Collect(io.ingest, io.limits, cancelled)
+    outputs = Collect(io.ingest, io.limits, cancelled)
     reason, tries, attempt, restarts = "", max(1, ctx.datum_tries), 0, 0
     while attempt < tries and not cancelled():
         attempt += 1
@@ -358,7 +391,7 @@ def _attempts(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: Dat
         run = _process(ctx, datum, pfs_root, log_path, _cwd(ctx, root, pfs_root))
         if not run.cwd.is_dir():
             reason = f"working_dir {ctx.working_dir!r} does not exist on this machine"
-            _log(log_path, reason)
+            note(log_path, reason)
             break
         if cancelled():  # stopped while the scratch tree was laid out
             break
@@ -370,20 +403,20 @@ def _attempts(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: Dat
                 files = outputs(pfs_root, log_path)
             except OutputError as exc:
                 reason = str(exc)
-                _log(log_path, f"attempt {attempt}/{tries} failed: {reason}")
+                note(log_path, f"attempt {attempt}/{tries} failed: {reason}")
                 continue
             _done(root, reuse_root)
             return DatumResult(True, attempt, files, upload_bytes=sum(o.size for o in files))
         if io.restarted() and restarts < MAX_RESTARTS and not cancelled():
             restarts, attempt = restarts + 1, attempt - 1
-            _log(log_path, "datum restarted (RestartDatum)")
+            note(log_path, "datum restarted (RestartDatum)")
             continue
         reason = _failure(ctx, outcome)
-        _log(log_path, f"attempt {attempt}/{tries} failed: {reason}")
+        note(log_path, f"attempt {attempt}/{tries} failed: {reason}")
     if cancelled():
         _done(root, reuse_root)
         return DatumResult(False, attempt, reason="job was stopped")
-    recovered = bool(ctx.err_cmd) and _run_err_cmd(ctx, datum, root, log_path, io)
+    recovered = bool(ctx.err_cmd) and run_err_cmd(ctx, datum, root, log_path, io)
     _done(root, reuse_root)
     return DatumResult(False, attempt, reason=reason, recovered=recovered)
 
@@ -393,13 +426,13 @@ def _done(root: Path, reuse: bool) -> None:
         remove_tree(root)
 
 
-def _run_err_cmd(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO) -> bool:
+def run_err_cmd(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO) -> bool:
     """Pachyderm's err_cmd: run on a failed datum; exit 0 marks the datum RECOVERED."""
     pfs_root = layout(datum, root, io.materialize)
     with secret_files(ctx, pfs_root):
         outcome = io.runtime.run(_process(ctx, datum, pfs_root, log_path, root, err=True))
     ok = outcome.returncode == 0 and not outcome.timed_out
-    _log(log_path, "err_cmd succeeded: datum recovered" if ok else "err_cmd failed")
+    note(log_path, "err_cmd succeeded: datum recovered" if ok else "err_cmd failed")
     return ok
 
 
@@ -429,5 +462,5 @@ def secret_files(ctx: JobContext, pfs_root: Path) -> Iterator[None]:
         remove_tree(base)
 
 
-def _log(path: Path, line: str) -> None:
+def note(path: Path, line: str) -> None:
     logs.append(path, f"localpachd: {line}")  # dropped if the pipeline was deleted meanwhile
