@@ -109,7 +109,7 @@ SPARE = ("secrets",)  # what layout leaves in a slot's root: secret folders boun
 START_LINE = "starting user code (datum batching)"
 DOLLAR_VAR = "LOCALPACHD_DOLLAR"  # see dotenv_text
 CHUNK = 1 << 20  # bytes copied at a time from a slot's log to a datum's
-_PLAIN_KEY = re.compile(r"[^=#\s'\"\\]+")
+_PLAIN_KEY = re.compile(r"[^=#\s'\"\\\ufeff]+")  # \ufeff: python-dotenv drops a leading BOM
 
 
 # ---------------------------------------------------------------- /pfs/.env
