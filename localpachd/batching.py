@@ -80,7 +80,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from secrets import token_hex
@@ -478,10 +478,11 @@ def _exit_reason(outcome: object) -> str:
 
 
 def run_slots(job: BatchJob, todo: list[Datum], roots: list[Path]
-              ) -> Iterator[tuple[Datum, DatumResult, float]]:  # fmt: skip
+              ) -> Generator[tuple[Datum, DatumResult, float], None, None]:  # fmt: skip
     """One slot per root, all taking from `todo`; yields (datum, result, seconds) as each datum
-    ends, every datum of `todo` once. A slot that crashes re-raises here once the others
-    stopped taking datums (they finish the one they hold)."""
+    ends, every datum of `todo` once. A slot's crash is raised here. Closing the generator
+    (or a crash) stops the slots taking datums; it returns once they finished the one they
+    hold and ended their processes."""
     pending: queue.SimpleQueue[Datum] = queue.SimpleQueue()
     for d in todo:
         pending.put(d)

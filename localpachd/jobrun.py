@@ -16,6 +16,7 @@ server runs it again, as after a crash. A datum killed by the shutdown is not a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -327,8 +328,9 @@ class JobRun:
         try:
             if ctx.datum_batching:
                 roots = [scratch / f"slot-{k}" for k in range(workers)]
-                done = batching.run_slots(self._batch_job(ctx), todo, roots)
-                self._collect(done, hashes, results)
+                slots_run = batching.run_slots(self._batch_job(ctx), todo, roots)
+                with contextlib.closing(slots_run) as done:  # slots joined before scratch goes
+                    self._collect(done, hashes, results)
             else:
                 with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datum") as pool:
                     self._submit_all(pool, ctx, todo, hashes, slots, results)

@@ -288,11 +288,22 @@ def _hang(lpd: Lpd, **kw: Any) -> tuple[Any, int]:
     return next(iter(c.list_job("b"))), pid
 
 
-def test_stop_job_kills_the_slot_process(sub: Lpd) -> None:
-    job, pid = _hang(sub)
-    sub.client.stop_job(job.job.id, "b")
+@pytest.mark.parametrize("how", ["stop_job", "job_timeout", "delete_pipeline"])
+def test_stopping_the_job_kills_the_slot_process(sub: Lpd, how: str) -> None:
+    kw = {"job_timeout": duration_pb2.Duration(seconds=2)} if how == "job_timeout" else {}
+    job, pid = _hang(sub, **kw)
+    if how == "stop_job":
+        sub.client.stop_job(job.job.id, "b")
+    elif how == "delete_pipeline":
+        sub.client.delete_pipeline("b")
     wait_for(lambda: not _alive(pid), "the slot's user process to be killed")
-    assert last_job(sub.client, "b").state == pps_pb2.JobState.JOB_KILLED
+    if how != "delete_pipeline":
+        end = last_job(sub.client, "b")
+        assert (end.state, end.reason) == {
+            "stop_job": (pps_pb2.JobState.JOB_KILLED, "job was stopped"),
+            "job_timeout": (pps_pb2.JobState.JOB_FAILURE, "job timed out"),
+        }[how]
+    assert len(sub.pids()) == 1  # never started again
 
 
 def test_restart_datum_restarts_the_slot_process_without_using_a_try(sub: Lpd) -> None:
