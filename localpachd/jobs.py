@@ -27,7 +27,7 @@ from pathlib import Path
 
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from localpachd import errors, logs
+from localpachd import errors, logs, servicejob
 from localpachd.events import COMMIT_STARTED, Event
 from localpachd.jobrun import JobEnv, JobRun, finish_unrun, pipeline_context
 from localpachd.pfs import model
@@ -183,8 +183,8 @@ class JobEngine:
                 key = (p.project, p.name)
                 with self._lock:
                     busy = key in self._active
-                if busy or p.stopped:
-                    continue
+                if busy or p.stopped or servicejob.is_service(p.spec):
+                    continue  # a service's jobs run in localpachd.servicejob
                 job = oldest.get(key)
                 if job is not None and self._ready(tx, job):
                     db.update_job(tx, job, state=JobState.STARTING)

@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from localpachd.context import ServerContext
-    from localpachd.longrun import Key, Program
     from localpachd.store import Tx
 
 
@@ -29,33 +26,6 @@ def running_pipelines(tx: Tx) -> list[tuple[str, str, int, dict[str, Any]]]:
 
     return [(p.project, p.name, p.version, pps_spec.input_dict(p.spec.input))
             for p in db.all_current(tx) if not p.stopped and p.spec.HasField("input")]  # fmt: skip
-
-
-def long_running_programs(ctx: ServerContext) -> Callable[[Tx], dict[Key, Program]]:
-    """The process each running spout and service pipeline wants (`localpachd.longrun`)."""
-    from localpachd import pps_spec
-    from localpachd.longrun import Program, pipeline_env
-    from localpachd.pps import db
-    from localpachd.safepath import safe_join
-    from localpachd.worker import python_bin_dir
-
-    root = ctx.config.data_dir / "longrun"
-
-    def programs(tx: Tx) -> dict[Key, Program]:
-        out: dict[Key, Program] = {}
-        for p in db.all_current(tx):
-            if p.stopped or not pps_spec.long_running(p.spec):
-                continue
-            t = p.spec.transform
-            env = pipeline_env(p.project, p.name, ctx.config.host, ctx.config.port,
-                               dict(t.env), python_bin_dir())  # fmt: skip
-            home = safe_join(root, p.project, p.name)
-            stdin = ("\n".join(t.stdin) + "\n").encode() if t.stdin else None
-            out[(p.project, p.name, p.version)] = Program(
-                tuple(t.cmd), stdin, env, safe_join(home, "work"), safe_join(home, "process.log"))
-        return out
-
-    return programs
 
 
 def register(server: grpc.Server, ctx: ServerContext) -> None:
@@ -76,7 +46,7 @@ def register(server: grpc.Server, ctx: ServerContext) -> None:
     ticker = cronticker.Ticker(ctx.store, running_pipelines)
     ctx.on_stop.append(ticker.close)  # stop hooks run in reverse: the ticker before the engine
     ticker.start()
-    supervisor = longrun.Supervisor(ctx.store, long_running_programs(ctx))
+    supervisor = longrun.Supervisor.for_server(ctx)  # spouts, and services' jobs
     ctx.on_stop.append(supervisor.close)  # before the engine and the store close
     supervisor.start()
     ctx.delete_repo_guards.append(guards.refuse_pipeline_repo)

@@ -265,9 +265,10 @@ def jobless_output_commits(tx: Tx) -> list[tuple[str, str, str, int]]:
         "WHERE c.finished IS NULL AND j.id IS NULL ORDER BY cur.seq, c.cid"
     )
     specs = [(r, parse_spec(r[5])) for r in rows]
-    # A spout's or service's output commits are its process's own (opened through the API).
+    # A spout's output commits are its process's own (opened through the API); a service's are
+    # jobs like any pipeline's (run by localpachd.servicejob).
     return [(r[0], r[1], r[2], r[3]) for r, s in specs
-            if r[4] == s.output_branch and not (s.HasField("spout") or s.HasField("service"))]
+            if r[4] == s.output_branch and not s.HasField("spout")]
 
 
 def set_stopped(tx: Tx, project: str, name: str, stopped: bool) -> None:

@@ -1,7 +1,9 @@
 """Pipeline lifecycle inside one store transaction: create/update, delete, stop/start.
 
 Called by the pps servicer (inside `store.write()`) and by FinishTransaction through the
-transaction registry (`apply_*` functions). Everything here only touches the database; running
+transaction registry (`apply_*` functions). A service's output branch has its inputs as
+provenance like any pipeline's (its jobs run through `localpachd.servicejob`); a spout's has none
+(its process writes the commits). Everything here only touches the database; running
 jobs are stopped via `tx.after_commit`, so a dry run or a failed transaction has no side effect.
 """
 
@@ -67,8 +69,8 @@ def create_pipeline(ctx: ServerContext, tx: Tx, req: pps_pb2.CreatePipelineReque
         raise errors.InvalidArgument(
             f"pipeline {pipeline_str(project, name)} cannot read its own output"
         )
-    if pps_spec.long_running(spec):
-        prov = []  # its process reads its input itself: input commits open no jobs
+    if spec.HasField("spout"):
+        prov = []  # a spout's process writes its own commits: they open no jobs
     if existing is None:
         _create(ctx, tx, spec, out, prov)
     else:
@@ -110,7 +112,7 @@ def _create(
     model.create_repo(tx, out.project, out.repo, f"Output repo for pipeline {out.repo}.")
     db.put_version(tx, out.project, out.repo, 1, spec)
     model.create_branch(tx, out, None, prov)
-    if not _open_in_this_set(tx, out) and not pps_spec.long_running(spec):
+    if not _open_in_this_set(tx, out) and not spec.HasField("spout"):
         model.start_commit(tx, out.project, out.repo, out.name, origin="AUTO")
 
 
@@ -138,7 +140,7 @@ def _update(
     old_prov = set(model.direct_provenance(tx, out))
     if set(prov) != old_prov or not model.branch_exists(tx, out):
         model.create_branch(tx, out, None, prov)
-    if not _open_in_this_set(tx, out) and not pps_spec.long_running(spec):
+    if not _open_in_this_set(tx, out) and not spec.HasField("spout"):
         model.start_commit(tx, out.project, out.repo, out.name, origin="AUTO")
 
 

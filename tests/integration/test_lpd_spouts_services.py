@@ -3,7 +3,7 @@
 A spout's cmd is one long-lived process (here a python3 script using python_pachyderm's
 `Client.new_in_cluster()`, as a spout in Pachyderm 2.7 does) that commits to its output repo and
 is started again when it exits; StopPipeline, DeletePipeline and the server's stop end it,
-StartPipeline starts it again. A service's process runs and its ports show in InspectPipeline.
+StartPipeline starts it again (services run through jobs: test_lpd_service_jobs.py).
 Validation as Pachyderm 2.7 (a spout without a service has no input; a service has an input).
 Each process writes its pid to a marker directory; waits poll pids and commits.
 """
@@ -38,15 +38,6 @@ if os.environ.get("STAY") == "1":
     while True:
         time.sleep(1)
 """
-
-SERVICE = """
-import os, time
-with open(os.path.join(os.environ["MARKS"], str(os.getpid())), "w") as f:
-    f.write("1")
-while True:
-    time.sleep(1)
-"""
-
 
 def alive(pid: int) -> bool:
     """The process exists and is not a zombie (a reaped or ended process is gone)."""
@@ -112,23 +103,6 @@ def test_stop_start_delete_end_and_restart_the_spout(pach_client: Any, tmp_path:
     wait_for(lambda: len(list(pach_client.list_commit("stays"))) > commits, "its new commit")
     pach_client.delete_pipeline("stays")
     wait_for(lambda: not live_pids(marks), "the deleted spout's process to end")
-
-
-def test_service_runs_and_reports_its_port(pach_client: Any, tmp_path: Path) -> None:
-    marks = tmp_path / "marks-svc"
-    marks.mkdir()
-    pach_client.create_repo("in")
-    transform = pps_pb2.Transform(cmd=[sys.executable, str(script(tmp_path, "svc", SERVICE))],
-                                  env={"MARKS": str(marks)})
-    pach_client.create_pipeline(
-        "svc", transform=transform, input=pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="in", glob="/")),
-        service=pps_pb2.Service(internal_port=8888, external_port=30888, type="NodePort"))
-    wait_for(lambda: live_pids(marks), "the service's process")
-    info = next(iter(pach_client.inspect_pipeline("svc", details=True)))
-    assert info.type == pps_pb2.PipelineInfo.PIPELINE_TYPE_SERVICE
-    assert (info.details.service.internal_port, info.details.service.external_port) == (8888, 30888)
-    pach_client.delete_pipeline("svc")
-    wait_for(lambda: not live_pids(marks), "the deleted service's process to end")
 
 
 def test_server_stop_leaves_no_process(tmp_path: Path) -> None:
