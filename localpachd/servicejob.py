@@ -141,8 +141,8 @@ def _begin(tx: Tx, job: db.JobRow) -> str | None:
     if len(found) != 1:
         finish_unrun(tx, job, JobState.FAILURE, SINGLE_DATUM)
         return None
-    db.update_job(tx, job, state=JobState.RUNNING, started=time.time(), total=1, processed=0,
-                  skipped=0, failed=0)  # fmt: skip
+    # 2.7's service worker sets only the state: the job's datum counts stay 0.
+    db.update_job(tx, job, state=JobState.RUNNING, started=time.time())
     return job.id
 
 

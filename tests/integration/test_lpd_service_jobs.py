@@ -213,3 +213,29 @@ def test_a_service_gets_the_server_address_and_token(tmp_path: Path, token: str 
     finally:
         server.stop()
     assert not alive(pid)
+
+
+def test_a_server_restart_runs_the_service_of_its_running_job(tmp_path: Path) -> None:
+    import python_pachyderm
+
+    from localpachd.server import start
+
+    servers = [start(data_dir=tmp_path / "pachd", host="127.0.0.1", port=0)]
+    try:
+        client = python_pachyderm.Client(host=servers[0].host, port=servers[0].port)
+        client.create_repo("in")
+        put(client, "in", {"/data": b"v1"})
+        d = service(client, tmp_path)
+        job_id = only_job(client)
+        first = set(wait_for(lambda: live(d), "the service"))
+        servers[0].stop()
+        assert not live(d)  # the server's stop ended it
+        servers.append(start(data_dir=tmp_path / "pachd", host="127.0.0.1", port=0))
+        client = python_pachyderm.Client(host=servers[1].host, port=servers[1].port)
+        again = wait_for(lambda: live(d), "the service after the restart")
+        assert set(again).isdisjoint(first)
+        assert {m["job"] for m in again.values()} == {job_id}
+        assert state(client, job_id) == pps_pb2.JobState.JOB_RUNNING
+    finally:
+        for s in servers:
+            s.stop()
