@@ -123,8 +123,13 @@ def describe(current: str) -> str:
 
 # --- the helper (runs in the datum's own process, before exec) --------------------------------
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+def libc() -> ctypes.CDLL:
+    """The C library with the calls `enter` makes already looked up (a launcher that forks many
+    datums looks them up once: `runtime_nslaunch`)."""
+    lib = ctypes.CDLL(None, use_errno=True)
+    for name in ("unshare", "mount", "umount2", "prctl"):
+        getattr(lib, name)
+    return lib
 
 
 def _check(rc: int, what: str) -> None:
@@ -155,20 +160,38 @@ def _enter_namespace(libc: ctypes.CDLL) -> None:
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing propagates to the host
 
 
-def _build_root(libc: ctypes.CDLL, root: str) -> None:
-    """A tmpfs at `root` holding every top-level entry of `/` but `pfs`, bound (recursively)."""
-    os.makedirs(root, exist_ok=True)
-    _mount(libc, "tmpfs", root, "tmpfs", 0)
+Entry = tuple[str, str, str]  # (name, "link" | "dir" | "file", link target or "")
+
+
+def top_level() -> tuple[Entry, ...]:
+    """Every top-level entry of the host's `/` but `pfs`, as `_build_root` recreates it."""
+    out: list[Entry] = []
     for name in sorted(os.listdir("/")):
-        host, new = "/" + name, os.path.join(root, name)
+        host = "/" + name
         if name == "pfs":
             continue
         if os.path.islink(host):
-            os.symlink(os.readlink(host), new)
+            out.append((name, "link", os.readlink(host)))
         elif os.path.isdir(host):
+            out.append((name, "dir", ""))
+        elif os.path.exists(host):
+            out.append((name, "file", ""))
+    return tuple(out)
+
+
+def _build_root(libc: ctypes.CDLL, root: str, entries: Sequence[Entry]) -> None:
+    """A tmpfs at `root` holding `entries` (`top_level()`): links copied, the rest bound
+    (directories recursively) from the host's `/`."""
+    os.makedirs(root, exist_ok=True)
+    _mount(libc, "tmpfs", root, "tmpfs", 0)
+    for name, kind, target in entries:
+        host, new = "/" + name, os.path.join(root, name)
+        if kind == "link":
+            os.symlink(target, new)
+        elif kind == "dir":
             os.mkdir(new)
             _mount(libc, host, new, None, _MS_BIND | _MS_REC)
-        elif os.path.exists(host):
+        else:
             open(new, "w").close()
             _mount(libc, host, new, None, _MS_BIND)
 
@@ -188,20 +211,22 @@ def _bind_target(libc: ctypes.CDLL, root: str, src: str, dst: str) -> None:
     _mount(libc, src, new, None, _MS_BIND | _MS_REC)
 
 
-def enter(root: str, binds: Sequence[tuple[str, str]]) -> None:
+def enter(root: str, binds: Sequence[tuple[str, str]], lib: ctypes.CDLL | None = None,
+          entries: Sequence[Entry] | None = None) -> None:
     """Move this (single-threaded) process into its own mount namespace whose / is a new root
     built under `root` with `binds` mounted, in the same working directory. Raises OSError.
-    Called by `main` before exec, and by a warm datum forked from its zygote (`warm.child`)."""
+    Called by `main` before exec, by a datum forked from the namespace launcher (which passes
+    its `libc()` and a recent `top_level()`), and by a warm datum forked from its zygote."""
     cwd = os.getcwd()
-    libc = _libc()
-    _enter_namespace(libc)
-    _build_root(libc, root)
+    lib = lib if lib is not None else libc()
+    _enter_namespace(lib)
+    _build_root(lib, root, entries if entries is not None else top_level())
     for src, dst in binds:
-        _bind_target(libc, root, src, dst)
+        _bind_target(lib, root, src, dst)
     os.chroot(root)
     os.chdir(cwd)
     # The new root's own view of itself (below the scratch dir in the bound host tree).
-    libc.umount2(root.encode(), _MNT_DETACH)
+    lib.umount2(root.encode(), _MNT_DETACH)
 
 
 def setup_failure(exc: OSError) -> str:

@@ -4,8 +4,11 @@ Chosen by `localpachd.runtimes.make_runtime("subprocess")`, and the warm runtime
 every command it cannot fork warm. Called from the worker's threads; each call is independent, so
 it is thread-safe. The process runs in its own session so a timeout or a kill reaches its whole
 process group. Where the kernel allows (`localpachd.runtime_pfsmount.mode()` is NAMESPACE) each
-datum runs in its own private mount namespace with its `DatumRun.binds` mounted (a real /pfs),
-through the `runtime_pfsmount` helper that execs the command. """
+datum runs in its own private mount namespace with its `DatumRun.binds` mounted (a real /pfs):
+forked by the runtime's namespace launcher (`runtime_nsclient`, one small process started at the
+first such datum), or, when that launcher cannot start the datum, through the per-datum
+`runtime_pfsmount` helper that execs the command.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +20,17 @@ from collections.abc import Callable
 
 from localpachd import runtime_pfsmount as pfsmount
 from localpachd.runtime import DatumOutcome, DatumRun
+from localpachd.runtime_nsclient import LauncherUnavailable, NamespaceLauncher
 
 
 class SubprocessRuntime:
     name = "subprocess"
 
-    def __init__(self, pfs_mode: Callable[[], str] = pfsmount.mode) -> None:
+    def __init__(self, pfs_mode: Callable[[], str] = pfsmount.mode,
+                 launcher: NamespaceLauncher | None = None) -> None:  # fmt: skip
         # how datums see /pfs, asked at the first datum (the probe starts a process)
         self._pfs_mode = pfs_mode
+        self.launcher = launcher if launcher is not None else NamespaceLauncher()
         self._lock = threading.Lock()
         # process -> (PACH_JOB_ID, PACH_DATUM_ID)
         self._live: dict[subprocess.Popen[bytes], tuple[str, str]] = {}
@@ -33,22 +39,17 @@ class SubprocessRuntime:
     def run(self, run: DatumRun) -> DatumOutcome:
         out, err = open_logs(run)
         try:
-            try:
-                proc = subprocess.Popen(
-                    self._argv(run),
-                    cwd=run.cwd,
-                    env=run.env,
-                    stdin=subprocess.PIPE if run.stdin is not None else subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
-            except OSError as e:  # command not found, not executable, bad cwd
-                os.write(err, f"localpachd: cannot start {run.argv[0]!r}: {e}\n".encode())
-                return DatumOutcome(returncode=127)
+            if run.binds and self._pfs_mode() == pfsmount.NAMESPACE:
+                try:
+                    return self.launcher.run(run, out, err)
+                except LauncherUnavailable:
+                    pass  # nothing ran: the per-datum helper starts it (see _argv)
+            proc = self._popen(run, out, err)
         finally:
             for fd in {out, err}:
                 os.close(fd)
+        if proc is None:
+            return DatumOutcome(returncode=127)
         with self._lock:
             if self._closed:
                 _kill_group(proc)
@@ -58,6 +59,21 @@ class SubprocessRuntime:
         finally:
             with self._lock:
                 self._live.pop(proc, None)
+
+    def _popen(self, run: DatumRun, out: int, err: int) -> subprocess.Popen[bytes] | None:
+        try:
+            return subprocess.Popen(
+                self._argv(run),
+                cwd=run.cwd,
+                env=run.env,
+                stdin=subprocess.PIPE if run.stdin is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        except OSError as e:  # command not found, not executable, bad cwd
+            os.write(err, f"localpachd: cannot start {run.argv[0]!r}: {e}\n".encode())
+            return None
 
     def _argv(self, run: DatumRun) -> list[str]:
         """The datum's argv, wrapped by the runtime_pfsmount helper in namespace mode."""
@@ -88,6 +104,7 @@ class SubprocessRuntime:
             live = [p for p, (j, _d) in self._live.items() if j == job_id]
         for proc in live:
             _kill_group(proc)
+        self.launcher.kill_job(job_id)
 
     def kill_datum(self, job_id: str, datum_id: str) -> None:
         """Kill one running datum (RestartDatum)."""
@@ -95,6 +112,7 @@ class SubprocessRuntime:
             live = [p for p, key in self._live.items() if key == (job_id, datum_id)]
         for proc in live:
             _kill_group(proc)
+        self.launcher.kill_datum(job_id, datum_id)
 
     def close(self) -> None:
         """Kill every datum still running (server shutdown, job killed)."""
@@ -103,6 +121,7 @@ class SubprocessRuntime:
             live = list(self._live)
         for proc in live:
             _kill_group(proc)
+        self.launcher.close()
 
 
 def open_logs(run: DatumRun) -> tuple[int, int]:
