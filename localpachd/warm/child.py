@@ -112,9 +112,11 @@ def _replace_environ(env: dict[str, str]) -> None:
 
 
 def _new_stdio() -> None:
-    """sys.stdin/stdout/stderr as CPython's create_stdio builds them over the new fds 0/1/2."""
+    """sys.stdin/stdout/stderr as CPython's create_stdio builds them over the new fds 0/1/2,
+    buffered unless the datum's own environment (already in place) sets PYTHONUNBUFFERED, as
+    a fresh interpreter reads it: that variable is no part of the zygote key (warm.target)."""
     old = sys.__stdout__
-    buffered = not (old is not None and old.write_through)
+    buffered = not os.environ.get("PYTHONUNBUFFERED")
     for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         template = getattr(sys, f"__{name}__") or old
         stream = _stdio(fd, name, mode, buffered, template)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _STARTUP_NAMES = frozenset({"LANG", "LANGUAGE", "HOME", "PATH", "TMPDIR", "TZ", "SHELL"})
 _STARTUP_PREFIXES = ("PYTHON", "LC_", "LD_", "OMP_", "OPENBLAS_", "MKL_", "MPL", "CUDA_", "KMP_")
+# Read at start by a fresh interpreter, but applied by each forked child (warm.child._new_stdio).
+_PER_CHILD = frozenset({"PYTHONUNBUFFERED"})
 # Variables under which a forked interpreter cannot be the same as a fresh one.
 _NEVER_WARM = frozenset({"PYTHONINSPECT", "PYTHONHOME", "PYTHONEXECUTABLE", "PYTHONSTARTUP"})
 
@@ -59,8 +61,10 @@ def _is_interpreter(arg0: str, executable: str) -> bool:
 
 
 def is_startup_var(name: str) -> bool:
-    """Whether an interpreter or a library may read `name` once at start or at import."""
-    return (
+    """Whether an interpreter or a library may read `name` once at start or at import (and the
+    forked child cannot apply it itself: it builds its stdio per PYTHONUNBUFFERED, so a batching
+    slot, which sets it, shares the zygote of the same pipeline's per-datum runs)."""
+    return name not in _PER_CHILD and (
         name in _STARTUP_NAMES
         or name.startswith(_STARTUP_PREFIXES)
         or name.endswith("_NUM_THREADS")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import runtime_pfsmount as pfsmount
 from localpachd.batching import MAX_START_FAILURES, START_LINE
+from localpachd.runtime import DatumRun
+from localpachd.runtime_subprocess import SubprocessRuntime
+from localpachd.runtime_warm import WarmRuntime
 from localpachd.server import start
 
 USER = Path(__file__).with_name("lpd_batching_user.py").resolve()
@@ -330,3 +334,35 @@ def test_server_shutdown_kills_the_slot_process_and_records_nothing(
         _ok(again)
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------- the warm runtime
+
+STDIO = ("import sys; s = sys.stdout\n"
+         "print(s.write_through, s.line_buffering, type(s.buffer).__name__,\n"
+         "      type(sys.stderr.buffer).__name__, sys.stderr.line_buffering)\n")  # fmt: skip
+
+
+def test_a_warm_child_buffers_its_output_as_its_own_pythonunbuffered_says(tmp_path: Path) -> None:
+    """A batching slot sets PYTHONUNBUFFERED=1 (what it printed for a datum is in its log when
+    it asks for the next); it still forks from the zygote of the pipeline's per-datum runs,
+    and each child's stdio is what a fresh interpreter with its environment would build."""
+    (tmp_path / "probe.py").write_text(STDIO)
+    warm, cold = WarmRuntime(), SubprocessRuntime()
+    try:
+        for unbuffered in ("", "1", "", "1"):
+            env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": unbuffered}
+            got = [_probe(rt, tmp_path, env) for rt in (cold, warm)]
+            assert got[0] == got[1] and got[0].startswith(b"True" if unbuffered else b"False")
+        assert warm.stats["warm"] == 4 and warm.stats["zygotes"] == 1
+    finally:
+        warm.close()
+        cold.close()
+
+
+def _probe(runtime: Any, tmp: Path, env: dict[str, str]) -> bytes:
+    log = tmp / "log"
+    log.unlink(missing_ok=True)
+    runtime.run(DatumRun(argv=(sys.executable, "probe.py"), env=env, cwd=tmp, stdin=None,
+                         stdout_path=log, stderr_path=log))  # fmt: skip
+    return log.read_bytes()

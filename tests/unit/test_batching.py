@@ -19,10 +19,10 @@ from dotenv import dotenv_values
 from hypothesis import given
 from hypothesis import strategies as st
 
-from localpachd.batching import Calls, dotenv_text, write_dotenv
+from localpachd.batching import SPARE, Calls, dotenv_text, write_dotenv
 from localpachd.datums import Datum, DatumInput, RepoFile
 from localpachd.runtime import DatumOutcome
-from localpachd.worker import JobContext, build_env, datum_vars
+from localpachd.worker import JobContext, build_env, datum_vars, layout
 from localpachd.workerapi import EndOfBatch
 
 # What an environment can hold: no NUL anywhere, no '=' in a name.
@@ -149,3 +149,29 @@ def test_dotenv_of_a_whole_environment_round_trips() -> None:
     got = _read(dotenv_text(env))
     got.pop("LOCALPACHD_DOLLAR", None)
     assert got == env
+
+
+# ---------------------------------------------------------------- a slot's tree
+
+
+def test_layout_keeps_the_slot_pfs_directory_and_what_it_spares(tmp_path: Path) -> None:
+    """A batching slot's process has /pfs bound to `<slot>/pfs` and its secrets to
+    `<slot>/secrets/*`: datum after datum, both must stay the same directories."""
+    root = tmp_path / "slot-0"
+
+    def put(f: RepoFile, dest: Path) -> None:
+        dest.write_text(f.path)
+
+    pfs = layout(_datum("a"), root, put, SPARE)
+    (root / "secrets" / "0").mkdir(parents=True)
+    (root / "secrets" / "0" / "key").write_text("v")
+    (pfs / ".env").write_text("a='1'\n")
+    (pfs / "out" / "left").write_text("x")
+    ino = pfs.stat().st_ino
+    for names in (("b",), ("a", "b"), ()):
+        pfs = layout(_datum(*names), root, put, SPARE)
+        assert pfs.stat().st_ino == ino
+        assert sorted(os.listdir(pfs)) == sorted([*names, "out"])
+        assert (root / "secrets" / "0" / "key").read_text() == "v"
+    layout(_datum("a"), root, put)  # nothing spared: the per-datum path
+    assert not (root / "secrets").exists()
