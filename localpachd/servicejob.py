@@ -86,19 +86,19 @@ def _pending(tx: Tx, p: db.PipelineRow) -> list[db.JobRow]:
 
 
 def running_job(tx: Tx, p: db.PipelineRow) -> str | None:
-    """The job whose service runs now, when nothing needs settling (`needs_settle` is False)."""
-    pending = _pending(tx, p)
-    return pending[0].id if pending else None
+    """The job whose service runs now, when nothing needs settling (`needs_settle` is False):
+    the RUNNING one (a job still waiting for its inputs never runs)."""
+    running = [j for j in _pending(tx, p) if j.state == JobState.RUNNING]
+    return running[-1].id if running else None
 
 
 def needs_settle(tx: Tx, p: db.PipelineRow) -> bool:
-    """Whether `settle` would change a job (read-only, so an idle pass takes no write lock)."""
-    pending = _pending(tx, p)
-    if not pending:
-        return False
-    if len(pending) == 1 and pending[0].state == JobState.RUNNING:
-        return _readiness(tx, pending[0]) != "ready"
-    return any(_readiness(tx, j) != "wait" for j in pending)
+    """Whether `settle` would change a job (read-only, so an idle pass takes no write lock):
+    a job other than the RUNNING one is ready or can never run, or the RUNNING one is over."""
+    states = [(j, _readiness(tx, j)) for j in _pending(tx, p)]
+    if sum(j.state == JobState.RUNNING for j, _r in states) > 1:
+        return True
+    return any(r != ("ready" if j.state == JobState.RUNNING else "wait") for j, r in states)
 
 
 def settle(tx: Tx, p: db.PipelineRow) -> str | None:

@@ -144,6 +144,48 @@ def test_a_new_input_commit_replaces_the_service(pach_client: Any, tmp_path: Pat
     assert seen1["job"] != new
 
 
+def test_a_job_waits_for_its_input_commit(pach_client: Any, tmp_path: Path) -> None:
+    """While a new input commit is open, the service of the job before it keeps running; the
+    new job starts (and replaces it) once the commit is finished."""
+    pach_client.create_repo("in")
+    put(pach_client, "in", {"/data": b"v1"})
+    d = service(pach_client, tmp_path)
+    (first,) = wait_for(lambda: live(d), "the first service")
+    commit = pach_client.start_commit("in", "master")
+    pach_client.put_file_bytes(commit, "/data", b"v2")
+    new = wait_for(lambda: [i for i in jobs(pach_client) if i == commit.id], "the new job")[0]
+    assert state(pach_client, new) == pps_pb2.JobState.JOB_CREATED
+    assert list(live(d)) == [first] and len(marks(d)) == 1
+    pach_client.finish_commit(commit)
+    wait_for(lambda: [m for m in live(d).values() if m["job"] == new], "the new job's service")
+    wait_for(lambda: not alive(first), "the old service to end")
+
+
+def test_a_first_job_waits_for_its_open_input(pach_client: Any, tmp_path: Path) -> None:
+    """A pipeline made while its input commit is open: no service until the commit finishes.
+    (A second service, on finished data, is the witness that the supervisor has passed.)"""
+    pach_client.create_repo("in")
+    commit = pach_client.start_commit("in", "master")
+    pach_client.put_file_bytes(commit, "/data", b"v1")
+    d = service(pach_client, tmp_path)
+    job_id = only_job(pach_client)
+    pach_client.create_repo("other")
+    put(pach_client, "other", {"/data": b"w"})
+    script = tmp_path / "witness.py"
+    script.write_text(SERVICE.replace('environ["in"]', 'environ["other"]'))
+    witness = tmp_path / "marks-witness"
+    witness.mkdir()
+    pach_client.create_pipeline(
+        "witness", transform=pps_pb2.Transform(cmd=[sys.executable, str(script)],
+                                               env={"MARKS": str(witness)}),
+        input=pps_pb2.Input(pfs=pps_pb2.PFSInput(repo="other", glob="/")),
+        service=pps_pb2.Service(internal_port=8889))  # fmt: skip
+    wait_for(lambda: live(witness), "the witness service")
+    assert not marks(d) and state(pach_client, job_id) == pps_pb2.JobState.JOB_CREATED
+    pach_client.finish_commit(commit)
+    wait_for(lambda: [m for m in live(d).values() if m["job"] == job_id], "the service")
+
+
 def test_a_service_of_several_datums_fails_its_job(pach_client: Any, tmp_path: Path) -> None:
     pach_client.create_repo("in")
     put(pach_client, "in", {"/a": b"1", "/b": b"2"})
