@@ -191,7 +191,7 @@ def _enter_and_exec(req: dict[str, Any], lib: ctypes.CDLL) -> int:
     try:
         os.chdir(req["cwd"])
     except OSError as e:
-        return _fail(_cannot_start(argv[0], e, req["cwd"]), pfsmount.NOT_FOUND)
+        return _fail(pfsmount.cannot_start(argv[0], e, req["cwd"]), pfsmount.NOT_FOUND)
     if req.get("binds"):
         try:
             binds = [(src, dst) for src, dst in req["binds"]]
@@ -201,13 +201,7 @@ def _enter_and_exec(req: dict[str, Any], lib: ctypes.CDLL) -> int:
     try:
         os.execvpe(argv[0], argv, req["env"])
     except OSError as e:
-        return _fail(_cannot_start(argv[0], e, argv[0]), pfsmount.NOT_FOUND)
-
-
-def _cannot_start(command: str, e: OSError, filename: str) -> str:
-    """The line the subprocess runtime writes when Popen cannot start `command` (Popen names
-    the command, or the working directory, not the PATH entry tried last as execvpe does)."""
-    return f"localpachd: cannot start {command!r}: [Errno {e.errno}] {e.strerror}: {filename!r}"
+        return _fail(pfsmount.cannot_start(argv[0], e, argv[0]), pfsmount.NOT_FOUND)
 
 
 def _fail(message: str, code: int) -> int:

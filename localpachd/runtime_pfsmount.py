@@ -239,12 +239,37 @@ def ns_root(binds: Sequence[tuple[str, str]]) -> str:
     return os.path.join(os.path.dirname(binds[0][0]), ".ns")
 
 
+def cannot_start(command: str, exc: OSError, filename: str) -> str:
+    """The line the subprocess runtime writes when Popen cannot start `command` (Popen names
+    the command itself, not the PATH entry execvpe tried last)."""
+    return f"localpachd: cannot start {command!r}: [Errno {exc.errno}] {exc.strerror}: {filename!r}"
+
+
+def initial_environ() -> dict[bytes, bytes]:
+    """This process's environment as it was exec'd, before Python's start-up changed it (locale
+    coercion adds LC_CTYPE=C.UTF-8 where the locale is C): what the datum must get."""
+    with open("/proc/self/environ", "rb") as f:
+        entries = f.read().split(b"\0")
+    pairs = (e.split(b"=", 1) for e in entries if b"=" in e and not e.startswith(b"="))
+    return {k: v for k, v in pairs}
+
+
+def _default_signals() -> None:
+    """SIGPIPE and SIGXFSZ back to their defaults (Python ignores them; Popen restores them).
+    Through `_signal`, which every interpreter has loaded at start (`signal` costs 4 ms)."""
+    sig = sys.modules.get("_signal") or __import__("signal")
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        sig.signal(getattr(sig, name), sig.SIG_DFL)
+
+
 def main(args: Sequence[str]) -> int:
     """The helper: set up the namespace, then exec the datum's command (never returns on
-    success). Errors go to stderr (the datum's log) with what to do."""
+    success) with the environment and signal dispositions Popen gave this process. Errors go
+    to stderr (the datum's log) with what to do."""
     try:
         root, binds, argv = parse(args)
-    except ValueError as exc:
+        env = initial_environ()
+    except (ValueError, OSError) as exc:
         print(f"localpachd runtime_pfsmount: {exc}", file=sys.stderr)
         return 2
     try:
@@ -252,10 +277,11 @@ def main(args: Sequence[str]) -> int:
     except OSError as exc:
         print(setup_failure(exc), file=sys.stderr)
         return SETUP_FAILED
+    _default_signals()
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
     except OSError as exc:
-        print(f"localpachd: cannot start {argv[0]!r}: {exc}", file=sys.stderr)
+        print(cannot_start(argv[0], exc, argv[0]), file=sys.stderr)
     return NOT_FOUND
 
 

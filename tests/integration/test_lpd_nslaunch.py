@@ -132,13 +132,19 @@ VARIANTS: dict[str, tuple[tuple[str, ...], bytes | None]] = {
 }
 
 
+HELPER = "namespace, per-datum helper"  # the launcher's fallback (and runtime_longrun's path)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_namespace_datum_is_the_process_popen_would_start(tmp_path: Path, variant: str
                                                             ) -> None:  # fmt: skip
+    """Through the launcher, through the helper, and as a plain Popen (rewrite mode)."""
     argv, stdin = VARIANTS[variant]
     got: dict[str, tuple[DatumOutcome, str]] = {}
-    for mode in (NS, RW):
-        slot, runtime = _slot(tmp_path, mode), _runtime(mode)
+    for mode in (NS, HELPER, RW):
+        slot = _slot(tmp_path, mode.replace(" ", "_").replace(",", ""))
+        runtime = _runtime(RW if mode == RW else NS,
+                           **({"python": "/nonexistent/python3"} if mode == HELPER else {}))
         try:
             outcome = runtime.run(_run(slot, *argv, stdin=stdin))
         finally:
@@ -146,6 +152,7 @@ def test_a_namespace_datum_is_the_process_popen_would_start(tmp_path: Path, vari
         got[mode] = outcome, (slot / "log").read_text().replace(str(slot), "SLOT")
         assert runtime.launcher.stats["datums"] == (1 if mode == NS else 0)
     assert got[NS] == got[RW]
+    assert got[HELPER] == got[RW]
 
 
 def _hang(slot: Path) -> str:
