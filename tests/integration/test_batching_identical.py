@@ -3,11 +3,12 @@
 The real search (specs/pipelines, the real data of data/ loaded as tests/helpers/iris.py loads
 it) runs on two real localpachd servers: once with the specs as they are (`model` and `test` set
 `transform.datum_batching: true`, so one process per worker slot works through its datums) and
-once with the field removed from every loaded spec (a process per datum). Every file of the
-`model`, `test` and `select` output repos (path and content) must be equal, all 77 + 77 datums
-processed. The full grid on purpose: batching differs from one process per datum only in what a
-process keeps between its datums (scikit-learn's and joblib's per-process state, anything the
-stage might cache), so the more datums one process serves, the more such state could show.
+once with the field removed from every loaded spec (a process per datum; the job logs show
+which ran). Every file of the `model`, `test` and `select` output repos (path and content) must
+be equal, all 77 + 77 datums processed. The full grid on purpose (~10 s a search here):
+batching differs from one process per datum only in what a process keeps between its datums
+(scikit-learn's and joblib's per-process state, anything the stage might cache), so the more
+datums one process serves, the more such state could show.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from helpers.iris import PIPELINES, ROOT, load_inputs
 from helpers.jobs import state, wait_jobs
 from helpers.pfs import read_repo_bytes
 
+from localpachd.batching import START_LINE
 from localpachd.server import start
 
 OUTPUTS = ("model", "test", "select")
@@ -49,6 +51,12 @@ def _client(data_dir: Path) -> Iterator[Any]:
         server.stop()
 
 
+def _user_code_starts(client: Any, pipeline: str, job_id: str) -> int:
+    """How often the job started a batching user process (its master log says so each time)."""
+    lines = client.get_pipeline_logs(pipeline, master=True)
+    return sum(START_LINE in line.message for line in lines if line.job_id == job_id)
+
+
 def _search(data_dir: Path, batching: bool) -> dict[str, dict[str, bytes]]:
     """Runs the search from empty; returns every output file of model, test and select."""
     with _client(data_dir) as client:
@@ -62,6 +70,9 @@ def _search(data_dir: Path, batching: bool) -> dict[str, dict[str, bytes]]:
         assert {n: state(j) for n, j in jobs.items()} == dict.fromkeys(PIPELINES, "JOB_SUCCESS")
         for name in BATCHING:
             assert (jobs[name].data_processed, jobs[name].data_failed) == (77, 0), name
+            starts = _user_code_starts(client, name, jobs[name].job.id)
+            # batching really ran: one start per worker slot (parallelism 2), no restart
+            assert (1 <= starts <= 2) if batching else starts == 0, (name, starts)
         return {repo: read_repo_bytes(client, repo) for repo in OUTPUTS}
 
 
