@@ -67,18 +67,23 @@ def is_service(spec: pps_pb2.CreatePipelineRequest) -> bool:
 # ------------------------------------------------------------------ jobs in the store
 
 
-def _readiness(tx: Tx, job: db.JobRow) -> str:
-    """"ready" (inputs finished), "wait" (an input still open), or the reason the job can never
-    run: its output commit is gone or finished, or an input failed (as `jobs._ready` decides)."""
+READY, WAIT = "ready", "wait"
+
+
+def _readiness(tx: Tx, job: db.JobRow) -> tuple[str, JobState | None]:
+    """(READY, None): its inputs are finished; (WAIT, None): an input is still open; else the
+    reason and the state the job ends in: its output commit is gone or finished (KILLED), or an
+    input failed (UNRUNNABLE), as `jobs.JobEngine._ready` decides for every other job."""
     out = model.find_commit(tx, job.project, job.pipeline, job.id)
     if out is None or out.is_finished:
-        return "the job's output commit was deleted or finished"
+        return "the job's output commit was deleted or finished", JobState.KILLED
     for up in model.commit_provenance(tx, out.cid):
         if not up.is_finished:
-            return "wait"
+            return WAIT, None
         if up.error:
-            return f"unrunnable because upstream commit {up.repo}@{up.id} failed"
-    return "ready"
+            reason = f"unrunnable because upstream commit {up.repo}@{up.id} failed"
+            return reason, JobState.UNRUNNABLE
+    return READY, None
 
 
 def _pending(tx: Tx, p: db.PipelineRow) -> list[db.JobRow]:
@@ -95,22 +100,21 @@ def running_job(tx: Tx, p: db.PipelineRow) -> str | None:
 def needs_settle(tx: Tx, p: db.PipelineRow) -> bool:
     """Whether `settle` would change a job (read-only, so an idle pass takes no write lock):
     a job other than the RUNNING one is ready or can never run, or the RUNNING one is over."""
-    states = [(j, _readiness(tx, j)) for j in _pending(tx, p)]
+    states = [(j, _readiness(tx, j)[0]) for j in _pending(tx, p)]
     if sum(j.state == JobState.RUNNING for j, _r in states) > 1:
         return True
-    return any(r != ("ready" if j.state == JobState.RUNNING else "wait") for j, r in states)
+    return any(r != (READY if j.state == JobState.RUNNING else WAIT) for j, r in states)
 
 
 def settle(tx: Tx, p: db.PipelineRow) -> str | None:
     """Bring the service pipeline's jobs to 2.7's states; the job whose service should run."""
     target: db.JobRow | None = None
     for job in _pending(tx, p):
-        state = _readiness(tx, job)
-        if state == "ready":
+        reason, end = _readiness(tx, job)
+        if reason == READY:
             target = job
-        elif state != "wait":
-            kind = JobState.KILLED if "output commit" in state else JobState.UNRUNNABLE
-            finish_unrun(tx, job, kind, state)
+        elif end is not None:
+            finish_unrun(tx, job, end, reason)
     if target is None:
         return None
     for job in _pending(tx, p):
