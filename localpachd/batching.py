@@ -42,9 +42,11 @@ What localpachd does, and where it differs:
 
 - A slot is one "datum set": its process is started once per slot and job (the job's master
   log says "starting user code (datum batching)" at every start: tests and benchmarks count
-  them), with the job's env (`worker.slot_process`), PPS_WORKER_GRPC_PORT and
-  LOCALPACHD_WORKER_TOKEN of its own endpoint, PYTHONUNBUFFERED=1, and PACH_DATUM_ID set to the
-  slot's name (what `Runtime.kill_datum` finds it by). Each start gets a fresh endpoint and
+  them), through `Runtime.run` on a thread of its own, with the job's env
+  (`worker.slot_process`), PPS_WORKER_GRPC_PORT and LOCALPACHD_WORKER_TOKEN of its own endpoint,
+  PYTHONUNBUFFERED=1, and PACH_DATUM_ID set to the slot's name (what `Runtime.kill_datum` finds
+  it by). None of these is part of the warm runtime's zygote key (`warm.target`), so every slot
+  forks from the zygote the pipeline's prewarm loaded. Each start gets a fresh endpoint and
   token: a killed process's held call can never answer for its successor.
 - Its /pfs is the slot's scratch tree `<slot>/pfs`, re-laid for each datum by `worker.layout`
   (which keeps the directory: a namespace's /pfs is bound to that inode; if layout had to
@@ -56,8 +58,11 @@ What localpachd does, and where it differs:
   sets no variable: code that must run there reads `Client().worker.next_datum().env`.
 - A failed attempt (error reported, exit, datum_timeout, outputs that cannot be stored) stops
   the process at once; the next one starts only when an attempt needs it (Pachyderm restarts
-  before err_cmd even when no datum is left). err_cmd runs after each failed attempt, on a
-  fresh layout of the datum, as the per-datum path runs it.
+  before err_cmd even when no datum is left). err_cmd runs after each failed attempt, as
+  Pachyderm's `Datum.run` does (localpachd's per-datum path runs it once, after the last
+  try), on a fresh layout of the datum (`worker.run_err_cmd`). The wait for a process's first
+  call is not under datum_timeout (Pachyderm's `start()` is not either): a process that hangs
+  before asking waits for StopJob or job_timeout.
 - A process that exits before asking for any datum MAX_START_FAILURES times in a row breaks
   the slot: the rest of the datums it takes fail at once, naming why (Pachyderm keeps trying).
 - RestartDatum kills the slot's process; that attempt does not use up a try (as per datum).
