@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.pachd import client, serve
 from helpers.pfs import put, read_repo
 from helpers.wait import wait_for
 from lpd_pps_helpers import last_job, pfs, sh_pipeline
@@ -75,16 +76,8 @@ def _alive(pid: int) -> bool:
 
 def _processes(needle: str) -> list[int]:
     """Live processes whose command line contains `needle`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if needle in cmdline and _alive(int(entry.name)):
-                found.append(int(entry.name))
-    return found
+    pids = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    return [p for p in pids if needle in _cmdline(p) and _alive(p)]
 
 
 def _launchers() -> list[int]:
@@ -325,10 +318,40 @@ def test_no_process_outlives_the_server(tmp_path: Path) -> None:
     assert not [p for p in set(_children(os.getpid())) - before if _alive(p)]
 
 
+def test_a_killed_server_leaves_no_launcher_and_no_datum(tmp_path: Path) -> None:
+    """SIGKILL to a `serve` process: its launcher sees EOF on its control socket, kills the
+    running datum's group and exits (and the kernel's parent-death signal is there too)."""
+    mark = f"86397.{os.getpid()}"
+    proc, port = serve(tmp_path / "pachd")
+    try:
+        c = client(port)
+        c.create_repo("in")
+        put(c, "in", {"a": "1"})
+        sh_pipeline(c, "p", pfs("in", "/*"), f"sleep {mark} & sleep {mark}1")
+        wait_for(lambda: len(_processes(mark)) == 2, "the datum and its background process")
+        launchers = [p for p in _children(proc.pid) if "runtime_nslaunch" in _cmdline(p)]
+        assert len(launchers) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not _alive(launchers[0]), "the launcher to exit")
+    wait_for(lambda: not _processes(mark), lambda: f"datum processes left: {_processes(mark)}")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
     return out
 
 
