@@ -6,13 +6,17 @@ CreatePipeline until the job is finished and its output commit holds the 1,000 f
 measures the job engine and the worker (datum planning, scratch layout, process start, output
 collection, commit) rather than any computation. Target: >= 150 datums/s.
 
-`python -m bench.bench_datums [--datums N] [--runtime auto|warm|subprocess]`
+`python -m bench.bench_datums [--datums N] [--runtime auto|warm|subprocess]
+[--pfs-mode auto|namespace|rewrite] [--interleave N]`: `--interleave 3` runs namespace mode and
+rewrite mode alternately, 3 times each, and compares their medians (the machine's speed drifts
+from one minute to the next, so the two modes are measured in the same minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from typing import Any
 
@@ -77,7 +81,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="parallelism_spec.constant (default: the server's cap, the cores)")
     p.add_argument("--pfs-mode", choices=("auto", "namespace", "rewrite"), default=None,
                    help="how datums see /pfs (localpachd serve --pfs-mode; default auto)")
+    p.add_argument("--interleave", type=int, default=0, metavar="N",
+                   help="N runs in namespace mode and N in rewrite mode, alternating; medians")
     args = p.parse_args(argv)
+    if args.interleave:
+        return interleaved(args.interleave, args.datums, args.runtime, args.parallelism)
     from localpachd import runtime_pfsmount as pfsmount
 
     if args.pfs_mode:
@@ -99,6 +107,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     checks = [check("(4) datums/s", rate, 150.0, higher_is_better=True)]
     show(f"(4) datum throughput, {args.datums} `cp` shell datums", figures, checks)
     return {"name": "datums", "figures": figures, "checks": checks, "raw": r}
+
+
+def _in_mode(mode: str, datums: int, runtime: str, parallelism: int | None
+             ) -> tuple[str, float, dict[str, Any]]:  # fmt: skip
+    """One run with the server in `mode`: (the mode it ran in, datums/s, raw figures)."""
+    from localpachd import runtime_pfsmount as pfsmount
+
+    os.environ[pfsmount.MODE_ENV] = mode
+    pfsmount.forget_mode()
+    r = measure(datums, runtime, parallelism)
+    return pfsmount.mode(), r["processed"] / r["wall_s"], r
+
+
+def interleaved(rounds: int, datums: int, runtime: str, parallelism: int | None
+                ) -> dict[str, Any]:  # fmt: skip
+    """Namespace and rewrite mode alternately, `rounds` runs each: each mode's median."""
+    runs: dict[str, list[tuple[str, float, dict[str, Any]]]] = {"namespace": [], "rewrite": []}
+    for _ in range(rounds):
+        for mode, got in runs.items():
+            got.append(_in_mode(mode, datums, runtime, parallelism))
+    figures: dict[str, Any] = {"datums": datums}
+    medians = {}
+    for mode, got in runs.items():
+        medians[mode] = statistics.median(rate for _, rate, _ in got)
+        cpu = [(r["server_cpu_s"] + r["datum_cpu_s"]) * 1000 / datums for _, _, r in got]
+        figures[f"{mode}: modes run in"] = sorted({ran for ran, _, _ in got})
+        figures[f"{mode}: datums/s per run"] = [round(rate, 1) for _, rate, _ in got]
+        figures[f"{mode}: CPU ms per datum, server + datums (median)"] = round(
+            statistics.median(cpu), 2)
+    figures["namespace / rewrite (medians)"] = round(medians["namespace"] / medians["rewrite"], 2)
+    checks = [check("(4) datums/s, namespace mode (median)", medians["namespace"], 150.0,
+                    higher_is_better=True),
+              check("(4) datums/s, rewrite mode (median)", medians["rewrite"], 150.0,
+                    higher_is_better=True)]  # fmt: skip
+    show(f"(4) datum throughput, {datums} `cp` shell datums, /pfs modes interleaved x{rounds}",
+         figures, checks)  # fmt: skip
+    return {"name": "datums", "figures": figures, "checks": checks,
+            "raw": {m: [r for _, _, r in got] for m, got in runs.items()}}
 
 
 if __name__ == "__main__":
