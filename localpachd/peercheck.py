@@ -5,8 +5,10 @@ python-pachyderm's worker channel sends no metadata, so the caller cannot presen
 call; instead the endpoint finds the calling process and reads the token from its environment:
 
 1. `parse_peer(context.peer())` -> the client side of the TCP connection (address, port);
-2. `/proc/net/tcp` and `tcp6`: the ESTABLISHED socket whose local end is that (address, port)
-   and whose remote port is the endpoint's -> the client socket's inode;
+2. the client socket's inode: asked of the kernel for exactly that connection (netlink
+   sock_diag, a few microseconds), or where netlink is unavailable, the ESTABLISHED row of
+   `/proc/net/tcp` / `tcp6` whose local end is that (address, port) and whose remote port is
+   the endpoint's (a few milliseconds: the kernel walks its whole socket table);
 3. the server process's descendants (`/proc/<pid>/task/*/children`, recursively; where the
    kernel lacks that file, the parent pid of every `/proc/<pid>/stat`), at most MAX_PIDS of
    them: the one holding `socket:[inode]` among its `/proc/<pid>/fd` links;
@@ -26,9 +28,10 @@ the slot's user code (or read its /proc/<pid>/environ) and take the token or the
 Real isolation would need another uid or a container per slot. Pid reuse between finding the
 holder and reading its environment is closed by re-reading the fd link afterwards.
 
-The parsers (`parse_peer`, `parse_socket_line`, `parse_stat_ppid`, `parse_pids`,
-`socket_inode`, `environ_value`) are pure and take hostile input (short lines, junk) without
-raising anything but ValueError where documented; the rest reads /proc under `proc`.
+The parsers (`parse_peer`, `diag_request`, `parse_diag_reply`, `parse_socket_line`,
+`parse_stat_ppid`, `parse_pids`, `socket_inode`, `environ_value`) are pure and take hostile
+input (short lines, junk) without raising anything but ValueError where documented; the rest
+reads /proc under `proc` (netlink only for the real /proc).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import socket
+import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -133,6 +138,55 @@ def _hex_endpoint(text: str, byteorder: str) -> tuple[IPAddress, int]:
     return _unmapped(address), int(port, 16)
 
 
+# netlink sock_diag (linux/sock_diag.h, linux/inet_diag.h)
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+_NLMSG = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_DIAG_MSG = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # inet_diag_msg: ... uid, inode
+_NO_COOKIE = b"\xff" * 8
+DIAG_TIMEOUT = 5.0
+
+
+def diag_request(peer: tuple[IPAddress, int], server: IPAddress, port: int) -> bytes:
+    """A SOCK_DIAG_BY_FAMILY request for the one TCP socket whose local end is `peer` and whose
+    remote end is (`server`, `port`): the client side of a connection to us."""
+    family = socket.AF_INET if peer[0].version == 4 else socket.AF_INET6
+    sockid = (struct.pack("!HH", peer[1], port) + peer[0].packed.ljust(16, b"\0")
+              + server.packed.ljust(16, b"\0") + struct.pack("=I", 0) + _NO_COOKIE)
+    body = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << ESTABLISHED) + sockid
+    return _NLMSG.pack(_NLMSG.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0) + body
+
+
+def parse_diag_reply(data: bytes) -> int | None:
+    """The socket inode from the kernel's answer to `diag_request`; None when no such socket
+    (or not established). ValueError for an answer that is neither."""
+    if len(data) < _NLMSG.size:
+        raise ValueError(f"short netlink answer ({len(data)} bytes)")
+    length, kind = _NLMSG.unpack_from(data)[:2]
+    if kind == NLMSG_ERROR and len(data) >= _NLMSG.size + 4:
+        if struct.unpack_from("=i", data, _NLMSG.size)[0] in (-2, -22):  # ENOENT, EINVAL
+            return None
+        raise ValueError(f"netlink error {struct.unpack_from('=i', data, _NLMSG.size)[0]}")
+    if kind != SOCK_DIAG_BY_FAMILY or len(data) < _NLMSG.size + _DIAG_MSG.size:
+        raise ValueError(f"unexpected netlink answer (type {kind}, {len(data)} bytes)")
+    fields = _DIAG_MSG.unpack_from(data, _NLMSG.size)
+    state, inode = fields[1], fields[-1]
+    return inode if state == ESTABLISHED and inode > 0 else None
+
+
+def diag_inode(peer: tuple[IPAddress, int], port: int) -> int | None:
+    """The client socket's inode asked of the kernel (sock_diag). OSError or ValueError when
+    netlink cannot answer (the caller then reads /proc/net/tcp)."""
+    server = (ipaddress.IPv4Address("127.0.0.1") if peer[0].version == 4
+              else ipaddress.IPv6Address("::1"))  # fmt: skip
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as s:
+        s.settimeout(DIAG_TIMEOUT)
+        s.sendto(diag_request(peer, server, port), (0, 0))
+        return parse_diag_reply(s.recv(65536))
+
+
 def matches(row: SocketLine, peer: tuple[IPAddress, int], port: int) -> bool:
     """True for the client side of the connection from `peer` to our loopback `port`."""
     return (row.state == ESTABLISHED and row.inode > 0 and (row.local, row.local_port) == peer
@@ -192,8 +246,19 @@ def _read(path: str, limit: int) -> bytes:
 
 
 def client_inode(peer: tuple[IPAddress, int], port: int, proc: str = "/proc") -> int | None:
-    """The inode of the client socket of the connection `peer` -> loopback `port`, or None."""
-    for name in ("tcp", "tcp6"):
+    """The inode of the client socket of the connection `peer` -> loopback `port`, or None:
+    from netlink when it answers (and `proc` is the real one), else from /proc/net/tcp{,6}."""
+    if proc == "/proc":
+        try:
+            return diag_inode(peer, port)
+        except (OSError, ValueError):
+            pass  # no sock_diag here (module, seccomp): the tables below say the same
+    return scan_inode(peer, port, proc)
+
+
+def scan_inode(peer: tuple[IPAddress, int], port: int, proc: str = "/proc") -> int | None:
+    """`client_inode` from /proc/net/tcp{,6} (IPv4 peers are looked for in tcp first)."""
+    for name in (("tcp", "tcp6") if peer[0].version == 4 else ("tcp6",)):
         try:
             f = open(os.path.join(proc, "net", name), encoding="ascii", errors="replace")
         except OSError:

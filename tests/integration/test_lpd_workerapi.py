@@ -27,8 +27,8 @@ from google.protobuf import empty_pb2
 from helpers.wait import HANG, wait_for
 from python_pachyderm.proto.v2.worker import worker_pb2, worker_pb2_grpc
 
+from localpachd import peercheck, workerapi
 from localpachd import runtime_pfsmount as pfsmount
-from localpachd import workerapi
 from localpachd.workerapi import WORKER_TOKEN_ENV, EndOfBatch, SlotEndpoint
 
 # The slot's user code: sends each error of the spec in turn (from `threads` threads at once
@@ -198,6 +198,21 @@ def test_slot_a_cannot_call_slot_b(endpoints: Any, client_script: Path) -> None:
     got = _run(client_script, endpoint_b.port, token_a, [""])
     assert got[0]["code"] == "PERMISSION_DENIED" and b.errors == []
     assert _run(client_script, endpoint_a.port, token_a, [""]) == [{"env": ["A=1"]}]
+
+
+def test_without_netlink_the_proc_tables_identify_callers(endpoints: Any, client_script: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where sock_diag is unavailable (no module, seccomp), /proc/net/tcp{,6} say the same."""
+
+    def refused(*args: object) -> None:
+        raise OSError("sock_diag refused (injected)")
+
+    monkeypatch.setattr(peercheck, "diag_inode", refused)
+    slot = Slot([{"A": "1"}])
+    endpoint, token = endpoints(slot)
+    assert _run(client_script, endpoint.port, token, [""]) == [{"env": ["A=1"]}]
+    got = _run(client_script, endpoint.port, "0" * 32, [""])
+    assert got[0]["code"] == "PERMISSION_DENIED" and slot.errors == [""]
 
 
 def test_token_set_after_start_is_not_the_initial_environment(endpoints: Any,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -260,3 +261,73 @@ def test_real_proc_descendants_include_a_grandchild() -> None:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=120)
+
+
+# --- the client socket's inode: netlink sock_diag, and /proc/net/tcp{,6} ---------------------
+
+def _reply(kind: int, body: bytes) -> bytes:
+    return pc._NLMSG.pack(pc._NLMSG.size + len(body), kind, 0, 1, 0) + body
+
+
+def _diag_msg(state: int, inode: int) -> bytes:
+    return pc._DIAG_MSG.pack(2, state, 0, 0, b"\0\1", b"\0\2", bytes(16), bytes(16), 0,
+                             bytes(8), 0, 0, 0, 0, inode)
+
+
+def test_diag_request_names_the_client_side_of_the_connection() -> None:
+    req = pc.diag_request((LO, 41397), LO, 8080)
+    length, kind, flags = pc._NLMSG.unpack_from(req)[:3]
+    assert (length, kind, flags) == (len(req), pc.SOCK_DIAG_BY_FAMILY, pc.NLM_F_REQUEST)
+    body = req[pc._NLMSG.size :]
+    assert body[:2] == bytes([2, 6])  # AF_INET, TCP
+    assert body[8:12] == (41397).to_bytes(2, "big") + (8080).to_bytes(2, "big")
+    assert body[12:16] == LO.packed and body[28:32] == LO.packed
+    six = pc.diag_request((V6("::1"), 5), V6("::1"), 6)[pc._NLMSG.size :]
+    assert six[0] == 10 and six[12:28] == V6("::1").packed
+
+
+@pytest.mark.parametrize(("data", "want"), [
+    (_reply(pc.SOCK_DIAG_BY_FAMILY, _diag_msg(1, 4242)), 4242),
+    (_reply(pc.SOCK_DIAG_BY_FAMILY, _diag_msg(6, 4242)), None),  # TIME_WAIT
+    (_reply(pc.SOCK_DIAG_BY_FAMILY, _diag_msg(1, 0)), None),
+    (_reply(pc.NLMSG_ERROR, (-2).to_bytes(4, "little", signed=True) + bytes(16)), None),
+])
+def test_parse_diag_reply(data: bytes, want: int | None) -> None:
+    assert pc.parse_diag_reply(data) == want
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\0" * 15, _reply(pc.SOCK_DIAG_BY_FAMILY, _diag_msg(1, 4242)[:20]),
+    _reply(3, b""),  # NLMSG_DONE
+    _reply(pc.NLMSG_ERROR, (-1).to_bytes(4, "little", signed=True)),  # EPERM: not ours to say
+    _reply(pc.NLMSG_ERROR, b"\0\0"),
+])
+def test_parse_diag_reply_refuses_junk(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        pc.parse_diag_reply(data)
+
+
+@pytest.mark.parametrize("family", ["v4", "v6"])
+def test_both_lookups_find_a_real_connections_client_socket(family: str) -> None:
+    host = "127.0.0.1" if family == "v4" else "::1"
+    kind = socket.AF_INET if family == "v4" else socket.AF_INET6
+    try:
+        server = socket.socket(kind)
+        server.bind((host, 0))
+    except OSError:
+        pytest.skip(f"no {host} here")
+    with server:
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection((host, port)) as client, server.accept()[0]:
+            addr = ipaddress.ip_address(host)
+            peer = (addr, client.getsockname()[1])
+            inode = os.fstat(client.fileno()).st_ino
+            assert pc.scan_inode(peer, port) == inode
+            try:
+                assert pc.diag_inode(peer, port) == inode
+            except OSError:
+                pass  # no sock_diag on this kernel: client_inode uses the scan
+            assert pc.client_inode(peer, port) == inode
+            assert pc.client_inode(peer, port + 1 if port < 65535 else 1) is None
+            assert pc.client_inode((addr, peer[1] ^ 1 or 1), port) is None
