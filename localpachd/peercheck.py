@@ -28,6 +28,13 @@ the slot's user code (or read its /proc/<pid>/environ) and take the token or the
 Real isolation would need another uid or a container per slot. Pid reuse between finding the
 holder and reading its environment is closed by re-reading the fd link afterwards.
 
+A process forked without exec (a warm zygote's child) keeps its parent's initial environment
+block, whatever it puts in os.environ. For it, `reserve` adds a placeholder of the token's
+length to the zygote's own startup environment, and `present(name, token)`, called by the
+forked child, writes its token over that placeholder in its copy of the block (its own stack
+memory: the zygote and other children are unchanged), so /proc/<pid>/environ shows it. Only the
+placeholder's bytes are written: no pointer that code may have kept into the block changes.
+
 The parsers (`parse_peer`, `diag_request`, `parse_diag_reply`, `parse_socket_line`,
 `parse_stat_ppid`, `parse_pids`, `socket_inode`, `environ_value`) are pure and take hostile
 input (short lines, junk) without raising anything but ValueError where documented; the rest
@@ -36,6 +43,7 @@ reads /proc under `proc` (netlink only for the real /proc).
 
 from __future__ import annotations
 
+import ctypes
 import hmac
 import ipaddress
 import os
@@ -225,6 +233,55 @@ def environ_value(data: bytes, name: str) -> bytes | None:
         if entry.startswith(prefix):
             return entry[len(prefix) :]
     return None
+
+
+# --- a forked child's token in its initial environment block ------------------------------
+
+TOKEN_LENGTH = 32  # secrets.token_hex(16)
+PLACEHOLDER = "-" * TOKEN_LENGTH  # never a token: tokens are hex
+
+
+def reserve(env: dict[str, str], name: str) -> dict[str, str]:
+    """`env` for a process that will fork children presenting tokens: `name`=PLACEHOLDER."""
+    return {**env, name: PLACEHOLDER}
+
+
+def placeholder_offset(block: bytes, name: str) -> int | None:
+    """Where the value of `name` starts in an environment block, if its first entry (the one
+    `environ_value` reads) is `name`=PLACEHOLDER; None otherwise."""
+    prefix, at = name.encode() + b"=", 0
+    for entry in block.split(b"\0"):
+        if entry.startswith(prefix):
+            return at + len(prefix) if entry[len(prefix) :] == PLACEHOLDER.encode() else None
+        at += len(entry) + 1
+    return None
+
+
+def env_block_start(stat: str) -> int | None:
+    """`env_start` (field 50) of a /proc/<pid>/stat line, None when absent or junk."""
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 49 or not (fields[47].isascii() and fields[47].isdigit()):
+        return None
+    return int(fields[47])
+
+
+def present(name: str, token: str) -> bool:
+    """In a process forked from one started with `reserve`d env: write `token` over the
+    placeholder in this process's initial environment block. False (nothing written) when
+    there is no placeholder, the token is not TOKEN_LENGTH hex digits, or /proc is unreadable."""
+    if len(token) != TOKEN_LENGTH or not all(c in "0123456789abcdef" for c in token):
+        return False
+    try:
+        block = _read("/proc/self/environ", MAX_ENVIRON)
+        start = env_block_start(_read("/proc/self/stat", MAX_SMALL).decode("ascii", "replace"))
+    except OSError:
+        return False
+    offset = placeholder_offset(block, name)
+    if start is None or offset is None:
+        return False
+    ctypes.memmove(start + offset, token.encode(), TOKEN_LENGTH)
+    return _read("/proc/self/environ", MAX_ENVIRON)[offset : offset + TOKEN_LENGTH] == (
+        token.encode())  # fmt: skip
 
 
 # --- the /proc lookup -------------------------------------------------------------------------

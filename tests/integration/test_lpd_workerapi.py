@@ -43,6 +43,15 @@ if spec.get("orphan"):
         os._exit(0)
     while os.getppid() == parent:
         threading.Event().wait(0.01)
+if "fork_token" in spec:  # a warm zygote's child: os.environ replaced, no exec
+    child = os.fork()
+    if child:
+        os._exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+    os.environ.clear()
+    os.environ.update(PPS_WORKER_GRPC_PORT=spec["port"], LOCALPACHD_WORKER_TOKEN=spec["fork_token"])
+    if spec.get("present"):
+        from localpachd import peercheck
+        assert peercheck.present("LOCALPACHD_WORKER_TOKEN", spec["fork_token"])
 out = open(spec["out"], "w") if spec.get("out") else sys.stdout
 import python_pachyderm
 worker = python_pachyderm.Client().worker
@@ -224,6 +233,28 @@ def test_token_set_after_start_is_not_the_initial_environment(endpoints: Any,
                       + client_script.read_text())
     got = _run(script, endpoint.port, None, [""])
     assert got[0]["code"] == "PERMISSION_DENIED" and slot.errors == []
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_a_forked_child_presents_its_token_over_the_placeholder(
+        endpoints: Any, client_script: Path, present: bool) -> None:  # fmt: skip
+    """As a warm zygote's child: forked from a process started with `reserve`d env, its
+    os.environ replaced. Without `present` its /proc environ is the zygote's: refused."""
+    slot = Slot([{"A": "1"}])
+    endpoint, token = endpoints(slot)
+    proc = subprocess.Popen(
+        [sys.executable, str(client_script), json.dumps({
+            "errors": [""], "fork_token": token, "port": str(endpoint.port),
+            "present": present})],
+        env=peercheck.reserve(_env(endpoint.port, None, client_script.parent), WORKER_TOKEN_ENV),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    out, err = proc.communicate(timeout=HANG)
+    assert proc.returncode == 0, err
+    got = _answers(out)
+    if present:
+        assert got == [{"env": ["A=1"]}] and slot.errors == [""]
+    else:
+        assert got[0]["code"] == "PERMISSION_DENIED" and slot.errors == []
 
 
 def test_refused_from_the_server_process_itself(endpoints: Any,

@@ -331,3 +331,47 @@ def test_both_lookups_find_a_real_connections_client_socket(family: str) -> None
             assert pc.client_inode(peer, port) == inode
             assert pc.client_inode(peer, port + 1 if port < 65535 else 1) is None
             assert pc.client_inode((addr, peer[1] ^ 1 or 1), port) is None
+
+
+# --- a forked child's token over the placeholder ---------------------------------------------
+
+def test_placeholder_offset_only_for_the_first_entry_of_the_name() -> None:
+    ph = pc.PLACEHOLDER.encode()
+    block = b"A=1\0" + VAR.encode() + b"=" + ph + b"\0"
+    assert pc.placeholder_offset(block, VAR) == 4 + len(VAR) + 1
+    assert pc.placeholder_offset(VAR.encode() + b"=" + ph, VAR) == len(VAR) + 1
+    for block in (b"", b"A=1\0", VAR.encode() + b"=" + ph[:-1] + b"\0",
+                  VAR.encode() + b"=abc\0" + VAR.encode() + b"=" + ph + b"\0",  # not the first
+                  VAR.encode() + b"X=" + ph + b"\0", b"X" + VAR.encode() + b"=" + ph):
+        assert pc.placeholder_offset(block, VAR) is None, block
+
+
+def test_env_block_start() -> None:
+    fields = " ".join(str(n) for n in range(3, 53))  # fields 3..52: env_start is field 50
+    assert pc.env_block_start(f"1 (a) b) {fields}") == 50
+    assert pc.env_block_start("1 (a) S 1 2 3") is None
+    assert pc.env_block_start("") is None
+    assert pc.env_block_start(f"1 (a) {fields}".replace(" 50 ", " x ")) is None
+
+
+def test_present_writes_only_a_real_token_over_a_real_placeholder() -> None:
+    """In a child process: refused without a placeholder or with a non-token; with both, its
+    /proc environ shows the token where the placeholder was, and nothing else changed."""
+    code = (
+        "import os, sys\nfrom localpachd import peercheck as pc\n"
+        "before = open('/proc/self/environ', 'rb').read()\n"
+        f"assert not pc.present('NOPE', 'a' * 32)\n"
+        f"assert not pc.present({VAR!r}, 'A' * 32) and not pc.present({VAR!r}, 'a' * 31)\n"
+        f"assert pc.present({VAR!r}, '0123456789abcdef' * 2)\n"
+        "after = open('/proc/self/environ', 'rb').read()\n"
+        "assert after == before.replace(pc.PLACEHOLDER.encode(), b'0123456789abcdef' * 2)\n"
+        f"assert os.environ[{VAR!r}] == pc.PLACEHOLDER  # os.environ is not the block\n"
+    )
+    env = pc.reserve({"PATH": os.environ.get("PATH", ""), "A": "1"}, VAR)
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=False)
+    assert got.returncode == 0, got.stderr
+    without = subprocess.run([sys.executable, "-c", "from localpachd import peercheck as pc; "
+                              f"assert not pc.present({VAR!r}, 'a' * 32)"],
+                             env={"PATH": os.environ.get("PATH", "")}, check=False)
+    assert without.returncode == 0
