@@ -23,8 +23,16 @@ controller (`localpachd.batching`) once per slot and job, and closed when the sl
   the same port (grpc resolves "localhost" to either), never a non-loopback address; without
   SO_REUSEPORT, so no other process can share the port. A port taken on one family is retried.
 - `close()` is idempotent: ends held calls, stops the server, waits (bounded) for handler code
-  still running and joins the handler threads. Starting and closing cost about a millisecond
-  or two each (a grpc server per endpoint; see the report of issue 15).
+  still running and joins the handler threads. A callback still running is given GRACE, then
+  its call is cancelled; close() waits up to CALLS_WAIT for it to return.
+- The slot's process must carry the token in its *initial* environment (/proc/<pid>/environ):
+  an exec'd process does; a process forked without exec (a warm zygote's child) must call
+  `peercheck.present(WORKER_TOKEN_ENV, token)` after fork, its zygote started with
+  `peercheck.reserve(env, WORKER_TOKEN_ENV)`.
+
+Costs (2 cores, median of 200): start + close of an endpoint ~2.2 ms (a grpc server each);
+a NextDatum round trip from python-pachyderm ~0.5 ms; the first call of a connection also walks
+/proc once (~2 ms with ~100 processes).
 """
 
 from __future__ import annotations
