@@ -301,6 +301,25 @@ def test_end_of_batch_holds_the_call_until_close(endpoints: Any, client_script: 
     endpoint.close()
 
 
+def test_close_during_a_callback_ends_the_call_and_waits_for_the_callback(
+        endpoints: Any, client_script: Path) -> None:  # fmt: skip
+    gate = threading.Event()
+    slot = Slot([{"A": "1"}], gate=gate)
+    endpoint, token = endpoints(slot)
+    proc = _spawn(client_script, endpoint.port, token, {"errors": [""]})
+    wait_for(lambda: slot.active == 1, "the callback to run")
+    closer = threading.Thread(target=endpoint.close)
+    closer.start()
+    try:
+        out, err = proc.communicate(timeout=HANG)  # grpc ends the call after GRACE
+        assert _answers(out)[0]["code"] in ("CANCELLED", "UNAVAILABLE"), err
+        assert closer.is_alive()  # close() still waits for the callback to return
+    finally:
+        gate.set()
+    closer.join(HANG)
+    assert not closer.is_alive() and endpoint.running == 0
+
+
 def test_held_call_ends_when_the_caller_is_killed(endpoints: Any, client_script: Path) -> None:
     slot = Slot([])
     endpoint, token = endpoints(slot)

@@ -140,10 +140,22 @@ def test_parsers_take_any_text(text: str) -> None:
         parse(text)
     assert pc.parse_socket_line(text) is None or text.split()[0].endswith(":")
     pc.environ_value(text.encode("utf-8", "surrogatepass"), "X")
+    pc.placeholder_offset(text.encode("utf-8", "surrogatepass"), "X")
+    pc.env_block_start(text)
     try:
         pc.parse_peer(text)
     except ValueError:
         pass
+
+
+@pytest.mark.fuzz
+@given(st.binary(max_size=200))
+def test_diag_reply_parser_takes_any_bytes(data: bytes) -> None:
+    try:
+        got = pc.parse_diag_reply(data)
+    except ValueError:
+        return
+    assert got is None or got > 0
 
 
 # --- the lookup on a /proc-shaped tree ------------------------------------------------------
