@@ -23,8 +23,9 @@ controller (`localpachd.batching`) once per slot and job, and closed when the sl
   the same port (grpc resolves "localhost" to either), never a non-loopback address; without
   SO_REUSEPORT, so no other process can share the port. A port taken on one family is retried.
 - `close()` is idempotent: ends held calls, stops the server, waits (bounded) for handler code
-  still running and joins the handler threads. A callback still running is given GRACE, then
-  its call is cancelled; close() waits up to CALLS_WAIT for it to return.
+  still running and joins the handler threads. A call whose callback still runs is given
+  GRACE, then grpc ends it (the client sees UNAVAILABLE); close() waits up to CALLS_WAIT for
+  the callback to return, so the controller makes its callback return when the slot stops.
 - The slot's process must carry the token in its *initial* environment (/proc/<pid>/environ):
   an exec'd process does; a process forked without exec (a warm zygote's child) must call
   `peercheck.present(WORKER_TOKEN_ENV, token)` after fork, its zygote started with
