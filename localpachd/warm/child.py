@@ -31,8 +31,12 @@ import types
 from importlib.machinery import EXTENSION_SUFFIXES, SourceFileLoader
 from typing import Any, NoReturn
 
-from localpachd import runtime_pfsmount
+from localpachd import peercheck, runtime_pfsmount
 from localpachd.warm import codecache
+
+# localpachd.workerapi.WORKER_TOKEN_ENV, not imported from there: that would load grpc into
+# every zygote (tests/unit/test_batching.py checks they are equal).
+TOKEN_ENV = "LOCALPACHD_WORKER_TOKEN"
 
 _LIBC = ctypes.CDLL(None)
 _REPLY = -1
@@ -69,6 +73,7 @@ def become_datum(
     argv: list[str] = req["argv"]
     env: dict[str, str] = req["env"]
     _replace_environ(env)
+    _present_token(env)
     _new_stdio()
     path0 = _path0(req)
     if path0 and _shadowed(path0, startup):
@@ -89,6 +94,16 @@ def _enter_namespace(req: dict[str, Any]) -> None:
     except OSError as exc:
         os.write(2, (runtime_pfsmount.setup_failure(exc) + "\n").encode())
         os._exit(runtime_pfsmount.SETUP_FAILED)
+
+
+def _present_token(env: dict[str, str]) -> None:
+    """A batching slot's process shows its worker token in /proc/<pid>/environ, where its
+    endpoint looks for it (`localpachd.peercheck`): a fork keeps the zygote's initial
+    environment block, whose placeholder (`reserve`, in `warm.pool`) gets this token."""
+    token = env.get(TOKEN_ENV)
+    if token and not peercheck.present(TOKEN_ENV, token):
+        os.write(2, b"localpachd: this warm process cannot show its worker token in "
+                    b"/proc/self/environ: its worker API will refuse it\n")  # fmt: skip
 
 
 def _reset_signals() -> None:

@@ -23,7 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from localpachd import peercheck
+from localpachd.warm.child import TOKEN_ENV
 from localpachd.warm.zygote import BOOT
+
+PORT_ENV = "PPS_WORKER_GRPC_PORT"  # a slot's worker API port (localpachd.workerapi.PORT_ENV)
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 MAX_FAILURES = 2  # zygote start failures for one key before that key always runs cold
@@ -44,7 +48,7 @@ class ZygoteHandle:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", BOOT, _ROOT, str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
-            env=env,
+            env=zygote_env(env),
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -88,6 +92,14 @@ class ZygoteHandle:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def zygote_env(env: dict[str, str]) -> dict[str, str]:
+    """A zygote's own startup environment: the first datum's, minus the per-slot worker API
+    variables, plus the placeholder a batching child writes its token over (every child gets
+    its complete environment at the fork: `warm.child`)."""
+    base = {k: v for k, v in env.items() if k not in (TOKEN_ENV, PORT_ENV)}
+    return peercheck.reserve(base, TOKEN_ENV)
 
 
 class Pool:

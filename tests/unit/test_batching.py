@@ -175,3 +175,16 @@ def test_layout_keeps_the_slot_pfs_directory_and_what_it_spares(tmp_path: Path) 
         assert (root / "secrets" / "0" / "key").read_text() == "v"
     layout(_datum("a"), root, put)  # nothing spared: the per-datum path
     assert not (root / "secrets").exists()
+
+
+def test_a_zygote_holds_no_slot_token_only_the_placeholder_its_children_fill() -> None:
+    """A warm slot process is a fork: /proc/<pid>/environ shows the zygote's startup block, so
+    the zygote gets a placeholder there (never the first slot's token or port, which every
+    later fork would show) and each child writes its own token over it (warm.child)."""
+    from localpachd import peercheck, workerapi
+    from localpachd.warm import child, pool
+
+    assert (child.TOKEN_ENV, pool.PORT_ENV) == (workerapi.WORKER_TOKEN_ENV, workerapi.PORT_ENV)
+    env = {"PATH": "/bin", workerapi.WORKER_TOKEN_ENV: "ab" * 16, workerapi.PORT_ENV: "4242"}
+    assert pool.zygote_env(env) == {"PATH": "/bin",
+                                    workerapi.WORKER_TOKEN_ENV: peercheck.PLACEHOLDER}  # fmt: skip
