@@ -17,6 +17,8 @@ the child's process group, and to the child itself before its setsid); EOF there
 status also kills the child (nobody waits for it any more). EOF on the control socket (the
 server stopped, or died) kills every child, reaps them and exits; should the launcher die
 first, each child gets SIGKILL from the kernel (PR_SET_PDEATHSIG), so no datum runs unwatched.
+The C library calls are looked up once, and the host's top-level entries (what the new root is
+built from) listed once and again whenever `/` itself changes, not in every child.
 """
 
 from __future__ import annotations
