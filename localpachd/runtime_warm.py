@@ -28,6 +28,9 @@ Known differences from a fresh interpreter, all outside what a datum normally ob
   import-time side effects happened once, in the zygote; a project module that registers
   itself into a library at import does so in the zygote and again in the child.
 - one extra close-on-exec descriptor (the reply socket, numbered >= 1000) is open.
+- /proc/<pid>/environ shows the zygote's startup block, not the datum's environment (os.environ
+  and getenv are the datum's); a batching slot's worker token is written into that block's
+  placeholder (`warm.pool.zygote_env`, `warm.child`), where its worker API looks for it.
 - a file in the datum's sys.path[0] that would shadow a preloaded module makes the child
   exec a fresh interpreter instead (then everything is exact).
 """
