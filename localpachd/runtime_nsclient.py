@@ -20,6 +20,7 @@ under a running datum: the datum's group is killed, its log says why, and the at
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -80,6 +81,8 @@ class LauncherProcess:
                 socket.send_fds(self.control, [request], [theirs.fileno(), *fds])
         except OSError as e:
             reply.close()
+            if e.errno == errno.EMSGSIZE:  # a small socket buffer here: this request only
+                raise LauncherUnavailable(f"request too large for the launcher: {e}") from e
             raise LauncherGone(f"the namespace launcher is gone: {e}") from e
         finally:
             theirs.close()

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -241,6 +242,28 @@ def test_a_launcher_that_cannot_start_falls_back_to_the_per_datum_helper(
         runtime.close()
     assert runtime.launcher.stats == {"launchers": MAX_FAILURES if python != "/nonexistent/python3"
                                       else 0, "datums": 0}  # fmt: skip
+
+
+def test_a_request_too_large_for_the_socket_runs_on_the_helper_and_keeps_the_launcher(
+        tmp_path: Path) -> None:  # fmt: skip
+    """EMSGSIZE (a small socket buffer, injected) sends that one datum to the helper; the
+    launcher is not taken for dead: the next datum is its second."""
+    runtime = _runtime()
+    try:
+        first = _slot(tmp_path, "first")
+        assert runtime.run(_run(first, "true")) == DatumOutcome(0)
+        current = runtime.launcher._current
+        assert current is not None
+        current.control.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = _slot(tmp_path, "big")
+        env = {**ENV, "BIG": "x" * 60_000}
+        assert runtime.run(_run(big, "sh", "-c", 'cat /pfs/in/big; echo " ${#BIG}"', env=env)
+                           ) == DatumOutcome(0)  # fmt: skip
+        assert (big / "log").read_text() == "x 60000\n"
+        assert runtime.run(_run(_slot(tmp_path, "next"), "true")) == DatumOutcome(0)
+    finally:
+        runtime.close()
+    assert runtime.launcher.stats == {"launchers": 1, "datums": 2}
 
 
 @pytest.fixture
