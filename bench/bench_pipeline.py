@@ -3,7 +3,8 @@
 (1) From empty: start localpachd, create raw_data and parameters, create the four pipelines
     from specs/pipelines (model and test with `datum_batching: true`: one process per worker
     slot works through its datums), fill the two repos (the order of `pachsync demo` and of
-    GitOps: specs first, data later), wait until select has finished; versus
+    GitOps: specs first, data later), wait until the two data commits' jobs have finished
+    (InspectJobSet with wait: no polling); versus
     `bench.baseline_iris` (one fresh process doing the same split, 77 fits, 77 evaluations
     and selection with the same stage code). Target (issue 15): ratio <= 1.3.
 (1b) The same search with `datum_batching` removed from every spec (one process, or one fork of
@@ -43,7 +44,7 @@ from bench.common import (
     own_cpu_seconds,
     show,
     tree_cpu_seconds,
-    wait_jobs,
+    wait_commit_sets,
 )
 
 PIPELINES = ["split", "model", "test", "select"]
@@ -68,14 +69,16 @@ def _create_repos(pc: Any) -> None:
     pc.create_repo("parameters")
 
 
-def _load(pc: Any) -> None:
-    with pc.commit("raw_data", "master") as c:
-        pc.put_file_bytes(c, "/iris.csv", (ROOT / "data" / "iris.csv").read_bytes())
-    with pc.commit("parameters", "master") as c:
+def _load(pc: Any) -> list[str]:
+    """Fills raw_data and parameters, one commit each; returns the two commit (set) IDs."""
+    with pc.commit("raw_data", "master") as raw:
+        pc.put_file_bytes(raw, "/iris.csv", (ROOT / "data" / "iris.csv").read_bytes())
+    with pc.commit("parameters", "master") as params:
         for kind in ("c", "gamma"):
             lines = (ROOT / "data" / "parameters" / f"{kind}_parameters.txt").read_bytes()
             for i, line in enumerate(lines.splitlines(keepends=True)):
-                pc.put_file_bytes(c, f"/{kind}_parameters.txt/{i:016x}", line)
+                pc.put_file_bytes(params, f"/{kind}_parameters.txt/{i:016x}", line)
+    return [raw.id, params.id]
 
 
 def _specs(batching: bool) -> list[dict[str, Any]]:
@@ -105,10 +108,13 @@ def _job_marks(jobs: dict[str, Any], t0: float) -> dict[str, float]:
     return out
 
 
-def _full_done(models: int):  # type: ignore[no-untyped-def]
-    def done(jobs: dict[str, Any]) -> bool:
-        return int(jobs["model"].data_total) == models and int(jobs["test"].data_total) == models
-    return done
+def _require_full(jobs: dict[str, Any]) -> None:
+    """A run that failed or processed fewer datums must not be timed as if it had worked."""
+    counts = _counts(jobs)
+    states = {n: job_state(j) for n, j in jobs.items()}
+    if set(states) != set(PIPELINES) or set(states.values()) != {"JOB_SUCCESS"} or any(
+            counts[n]["processed"] != 77 for n in ("model", "test")):
+        raise RuntimeError(f"the search did not run fully: {states}, {counts}")
 
 
 def full_run(runtime: str, incremental: bool, batching: bool = True) -> dict[str, Any]:
@@ -122,10 +128,11 @@ def full_run(runtime: str, incremental: bool, batching: bool = True) -> dict[str
         for spec in _specs(batching):
             create_pipeline_from_spec(pc, spec)
         marks["pipelines created"] = time.perf_counter() - t0
-        _load(pc)
+        commits = _load(pc)
         marks["data loaded"] = time.perf_counter() - t0
-        jobs = wait_jobs(pc, PIPELINES, expect=_full_done(77))
+        jobs = wait_commit_sets(pc, commits)
         full = time.perf_counter() - t0
+        _require_full(jobs)
         cpu = tree_cpu_seconds(server.process.pid)
         server_cpu = own_cpu_seconds(server.process.pid)
         result: dict[str, Any] = {"runtime": runtime, "batching": batching,
@@ -142,10 +149,10 @@ def full_run(runtime: str, incremental: bool, batching: bool = True) -> dict[str
 
 
 def _incremental(pc: Any) -> dict[str, Any]:
-    t0, started = time.perf_counter(), time.time() - 0.01
+    t0 = time.perf_counter()
     with pc.commit("parameters", "master") as c:
         pc.put_file_bytes(c, f"/c_parameters.txt/{11:016x}", NEW_C)
-    jobs = wait_jobs(pc, PIPELINES[1:], after=started, expect=_full_done(84))
+    jobs = wait_commit_sets(pc, [c.id])
     return {"incremental_s": time.perf_counter() - t0, "incremental_jobs": _counts(jobs),
             "incremental_states": {n: job_state(j) for n, j in jobs.items()}}
 

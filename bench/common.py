@@ -158,6 +158,20 @@ def wait_jobs(pc: Any, names: list[str], timeout: float = 600, after: float = 0.
     raise RuntimeError(f"jobs of {names} not finished within {timeout}s")
 
 
+def wait_commit_sets(pc: Any, commit_ids: Iterable[str]) -> dict[str, Any]:
+    """The jobs of each commit set (pipeline -> JobInfo), once all of them have finished.
+
+    InspectJobSet with `wait` (`pachctl wait commitset`): the server answers as each job ends,
+    so the time measured ends with the last job, not at the next poll, and no polling RPC
+    competes with the work. A later set's job replaces an earlier one of the same pipeline.
+    """
+    jobs: dict[str, Any] = {}
+    for commit_id in commit_ids:
+        for info in pc.inspect_job(commit_id, wait=True):
+            jobs[info.job.pipeline.name] = info
+    return jobs
+
+
 def _finished(job: Any, after: float) -> bool:
     created = job.created.seconds + job.created.nanos / 1e9
     return job_state(job) in TERMINAL and created >= after
