@@ -121,4 +121,5 @@ def test_iris_search_on_the_warm_runtime_matches_one_plain_process(tmp_path: Pat
     assert [pps_pb2.JobState.Name(j.state) for j in jobs.values()] == ["JOB_SUCCESS"] * 4
     assert len(got["model"]) == 77 and len(got["test"]) == 2 * 77  # _metric.txt and _cv.txt
     assert got == expected
-    assert stats["cold"] == 0 and stats["warm"] == 1 + 77 + 77 + 1
+    # split and select: one fork each; model and test batch: one fork per worker slot (2 each)
+    assert stats["cold"] == 0 and stats["warm"] == 1 + 2 + 2 + 1
