@@ -10,6 +10,9 @@ to /pfs/out/<its name>. Behaviour is steered by transform.env:
   FAIL_ON   a datum whose file name contains it raises (reported as its error)
   EXIT_ON   the process exits (status 3) when handed its datum number EXIT_ON
   HANG_ON   a datum whose file name contains it hangs, the first time only (marker in STARTS' dir)
+  PEERS     before its first datum, the process waits until PEERS slots wrote their port into
+            STARTS' dir, calls every other slot's NextDatum, writes the status it got there and
+            waits until every slot has
 """
 
 from __future__ import annotations
@@ -70,8 +73,37 @@ def decorated() -> None:
     batch_all_datums(each)()  # as `@batch_all_datums` over `each`
 
 
+def probe_peers(peers: int) -> None:
+    """Call the other slots' worker APIs with this process's own environment: each must refuse."""
+    import grpc
+    from python_pachyderm.proto.v2.worker import worker_pb2, worker_pb2_grpc
+
+    folder, mine = os.path.dirname(os.environ["STARTS"]), os.environ["PPS_WORKER_GRPC_PORT"]
+    with open(os.path.join(folder, f"port.{mine}"), "w"):
+        pass
+    deadline = time.monotonic() + 120
+    while len(ports := [n[5:] for n in os.listdir(folder) if n.startswith("port.")]) < peers:
+        assert time.monotonic() < deadline, "the other slots never started"
+        time.sleep(0.05)
+    for port in (p for p in ports if p != mine):
+        stub = worker_pb2_grpc.WorkerStub(grpc.insecure_channel(f"localhost:{port}"))
+        try:
+            stub.NextDatum(worker_pb2.NextDatumRequest(), timeout=60)
+            got = "OK"
+        except grpc.RpcError as exc:
+            got = exc.code().name
+        with open(os.path.join(folder, f"probe.{mine}.{port}"), "w") as f:
+            f.write(got)
+    # no slot asks for a datum (and may end) before every probe is done: all endpoints stay up
+    while sum(n.startswith("probe.") for n in os.listdir(folder)) < peers * (peers - 1):
+        assert time.monotonic() < deadline, "the other slots never probed"
+        time.sleep(0.05)
+
+
 if __name__ == "__main__":
     with open(os.environ["STARTS"], "a") as f:
         f.write(f"{os.getpid()}\n")
     print("user code starting")
+    if os.environ.get("PEERS"):
+        probe_peers(int(os.environ["PEERS"]))
     decorated() if sys.argv[2:] == ["decorator"] else raw_loop()

@@ -155,6 +155,17 @@ def test_each_slot_starts_its_user_code_once_for_all_its_datums(lpd: Lpd, parall
         assert runtime.stats["zygotes"] == 1 and runtime.stats["cold"] == 0
 
 
+def test_a_slot_process_cannot_use_another_slots_worker_api(lpd: Lpd) -> None:
+    c = lpd.client
+    c.create_repo("data")
+    put(c, "data", _files(4))
+    lpd.pipeline("b", env={"PEERS": "2"}, parallelism_spec=pps_pb2.ParallelismSpec(constant=2))
+    job = last_job(c, "b")
+    _ok(job)
+    probes = {p.name: p.read_text() for p in lpd.tmp.glob("probe.*")}
+    assert len(probes) == 2 and set(probes.values()) == {"PERMISSION_DENIED"}
+
+
 # ---------------------------------------------------------------- outputs and skipping
 
 
