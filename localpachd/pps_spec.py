@@ -183,12 +183,6 @@ def validate(req: pps_pb2.CreatePipelineRequest) -> None:
 SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")
 
 
-def long_running(spec: pps_pb2.CreatePipelineRequest) -> bool:
-    """A spout or a service: its cmd runs as one supervised process (`localpachd.longrun`),
-    never as the datums of jobs."""
-    return bool(spec.HasField("spout") or spec.HasField("service"))
-
-
 def _validate_long_running(req: pps_pb2.CreatePipelineRequest) -> None:
     """Pachyderm 2.7's rules for spouts and services (validatePipeline), plus the ports a
     service needs on one machine."""
