@@ -58,9 +58,9 @@ What localpachd does, and where it differs:
   sets no variable: code that must run there reads `Client().worker.next_datum().env`.
 - A failed attempt (error reported, exit, datum_timeout, outputs that cannot be stored) stops
   the process at once; the next one starts only when an attempt needs it (Pachyderm restarts
-  before err_cmd even when no datum is left). err_cmd runs after each failed attempt, as
-  Pachyderm's `Datum.run` does (localpachd's per-datum path runs it once, after the last
-  try), on a fresh layout of the datum (`worker.run_err_cmd`). The wait for a process's first
+  before err_cmd even when no datum is left). Retries and err_cmd follow the per-datum path's
+  rule (`worker.failed_attempt`, `localpachd.attempts`): err_cmd after each failed attempt, in
+  the attempt's /pfs as left. The wait for a process's first
   call is not under datum_timeout (Pachyderm's `start()` is not either): a process that hangs
   before asking waits for StopJob or job_timeout.
 - A process that exits before asking for any datum MAX_START_FAILURES times in a row breaks
@@ -90,6 +90,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from secrets import token_hex
 
+from localpachd.attempts import Tally, Verdict
 from localpachd.datums import Datum
 from localpachd.outputs import OutputError, OutputFile
 from localpachd.runtime import DatumOutcome, DatumRun
@@ -100,9 +101,9 @@ from localpachd.worker import (
     DatumResult,
     JobContext,
     datum_vars,
+    failed_attempt,
     layout,
     note,
-    run_err_cmd,
     secret_files,
     slot_process,
 )
@@ -301,24 +302,26 @@ class Slot:
         if self.broken:
             note(log, self.broken)
             return DatumResult(False, 0, reason=self.broken)
-        reason, tries, attempt, restarts, recovered = "", max(1, ctx.datum_tries), 0, 0, False
-        while attempt < tries and not io.cancelled() and not self.broken:
-            attempt += 1
+        reason, tally, restarts = "", Tally(ctx.datum_tries), 0
+        while tally.verdict is Verdict.RETRY and not io.cancelled() and not self.broken:
+            started = time.monotonic()
             files, reason = self._attempt(d, log)
             if files is not None:
-                return DatumResult(True, attempt, files, upload_bytes=sum(o.size for o in files))
+                return DatumResult(True, tally.attempt, files,
+                                   upload_bytes=sum(o.size for o in files))  # fmt: skip
             if self.job.take_restart(d.id) and restarts < MAX_RESTARTS and not io.cancelled():
-                restarts, attempt = restarts + 1, attempt - 1
+                restarts += 1
                 note(log, "datum restarted (RestartDatum)")
                 continue
             if io.cancelled():
                 break
-            note(log, f"attempt {attempt}/{tries} failed: {reason}")
-            if ctx.err_cmd:  # after each failed attempt, as Pachyderm's Datum.run
-                recovered = run_err_cmd(ctx, d, self.root, log, io) or recovered
+            # note, err_cmd and count: the per-datum path's rule (localpachd.attempts)
+            used = time.monotonic() - started
+            tally = failed_attempt(ctx, d, self.root, log, io, tally, reason, used)
         if io.cancelled():
-            return DatumResult(False, attempt, reason="job was stopped")
-        return DatumResult(False, attempt, reason=reason, recovered=recovered)
+            return DatumResult(False, tally.attempt, reason="job was stopped")
+        return DatumResult(False, tally.failed, reason=reason,
+                           recovered=tally.verdict is Verdict.RECOVERED)  # fmt: skip
 
     def _attempt(self, d: Datum, log: Path) -> tuple[tuple[OutputFile, ...] | None, str]:
         """One attempt: (its outputs, "") or (None, why it failed)."""

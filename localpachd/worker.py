@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import shutil
 import stat
 import sys
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from localpachd import logs
+from localpachd.attempts import Tally, Verdict, after_failure, err_cmd_time
 from localpachd.datums import Datum, RepoFile
 from localpachd.outputs import DEFAULT_LIMITS, Ingest, Limits, OutputError, OutputFile, collect
 from localpachd.runtime import DatumOutcome, DatumRun, Runtime
@@ -384,41 +387,45 @@ def _attempts(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: Dat
               ) -> DatumResult:  # fmt: skip
     cancelled, reuse_root = io.cancelled, io.reuse_root
     outputs = Collect(io.ingest, io.limits, cancelled)
-    reason, tries, attempt, restarts = "", max(1, ctx.datum_tries), 0, 0
-    while attempt < tries and not cancelled():
-        attempt += 1
+    reason, tally, restarts = "", Tally(ctx.datum_tries), 0
+    while tally.verdict is Verdict.RETRY and not cancelled():
         pfs_root = layout(datum, root, io.materialize)  # a fresh scratch tree per attempt
         run = _process(ctx, datum, pfs_root, log_path, _cwd(ctx, root, pfs_root))
         if not run.cwd.is_dir():
             reason = f"working_dir {ctx.working_dir!r} does not exist on this machine"
             note(log_path, reason)
-            break
+            _done(root, reuse_root)
+            return DatumResult(False, tally.attempt, reason=reason)
         if cancelled():  # stopped while the scratch tree was laid out
             break
+        started = time.monotonic()
         with secret_files(ctx, pfs_root):
             outcome = io.runtime.run(run)
+        used = math.inf if outcome.timed_out else time.monotonic() - started
         ok = outcome.returncode == 0 or outcome.returncode in ctx.accept_return_code
         if ok and not outcome.timed_out and not cancelled():
             try:
                 files = outputs(pfs_root, log_path)
-            except OutputError as exc:
+            except OutputError as exc:  # Pachyderm's upload is outside Datum.run: no err_cmd
                 reason = str(exc)
-                note(log_path, f"attempt {attempt}/{tries} failed: {reason}")
+                tally = failed_attempt(ctx, datum, root, log_path, io, tally, reason, None)
                 continue
             _done(root, reuse_root)
-            return DatumResult(True, attempt, files, upload_bytes=sum(o.size for o in files))
+            return DatumResult(True, tally.attempt, files,
+                               upload_bytes=sum(o.size for o in files))  # fmt: skip
         if io.restarted() and restarts < MAX_RESTARTS and not cancelled():
-            restarts, attempt = restarts + 1, attempt - 1
+            restarts += 1
             note(log_path, "datum restarted (RestartDatum)")
             continue
+        if cancelled():
+            break
         reason = _failure(ctx, outcome)
-        note(log_path, f"attempt {attempt}/{tries} failed: {reason}")
-    if cancelled():
-        _done(root, reuse_root)
-        return DatumResult(False, attempt, reason="job was stopped")
-    recovered = bool(ctx.err_cmd) and run_err_cmd(ctx, datum, root, log_path, io)
+        tally = failed_attempt(ctx, datum, root, log_path, io, tally, reason, used)
     _done(root, reuse_root)
-    return DatumResult(False, attempt, reason=reason, recovered=recovered)
+    if cancelled():
+        return DatumResult(False, tally.attempt, reason="job was stopped")
+    return DatumResult(False, tally.failed, reason=reason,
+                       recovered=tally.verdict is Verdict.RECOVERED)  # fmt: skip
 
 
 def _done(root: Path, reuse: bool) -> None:
@@ -426,13 +433,43 @@ def _done(root: Path, reuse: bool) -> None:
         remove_tree(root)
 
 
-def run_err_cmd(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO) -> bool:
-    """Pachyderm's err_cmd: run on a failed datum; exit 0 marks the datum RECOVERED."""
-    pfs_root = layout(datum, root, io.materialize)
+def failed_attempt(
+    ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO, tally: Tally,
+    reason: str, used: float | None,
+) -> Tally:  # fmt: skip
+    """After attempt `tally.attempt` failed with `reason`, as Pachyderm's `Datum.run`: note it,
+    run err_cmd (`used`: seconds of the attempt's datum_timeout it took; None: err_cmd does not
+    run, the failure came after the user code) and count it (`attempts.after_failure`; what
+    comes next is the result's `verdict`). Both datum paths call this: they cannot drift."""
+    note(log_path, f"attempt {tally.attempt}/{max(1, tally.tries)} failed: {reason}")
+    ok = None
+    if ctx.err_cmd and used is not None:
+        ok = run_err_cmd(ctx, datum, root, log_path, io, err_cmd_time(ctx.datum_timeout, used))
+    return after_failure(tally, ok)[1]
+
+
+def run_err_cmd(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: DatumIO,
+                timeout: float | None) -> bool:  # fmt: skip
+    """Pachyderm's err_cmd (`driver.RunUserErrorHandlingCode`) after a failed attempt: in that
+    attempt's /pfs as it left it (`root/pfs`, outputs included), with the datum's environment,
+    err_stdin, the transform's working_dir, for what is left of the attempt's datum_timeout
+    (`timeout`; 0 or less: it cannot start). An exit status of 0 or one in accept_return_code
+    succeeds: the datum is RECOVERED unless a later attempt succeeds."""
+    if timeout is not None and timeout <= 0:
+        note(log_path, f"err_cmd not run: the datum's timeout ({ctx.datum_timeout}s) has passed")
+        return False
+    pfs_root = root / "pfs"
+    run = _process(ctx, datum, pfs_root, log_path, _cwd(ctx, root, pfs_root), err=True)
     with secret_files(ctx, pfs_root):
-        outcome = io.runtime.run(_process(ctx, datum, pfs_root, log_path, root, err=True))
-    ok = outcome.returncode == 0 and not outcome.timed_out
-    note(log_path, "err_cmd succeeded: datum recovered" if ok else "err_cmd failed")
+        outcome = io.runtime.run(replace(run, timeout=timeout))
+    code = outcome.returncode
+    ok = not outcome.timed_out and (code == 0 or code in ctx.accept_return_code)
+    if ok:
+        note(log_path, "err_cmd succeeded: datum recovered")
+    elif outcome.timed_out:
+        note(log_path, f"err_cmd failed: the datum's timeout ({ctx.datum_timeout}s) has passed")
+    else:
+        note(log_path, f"err_cmd failed: exit status {code}")
     return ok
 
 
