@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -130,3 +134,88 @@ def test_err_cmd_recovers_failed_datums(client: Any) -> None:
     assert state(job) == "JOB_SUCCESS" and counts(job) == (1, 0, 0, 2)
     assert job.data_recovered == 1
     assert read_repo(client, "rec") == {"/a": "good\n"}
+
+
+# ---------------------------------------------------------------- err_cmd per attempt (2.7)
+
+USER = Path(__file__).with_name("lpd_batching_user.py").resolve()  # a batching pipeline's code
+
+
+def _err_cmd_succeeding_on_run(marks: Path, n: int) -> list[str]:
+    """Records each run's PACH_DATUM_ID in `marks`; succeeds only on its `n`-th run."""
+    return ["sh", "-c", f'echo "$PACH_DATUM_ID" >> {marks}; [ "$(wc -l < {marks})" -eq {n} ]']
+
+
+def _by_name(client: Any, pipeline: str, job_id: str) -> dict[str, Any]:
+    return {os.path.basename(d.data[0].file.path): d for d in client.list_datum(pipeline, job_id)}
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["per-datum", "batching"])
+def test_err_cmd_after_each_try_recovers_the_datum_alike_per_datum_and_batching(
+    client: Any, localpachd: Any, tmp_path: Path, batching: bool
+) -> None:
+    # Pachyderm 2.7's Datum.run: err_cmd after every failed attempt; one success (here the
+    # second of three) makes the datum RECOVERED, counted in data_recovered, the job succeeds.
+    marks = tmp_path / "marks"
+    put(client, "data", {"/c": "bad\n"})
+    err = {"err_cmd": _err_cmd_succeeding_on_run(marks, 2)}
+    if batching:
+        config = {
+            "active_context": "t",
+            "contexts": {"t": {"pachd_address": f"{localpachd.host}:{localpachd.port}"}},
+        }
+        Path(os.environ["PACH_CONFIG"]).write_text(json.dumps({"v2": config}))
+        client.create_pipeline(
+            "rec",
+            input=pfs("data", "/*", name="in"),
+            datum_tries=3,
+            transform=pps_pb2.Transform(
+                cmd=[sys.executable, str(USER), "/pfs/out"],
+                datum_batching=True,
+                env={"FAIL_ON": "c", "STARTS": str(tmp_path / "starts")},
+                **err,
+            ),
+        )
+    else:
+        sh_pipeline(client, "rec", pfs("data", "/*"),
+                    "grep -q bad /pfs/data/* && exit 1; cp /pfs/data/* /pfs/out/",
+                    datum_tries=3, transform=err)  # fmt: skip
+    job = last_job(client, "rec")
+    assert state(job) == "JOB_SUCCESS", job.reason
+    assert counts(job) == (2, 0, 0, 3) and job.data_recovered == 1
+    datums = _by_name(client, "rec", job.job.id)
+    assert {n: d.state for n, d in datums.items()} == {
+        "a": pps_pb2.SUCCESS, "b": pps_pb2.SUCCESS, "c": pps_pb2.RECOVERED}  # fmt: skip
+    assert marks.read_text().split() == [datums["c"].datum.id] * 3
+    assert sorted(read_repo(client, "rec")) == ["/a", "/b"]  # a recovered datum writes nothing
+
+
+def test_a_datum_that_succeeds_after_a_recovery_counts_as_processed(
+    client: Any, tmp_path: Path
+) -> None:
+    marks, tries = tmp_path / "marks", tmp_path / "tries"
+    err = {"err_cmd": _err_cmd_succeeding_on_run(marks, 1)}
+    put(client, "data", {"/c": "flaky\n"})
+    sh_pipeline(client, "rec", pfs("data", "/*"),
+                f"if grep -q flaky /pfs/data/* && [ ! -e {tries} ]; then",
+                f"  touch {tries}; exit 1",
+                "fi",
+                "cp /pfs/data/* /pfs/out/",
+                datum_tries=3, transform=err)  # fmt: skip
+    job = last_job(client, "rec")
+    assert state(job) == "JOB_SUCCESS" and counts(job) == (3, 0, 0, 3)
+    assert job.data_recovered == 0 and len(marks.read_text().split()) == 1
+    assert read_repo(client, "rec") == {"/a": "good\n", "/b": "good\n", "/c": "flaky\n"}
+
+
+def test_err_cmd_cannot_recover_a_datum_that_timed_out(client: Any, tmp_path: Path) -> None:
+    # err_cmd runs under the attempt's own datum_timeout context: once it ended, it cannot start.
+    marks = tmp_path / "marks"
+    put(client, "data", {"/c": "bad\n"})
+    sh_pipeline(client, "rec", pfs("data", "/*"),
+                "grep -q bad /pfs/data/* && sleep 30; cp /pfs/data/* /pfs/out/",
+                datum_tries=2, datum_timeout=duration_pb2.Duration(seconds=1),
+                transform={"err_cmd": ["sh", "-c", f"echo run >> {marks}"]})  # fmt: skip
+    job = last_job(client, "rec")
+    assert state(job) == "JOB_FAILURE" and counts(job) == (2, 0, 1, 3)
+    assert job.data_recovered == 0 and not marks.exists()
