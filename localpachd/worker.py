@@ -7,9 +7,11 @@ Called by `localpachd.jobs` from its datum threads. For each datum it lays out a
 values to the scratch `pfs` directory (a real `/pfs` cannot exist on every machine; where the
 kernel allows, the subprocess runtime also mounts it at a private `/pfs`: `DatumRun.binds`),
 replaces `python3`/`python` by the interpreter localpachd runs under, and hands a `DatumRun` to the
-`Runtime`. Attempts are retried up to `datum_tries`; outputs are collected (`localpachd.outputs`:
-bounded, links never followed out of the datum's /pfs) only from a successful attempt, so a failed
-or killed attempt never leaks half-written files; output that cannot be stored fails the attempt.
+`Runtime`. Attempts are retried up to `datum_tries`, with `err_cmd` after each failed one, as
+Pachyderm 2.7's `Datum.run` (`failed_attempt`: the rule of `localpachd.attempts`, which the
+batching path follows too); outputs are collected (`localpachd.outputs`: bounded, links never
+followed out of the datum's /pfs) only from a successful attempt, so a failed or killed attempt
+never leaks half-written files; output that cannot be stored fails the attempt.
 Every path built from a name goes through `localpachd.safepath.safe_join`.
 """
 
@@ -349,10 +351,12 @@ def run_datum(
 
     `io.restarted()` tells (once) that the last attempt was killed by RestartDatum: that attempt
     does not count as a try. An attempt whose output cannot be stored (`localpachd.outputs`,
-    within `io.limits`) fails like a non-zero exit. After the last failed try, `err_cmd` may
-    recover the datum. The log's directory must exist. `root` is removed at the end, unless
-    `io.reuse_root` (a worker slot: the next datum's `layout` empties it, the caller removes it
-    when the job is done). A name that would lay the datum out beyond `root` fails it at once.
+    within `io.limits`) fails like a non-zero exit, but runs no err_cmd. After each other failed
+    attempt `err_cmd` runs (`failed_attempt`); one that succeeds makes the datum RECOVERED
+    unless a later attempt succeeds. The log's directory must exist. `root` is removed at the
+    end, unless `io.reuse_root` (a worker slot: the next datum's `layout` empties it, the
+    caller removes it when the job is done). A name that would lay the datum out beyond `root`
+    fails it at once.
     """
     if not ctx.cmd:
         # Real Pachyderm falls back to the image's entrypoint; there is no image here.
