@@ -94,8 +94,26 @@ def forget_mode() -> None:
     _found.clear()
 
 
+PROBE_TRIES = 2  # a busy machine can fail one start (EAGAIN, a slow fork): ask once more
+
+
 def probe() -> bool:
-    """Whether a wrapped `sh` sees a bound directory at /pfs (the kernel allows namespaces)."""
+    """Whether a wrapped `sh` sees a bound directory at /pfs (the kernel allows namespaces).
+    Tried `PROBE_TRIES` times: the answer holds for the server's whole life, so one transient
+    failure must not turn every datum to rewrite mode; the last failure is logged."""
+    failure = ""
+    for _ in range(PROBE_TRIES):
+        failure = _probe_once()
+        if not failure:
+            return True
+    import logging  # here: the helper never logs
+
+    logging.getLogger("localpachd").info("/pfs namespace probe failed: %s", failure)
+    return False
+
+
+def _probe_once() -> str:
+    """Empty if the probe saw its file at /pfs, else why not (one line)."""
     import subprocess  # here, not at the top: the helper itself starts as fast as it can
     import tempfile
 
@@ -108,9 +126,12 @@ def probe() -> bool:
         try:
             got = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT, check=False,
                                  stdin=subprocess.DEVNULL)  # fmt: skip
-        except (OSError, subprocess.SubprocessError):
-            return False
-        return got.returncode == 0 and got.stdout == b"ok"
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if got.returncode == 0 and got.stdout == b"ok":
+            return ""
+        err = got.stderr.decode(errors="replace").strip().splitlines()
+        return f"exit status {got.returncode}" + (f": {err[-1][:200]}" if err else "")
 
 
 def describe(current: str) -> str:

@@ -41,6 +41,14 @@ def _host_pfs() -> object:
     return sorted(os.listdir("/pfs")) if os.path.isdir("/pfs") else os.lstat("/pfs").st_ino
 
 
+@pytest.fixture(autouse=True)
+def _fresh_mode() -> Iterator[None]:
+    """Each test finds the mode itself, never one cached by an earlier file's test."""
+    pfsmount.forget_mode()
+    yield
+    pfsmount.forget_mode()
+
+
 @pytest.fixture
 def namespace_mode() -> None:
     if pfsmount.mode() != pfsmount.NAMESPACE:
@@ -261,3 +269,21 @@ def test_an_unknown_pfs_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(pfsmount.MODE_ENV, "sometimes")
     with pytest.raises(ValueError, match="choose one of auto, namespace, rewrite"):
         pfsmount.mode()
+
+
+def test_one_transient_probe_failure_does_not_turn_the_server_to_rewrite(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The mode holds for the server's life: a probe failing once (a busy machine) is asked
+    again; failing every time means rewrite, with the last reason logged."""
+    real = pfsmount._probe_once
+    if real():
+        pytest.skip("this kernel refuses private mount namespaces: nothing to retry here")
+    answers = iter(["exit status 126: EAGAIN", ""])
+    monkeypatch.setattr(pfsmount, "_probe_once", lambda: next(answers))
+    assert pfsmount.mode() == pfsmount.NAMESPACE
+    pfsmount.forget_mode()
+    monkeypatch.setattr(pfsmount, "_probe_once", lambda: "exit status 126: refused")
+    with caplog.at_level("INFO", logger="localpachd"):
+        assert pfsmount.mode() == pfsmount.REWRITE
+    assert "probe failed: exit status 126: refused" in caplog.text
