@@ -15,12 +15,12 @@ from google.protobuf import empty_pb2, message
 from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 
-from localpachd import errors, pps_spec, secrets, waits
+from localpachd import errors, pps_spec, runtime_template, secrets, waits
 from localpachd.context import Apply, ServerContext, fill_unimplemented
 from localpachd.datums import COMPOSITE_KINDS, DatumError, InputSource, RepoFile, compute_datums
 from localpachd.jobrun import datum_inputs_json
 from localpachd.pfs import files, model
-from localpachd.pps import convert, db, jobwatch, listing, logstream, pipelines
+from localpachd.pps import convert, db, jobwatch, listing, logstream, pipelines, template
 from localpachd.store import Tx
 
 
@@ -368,6 +368,25 @@ class PPSServicer(grpc_pb.APIServicer):  # type: ignore[misc]
         self, req: pps_pb2.GetLogsRequest, context: grpc.ServicerContext
     ) -> Iterator[pps_pb2.LogMessage]:
         yield from logstream.get_logs(self.ctx, req, context)
+
+    # ------------------------------------------------------------ templates
+
+    def RenderTemplate(
+        self, req: pps_pb2.RenderTemplateRequest, context: grpc.ServicerContext
+    ) -> pps_pb2.RenderTemplateResponse:
+        """A Jsonnet pipeline template rendered in a limited process of its own (see
+        localpachd/runtime_template.py; the bounds and the specs: localpachd/pps/template.py)."""
+        args = dict(req.args)
+        template.check_request(req.template, args)
+
+        def stop() -> bool:  # the client gave up, or the server stops: the evaluator is killed
+            return self.ctx.stopping.is_set() or not context.is_active()
+
+        try:
+            rendered = runtime_template.evaluate(req.template, args, stop=stop)
+        except runtime_template.Failure as exc:
+            raise template.failed(exc.kind, exc.text) from exc
+        return template.response(rendered)
 
     # ------------------------------------------------------------ secrets
 
