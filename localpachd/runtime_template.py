@@ -113,7 +113,7 @@ def _run_child(template: str, args: dict[str, str], lim: Limits, stop: Callable[
             proc = subprocess.Popen(
                 [sys.executable, "-I", os.path.abspath(__file__)],
                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd="/", env={}, start_new_session=True,
+                cwd="/", env=_child_env(), start_new_session=True,
             )
         except OSError as exc:  # its text would name the interpreter's path
             raise Failure(Kind.CRASHED, "could not start the Jsonnet evaluator "
@@ -128,6 +128,11 @@ def _run_child(template: str, args: dict[str, str], lim: Limits, stop: Callable[
             if pipe is not None:
                 pipe.close()
     return _result(out, err, cut, returncode, lim)
+
+
+def _child_env() -> dict[str, str]:
+    """Nothing of the server's environment but what may be needed to start its interpreter."""
+    return {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
 
 
 def _collect(proc: subprocess.Popen[bytes], lim: Limits, stop: Callable[[], bool]

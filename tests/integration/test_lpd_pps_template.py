@@ -22,10 +22,12 @@ import grpc
 import pytest
 from helpers.wait import wait_for
 from python_pachyderm.proto.v2.pps import pps_pb2
+from python_pachyderm.proto.v2.pps import pps_pb2_grpc as grpc_pb
 from python_pachyderm.service import Service
 
 from localpachd import runtime_template
 from localpachd.pps import template
+from localpachd.server import start
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -272,6 +274,10 @@ def test_renders_past_the_concurrency_bound_are_refused(pach_client: Any, quiet:
     assert render(pach_client, "{pipeline: {name: 'p'}}").specs[0].pipeline.name == "p"
 
 
+def test_every_way_an_evaluation_fails_has_its_status_code() -> None:
+    assert set(template._CODE_OF_KIND) == {str(k) for k in runtime_template.Kind}
+
+
 def _evaluators() -> list[int]:
     """Processes of this test's server (this process) evaluating a template."""
     out = []
@@ -298,3 +304,21 @@ def test_a_cancelled_call_kills_its_evaluator(pach_client: Any, quiet: None,
     future.cancel()
     wait_for(lambda: not _evaluators(), "the evaluator to be killed")
     still_serves(pach_client)
+
+
+def test_a_server_stop_kills_a_running_evaluator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:  # fmt: skip
+    lim = runtime_template.Limits(cpu_seconds=3600, wall_seconds=3600)
+    monkeypatch.setattr(runtime_template, "DEFAULT_LIMITS", lim)
+    server = start(data_dir=tmp_path / "pachd", host="127.0.0.1", port=0)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            future = grpc_pb.APIStub(channel).RenderTemplate.future(
+                pps_pb2.RenderTemplateRequest(template=LOOP))
+            wait_for(_evaluators, "the template's evaluator to start")
+            server.stop()
+            assert not _evaluators()  # stop waited for the call, which killed its evaluator
+            with pytest.raises(grpc.RpcError):
+                future.result(timeout=120)
+    finally:
+        server.stop()
