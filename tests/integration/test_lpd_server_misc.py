@@ -60,7 +60,7 @@ def test_auth_services_not_activated_and_delete_all(pach_client: Any) -> None:
 def test_unknown_methods_are_unimplemented_with_their_name(localpachd: Any) -> None:
     channel = grpc.insecure_channel(localpachd.address)
     for method in ("/pfs_v2.API/RunLoadTestDefault", "/debug_v2.Debug/Profile",
-                   "/pps_v2.API/RenderTemplate"):  # a generated default of another module
+                   "/pps_v2.API/ActivateAuth"):  # a generated default of another module
         with pytest.raises(grpc.RpcError) as exc:
             channel.unary_unary(method)(b"")
         assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
