@@ -15,11 +15,16 @@ just before it exits (see `child.py`), usually first. From the runtime: `kill` k
 child's process group; `done` says the exit code arrived; EOF without `done` kills the child.
 
 It serves many datums at once (one selector loop; children run in parallel), and exits — killing
-its children — when the control socket reaches EOF, i.e. when the server goes away.
+its children — when the control socket reaches EOF, i.e. when the server goes away. Requests
+wait in a queue (everything the socket holds is read whenever the loop looks at it); the next
+one served is the oldest fork of a target already preloaded, else the oldest request: a datum
+whose imports are loaded never waits behind another pipeline's preload sent earlier (a loader
+zygote is given every prewarm at CreatePipeline, before the first datum arrives).
 """
 
 from __future__ import annotations
 
+import array
 import ctypes
 import fcntl
 import gc
@@ -32,6 +37,7 @@ import signal
 import socket
 import sys
 import sysconfig
+from collections import deque
 from typing import Any
 
 from localpachd.warm import codecache, hugepages, scan
@@ -63,6 +69,7 @@ class Zygote:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         self.children: dict[int, socket.socket | None] = {}
+        self.queue: deque[tuple[dict[str, Any], list[int]]] = deque()  # requests not served yet
         self.preloaded: set[tuple[str, str]] = set()
         self.library_dirs = _library_dirs()
         self.own = _own_modules()
@@ -74,27 +81,45 @@ class Zygote:
         self.sel.register(self.control, selectors.EVENT_READ, "control")
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         while True:
-            for key, _ in self.sel.select():
+            for key, _ in self.sel.select(0 if self.queue else None):
                 if key.data == "control":
-                    job = self._on_request()
-                    if job is not None:
-                        return job
-                    if self.control.fileno() < 0:
+                    if not self._receive():
+                        self._shutdown()
                         return None
                 elif key.data == "wake":
                     self._reap()
                 else:
                     self._on_reply_socket(key.fileobj, key.data)  # type: ignore[arg-type]
+            if self.queue:  # one request per round: reaps and kills are never held up
+                job = self._on_request(*self._next())
+                if job is not None:
+                    return job
 
-    def _on_request(self) -> tuple[dict[str, Any], list[int]] | None:
-        flags = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-        msg, fds, _, _ = socket.recv_fds(self.control, _MAX_REQUEST, 4, flags)
-        if not msg:
-            self._shutdown()
-            return None
+    def _receive(self) -> bool:
+        """Queue every request the control socket holds now; False once it reached EOF."""
+        while True:
+            try:
+                msg, fds = _recv_fds(self.control, getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+                                     | socket.MSG_DONTWAIT)  # fmt: skip
+            except (BlockingIOError, InterruptedError):
+                return True
+            if not msg:
+                _close_fds(fds)
+                return False
+            self.queue.append((json.loads(msg), fds))
+
+    def _next(self) -> tuple[dict[str, Any], list[int]]:
+        """The oldest fork whose target is preloaded (it runs at once), else the oldest request."""
+        for i, (req, fds) in enumerate(self.queue):
+            if not req.get("preload_only") and (req["kind"], req["name"]) in self.preloaded:
+                del self.queue[i]
+                return req, fds
+        return self.queue.popleft()
+
+    def _on_request(self, req: dict[str, Any], fds: list[int]
+                    ) -> tuple[dict[str, Any], list[int]] | None:  # fmt: skip
         reply = socket.socket(fileno=fds[0])
         stdio = fds[1:4]
-        req = json.loads(msg)
         watch = self._preload(req)
         if req.get("preload_only"):  # a prewarm: import now, run nothing
             _send(reply, {"watch": watch or {}})
@@ -220,12 +245,20 @@ class Zygote:
             if other is not None:
                 other.close()
         self.children.clear()
+        self._drop_queue()
         reply.close()
         self.control.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
 
+    def _drop_queue(self) -> None:
+        """Close the descriptors of requests not served (a child must not hold other datums'
+        reply sockets and stdio: their runtimes would never see them close)."""
+        while self.queue:
+            _close_fds(self.queue.popleft()[1])
+
     def _shutdown(self) -> None:
+        self._drop_queue()
         for pid in list(self.children):
             _kill(pid)
         for pid in list(self.children):
@@ -308,6 +341,17 @@ def _kill(pid: int) -> None:
             kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _recv_fds(sock: socket.socket, flags: int) -> tuple[bytes, list[int]]:
+    """One request and its descriptors (at most 4), as `socket.recv_fds`, whose `flags`
+    argument Python 3.11 ignores (so MSG_DONTWAIT would block)."""
+    fds = array.array("i")
+    msg, ancdata, _, _ = sock.recvmsg(_MAX_REQUEST, socket.CMSG_LEN(4 * fds.itemsize), flags)
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return msg, list(fds)
 
 
 def _close_fds(fds: list[int]) -> None:
