@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +32,7 @@ from google.protobuf import duration_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import batching, logs, pps_spec, secrets
-from localpachd.blobs import CHUNK, SYNC_ONE_BY_ONE, BlobRef, BlobStore
+from localpachd.blobs import CHUNK, BlobRef
 from localpachd.datums import (
     Datum,
     DatumError,
@@ -390,16 +390,13 @@ class JobRun:
     ) -> list[Record]:  # fmt: skip
         """Take `count` results from `done` (and no more: the caller finishes the job before
         the workers are joined) and record them as they come, in batches: one durable commit
-        per datum is too slow. Returns the last batch, left for the job's final transaction.
-        Each result's output blobs are fsynced here, while the workers go on, so the commit
-        that records them (`Store.write` syncs new blobs first) finds them already on disk."""
+        per datum is too slow. Returns the last batch, left for the job's final transaction."""
         batch: list[Record] = []
         flushed = time.monotonic()
         for _ in range(count):
             d, res, took = next(done)
             results[d.id] = res
             batch.append((d, res, took, hashes[d.id]))
-            settle_blobs(self.store.blobs, res.outputs)
             if len(batch) >= RECORD_BATCH or time.monotonic() - flushed > RECORD_EVERY:
                 self._record(batch)
                 batch, flushed = [], time.monotonic()
@@ -528,28 +525,6 @@ def _put_results(tx: Tx, job: db.JobRow, batch: list[Record]) -> None:
         totals["download_bytes"] += size
     if batch:
         db.bump_job(tx, job, **totals)
-
-
-def settle_blobs(blobs: BlobStore, outputs: Iterable[OutputFile]) -> None:
-    """fsync a datum's output blobs (and their folders) now, outside the store's write lock:
-    the transaction that records them runs `BlobStore.sync`, which fsyncs every new blob
-    again, and a clean file's fsync costs ~20 µs against ~0.4 ms for a written one. Best
-    effort (that sync is what guarantees durability); a datum with more outputs than
-    SYNC_ONE_BY_ONE is left to the one global sync the store does for so many."""
-    paths = [blobs.path(o.hash) for o in outputs]
-    if not blobs.fsync or not paths or len(paths) > SYNC_ONE_BY_ONE:
-        return
-    for path in [*paths, *{p.parent for p in paths}]:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
 
 def _datum_state(res: DatumResult) -> DatumState:
