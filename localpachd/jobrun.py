@@ -165,6 +165,7 @@ class JobRun:
         self.job = job
         self.cancel = cancel
         self.timed_out = False
+        self.ended = False  # its end line was written (by _finalize, inside its transaction)
         self._lock = threading.Lock()
         self.running: dict[str, Datum] = {}  # datum ID -> datum, while its process runs
         self._process_of: dict[str, str] = {}  # datum ID -> PACH_DATUM_ID of its process
@@ -275,14 +276,21 @@ class JobRun:
         """The job's last worker line, in Pachyderm 2.7's words (none at server shutdown)."""
         with self.store.read() as tx:
             cur = db.get_job(tx, self.job.project, self.job.pipeline, self.job.id)
-        if cur is None or self.env.stopping:
+        if cur is None or self.env.stopping or self.ended:
             return
-        if cur.state == JobState.SUCCESS:
+        self._say_state(cur.state, cur.reason)
+
+    def _say_state(self, state: JobState, reason: str) -> None:
+        """The end line for `state` (written once: `ended`)."""
+        if state == JobState.SUCCESS:
             self._say("", "job successful, closing commits")
-        elif cur.state == JobState.FAILURE:
-            self._say("", f"failing job with reason: {cur.reason}")
-        elif cur.state == JobState.KILLED:
-            self._say("", f"killing job with reason: {cur.reason}")
+        elif state == JobState.FAILURE:
+            self._say("", f"failing job with reason: {reason}")
+        elif state == JobState.KILLED:
+            self._say("", f"killing job with reason: {reason}")
+        else:
+            return
+        self.ended = True
 
     def _mark_running(
         self, datums: list[Datum], skipped: list[Datum], hashes: dict[str, str]
@@ -458,7 +466,9 @@ class JobRun:
         self, datums: list[Datum], skipped_ids: set[str], results: dict[str, DatumResult],
         last: list[Record],
     ) -> None:
-        """Record the `last` batch of results and end the job, in one transaction."""
+        """Record the `last` batch of results and end the job, in one transaction. The job's end
+        line is written before that transaction commits, so a client that sees the job ended
+        also finds the line (2.7's master logs it before it closes the commits)."""
         job = self.job
         if self.env.stopping:
             return  # server shutdown: the job stays unfinished and runs again after the restart
@@ -467,28 +477,32 @@ class JobRun:
             if cur is None or cur.state != JobState.RUNNING:
                 return  # killed or deleted meanwhile: its outputs are dropped
             _put_results(tx, cur, last)
-            if self.timed_out:
-                finish_unrun(tx, cur, JobState.FAILURE, "job timed out")
-                return
-            failed = [i for i, r in results.items() if not r.ok and not r.recovered]
-            if failed or self.cancel.is_set():
-                reason = f"{len(failed)} datum(s) failed" if failed else "job was stopped"
-                if failed:
-                    first = results[sorted(failed)[0]]
-                    reason += f" (datum {sorted(failed)[0]}: {first.reason})"
-                finish_unrun(tx, cur, JobState.FAILURE, reason)
-                return
-            out = model.find_commit(tx, job.project, job.pipeline, job.id)
-            if out is None or out.is_finished:
-                finish_unrun(tx, cur, JobState.KILLED, "output commit was finished")
-                return
-            entries, problem = self._output_tree(tx, out, skipped_ids, results)
-            if problem:
-                finish_unrun(tx, cur, JobState.FAILURE, problem)
-                return
-            files.replace_tree(tx, out.cid, entries)
-            model.finish_commit(tx, model.get_commit(tx, out.cid))
-            db.update_job(tx, cur, state=JobState.SUCCESS, finished=time.time())
+            state, reason = self._end_state(tx, cur, skipped_ids, results)
+            self._say_state(state, reason)
+
+    def _end_state(self, tx: Tx, cur: db.JobRow, skipped_ids: set[str],
+                   results: dict[str, DatumResult]) -> tuple[JobState, str]:  # fmt: skip
+        """Write the job's end (and its output tree when it succeeded); returns the state."""
+        job = self.job
+        if self.timed_out:
+            return _unrun(tx, cur, JobState.FAILURE, "job timed out")
+        failed = [i for i, r in results.items() if not r.ok and not r.recovered]
+        if failed or self.cancel.is_set():
+            reason = f"{len(failed)} datum(s) failed" if failed else "job was stopped"
+            if failed:
+                first = results[sorted(failed)[0]]
+                reason += f" (datum {sorted(failed)[0]}: {first.reason})"
+            return _unrun(tx, cur, JobState.FAILURE, reason)
+        out = model.find_commit(tx, job.project, job.pipeline, job.id)
+        if out is None or out.is_finished:
+            return _unrun(tx, cur, JobState.KILLED, "output commit was finished")
+        entries, problem = self._output_tree(tx, out, skipped_ids, results)
+        if problem:
+            return _unrun(tx, cur, JobState.FAILURE, problem)
+        files.replace_tree(tx, out.cid, entries)
+        model.finish_commit(tx, model.get_commit(tx, out.cid))
+        db.update_job(tx, cur, state=JobState.SUCCESS, finished=time.time())
+        return JobState.SUCCESS, ""
 
     def _output_tree(
         self,
@@ -525,6 +539,11 @@ def _put_results(tx: Tx, job: db.JobRow, batch: list[Record]) -> None:
         totals["download_bytes"] += size
     if batch:
         db.bump_job(tx, job, **totals)
+
+
+def _unrun(tx: Tx, job: db.JobRow, state: JobState, reason: str) -> tuple[JobState, str]:
+    finish_unrun(tx, job, state, reason)
+    return state, reason
 
 
 def _datum_state(res: DatumResult) -> DatumState:

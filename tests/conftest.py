@@ -66,6 +66,19 @@ def _no_user_pach_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 
 @pytest.fixture(autouse=True)
+def _restore_pfs_mode() -> Iterator[None]:
+    """localpachd finds its /pfs mode once per process (`runtime_pfsmount.mode()`, cached): a
+    test that starts a server under LOCALPACHD_PFS_MODE=rewrite would leave every later test of
+    this worker in rewrite mode (namespace tests then skipped). Put the cache back as it was."""
+    from localpachd import runtime_pfsmount
+
+    found = runtime_pfsmount._found
+    before = list(found)
+    yield
+    found[:] = before
+
+
+@pytest.fixture(autouse=True)
 def _restore_logging_and_hooks() -> Iterator[None]:
     """An in-process `pachsync agent` run (`main([...])`) installs handlers on the root,
     `pachsync` and `apscheduler` loggers, captures warnings and replaces the exception hooks,

@@ -105,3 +105,26 @@ def test_the_output_commit_is_finished_before_the_job_tears_down(
     wait_for(lambda: "scratch" in teardown.calls, "the scratch tree to be removed after the commit")
     assert ("kill" in teardown.calls) == batching
     assert set(read_repo(c, "p")) == {f"/f{i}" for i in range(3)}
+
+
+@pytest.mark.parametrize("exit_code", [0, 3], ids=["success", "failure"])
+def test_a_job_seen_ended_already_has_its_end_line(
+    lpd: tuple[Any, Any, Teardown], exit_code: int
+) -> None:
+    """The job's end line ("job successful, closing commits" / "failing job with reason: …") is
+    written with the end itself, not after the teardown: a client that sees the job ended while
+    the teardown is still held finds the line (it was missing, a flaky GetLogs test showed)."""
+    c, _srv, teardown = lpd
+    c.create_repo("data")
+    put(c, "data", {"/a": "1"})
+    sh_pipeline(c, "p", pfs("data", "/"), f"exit {exit_code}")
+    assert teardown.entered.wait(60), "the job never began its teardown"
+    job = wait_for(lambda: (j := last_job(c, "p")).state != pps_pb2.JobState.JOB_RUNNING and j,
+                   "the job to end")  # fmt: skip
+    texts = [m.message for m in c.get_pipeline_logs("p", master=True)]
+    held = not teardown.finished.is_set()
+    teardown.released.set()
+    assert held, f"the job was seen ended only after its teardown ({teardown.calls})"
+    want = "job successful, closing commits" if exit_code == 0 else "failing job with reason: "
+    assert pps_pb2.JobState.Name(job.state) == ("JOB_SUCCESS" if exit_code == 0 else "JOB_FAILURE")
+    assert texts and texts[-1].startswith(want), texts
