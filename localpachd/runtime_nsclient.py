@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localpachd import forkserve
 from localpachd import runtime_nslaunch as nslaunch
 from localpachd import runtime_pfsmount as pfsmount
 from localpachd.runtime import DatumOutcome, DatumRun
@@ -75,18 +76,13 @@ class LauncherProcess:
 
     def start(self, request: bytes, fds: list[int]) -> socket.socket:
         """Send one request; returns the socket its answers arrive on."""
-        reply, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            with self.lock:
-                socket.send_fds(self.control, [request], [theirs.fileno(), *fds])
-        except OSError as e:
-            reply.close()
+            return forkserve.send_request(self.control, self.lock, request, fds)
+        except forkserve.NotSent as sent:
+            e = sent.error
             if e.errno == errno.EMSGSIZE:  # a small socket buffer here: this request only
                 raise LauncherUnavailable(f"request too large for the launcher: {e}") from e
             raise LauncherGone(f"the namespace launcher is gone: {e}") from e
-        finally:
-            theirs.close()
-        return reply
 
     def gone(self) -> bool:
         return self.proc.poll() is not None
@@ -119,7 +115,7 @@ class _Live:
         except OSError:
             pass
         if self.pid and self.launcher.gone():
-            nslaunch.kill(self.pid)
+            forkserve.kill(self.pid)
 
 
 class NamespaceLauncher:
@@ -347,7 +343,7 @@ def _launcher_died(live: _Live, timed_out: bool, err: int) -> DatumOutcome:
     """The launcher died under a started datum: kill its group, say so in its log, fail it."""
     if not live.pid:
         raise LauncherGone("the namespace launcher exited before starting the datum")
-    nslaunch.kill(live.pid)
+    forkserve.kill(live.pid)
     try:
         os.write(err, b"localpachd: the namespace launcher exited while this datum ran; "
                       b"the datum was killed (the attempt is retried up to datum_tries)\n")

@@ -2,9 +2,10 @@
 
 Started by `localpachd.runtime_nsclient` (once per runtime, at the first datum that gets a
 private /pfs, and again if it dies) as `python -I -S -c BOOT ROOT FD`: never a fork of the
-threaded server, and it imports only the standard library and `runtime_pfsmount`. A datum is a
-fork of it (about 2 ms of CPU with its namespace and mounts) instead of a fresh interpreter
-running the `runtime_pfsmount` helper (7-14 ms before the mounts).
+threaded server, and it imports only the standard library, `runtime_pfsmount` and `forkserve`
+(the loop it shares with `warm.zygote`). A datum is a fork of it (about 2 ms of CPU with its
+namespace and mounts) instead of a fresh interpreter running the `runtime_pfsmount` helper
+(7-14 ms before the mounts).
 
 Protocol (as `warm.zygote`'s): the control socket is SOCK_SEQPACKET; each request is one JSON
 message (`argv`, `env`, `cwd`, `root`, `binds`) with four descriptors: a reply socket for that
@@ -23,18 +24,18 @@ built from) listed once and again whenever `/` itself changes, not in every chil
 
 from __future__ import annotations
 
-import array
 import ctypes
 import fcntl
 import json
 import os
-import selectors
 import signal
 import socket
 import sys
 from typing import Any, NoReturn
 
+from localpachd import forkserve
 from localpachd import runtime_pfsmount as pfsmount
+from localpachd.forkserve import close_fds, kill, send
 
 # Run as `python -I -S -c BOOT ROOT FD`: finds this package under ROOT without site-packages.
 BOOT = (
@@ -49,16 +50,12 @@ _HIGH_FD = 10  # where the child first moves the datum's stdio, clear of 0, 1 an
 _RESTORE = ("SIGPIPE", "SIGXFSZ", "SIGCHLD")  # Python's (and our) own dispositions, undone
 
 
-class Launcher:
-    """The loop's state: the control socket, and each unreaped child's reply socket by pid
-    (None once the server closed it: the child is killed and still to be reaped)."""
+class Launcher(forkserve.ForkServer):
+    """The loop's state: `forkserve.ForkServer`'s (a child whose reply socket the server closed
+    is killed and still to be reaped), the C library, the host's top-level entries."""
 
     def __init__(self, control: socket.socket) -> None:
-        self.control = control
-        self.sel = selectors.DefaultSelector()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        self.children: dict[int, socket.socket | None] = {}
+        super().__init__(control)
         self.lib = pfsmount.libc()  # looked up once, not in every child
         self.top: tuple[tuple[int, ...], tuple[pfsmount.Entry, ...]] = ((), ())
 
@@ -72,10 +69,7 @@ class Launcher:
 
     def serve(self) -> None:
         """Serve until the control socket closes (a forked child never returns from here)."""
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(self.wake_w)
-        self.sel.register(self.control, selectors.EVENT_READ, "control")
-        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self._listen()
         while True:
             for key, _ in self.sel.select():
                 if key.data == "control":
@@ -93,7 +87,7 @@ class Launcher:
             self._shutdown()
             return False
         if len(fds) != 4:
-            _close_fds(fds)
+            close_fds(fds)
             return True
         reply, stdio, me = socket.socket(fileno=fds[0]), fds[1:], os.getpid()
         try:
@@ -102,52 +96,24 @@ class Launcher:
                 req["entries"] = self.top_level()
             pid = os.fork()
         except (OSError, ValueError) as e:
-            _send(reply, {"error": f"cannot start the datum: {e}"})
+            send(reply, {"error": f"cannot start the datum: {e}"})
             reply.close()
-            _close_fds(stdio)
+            close_fds(stdio)
             return True
         if pid == 0:
             become(req, stdio, me, self.lib)
-        _close_fds(stdio)
-        self.children[pid] = reply
-        self.sel.register(reply, selectors.EVENT_READ, pid)
-        _send(reply, {"pid": pid})
+        close_fds(stdio)
+        self._adopt(pid, reply)
         return True
 
     def _on_reply(self, reply: socket.socket, pid: int) -> None:
         """`kill`: kill the child's group. EOF: the server stopped waiting, kill the child."""
         if self.children.get(pid) is not reply:
             return  # reaped and closed earlier in this same select() round
-        try:
-            msg = reply.recv(64)
-        except OSError:
-            msg = b""
+        msg = forkserve.command(reply)
         kill(pid)
         if msg != b"kill":
-            self.sel.unregister(reply)
-            reply.close()
-            self.children[pid] = None
-
-    def _reap(self) -> None:
-        try:
-            os.read(self.wake_r, 4096)
-        except BlockingIOError:
-            pass
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self._reaped(pid, status)
-
-    def _reaped(self, pid: int, status: int) -> None:
-        reply = self.children.pop(pid, None)
-        if reply is not None:
-            self.sel.unregister(reply)
-            _send(reply, {"status": status})
-            reply.close()
+            self._release(pid, reply)
 
     def _shutdown(self) -> None:
         """The server is gone: kill every child, reap each, report where still asked."""
@@ -214,40 +180,10 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def kill(pid: int) -> None:
-    """SIGKILL to the child's process group, and to the child itself (before its setsid)."""
-    for fn in (os.killpg, os.kill):
-        try:
-            fn(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def _recv_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One request and its descriptors, received close-on-exec (`socket.recv_fds` drops its
-    flags argument in Python 3.11, which would leak them into every later datum)."""
-    fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(MAX_REQUEST, socket.CMSG_LEN(4 * fds.itemsize),
-                                      socket.MSG_CMSG_CLOEXEC)  # fmt: skip
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    return msg, list(fds)
-
-
-def _send(reply: socket.socket, message: dict[str, Any]) -> None:
-    try:
-        reply.send(json.dumps(message).encode())
-    except OSError:
-        pass  # the server went away; the child is killed when its socket closes
-
-
-def _close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    """One request and its descriptors, received close-on-exec (without, they would leak into
+    every later datum)."""
+    return forkserve.recv_fds(sock, MAX_REQUEST, socket.MSG_CMSG_CLOEXEC)
 
 
 def main(control_fd: int) -> None:

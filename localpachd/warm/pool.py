@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from localpachd import peercheck
+from localpachd import forkserve, peercheck
 from localpachd.warm.child import TOKEN_ENV
 from localpachd.warm.zygote import BOOT
 
@@ -65,16 +65,10 @@ class ZygoteHandle:
 
     def start(self, request: bytes, fds: list[int]) -> socket.socket:
         """Send one request; returns the socket its answers arrive on."""
-        reply, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            with self.lock:
-                socket.send_fds(self.control, [request], [theirs.fileno(), *fds])
-        except OSError as e:
-            reply.close()
-            raise ZygoteUnavailable(str(e)) from e
-        finally:
-            theirs.close()
-        return reply
+            return forkserve.send_request(self.control, self.lock, request, fds)
+        except forkserve.NotSent as sent:
+            raise ZygoteUnavailable(str(sent.error)) from sent.error
 
     def stale(self) -> bool:
         for path, mtime in list(self.watch.items()):

@@ -24,7 +24,6 @@ zygote is given every prewarm at CreatePipeline, before the first datum arrives)
 
 from __future__ import annotations
 
-import array
 import ctypes
 import fcntl
 import gc
@@ -32,7 +31,6 @@ import importlib
 import importlib.util
 import json
 import os
-import selectors
 import signal
 import socket
 import sys
@@ -40,6 +38,8 @@ import sysconfig
 from collections import deque
 from typing import Any
 
+from localpachd import forkserve
+from localpachd.forkserve import close_fds, kill, send
 from localpachd.warm import codecache, hugepages, scan
 from localpachd.warm.child import become_datum
 
@@ -59,16 +59,13 @@ PRIMERS = (("narwhals.plugins", "_discover_entrypoints"),)
 _LIBC = ctypes.CDLL(None)
 
 
-class Zygote:
-    """The loop's state: the control socket, children by pid and their reply sockets."""
+class Zygote(forkserve.ForkServer):
+    """The loop's state: `forkserve.ForkServer`'s, the requests not served yet, what is
+    preloaded."""
 
     def __init__(self, control: socket.socket, base_path: list[str]) -> None:
-        self.control = control
+        super().__init__(control)
         self.base_path = base_path
-        self.sel = selectors.DefaultSelector()
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        self.children: dict[int, socket.socket | None] = {}
         self.queue: deque[tuple[dict[str, Any], list[int]]] = deque()  # requests not served yet
         self.preloaded: set[tuple[str, str]] = set()
         self.library_dirs = _library_dirs()
@@ -76,10 +73,7 @@ class Zygote:
 
     def serve(self) -> tuple[dict[str, Any], list[int]] | None:
         """Serve until the control socket closes (None); in a forked child, its request."""
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(self.wake_w)
-        self.sel.register(self.control, selectors.EVENT_READ, "control")
-        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self._listen()
         while True:
             for key, _ in self.sel.select(0 if self.queue else None):
                 if key.data == "control":
@@ -99,12 +93,13 @@ class Zygote:
         """Queue every request the control socket holds now; False once it reached EOF."""
         while True:
             try:
-                msg, fds = _recv_fds(self.control, getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-                                     | socket.MSG_DONTWAIT)  # fmt: skip
+                msg, fds = forkserve.recv_fds(
+                    self.control, _MAX_REQUEST,
+                    getattr(socket, "MSG_CMSG_CLOEXEC", 0) | socket.MSG_DONTWAIT)  # fmt: skip
             except (BlockingIOError, InterruptedError):
                 return True
             if not msg:
-                _close_fds(fds)
+                close_fds(fds)
                 return False
             self.queue.append((json.loads(msg), fds))
 
@@ -122,27 +117,25 @@ class Zygote:
         stdio = fds[1:4]
         watch = self._preload(req)
         if req.get("preload_only"):  # a prewarm: import now, run nothing
-            _send(reply, {"watch": watch or {}})
+            send(reply, {"watch": watch or {}})
             reply.close()
-            _close_fds(stdio)
+            close_fds(stdio)
             return None
         if watch is not None:
-            _send(reply, {"watch": watch})  # before the fork: the child's `exit` comes later
+            send(reply, {"watch": watch})  # before the fork: the child's `exit` comes later
         try:
             pid = os.fork()
         except OSError as e:
-            _send(reply, {"error": f"fork failed: {e}"})
+            send(reply, {"error": f"fork failed: {e}"})
             reply.close()
-            _close_fds(stdio)
+            close_fds(stdio)
             return None
         if pid == 0:
             req["reply_fd"] = fcntl.fcntl(reply.fileno(), fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
             self._close_in_child(reply)
             return req, stdio
-        _close_fds(stdio)
-        self.children[pid] = reply
-        self.sel.register(reply, selectors.EVENT_READ, pid)
-        _send(reply, {"pid": pid})
+        close_fds(stdio)
+        self._adopt(pid, reply)
         return None
 
     def _on_reply_socket(self, reply: socket.socket, pid: int) -> None:
@@ -150,36 +143,13 @@ class Zygote:
         (it is being torn down). EOF without `done`: the client is gone, kill the child."""
         if self.children.get(pid) is not reply or reply.fileno() < 0:
             return  # reaped and closed earlier in this same select() round
-        try:
-            msg = reply.recv(64)
-        except OSError:
-            msg = b""
+        msg = forkserve.command(reply)
         if msg == b"kill":
-            _kill(pid)
+            kill(pid)
             return
         if msg != b"done":
-            _kill(pid)
-        self.sel.unregister(reply)
-        reply.close()
-        self.children[pid] = None
-
-    def _reap(self) -> None:
-        try:
-            os.read(self.wake_r, 4096)
-        except BlockingIOError:
-            pass
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            reply = self.children.pop(pid, None)
-            if reply is not None:
-                self.sel.unregister(reply)
-                _send(reply, {"status": status})
-                reply.close()
+            kill(pid)
+        self._release(pid, reply)
 
     def _preload(self, req: dict[str, Any]) -> dict[str, int] | None:
         """Import what the target imports, once per target; returns the files to watch."""
@@ -255,12 +225,12 @@ class Zygote:
         """Close the descriptors of requests not served (a child must not hold other datums'
         reply sockets and stdio: their runtimes would never see them close)."""
         while self.queue:
-            _close_fds(self.queue.popleft()[1])
+            close_fds(self.queue.popleft()[1])
 
     def _shutdown(self) -> None:
         self._drop_queue()
         for pid in list(self.children):
-            _kill(pid)
+            kill(pid)
         for pid in list(self.children):
             try:
                 os.waitpid(pid, 0)
@@ -326,40 +296,6 @@ def _library_dirs() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
     return tuple(os.path.join(d, "") for d in dirs)
-
-
-def _send(reply: socket.socket, message: dict[str, Any]) -> None:
-    try:
-        reply.send(json.dumps(message).encode())
-    except OSError:
-        pass  # the client went away; the child is killed when its socket closes
-
-
-def _kill(pid: int) -> None:
-    for kill in (os.killpg, os.kill):  # the group, or the child itself before its setsid()
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _recv_fds(sock: socket.socket, flags: int) -> tuple[bytes, list[int]]:
-    """One request and its descriptors (at most 4), as `socket.recv_fds`, whose `flags`
-    argument Python 3.11 ignores (so MSG_DONTWAIT would block)."""
-    fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(_MAX_REQUEST, socket.CMSG_LEN(4 * fds.itemsize), flags)
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg, list(fds)
-
-
-def _close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def _flush_all() -> None:
