@@ -23,6 +23,7 @@ import pytest
 import python_pachyderm
 from google.protobuf import duration_pb2
 from helpers.pfs import put, read_repo
+from helpers.procs import alive
 from helpers.wait import wait_for
 from lpd_pps_helpers import counts, last_job, pfs
 from python_pachyderm.proto.v2.pps import pps_pb2
@@ -61,6 +62,14 @@ class Lpd:
             transform=pps_pb2.Transform(cmd=argv, env={"STARTS": str(self.starts), **(env or {})},
                                         datum_batching=True, **kw.pop("transform", {})),
             **kw)  # fmt: skip
+
+    def job(self, files: int, style: str = "raw", **kw: Any) -> Any:
+        """Repo `data` of `files` files and pipeline `b` over it (`pipeline`'s arguments): its
+        first job, once ended."""
+        self.client.create_repo("data")
+        put(self.client, "data", _files(files))
+        self.pipeline("b", style, **kw)
+        return last_job(self.client, "b")
 
 
 def _server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runtime: str, mode: str
@@ -132,11 +141,8 @@ def _expected(c: Any, pipeline: str, job_id: str, names: list[str]) -> dict[str,
 def test_each_slot_starts_its_user_code_once_for_all_its_datums(lpd: Lpd, parallelism: int
                                                                  ) -> None:  # fmt: skip
     c = lpd.client
-    c.create_repo("data")
-    put(c, "data", _files(7))
     style = "raw" if pfsmount.mode() == pfsmount.REWRITE else "decorator"
-    lpd.pipeline("b", style, parallelism_spec=pps_pb2.ParallelismSpec(constant=parallelism))
-    job = last_job(c, "b")
+    job = lpd.job(7, style, parallelism_spec=pps_pb2.ParallelismSpec(constant=parallelism))
     _ok(job)
     assert counts(job) == (7, 0, 0, 7)
     assert len(set(lpd.pids())) == len(lpd.pids()) == parallelism
@@ -156,11 +162,7 @@ def test_each_slot_starts_its_user_code_once_for_all_its_datums(lpd: Lpd, parall
 
 
 def test_a_slot_process_cannot_use_another_slots_worker_api(lpd: Lpd) -> None:
-    c = lpd.client
-    c.create_repo("data")
-    put(c, "data", _files(4))
-    lpd.pipeline("b", env={"PEERS": "2"}, parallelism_spec=pps_pb2.ParallelismSpec(constant=2))
-    job = last_job(c, "b")
+    job = lpd.job(4, env={"PEERS": "2"}, parallelism_spec=pps_pb2.ParallelismSpec(constant=2))
     _ok(job)
     probes = {p.name: p.read_text() for p in lpd.tmp.glob("probe.*")}
     assert len(probes) == 2 and set(probes.values()) == {"PERMISSION_DENIED"}
@@ -171,10 +173,7 @@ def test_a_slot_process_cannot_use_another_slots_worker_api(lpd: Lpd) -> None:
 
 def test_outputs_are_tagged_per_datum_and_unchanged_datums_are_skipped(sub: Lpd) -> None:
     c = sub.client
-    c.create_repo("data")
-    put(c, "data", _files(4))
-    sub.pipeline("b")
-    first = last_job(c, "b")
+    first = sub.job(4)
     _ok(first)
     with c.commit("data", "master") as commit:
         c.delete_file(commit, "/f1")  # its datum's output goes with it
@@ -199,10 +198,7 @@ def test_outputs_are_tagged_per_datum_and_unchanged_datums_are_skipped(sub: Lpd)
 
 def test_a_datum_that_raises_fails_after_its_tries_while_the_others_succeed(lpd: Lpd) -> None:
     c = lpd.client
-    c.create_repo("data")
-    put(c, "data", _files(5))
-    lpd.pipeline("b", env={"FAIL_ON": "f2"}, datum_tries=2)
-    job = last_job(c, "b")
+    job = lpd.job(5, env={"FAIL_ON": "f2"}, datum_tries=2)
     assert job.state == pps_pb2.JobState.JOB_FAILURE
     assert counts(job) == (4, 0, 1, 5)
     datums = _datums(c, "b", job.job.id)
@@ -218,12 +214,9 @@ def test_a_datum_that_raises_fails_after_its_tries_while_the_others_succeed(lpd:
 
 def test_err_cmd_runs_after_each_failed_attempt_and_recovers_the_datum(sub: Lpd) -> None:
     c = sub.client
-    c.create_repo("data")
-    put(c, "data", _files(3))
     marks = sub.tmp / "err"
-    sub.pipeline("b", env={"FAIL_ON": "f1"}, datum_tries=3,
-                 transform={"err_cmd": ["sh", "-c", f'echo "$PACH_DATUM_ID" >> {marks}']})
-    job = last_job(c, "b")
+    job = sub.job(3, env={"FAIL_ON": "f1"}, datum_tries=3,
+                  transform={"err_cmd": ["sh", "-c", f'echo "$PACH_DATUM_ID" >> {marks}']})
     _ok(job)  # a recovered datum does not fail the job
     datums = _datums(c, "b", job.job.id)
     assert datums["f1"].state == pps_pb2.DatumState.RECOVERED
@@ -232,11 +225,8 @@ def test_err_cmd_runs_after_each_failed_attempt_and_recovers_the_datum(sub: Lpd)
 
 def test_user_code_that_exits_mid_batch_is_restarted_and_the_job_succeeds(lpd: Lpd) -> None:
     c = lpd.client
-    c.create_repo("data")
-    put(c, "data", _files(5))
     # Each process exits when handed its third datum: P1 does 2, P2 does 2, P3 the last one.
-    lpd.pipeline("b", env={"EXIT_ON": "3"}, datum_tries=3)
-    job = last_job(c, "b")
+    job = lpd.job(5, env={"EXIT_ON": "3"}, datum_tries=3)
     _ok(job)
     assert counts(job) == (5, 0, 0, 5)
     assert len(lpd.pids()) == 3 == _start_lines(c, "b", job.job.id)
@@ -267,12 +257,9 @@ def test_code_that_never_asks_for_a_datum_fails_the_slot_after_a_few_starts(sub:
 
 def test_a_hung_datum_times_out_and_the_process_is_restarted(lpd: Lpd) -> None:
     c = lpd.client
-    c.create_repo("data")
-    put(c, "data", _files(4))
     # The first run of f1 hangs (for an hour); datum_timeout kills it, the retry succeeds.
-    lpd.pipeline("b", env={"HANG_ON": "f1"}, datum_tries=3,
-                 datum_timeout=duration_pb2.Duration(seconds=2))  # fmt: skip
-    job = last_job(c, "b")
+    job = lpd.job(4, env={"HANG_ON": "f1"}, datum_tries=3,
+                  datum_timeout=duration_pb2.Duration(seconds=2))  # fmt: skip
     _ok(job)
     datums = _datums(c, "b", job.job.id)
     log = _datum_logs(c, "b", job.job.id)[datums["f1"].datum.id]
@@ -282,14 +269,6 @@ def test_a_hung_datum_times_out_and_the_process_is_restarted(lpd: Lpd) -> None:
 
 
 # ---------------------------------------------------------------- stopping
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _hang(lpd: Lpd, **kw: Any) -> tuple[Any, int]:
@@ -311,7 +290,7 @@ def test_stopping_the_job_kills_the_slot_process(sub: Lpd, how: str) -> None:
         sub.client.stop_job(job.job.id, "b")
     elif how == "delete_pipeline":
         sub.client.delete_pipeline("b")
-    wait_for(lambda: not _alive(pid), "the slot's user process to be killed")
+    wait_for(lambda: not alive(pid), "the slot's user process to be killed")
     if how != "delete_pipeline":
         end = last_job(sub.client, "b")
         assert (end.state, end.reason) == {
@@ -326,7 +305,7 @@ def test_restart_datum_restarts_the_slot_process_without_using_a_try(sub: Lpd) -
     sub.client.restart_datum("b", job.job.id, data_filters=["/f0"])
     done = last_job(sub.client, "b")
     _ok(done)
-    assert not _alive(pid) and len(sub.pids()) == 2
+    assert not alive(pid) and len(sub.pids()) == 2
     assert read_repo(sub.client, "b") == _expected(sub.client, "b", job.job.id, ["f0"])
 
 
@@ -337,7 +316,7 @@ def test_server_shutdown_kills_the_slot_process_and_records_nothing(
     lpd = next(gen)
     job, pid = _hang(lpd)
     gen.close()  # srv.stop()
-    wait_for(lambda: not _alive(pid), "the slot's user process to be gone after the stop")
+    wait_for(lambda: not alive(pid), "the slot's user process to be gone after the stop")
     srv = start(data_dir=tmp_path / "pachd", port=0, runtime="subprocess")
     try:
         c = python_pachyderm.Client(host=srv.host, port=srv.port)

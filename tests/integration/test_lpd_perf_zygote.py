@@ -9,17 +9,16 @@ requests in arrival order never does (it waits for that import: the test's gener
 
 from __future__ import annotations
 
-import os
-import sys
 import textwrap
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers.procs import module_run
 from helpers.wait import wait_for
 
-from localpachd.runtime import DatumOutcome, DatumRun
+from localpachd.runtime import DatumOutcome
 from localpachd.runtime_warm import WarmRuntime
 
 GATED = """
@@ -51,13 +50,6 @@ def progs(tmp_path: Path) -> Iterator[Path]:
         (root / gate).touch()
 
 
-def _run(progs: Path, cwd: Path, module: str) -> DatumRun:
-    cwd.mkdir(exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(progs)}
-    return DatumRun(argv=(sys.executable, "-m", module), env=env, cwd=cwd, stdin=None,
-                    stdout_path=cwd / "out.log", stderr_path=cwd / "out.log")  # fmt: skip
-
-
 def _imports(progs: Path) -> list[str]:
     log = progs / "imports.log"
     return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
@@ -71,22 +63,22 @@ def test_a_datum_of_a_preloaded_target_goes_before_later_prewarms_in_a_loader(
     warm = WarmRuntime()
     nowhere = str(tmp_path / "nowhere")
     try:
-        assert warm.prewarm(_run(progs, tmp_path / "p0", "pz_light"), nowhere)
-        assert warm.prewarm(_run(progs, tmp_path / "p1", "pz_first"), nowhere)
+        assert warm.prewarm(module_run(progs, tmp_path / "p0", "pz_light"), nowhere)
+        assert warm.prewarm(module_run(progs, tmp_path / "p1", "pz_first"), nowhere)
         wait_for(lambda: _imports(progs) == ["gate1"], "the first preload to begin")
-        assert warm.prewarm(_run(progs, tmp_path / "p2", "pz_second"), nowhere)
+        assert warm.prewarm(module_run(progs, tmp_path / "p2", "pz_second"), nowhere)
         loader = next(iter(warm.pool.loading.values()))
         wait_for(lambda: loader.pending == 2, "the loader to answer the light seed")
         busy = loader.inflight  # the two preloads it has not answered
         with ThreadPoolExecutor(1) as pool:
-            datum = pool.submit(warm.run, _run(progs, tmp_path / "d1", "pz_first"))
+            datum = pool.submit(warm.run, module_run(progs, tmp_path / "d1", "pz_first"))
             wait_for(lambda: loader.inflight == busy + 1, "the datum to reach the loader")
             (progs / "release1").touch()  # the loader goes on to pz_second: blocked again
             assert datum.result(timeout=30) == DatumOutcome(0)
         wait_for(lambda: "gate2" in _imports(progs), "the second preload to begin")
         assert (tmp_path / "d1" / "out.log").read_text() == "first\n"
         (progs / "release2").touch()
-        assert warm.run(_run(progs, tmp_path / "d2", "pz_second")) == DatumOutcome(0)
+        assert warm.run(module_run(progs, tmp_path / "d2", "pz_second")) == DatumOutcome(0)
         assert (tmp_path / "d2" / "out.log").read_text() == "second\n"
         assert warm.stats == {"warm": 2, "cold": 0, "zygotes": 2, "prewarmed": 3}
     finally:
@@ -101,12 +93,12 @@ def test_a_datum_of_a_preloaded_target_goes_before_a_new_targets_import(
     warm = WarmRuntime()
     try:
         with ThreadPoolExecutor(3) as pool:
-            first = pool.submit(warm.run, _run(progs, tmp_path / "d1", "pz_first"))
+            first = pool.submit(warm.run, module_run(progs, tmp_path / "d1", "pz_first"))
             wait_for(lambda: _imports(progs) == ["gate1"], "the first import to begin")
             zygote = next(iter(warm.pool.current.values()))
-            second = pool.submit(warm.run, _run(progs, tmp_path / "d2", "pz_second"))
+            second = pool.submit(warm.run, module_run(progs, tmp_path / "d2", "pz_second"))
             wait_for(lambda: zygote.inflight == 2, "the second datum to reach the zygote")
-            again = pool.submit(warm.run, _run(progs, tmp_path / "d3", "pz_first"))
+            again = pool.submit(warm.run, module_run(progs, tmp_path / "d3", "pz_first"))
             wait_for(lambda: zygote.inflight == 3, "the third datum to reach the zygote")
             (progs / "release1").touch()  # then pz_second's import blocks the zygote
             assert first.result(timeout=30) == again.result(timeout=30) == DatumOutcome(0)

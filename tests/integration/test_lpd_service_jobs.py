@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.procs import alive
 from helpers.wait import wait_for
 from python_pachyderm.proto.v2.pps import pps_pb2
 
@@ -41,14 +42,6 @@ if os.environ.get("EXIT"):
 while True:
     time.sleep(1)
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def marks(d: Path) -> dict[int, dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 import python_pachyderm
+from helpers.procs import alive
 from helpers.wait import wait_for
 from python_pachyderm.proto.v2.pps import pps_pb2
 
@@ -38,14 +39,6 @@ if os.environ.get("STAY") == "1":
     while True:
         time.sleep(1)
 """
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (a reaped or ended process is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def pids(marks: Path) -> list[int]:

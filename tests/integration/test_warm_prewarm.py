@@ -9,8 +9,6 @@ from a datum's own import. Last test: CreatePipeline on a real localpachd prewar
 
 from __future__ import annotations
 
-import os
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 import python_pachyderm
 from helpers.jobs import is_finished, newest_job, state
+from helpers.procs import module_run
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd.runtime import DatumOutcome, DatumRun
@@ -59,13 +58,6 @@ def warm() -> Iterator[WarmRuntime]:
         runtime.close()
 
 
-def _run(progs: Path, cwd: Path, module: str) -> DatumRun:
-    cwd.mkdir(exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(progs)}
-    return DatumRun(argv=(sys.executable, "-m", module), env=env, cwd=cwd, stdin=None,
-                    stdout_path=cwd / "out.log", stderr_path=cwd / "out.log")  # fmt: skip
-
-
 def _importers(progs: Path) -> list[int]:
     log = progs / "imports.log"
     return [int(x) for x in log.read_text().split()] if log.exists() else []
@@ -81,7 +73,7 @@ def _wait(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
 def test_prewarm_imports_in_the_zygote_before_any_datum(
     progs: Path, tmp_path: Path, warm: WarmRuntime
 ) -> None:
-    heavy = _run(progs, tmp_path / "proto", "pw_heavy")
+    heavy = module_run(progs, tmp_path / "proto", "pw_heavy")
     assert warm.prewarm(heavy, placeholder=str(tmp_path / "nowhere")) is True
     _wait(lambda: len(_importers(progs)) == 1, "the zygote's preload")
     zygote = next(iter(warm.pool.current.values()))
@@ -90,7 +82,7 @@ def test_prewarm_imports_in_the_zygote_before_any_datum(
     # the same target again: nothing to do
     assert warm.prewarm(heavy, placeholder=str(tmp_path / "nowhere")) is False
     (progs / "release").touch()
-    outcome = warm.run(_run(progs, tmp_path / "d1", "pw_heavy"))
+    outcome = warm.run(module_run(progs, tmp_path / "d1", "pw_heavy"))
     assert outcome == DatumOutcome(0)
     assert (tmp_path / "d1" / "out.log").read_text() == "heavy\n"
     # project code is imported afresh by the datum too (never kept preloaded)
@@ -102,25 +94,25 @@ def test_a_prewarm_importing_something_new_never_holds_up_a_loaded_target(
     progs: Path, tmp_path: Path, warm: WarmRuntime
 ) -> None:
     nowhere = str(tmp_path / "nowhere")
-    assert warm.prewarm(_run(progs, tmp_path / "p1", "pw_light"), nowhere)
+    assert warm.prewarm(module_run(progs, tmp_path / "p1", "pw_light"), nowhere)
     first = next(iter(warm.pool.current.values()))
-    assert warm.prewarm(_run(progs, tmp_path / "p2", "pw_heavy"), nowhere)
+    assert warm.prewarm(module_run(progs, tmp_path / "p2", "pw_heavy"), nowhere)
     _wait(lambda: len(_importers(progs)) == 1, "the loader's preload")
     loader = next(iter(warm.pool.loading.values()))
     assert loader is not first and _importers(progs) == [loader.proc.pid]
     # the loader is stuck importing; a datum of the loaded target runs on the first zygote
     with ThreadPoolExecutor(1) as pool:
-        light = pool.submit(warm.run, _run(progs, tmp_path / "d1", "pw_light"))
+        light = pool.submit(warm.run, module_run(progs, tmp_path / "d1", "pw_light"))
         assert light.result(timeout=30) == DatumOutcome(0)
     assert (tmp_path / "d1" / "out.log").read_text() == "light\n"
     assert warm.pool.current[next(iter(warm.pool.current))] is first
     (progs / "release").touch()
-    assert warm.run(_run(progs, tmp_path / "d2", "pw_heavy")) == DatumOutcome(0)
+    assert warm.run(module_run(progs, tmp_path / "d2", "pw_heavy")) == DatumOutcome(0)
     # the loader answered its prewarms: it is the current zygote, the first one retires
     _wait(lambda: not warm.pool.loading, "the loader's promotion")
     assert next(iter(warm.pool.current.values())) is loader
     _wait(lambda: first.proc.poll() is not None, "the retired zygote to exit")
-    assert warm.run(_run(progs, tmp_path / "d3", "pw_light")) == DatumOutcome(0)
+    assert warm.run(module_run(progs, tmp_path / "d3", "pw_light")) == DatumOutcome(0)
     assert (tmp_path / "d3" / "out.log").read_text() == "light\n"
     assert warm.stats == {"warm": 3, "cold": 0, "zygotes": 2, "prewarmed": 2}
 
@@ -128,11 +120,11 @@ def test_a_prewarm_importing_something_new_never_holds_up_a_loaded_target(
 def test_no_prewarm_when_the_startup_environment_names_each_datums_directory(
     progs: Path, tmp_path: Path, warm: WarmRuntime
 ) -> None:
-    run = _run(progs, tmp_path / "proto", "pw_light")
+    run = module_run(progs, tmp_path / "proto", "pw_light")
     placeholder = str(tmp_path / "proto")
     env = {**run.env, "PYTHONPATH": f"{progs}:{placeholder}/pfs/code"}
     assert warm.prewarm(DatumRun(**{**run.__dict__, "env": env}), placeholder) is False
-    assert warm.prewarm(_run(progs, tmp_path / "x", "no such module!"), placeholder) is False
+    assert warm.prewarm(module_run(progs, tmp_path / "x", "no such module!"), placeholder) is False
     assert warm.stats["zygotes"] == 0 and warm.stats["prewarmed"] == 0
 
 
@@ -208,14 +200,14 @@ def test_a_zygote_killed_by_a_prewarmed_import_never_fails_a_datum(
     (progs / "pw_crashlib.py").write_text(crash_lib)
     (progs / "pw_crash.py").write_text("import pw_crashlib\nprint('unreachable')\n")
     nowhere = str(tmp_path / "nowhere")
-    assert warm.prewarm(_run(progs, tmp_path / "p1", "pw_light"), nowhere)
-    assert warm.prewarm(_run(progs, tmp_path / "p2", "pw_crash"), nowhere)
+    assert warm.prewarm(module_run(progs, tmp_path / "p1", "pw_light"), nowhere)
+    assert warm.prewarm(module_run(progs, tmp_path / "p2", "pw_crash"), nowhere)
     loader = next(iter(warm.pool.loading.values()))
     _wait(lambda: loader.proc.poll() is not None, "the loader to die importing")
     assert loader.proc.returncode == -11
-    crash = warm.run(_run(progs, tmp_path / "d1", "pw_crash"))
+    crash = warm.run(module_run(progs, tmp_path / "d1", "pw_crash"))
     assert crash == DatumOutcome(-11)  # what `python -m pw_crash` does on its own
-    assert warm.run(_run(progs, tmp_path / "d2", "pw_light")) == DatumOutcome(0)
+    assert warm.run(module_run(progs, tmp_path / "d2", "pw_light")) == DatumOutcome(0)
     assert (tmp_path / "d2" / "out.log").read_text() == "light\n"
     # two zygotes died for this startup environment (the loader, then the first one preloading
     # for the datum): from then on its datums run as plain processes, as before prewarm existed
