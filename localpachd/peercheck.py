@@ -43,6 +43,7 @@ reads /proc under `proc` (netlink only for the real /proc).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import hmac
 import ipaddress
@@ -342,9 +343,9 @@ def descendants(root: int, proc: str = "/proc") -> list[int]:
 
 def _walk(root: int, children: Callable[[int], list[int]]) -> list[int]:
     found: list[int] = []
-    seen, todo = {root}, [root]
+    seen, todo = {root}, collections.deque([root])
     while todo:
-        for child in children(todo.pop(0)):
+        for child in children(todo.popleft()):
             if child not in seen:
                 if len(found) >= MAX_PIDS:
                     raise Unidentified(f"more than {MAX_PIDS} processes below the server")
