@@ -259,7 +259,6 @@ class _Handlers(grpc.GenericRpcHandler):  # type: ignore[misc]
     """NextDatum (counted for close), and UNIMPLEMENTED naming any other method."""
 
     def __init__(self, endpoint: SlotEndpoint) -> None:
-        self.endpoint = endpoint
         self.next_datum = endpoint._calls.track(grpc.unary_unary_rpc_method_handler(
             endpoint.next_datum,
             request_deserializer=worker_pb2.NextDatumRequest.FromString,
