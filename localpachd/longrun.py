@@ -38,7 +38,14 @@ from localpachd.runtime_longrun import Process
 from localpachd.safepath import safe_join
 from localpachd.servicejob import Services
 from localpachd.store import Store, Tx
-from localpachd.worker import JobContext, build_argv, python_bin_dir, rewrite_pfs, secret_dirs
+from localpachd.worker import (
+    JobContext,
+    build_argv,
+    build_stdin,
+    python_bin_dir,
+    rewrite_pfs,
+    secret_dirs,
+)
 from localpachd.worker import secret_files as write_secret_files
 
 if TYPE_CHECKING:
@@ -66,7 +73,9 @@ class Program:
     cwd: Path
     log_path: Path
     binds: tuple[tuple[str, str], ...] = ()  # mounted in namespace mode (runtime_longrun)
-    files: tuple[tuple[Path, bytes], ...] = field(default=(), compare=False, repr=False)
+    # written at each start (read then, not at every pass): path -> its bytes
+    files: tuple[tuple[Path, Callable[[], bytes]], ...] = field(default=(), compare=False,
+                                                                repr=False)  # fmt: skip
     secrets: JobContext | None = field(default=None, compare=False, repr=False)
     problem: str = field(default="", compare=False)  # why it cannot start (logged, retried)
 
@@ -241,7 +250,7 @@ def _launch(p: Program, stack: contextlib.ExitStack) -> Process | None:
         for path, data in p.files:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(path.parent, 0o700)
-            _write_private(path, data)
+            _write_private(path, data())
         if p.secrets is not None:
             stack.enter_context(write_secret_files(p.secrets, p.log_path.parent / "pfs"))
     except OSError as exc:
@@ -297,11 +306,10 @@ def spout_program(root: Path, reach: Reach, p: db.PipelineRow) -> Program:
         argv = build_argv(t.cmd, Path("/pfs"), mounts)
     except ValueError as exc:
         argv, problem = (), problem or str(exc)
-    stdin = ("\n".join(rewrite_pfs(s, Path("/pfs"), mounts) for s in t.stdin) + "\n").encode() \
-        if t.stdin else None  # fmt: skip
+    stdin = build_stdin(t.stdin, Path("/pfs"), mounts)
     binds = ((str(config.parent), PACHCTL), *((str(mounts[m]), m) for m, _ in ctx.secret_mounts))
     return Program(argv, stdin, env, safe_join(home, "work"), safe_join(home, "process.log"),
-                   binds, ((config, reach.pachctl_config()),), ctx, problem)  # fmt: skip
+                   binds, ((config, reach.pachctl_config),), ctx, problem)  # fmt: skip
 
 
 def pipeline_env(project: str, name: str, reach: Reach, spec_env: dict[str, str]
