@@ -171,18 +171,14 @@ def _result(out: bytes, err: bytes, cut: Kind | None, returncode: int, lim: Limi
     if returncode == 0 and out[:1] == b"O":
         return out[1:].decode("utf-8", errors="replace")
     if returncode == 0 and out[:1] == b"E":
-        return _raise(Kind.JSONNET, out[1:].decode("utf-8", errors="replace"))
+        raise Failure(Kind.JSONNET, out[1:].decode("utf-8", errors="replace"))
     if out[:1] == b"M" or (returncode == -signal.SIGABRT and ALLOC_FAILED in err):
-        return _raise(Kind.MEMORY, f"rendering needed more than {_size(lim.memory)} of "
+        raise Failure(Kind.MEMORY, f"rendering needed more than {_size(lim.memory)} of "
                                    "memory, localpachd's limit for a template")
     if returncode in (-signal.SIGXCPU, -signal.SIGKILL):  # the CPU limit's soft, then hard signal
-        return _raise(Kind.CPU, f"rendering used more than {lim.cpu_seconds} s of CPU, "
+        raise Failure(Kind.CPU, f"rendering used more than {lim.cpu_seconds} s of CPU, "
                                 "localpachd's limit for a template: does it loop?")
-    return _raise(Kind.CRASHED, f"the Jsonnet evaluator stopped ({_status(returncode)})")
-
-
-def _raise(kind: Kind, text: str) -> str:
-    raise Failure(kind, text)
+    raise Failure(Kind.CRASHED, f"the Jsonnet evaluator stopped ({_status(returncode)})")
 
 
 def _size(n: int) -> str:
