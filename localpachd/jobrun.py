@@ -337,12 +337,12 @@ class JobRun:
         scratch = safe_join(self.env.scratch, f"{ctx.job_id[:12]}-{uuid.uuid4().hex[:8]}")
         scratch.mkdir(parents=True)
         # One scratch tree per worker, reused datum after datum (see worker.layout).
+        roots = [scratch / f"slot-{k}" for k in range(workers)]
         slots: queue.SimpleQueue[Path] = queue.SimpleQueue()
-        for k in range(workers):
-            slots.put(scratch / f"slot-{k}")
+        for root in roots:
+            slots.put(root)
         try:
             if ctx.datum_batching:
-                roots = [scratch / f"slot-{k}" for k in range(workers)]
                 slots_run = batching.run_slots(self._batch_job(ctx), todo, roots)
                 with contextlib.closing(slots_run) as done:  # slots joined before scratch goes
                     finish(results, self._collect(done, len(todo), hashes, results))
