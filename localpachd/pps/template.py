@@ -22,6 +22,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import errors
 from localpachd.limits import MAX_MESSAGE
+from localpachd.runtime_template import Kind
 
 MIB = 1024 * 1024
 MAX_TEMPLATE = 1 * MIB  # bytes of Jsonnet source (2.7: only the 20 MiB message limit)
@@ -29,17 +30,17 @@ MAX_ARGS = 1 * MIB  # bytes of all argument names and values together
 MAX_TEXT = 4096  # characters of an error text (Jsonnet's traces, a quoted value) sent back
 PREFIX = "template err: "  # 2.7's errors.Wrapf(err, "template err")
 
-# Why runtime_template's evaluation gave no JSON (its Kind values) -> the status code: the
-# template's own error is an invalid argument; a bound of localpachd's is a resource exhausted.
-_CODE_OF_KIND: dict[str, type[errors.PachError]] = {
-    "jsonnet": errors.InvalidArgument,
-    "cpu": errors.ResourceExhausted,
-    "memory": errors.ResourceExhausted,
-    "time": errors.ResourceExhausted,
-    "output": errors.ResourceExhausted,
-    "busy": errors.ResourceExhausted,
-    "stopped": errors.Aborted,
-    "crashed": errors.Internal,
+# Why runtime_template's evaluation gave no JSON -> the status code: the template's own error
+# is an invalid argument; a bound of localpachd's is a resource exhausted.
+_CODE_OF_KIND: dict[Kind, type[errors.PachError]] = {
+    Kind.JSONNET: errors.InvalidArgument,
+    Kind.CPU: errors.ResourceExhausted,
+    Kind.MEMORY: errors.ResourceExhausted,
+    Kind.TIME: errors.ResourceExhausted,
+    Kind.OUTPUT: errors.ResourceExhausted,
+    Kind.BUSY: errors.ResourceExhausted,
+    Kind.STOPPED: errors.Aborted,
+    Kind.CRASHED: errors.Internal,
 }
 
 
@@ -75,8 +76,8 @@ def check_request(template: str, args: Mapping[str, str]) -> None:
                 "arguments cannot")
 
 
-def failed(kind: str, text: str) -> errors.PachError:
-    """The error for an evaluation that failed with `kind` (runtime_template.Kind) and `text`."""
+def failed(kind: Kind, text: str) -> errors.PachError:
+    """The error for an evaluation that failed with `kind` and `text`."""
     return _CODE_OF_KIND.get(kind, errors.Internal)(PREFIX + cut(text))
 
 
