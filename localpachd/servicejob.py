@@ -20,7 +20,6 @@ the jobs in the store, `Services` runs the processes (through `localpachd.runtim
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -51,8 +50,6 @@ from localpachd.worker import (
     secret_dirs,
     secret_files,
 )
-
-log = logging.getLogger("localpachd.servicejob")
 
 SINGLE_DATUM = "services must have a single datum"
 TRIES = 4  # 2.7: the first try and datum.defaultNumRetries (3) retries
