@@ -22,9 +22,8 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 
 from localpachd import errors
 from localpachd.limits import MAX_MESSAGE
-from localpachd.runtime_template import Kind
+from localpachd.runtime_template import MIB, Kind
 
-MIB = 1024 * 1024
 MAX_TEMPLATE = 1 * MIB  # bytes of Jsonnet source (2.7: only the 20 MiB message limit)
 MAX_ARGS = 1 * MIB  # bytes of all argument names and values together
 MAX_TEXT = 4096  # characters of an error text (Jsonnet's traces, a quoted value) sent back
