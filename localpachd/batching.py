@@ -102,6 +102,7 @@ from localpachd.worker import (
     JobContext,
     datum_vars,
     failed_attempt,
+    gave_up,
     layout,
     note,
     secret_files,
@@ -318,10 +319,7 @@ class Slot:
             # note, err_cmd and count: the per-datum path's rule (localpachd.attempts)
             used = time.monotonic() - started
             tally = failed_attempt(ctx, d, self.root, log, io, tally, reason, used)
-        if io.cancelled():
-            return DatumResult(False, tally.attempt, reason="job was stopped")
-        return DatumResult(False, tally.failed, reason=reason,
-                           recovered=tally.verdict is Verdict.RECOVERED)  # fmt: skip
+        return gave_up(tally, reason, io.cancelled())
 
     def _attempt(self, d: Datum, log: Path) -> tuple[tuple[OutputFile, ...] | None, str]:
         """One attempt: (its outputs, "") or (None, why it failed)."""

@@ -426,7 +426,13 @@ def _attempts(ctx: JobContext, datum: Datum, root: Path, log_path: Path, io: Dat
         reason = _failure(ctx, outcome)
         tally = failed_attempt(ctx, datum, root, log_path, io, tally, reason, used)
     _done(root, reuse_root)
-    if cancelled():
+    return gave_up(tally, reason, cancelled())
+
+
+def gave_up(tally: Tally, reason: str, stopped: bool) -> DatumResult:
+    """The result of a datum none of whose attempts succeeded (`stopped`: the job was stopped),
+    on both datum paths: FAILED, or RECOVERED when an err_cmd succeeded (`tally.verdict`)."""
+    if stopped:
         return DatumResult(False, tally.attempt, reason="job was stopped")
     return DatumResult(False, tally.failed, reason=reason,
                        recovered=tally.verdict is Verdict.RECOVERED)  # fmt: skip
